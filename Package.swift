@@ -1,0 +1,64 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "synthd",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "synthd", targets: ["synthd"]),
+        .executable(name: "synth", targets: ["synth"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .target(name: "SynthProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .target(name: "SynthWire", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
+        .target(name: "SynthSpec", dependencies: ["SynthProto"]),
+        .target(name: "SynthStore", dependencies: [
+            "CLMDB", "SynthProto",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "SynthLLM", dependencies: ["CCurl", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "SynthQuality", dependencies: []),
+        .target(name: "SynthEngine", dependencies: [
+            "SynthSpec", "SynthStore", "SynthLLM", "SynthQuality", "SynthProto",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "SynthServer", dependencies: [
+            "SynthWire", "SynthSpec", "SynthStore", "SynthEngine", "SynthProto",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "SynthClient", dependencies: [
+            "SynthWire", "SynthProto", "SynthSpec",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+        .executableTarget(name: "synthd", dependencies: [
+            "SynthServer", "SynthStore", "SynthEngine", "SynthSpec",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "synth", dependencies: [
+            "SynthClient", "SynthSpec", "SynthProto",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "SynthWireTests", dependencies: ["SynthWire", "SynthProto"]),
+        .testTarget(name: "SynthSpecTests", dependencies: ["SynthSpec", "SynthProto"]),
+        .testTarget(name: "SynthStoreTests", dependencies: ["SynthStore", "SynthProto"]),
+        .testTarget(name: "SynthServerTests", dependencies: [
+            "SynthServer", "SynthClient", "SynthStore", "SynthEngine", "SynthProto", "SynthWire", "SynthSpec",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+    ]
+)
