@@ -19,8 +19,8 @@ let package = Package(
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "SynthProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .target(name: "SynthSpec", dependencies: ["SynthProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .target(name: "SynthWire", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
-        .target(name: "SynthSpec", dependencies: ["SynthProto"]),
         .target(name: "SynthStore", dependencies: [
             "CLMDB", "SynthProto",
             .product(name: "Crypto", package: "swift-crypto"),
@@ -51,9 +51,6 @@ let package = Package(
             "SynthClient", "SynthSpec", "SynthProto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "SynthWireTests", dependencies: ["SynthWire", "SynthProto"]),
-        .testTarget(name: "SynthSpecTests", dependencies: ["SynthSpec", "SynthProto"]),
-        .testTarget(name: "SynthStoreTests", dependencies: ["SynthStore", "SynthProto"]),
         .testTarget(name: "SynthServerTests", dependencies: [
             "SynthServer", "SynthClient", "SynthStore", "SynthEngine", "SynthProto", "SynthWire", "SynthSpec",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -156,6 +156,21 @@ public nonisolated struct PBStoredJob: @unchecked Sendable {
     set {_uniqueStorage()._attempts = newValue}
   }
 
+  public var createdAtMs: Int64 {
+    get {_storage._createdAtMs}
+    set {_uniqueStorage()._createdAtMs = newValue}
+  }
+
+  public var startedAtMs: Int64 {
+    get {_storage._startedAtMs}
+    set {_uniqueStorage()._startedAtMs = newValue}
+  }
+
+  public var finishedAtMs: Int64 {
+    get {_storage._finishedAtMs}
+    set {_uniqueStorage()._finishedAtMs = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -176,6 +191,28 @@ public nonisolated struct PBStoredEvent: Sendable {
   public var seq: UInt64 = 0
 
   public var detail: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One org's billed usage in one calendar month (UTC).
+public nonisolated struct PBStoredUsage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// accepted records billed
+  public var records: Int64 = 0
+
+  /// what subscription quota they consumed (verified counts 1.5x)
+  public var quotaRecords: Double = 0
+
+  /// pay-as-you-go price of those records
+  public var costMicroUsd: Int64 = 0
+
+  public var jobs: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -303,7 +340,7 @@ nonisolated extension PBStoredKey: SwiftProtobuf.Message, SwiftProtobuf._Message
 
 nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StoredJob"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}org\0\u{1}request\0\u{1}plan\0\u{1}seed\0\u{1}rejections\0\u{3}models_answered\0\u{3}idempotency_key\0\u{3}request_digest\0\u{3}last_event\0\u{3}cell_accepted\0\u{1}attempts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}org\0\u{1}request\0\u{1}plan\0\u{1}seed\0\u{1}rejections\0\u{3}models_answered\0\u{3}idempotency_key\0\u{3}request_digest\0\u{3}last_event\0\u{3}cell_accepted\0\u{1}attempts\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0")
 
   fileprivate class _StorageClass {
     var _job: PBJob? = nil
@@ -318,6 +355,9 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
     var _lastEvent: UInt64 = 0
     var _cellAccepted: [Int64] = []
     var _attempts: Int64 = 0
+    var _createdAtMs: Int64 = 0
+    var _startedAtMs: Int64 = 0
+    var _finishedAtMs: Int64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -340,6 +380,9 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
       _lastEvent = source._lastEvent
       _cellAccepted = source._cellAccepted
       _attempts = source._attempts
+      _createdAtMs = source._createdAtMs
+      _startedAtMs = source._startedAtMs
+      _finishedAtMs = source._finishedAtMs
     }
   }
 
@@ -370,6 +413,9 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
         case 10: try { try decoder.decodeSingularUInt64Field(value: &_storage._lastEvent) }()
         case 11: try { try decoder.decodeRepeatedInt64Field(value: &_storage._cellAccepted) }()
         case 12: try { try decoder.decodeSingularInt64Field(value: &_storage._attempts) }()
+        case 13: try { try decoder.decodeSingularInt64Field(value: &_storage._createdAtMs) }()
+        case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._startedAtMs) }()
+        case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._finishedAtMs) }()
         default: break
         }
       }
@@ -418,6 +464,15 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
       if _storage._attempts != 0 {
         try visitor.visitSingularInt64Field(value: _storage._attempts, fieldNumber: 12)
       }
+      if _storage._createdAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._createdAtMs, fieldNumber: 13)
+      }
+      if _storage._startedAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._startedAtMs, fieldNumber: 14)
+      }
+      if _storage._finishedAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._finishedAtMs, fieldNumber: 15)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -439,6 +494,9 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
         if _storage._lastEvent != rhs_storage._lastEvent {return false}
         if _storage._cellAccepted != rhs_storage._cellAccepted {return false}
         if _storage._attempts != rhs_storage._attempts {return false}
+        if _storage._createdAtMs != rhs_storage._createdAtMs {return false}
+        if _storage._startedAtMs != rhs_storage._startedAtMs {return false}
+        if _storage._finishedAtMs != rhs_storage._finishedAtMs {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -488,6 +546,51 @@ nonisolated extension PBStoredEvent: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if lhs.kind != rhs.kind {return false}
     if lhs.seq != rhs.seq {return false}
     if lhs.detail != rhs.detail {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBStoredUsage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StoredUsage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}records\0\u{3}quota_records\0\u{3}cost_micro_usd\0\u{1}jobs\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.records) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.quotaRecords) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.costMicroUsd) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.jobs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.records != 0 {
+      try visitor.visitSingularInt64Field(value: self.records, fieldNumber: 1)
+    }
+    if self.quotaRecords.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.quotaRecords, fieldNumber: 2)
+    }
+    if self.costMicroUsd != 0 {
+      try visitor.visitSingularInt64Field(value: self.costMicroUsd, fieldNumber: 3)
+    }
+    if self.jobs != 0 {
+      try visitor.visitSingularInt64Field(value: self.jobs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBStoredUsage, rhs: PBStoredUsage) -> Bool {
+    if lhs.records != rhs.records {return false}
+    if lhs.quotaRecords != rhs.quotaRecords {return false}
+    if lhs.costMicroUsd != rhs.costMicroUsd {return false}
+    if lhs.jobs != rhs.jobs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,201 @@
+import SynthProto
+import SwiftProtobuf
+
+/// A job's lifecycle states as stored and shown.
+public enum JobStatus: String, Sendable, CaseIterable {
+    case queued, running, succeeded, failed, cancelled
+
+    public var isTerminal: Bool { self == .succeeded || self == .failed || self == .cancelled }
+}
+
+extension Store {
+    /// Stores a new job, its list-index entry, its `created` event and (when given) its idempotency key.
+    public func insertJob(_ job: PBStoredJob) throws {
+        try write { txn in
+            var job = job
+            try appendEvent(&job, kind: "created", seq: 0, detail: "", txn: txn)
+            try txn.put(.jobs, Keys.text(job.job.jobID), try job.serializedBytes())
+            try txn.put(.jobIndex, Self.indexKey(job), [])
+            if !job.idempotencyKey.isEmpty {
+                try txn.put(.idempotency, Keys.join(Keys.text(job.org), Keys.text(job.idempotencyKey)), Keys.text(job.job.jobID))
+            }
+        }
+    }
+
+    /// Newest first: the index orders by inverted creation time.
+    static func indexKey(_ job: PBStoredJob) -> [UInt8] {
+        let created = UInt64(max(0, job.createdAtMs))
+        return Keys.join(Keys.text(job.org), Keys.u64(UInt64.max - created) + Keys.text(job.job.jobID))
+    }
+
+    public func job(id: String) throws -> PBStoredJob? {
+        try read { txn in try job(id: id, txn: txn) }
+    }
+
+    func job(id: String, txn: Transaction) throws -> PBStoredJob? {
+        try txn.get(.jobs, Keys.text(id)).map { try PBStoredJob(serializedBytes: $0) }
+    }
+
+    /// The job when it belongs to `org`; nil otherwise, so another org's job looks like no job.
+    public func job(id: String, org: String) throws -> PBStoredJob? {
+        guard let job = try job(id: id), job.org == org else { return nil }
+        return job
+    }
+
+    /// The job that an earlier Generate with this idempotency key created.
+    public func job(org: String, idempotencyKey: String) throws -> PBStoredJob? {
+        try read { txn in
+            guard let id = try txn.get(.idempotency, Keys.join(Keys.text(org), Keys.text(idempotencyKey))) else { return nil }
+            return try job(id: String(decoding: id, as: UTF8.self), txn: txn)
+        }
+    }
+
+    /// One page of `org`'s jobs, newest first. The page token is the index key to resume after.
+    public func listJobs(org: String, status: String?, limit: Int, pageToken: String) throws -> (jobs: [PBStoredJob], next: String) {
+        try read { txn in
+            var out: [PBStoredJob] = []
+            var next = ""
+            let prefix = Keys.text(org) + [0]
+            var start: [UInt8] = prefix
+            if !pageToken.isEmpty, let decoded = Self.decodeToken(pageToken), decoded.starts(with: prefix) {
+                start = decoded + [0]  // strictly after the token
+            }
+            try txn.scan(.jobIndex, prefix: prefix, from: start) { key, _ in
+                let id = String(decoding: key[(prefix.count + 8)...], as: UTF8.self)
+                guard let job = try job(id: id, txn: txn) else { return true }
+                if let status, job.job.status != status { return true }
+                if out.count == limit {
+                    next = Self.encodeToken(Self.indexKey(out.last!))
+                    return false
+                }
+                out.append(job)
+                return true
+            }
+            return (out, next)
+        }
+    }
+
+    static func encodeToken(_ key: [UInt8]) -> String {
+        key.map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func decodeToken(_ token: String) -> [UInt8]? {
+        guard token.count % 2 == 0, token.count <= 1024 else { return nil }
+        var out: [UInt8] = []
+        var it = token.makeIterator()
+        while let a = it.next(), let b = it.next() {
+            guard let byte = UInt8(String([a, b]), radix: 16) else { return nil }
+            out.append(byte)
+        }
+        return out
+    }
+
+    /// Reads, changes and writes back one job in a single transaction.
+    @discardableResult
+    public func updateJob(id: String, event: String? = nil, detail: String = "", _ mutate: (inout PBStoredJob) throws -> Void) throws -> PBStoredJob {
+        try write { txn in
+            guard var job = try job(id: id, txn: txn) else {
+                throw StoreError(.notFound, "job \(id) does not exist")
+            }
+            try mutate(&job)
+            if let event { try appendEvent(&job, kind: event, seq: job.job.lastSeq, detail: detail, txn: txn) }
+            try txn.put(.jobs, Keys.text(id), try job.serializedBytes())
+            return job
+        }
+    }
+
+    /// Appends accepted records to a job: each gets the next sequence number and a `record` event,
+    /// and the job's counters change through `mutate`, all in one transaction. After a crash
+    /// either all of it is there or none of it is.
+    @discardableResult
+    public func appendRecords(jobID: String, _ records: [[UInt8]], _ mutate: (inout PBStoredJob, _ firstSeq: UInt64) throws -> Void) throws -> PBStoredJob {
+        try write { txn in
+            guard var job = try job(id: jobID, txn: txn) else {
+                throw StoreError(.notFound, "job \(jobID) does not exist")
+            }
+            let first = job.job.lastSeq + 1
+            for (i, record) in records.enumerated() {
+                let seq = first + UInt64(i)
+                try txn.put(.records, Keys.sequenced(jobID, seq), record)
+                try appendEvent(&job, kind: "record", seq: seq, detail: "", txn: txn)
+            }
+            job.job.lastSeq = first + UInt64(records.count) - 1
+            try mutate(&job, first)
+            try txn.put(.jobs, Keys.text(jobID), try job.serializedBytes())
+            return job
+        }
+    }
+
+    func appendEvent(_ job: inout PBStoredJob, kind: String, seq: UInt64, detail: String, txn: Transaction) throws {
+        job.lastEvent += 1
+        var event = PBStoredEvent()
+        event.atMs = Clock.nowMillis()
+        event.kind = kind
+        event.seq = seq
+        event.detail = detail
+        try txn.put(.events, Keys.sequenced(job.job.jobID, job.lastEvent), try event.serializedBytes())
+    }
+
+    /// Up to `limit` records with sequence numbers above `afterSeq`, in order.
+    public func records(jobID: String, after afterSeq: UInt64, limit: Int) throws -> [(seq: UInt64, json: [UInt8])] {
+        try read { txn in
+            var out: [(UInt64, [UInt8])] = []
+            let prefix = Keys.jobPrefix(jobID)
+            try txn.scan(.records, prefix: prefix, from: Keys.sequenced(jobID, afterSeq + 1)) { key, value in
+                out.append((Keys.readU64(key, at: prefix.count), Array(value)))
+                return out.count < limit
+            }
+            return out
+        }
+    }
+
+    /// The records with the given sequence numbers, in the order asked.
+    public func records(jobID: String, seqs: ArraySlice<UInt64>) throws -> [[UInt8]] {
+        try read { txn in
+            try seqs.map { seq in
+                guard let r = try txn.get(.records, Keys.sequenced(jobID, seq)) else {
+                    throw StoreError(.corrupt, "job \(jobID) is missing record \(seq)")
+                }
+                return r
+            }
+        }
+    }
+
+    public func events(jobID: String) throws -> [PBStoredEvent] {
+        try read { txn in
+            var out: [PBStoredEvent] = []
+            try txn.scan(.events, prefix: Keys.jobPrefix(jobID)) { _, v in
+                out.append(try PBStoredEvent(serializedBytes: Array(v)))
+                return true
+            }
+            return out
+        }
+    }
+
+    /// Jobs that were queued or running when the last process stopped.
+    public func unfinishedJobs() throws -> [PBStoredJob] {
+        try read { txn in
+            var out: [PBStoredJob] = []
+            try txn.scan(.jobs, prefix: []) { _, v in
+                let job = try PBStoredJob(serializedBytes: Array(v))
+                if let status = JobStatus(rawValue: job.job.status), !status.isTerminal { out.append(job) }
+                return true
+            }
+            return out.sorted { $0.createdAtMs < $1.createdAtMs }
+        }
+    }
+
+    /// Adds a finished job's billed records to its org's month.
+    public func addUsage(org: String, atMillis: Int64, records: Int64, quotaRecords: Double, costMicroUSD: Int64) throws {
+        try write { txn in
+            let key = Keys.join(Keys.text(org), Keys.text(Clock.month(atMillis)))
+            var usage = try txn.get(.usage, key).map { try PBStoredUsage(serializedBytes: $0) } ?? PBStoredUsage()
+            usage.records += records
+            usage.quotaRecords += quotaRecords
+            usage.costMicroUsd += costMicroUSD
+            usage.jobs += 1
+            try txn.put(.usage, key, try usage.serializedBytes())
+        }
+    }
+}
+

@@ -1,0 +1,36 @@
+import SynthProto
+import SwiftProtobuf
+
+extension Store {
+    /// Creates an org; fails with `.conflict` when the name is taken.
+    public func createOrg(name: String, plan: String = "payg", monthlyQuota: Int64 = 0, balanceMicroUSD: Int64 = 0) throws -> PBStoredOrg {
+        try write { txn in
+            if try txn.get(.orgs, Keys.text(name)) != nil {
+                throw StoreError(.conflict, "org \(name) already exists")
+            }
+            var org = PBStoredOrg()
+            org.name = name
+            org.plan = plan
+            org.monthlyQuota = monthlyQuota
+            org.balanceMicroUsd = balanceMicroUSD
+            org.createdAtMs = Clock.nowMillis()
+            try txn.put(.orgs, Keys.text(name), try org.serializedBytes())
+            return org
+        }
+    }
+
+    public func org(named name: String) throws -> PBStoredOrg? {
+        try read { txn in try txn.get(.orgs, Keys.text(name)).map { try PBStoredOrg(serializedBytes: $0) } }
+    }
+
+    public func orgs() throws -> [PBStoredOrg] {
+        try read { txn in
+            var out: [PBStoredOrg] = []
+            try txn.scan(.orgs, prefix: []) { _, v in
+                out.append(try PBStoredOrg(serializedBytes: Array(v)))
+                return true
+            }
+            return out
+        }
+    }
+}

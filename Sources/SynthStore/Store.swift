@@ -1,0 +1,121 @@
+import CLMDB
+import Foundation
+
+/// One LMDB environment: the data directory's `data.mdb` and its named tables.
+///
+/// Transactions are synchronous closures: they commit when the closure returns and abort when it
+/// throws, so they can never span an `await`. Writes are serialised by one lock; reads run in
+/// parallel (the environment is opened with MDB_NOTLS, so a read transaction is not tied to a thread).
+public final class Store: @unchecked Sendable {
+    /// The named tables. `mdb_stat -a DATADIR` lists them.
+    public enum Table: String, CaseIterable, Sendable {
+        case meta, orgs, keys, keyIDs = "key_ids", jobs, jobIndex = "job_index", records, events, usage
+        case idempotency
+    }
+
+    public let path: String
+    private let env: OpaquePointer
+    private var dbis: [Table: MDB_dbi] = [:]
+    private let writeLock = NSLock()
+    // Readers hold it shared; a map resize holds it exclusively (LMDB requires no live transaction
+    // in this process while the map size changes).
+    private var resizeLock = pthread_rwlock_t()
+
+    /// Opens (creating if needed) the environment in directory `path`.
+    public init(path: String, initialMapSize: Int = 1 << 30) throws {
+        self.path = path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        var env: OpaquePointer?
+        try StoreError.check(mdb_env_create(&env), "mdb_env_create")
+        guard let env else { throw StoreError(.lmdb(-1), "mdb_env_create returned no environment") }
+        self.env = env
+        pthread_rwlock_init(&resizeLock, nil)
+        do {
+            try StoreError.check(mdb_env_set_maxdbs(env, 32), "mdb_env_set_maxdbs")
+            try StoreError.check(mdb_env_set_maxreaders(env, 510), "mdb_env_set_maxreaders")
+            // Never shrink a map another process already grew.
+            let existing = (try? FileManager.default.attributesOfItem(atPath: path + "/data.mdb")[.size] as? Int) ?? 0
+            try StoreError.check(mdb_env_set_mapsize(env, max(initialMapSize, existing)), "mdb_env_set_mapsize")
+            try StoreError.check(mdb_env_open(env, path, UInt32(MDB_NOTLS), 0o600), "mdb_env_open \(path)")
+            // Readers left behind by a killed process would pin old pages forever.
+            var dead: Int32 = 0
+            mdb_reader_check(env, &dead)
+            try write { txn in
+                for table in Table.allCases {
+                    var dbi = MDB_dbi()
+                    try StoreError.check(mdb_dbi_open(txn.txn, table.rawValue, UInt32(MDB_CREATE), &dbi), "mdb_dbi_open \(table.rawValue)")
+                    self.dbis[table] = dbi
+                }
+            }
+        } catch {
+            mdb_env_close(env)
+            throw error
+        }
+    }
+
+    deinit {
+        mdb_env_close(env)
+        pthread_rwlock_destroy(&resizeLock)
+    }
+
+    func dbi(_ table: Table) -> MDB_dbi { dbis[table]! }
+
+    /// Runs `body` in a read-only transaction.
+    public func read<T>(_ body: (Transaction) throws -> T) throws -> T {
+        pthread_rwlock_rdlock(&resizeLock)
+        defer { pthread_rwlock_unlock(&resizeLock) }
+        let txn = try begin(flags: UInt32(MDB_RDONLY))
+        defer { mdb_txn_abort(txn) }
+        return try body(Transaction(store: self, txn: txn))
+    }
+
+    /// Runs `body` in the write transaction; commits when it returns, aborts when it throws.
+    /// A full map is grown and the whole closure run again, so `body` must not have side effects
+    /// outside the transaction.
+    public func write<T>(_ body: (Transaction) throws -> T) throws -> T {
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        while true {
+            do {
+                pthread_rwlock_rdlock(&resizeLock)
+                defer { pthread_rwlock_unlock(&resizeLock) }
+                let txn = try begin(flags: 0)
+                do {
+                    let result = try body(Transaction(store: self, txn: txn))
+                    try StoreError.check(mdb_txn_commit(txn), "mdb_txn_commit")
+                    return result
+                } catch {
+                    mdb_txn_abort(txn)
+                    throw error
+                }
+            } catch let error as StoreError where error.code == .lmdb(MDB_MAP_FULL) {
+                try grow()
+            }
+        }
+    }
+
+    private func begin(flags: UInt32) throws -> OpaquePointer {
+        var txn: OpaquePointer?
+        var rc = mdb_txn_begin(env, nil, flags, &txn)
+        if rc == MDB_MAP_RESIZED {
+            // Another process grew the map: adopt its size and try again.
+            mdb_env_set_mapsize(env, 0)
+            rc = mdb_txn_begin(env, nil, flags, &txn)
+        }
+        try StoreError.check(rc, "mdb_txn_begin")
+        return txn!
+    }
+
+    private func grow() throws {
+        pthread_rwlock_wrlock(&resizeLock)
+        defer { pthread_rwlock_unlock(&resizeLock) }
+        var info = MDB_envinfo()
+        mdb_env_info(env, &info)
+        try StoreError.check(mdb_env_set_mapsize(env, info.me_mapsize * 2), "mdb_env_set_mapsize")
+    }
+
+    /// Flushes to disk; commits already are durable, this is for shutdown.
+    public func sync() {
+        mdb_env_sync(env, 1)
+    }
+}

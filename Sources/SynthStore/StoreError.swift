@@ -1,0 +1,27 @@
+import CLMDB
+
+/// A storage failure: an LMDB return code with LMDB's own text, or stored bytes that do not decode.
+public struct StoreError: Error, Sendable, CustomStringConvertible {
+    public enum Code: Sendable, Equatable {
+        case lmdb(Int32)
+        case corrupt
+        case conflict
+        case notFound
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+
+    /// The one place an LMDB return code becomes a Swift error.
+    static func check(_ rc: Int32, _ what: @autoclosure () -> String) throws {
+        guard rc != 0 else { return }
+        throw StoreError(.lmdb(rc), "\(what()): \(String(cString: mdb_strerror(rc)))")
+    }
+}
