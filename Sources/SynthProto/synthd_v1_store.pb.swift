@@ -171,6 +171,12 @@ public nonisolated struct PBStoredJob: @unchecked Sendable {
     set {_uniqueStorage()._finishedAtMs = newValue}
   }
 
+  /// One bit per planned slot (record position in the plan): set once that slot's record is stored.
+  public var filled: Data {
+    get {_storage._filled}
+    set {_uniqueStorage()._filled = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -340,7 +346,7 @@ nonisolated extension PBStoredKey: SwiftProtobuf.Message, SwiftProtobuf._Message
 
 nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StoredJob"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}org\0\u{1}request\0\u{1}plan\0\u{1}seed\0\u{1}rejections\0\u{3}models_answered\0\u{3}idempotency_key\0\u{3}request_digest\0\u{3}last_event\0\u{3}cell_accepted\0\u{1}attempts\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}org\0\u{1}request\0\u{1}plan\0\u{1}seed\0\u{1}rejections\0\u{3}models_answered\0\u{3}idempotency_key\0\u{3}request_digest\0\u{3}last_event\0\u{3}cell_accepted\0\u{1}attempts\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}filled\0")
 
   fileprivate class _StorageClass {
     var _job: PBJob? = nil
@@ -358,6 +364,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
     var _createdAtMs: Int64 = 0
     var _startedAtMs: Int64 = 0
     var _finishedAtMs: Int64 = 0
+    var _filled: Data = Data()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -383,6 +390,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
       _createdAtMs = source._createdAtMs
       _startedAtMs = source._startedAtMs
       _finishedAtMs = source._finishedAtMs
+      _filled = source._filled
     }
   }
 
@@ -416,6 +424,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
         case 13: try { try decoder.decodeSingularInt64Field(value: &_storage._createdAtMs) }()
         case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._startedAtMs) }()
         case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._finishedAtMs) }()
+        case 16: try { try decoder.decodeSingularBytesField(value: &_storage._filled) }()
         default: break
         }
       }
@@ -473,6 +482,9 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
       if _storage._finishedAtMs != 0 {
         try visitor.visitSingularInt64Field(value: _storage._finishedAtMs, fieldNumber: 15)
       }
+      if !_storage._filled.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._filled, fieldNumber: 16)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -497,6 +509,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
         if _storage._createdAtMs != rhs_storage._createdAtMs {return false}
         if _storage._startedAtMs != rhs_storage._startedAtMs {return false}
         if _storage._finishedAtMs != rhs_storage._finishedAtMs {return false}
+        if _storage._filled != rhs_storage._filled {return false}
         return true
       }
       if !storagesAreEqual {return false}

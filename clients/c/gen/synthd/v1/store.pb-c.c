@@ -193,6 +193,51 @@ void   synthd__v1__stored_event__free_unpacked
   assert(message->base.descriptor == &synthd__v1__stored_event__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   synthd__v1__stored_usage__init
+                     (Synthd__V1__StoredUsage         *message)
+{
+  static const Synthd__V1__StoredUsage init_value = SYNTHD__V1__STORED_USAGE__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__stored_usage__get_packed_size
+                     (const Synthd__V1__StoredUsage *message)
+{
+  assert(message->base.descriptor == &synthd__v1__stored_usage__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__stored_usage__pack
+                     (const Synthd__V1__StoredUsage *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__stored_usage__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__stored_usage__pack_to_buffer
+                     (const Synthd__V1__StoredUsage *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__stored_usage__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__StoredUsage *
+       synthd__v1__stored_usage__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__StoredUsage *)
+     protobuf_c_message_unpack (&synthd__v1__stored_usage__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__stored_usage__free_unpacked
+                     (Synthd__V1__StoredUsage *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__stored_usage__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor synthd__v1__stored_org__field_descriptors[5] =
 {
   {
@@ -463,7 +508,7 @@ const ProtobufCMessageDescriptor synthd__v1__stored_job__rejections_entry__descr
   (ProtobufCMessageInit) synthd__v1__stored_job__rejections_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[12] =
+static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[16] =
 {
   {
     "job",
@@ -609,10 +654,61 @@ static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "created_at_ms",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredJob, created_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "started_at_ms",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredJob, started_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "finished_at_ms",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredJob, finished_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "filled",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredJob, filled),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__stored_job__field_indices_by_name[] = {
   11,   /* field[11] = attempts */
   10,   /* field[10] = cell_accepted */
+  12,   /* field[12] = created_at_ms */
+  15,   /* field[15] = filled */
+  14,   /* field[14] = finished_at_ms */
   7,   /* field[7] = idempotency_key */
   0,   /* field[0] = job */
   9,   /* field[9] = last_event */
@@ -623,11 +719,12 @@ static const unsigned synthd__v1__stored_job__field_indices_by_name[] = {
   2,   /* field[2] = request */
   8,   /* field[8] = request_digest */
   4,   /* field[4] = seed */
+  13,   /* field[13] = started_at_ms */
 };
 static const ProtobufCIntRange synthd__v1__stored_job__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor =
 {
@@ -637,7 +734,7 @@ const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor =
   "Synthd__V1__StoredJob",
   "synthd.v1",
   sizeof(Synthd__V1__StoredJob),
-  12,
+  16,
   synthd__v1__stored_job__field_descriptors,
   synthd__v1__stored_job__field_indices_by_name,
   1,  synthd__v1__stored_job__number_ranges,
@@ -719,5 +816,82 @@ const ProtobufCMessageDescriptor synthd__v1__stored_event__descriptor =
   synthd__v1__stored_event__field_indices_by_name,
   1,  synthd__v1__stored_event__number_ranges,
   (ProtobufCMessageInit) synthd__v1__stored_event__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__stored_usage__field_descriptors[4] =
+{
+  {
+    "records",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredUsage, records),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quota_records",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredUsage, quota_records),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cost_micro_usd",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredUsage, cost_micro_usd),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "jobs",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredUsage, jobs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__stored_usage__field_indices_by_name[] = {
+  2,   /* field[2] = cost_micro_usd */
+  3,   /* field[3] = jobs */
+  1,   /* field[1] = quota_records */
+  0,   /* field[0] = records */
+};
+static const ProtobufCIntRange synthd__v1__stored_usage__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor synthd__v1__stored_usage__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.StoredUsage",
+  "StoredUsage",
+  "Synthd__V1__StoredUsage",
+  "synthd.v1",
+  sizeof(Synthd__V1__StoredUsage),
+  4,
+  synthd__v1__stored_usage__field_descriptors,
+  synthd__v1__stored_usage__field_indices_by_name,
+  1,  synthd__v1__stored_usage__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__stored_usage__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -22,6 +22,7 @@ typedef struct Synthd__V1__StoredKey Synthd__V1__StoredKey;
 typedef struct Synthd__V1__StoredJob Synthd__V1__StoredJob;
 typedef struct Synthd__V1__StoredJob__RejectionsEntry Synthd__V1__StoredJob__RejectionsEntry;
 typedef struct Synthd__V1__StoredEvent Synthd__V1__StoredEvent;
+typedef struct Synthd__V1__StoredUsage Synthd__V1__StoredUsage;
 
 
 /* --- enums --- */
@@ -104,10 +105,17 @@ struct  Synthd__V1__StoredJob
   size_t n_cell_accepted;
   int64_t *cell_accepted;
   int64_t attempts;
+  int64_t created_at_ms;
+  int64_t started_at_ms;
+  int64_t finished_at_ms;
+  /*
+   * One bit per planned slot (record position in the plan): set once that slot's record is stored.
+   */
+  ProtobufCBinaryData filled;
 };
 #define SYNTHD__V1__STORED_JOB__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__stored_job__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, NULL, NULL, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, {0,NULL}, 0, 0,NULL, 0 }
+    , NULL, (char *)protobuf_c_empty_string, NULL, NULL, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, {0,NULL}, 0, 0,NULL, 0, 0, 0, 0, {0,NULL} }
 
 
 struct  Synthd__V1__StoredEvent
@@ -124,6 +132,31 @@ struct  Synthd__V1__StoredEvent
 #define SYNTHD__V1__STORED_EVENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__stored_event__descriptor) \
     , 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * One org's billed usage in one calendar month (UTC).
+ */
+struct  Synthd__V1__StoredUsage
+{
+  ProtobufCMessage base;
+  /*
+   * accepted records billed
+   */
+  int64_t records;
+  /*
+   * what subscription quota they consumed (verified counts 1.5x)
+   */
+  double quota_records;
+  /*
+   * pay-as-you-go price of those records
+   */
+  int64_t cost_micro_usd;
+  int64_t jobs;
+};
+#define SYNTHD__V1__STORED_USAGE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__stored_usage__descriptor) \
+    , 0, 0, 0, 0 }
 
 
 /* Synthd__V1__StoredOrg methods */
@@ -205,6 +238,25 @@ Synthd__V1__StoredEvent *
 void   synthd__v1__stored_event__free_unpacked
                      (Synthd__V1__StoredEvent *message,
                       ProtobufCAllocator *allocator);
+/* Synthd__V1__StoredUsage methods */
+void   synthd__v1__stored_usage__init
+                     (Synthd__V1__StoredUsage         *message);
+size_t synthd__v1__stored_usage__get_packed_size
+                     (const Synthd__V1__StoredUsage   *message);
+size_t synthd__v1__stored_usage__pack
+                     (const Synthd__V1__StoredUsage   *message,
+                      uint8_t             *out);
+size_t synthd__v1__stored_usage__pack_to_buffer
+                     (const Synthd__V1__StoredUsage   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__StoredUsage *
+       synthd__v1__stored_usage__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__stored_usage__free_unpacked
+                     (Synthd__V1__StoredUsage *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Synthd__V1__StoredOrg_Closure)
@@ -222,6 +274,9 @@ typedef void (*Synthd__V1__StoredJob_Closure)
 typedef void (*Synthd__V1__StoredEvent_Closure)
                  (const Synthd__V1__StoredEvent *message,
                   void *closure_data);
+typedef void (*Synthd__V1__StoredUsage_Closure)
+                 (const Synthd__V1__StoredUsage *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -233,6 +288,7 @@ extern const ProtobufCMessageDescriptor synthd__v1__stored_key__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_job__rejections_entry__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_event__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__stored_usage__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -1,0 +1,61 @@
+/// One structured-output request: system and user text, and the JSON schema the answer must meet.
+public struct ChatRequest: Sendable {
+    public var model: String
+    public var system: String
+    public var user: String
+    /// A JSON schema object, serialised.
+    public var jsonSchema: String?
+    public var schemaName: String
+    public var maxTokens: Int
+    public var temperature: Double
+    /// Which budget the usage is counted under: generate, judge, invariants.
+    public var stage: String
+
+    public init(model: String, system: String, user: String, jsonSchema: String?, schemaName: String = "record",
+                maxTokens: Int = 1024, temperature: Double = 0.9, stage: String = "generate") {
+        self.model = model
+        self.system = system
+        self.user = user
+        self.jsonSchema = jsonSchema
+        self.schemaName = schemaName
+        self.maxTokens = maxTokens
+        self.temperature = temperature
+        self.stage = stage
+    }
+}
+
+/// The provider's answer.
+public struct ChatCompletion: Sendable {
+    /// The JSON text of the answer (from a tool call, a JSON-mode answer, or repaired free text).
+    public var content: String
+    /// "stop", "length", "refusal", ...
+    public var finishReason: String
+    public var promptTokens: Int
+    public var completionTokens: Int
+    /// The model that really answered, as the provider names it.
+    public var model: String
+    public var costUSD: Double
+    /// How many HTTP attempts this answer took.
+    public var attempts: Int
+}
+
+/// A provider failure that retrying will not mend, or retries ran out.
+public struct ProviderError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable {
+        /// 400, 401, 403, exhausted quota: the job cannot go on.
+        case fatal
+        /// Retries exhausted on a retryable failure.
+        case exhausted
+        /// The answer came but is not usable (malformed JSON, refusal); the caller may try again.
+        case unusable
+    }
+
+    public var kind: Kind
+    public var provider: String
+    public var status: Int
+    public var message: String
+
+    public var description: String {
+        status > 0 ? "\(provider) answered \(status): \(message)" : "\(provider): \(message)"
+    }
+}

@@ -1,0 +1,245 @@
+import Foundation
+import Logging
+
+/// Talks to one configured provider: builds the wire request for its format, bounds how many
+/// requests are in flight, retries what is worth retrying, and parses the answer.
+public final class LLMClient: @unchecked Sendable {
+    /// How structured output is asked for. Tried in this order; what worked is remembered.
+    public enum OutputMode: Int, Sendable {
+        case jsonSchema = 0, jsonObject = 1, prompt = 2
+    }
+
+    public let config: ProviderConfig
+    private let engine: HTTPEngine
+    private let permits: AsyncSemaphore
+    private let logger: Logger
+    private let lock = NSLock()
+    private var mode: OutputMode = .jsonSchema
+
+    public init(config: ProviderConfig, engine: HTTPEngine, logger: Logger) {
+        self.config = config
+        self.engine = engine
+        self.permits = AsyncSemaphore(max(1, config.maxInFlight))
+        self.logger = logger
+    }
+
+    public var outputMode: OutputMode { lock.withLock { mode } }
+
+    /// One completion, retried on timeouts, resets, 408, 429, 5xx and 529 with exponential
+    /// backoff and jitter, never sooner than the provider's retry-after.
+    public func complete(_ request: ChatRequest) async throws -> ChatCompletion {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let currentMode = outputMode
+            let http = try build(request, mode: currentMode)
+            let outcome: Result<HTTPResponse, Error>
+            do {
+                let response = try await permits.withPermit { try await engine.send(http) }
+                outcome = .success(response)
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                outcome = .failure(error)
+            }
+            var retryAfter: Duration?
+            switch outcome {
+            case .success(let response) where response.status == 200:
+                var completion = try parse(response, request: request)
+                completion.attempts = attempt
+                return completion
+            case .success(let response):
+                let message = Self.errorMessage(response.body)
+                if response.status == 400, currentMode != .prompt, Self.mentionsStructuredOutput(message) {
+                    // The endpoint does not take this way of asking for JSON: step down and remember.
+                    lock.withLock { if mode == currentMode { mode = OutputMode(rawValue: currentMode.rawValue + 1)! } }
+                    logger.info("provider does not support structured output mode, falling back", metadata: ["provider": "\(config.name)", "mode": "\(currentMode)"])
+                    attempt -= 1
+                    continue
+                }
+                let quota = message.lowercased().contains("insufficient_quota") || message.lowercased().contains("exceeded your current quota")
+                guard Self.isRetryable(response.status), !quota else {
+                    throw ProviderError(kind: .fatal, provider: config.name, status: response.status, message: message)
+                }
+                retryAfter = Self.retryAfter(response.headers)
+                if attempt > config.maxRetries {
+                    throw ProviderError(kind: .exhausted, provider: config.name, status: response.status, message: "gave up after \(attempt) attempts: \(message)")
+                }
+            case .failure(let error):
+                if attempt > config.maxRetries {
+                    throw ProviderError(kind: .exhausted, provider: config.name, status: 0, message: "gave up after \(attempt) attempts: \(error)")
+                }
+            }
+            let delay = Self.backoff(attempt: attempt, retryAfter: retryAfter)
+            try await Task.sleep(for: delay)
+        }
+    }
+
+    static func isRetryable(_ status: Int) -> Bool {
+        status == 408 || status == 409 || status == 425 || status == 429 || status >= 500
+    }
+
+    /// Full jitter on an exponential base (0.25 s doubling, capped at 20 s), but never below the
+    /// provider's retry-after.
+    static func backoff(attempt: Int, retryAfter: Duration?) -> Duration {
+        let cap = min(20.0, 0.25 * pow(2.0, Double(attempt - 1)))
+        let jittered = Duration.milliseconds(Int64(Double.random(in: 0.5...1.0) * cap * 1000))
+        guard let retryAfter else { return jittered }
+        return max(retryAfter, jittered)
+    }
+
+    static func retryAfter(_ headers: [String: String]) -> Duration? {
+        if let ms = headers["retry-after-ms"].flatMap(Double.init) { return .milliseconds(Int64(ms.rounded(.up))) }
+        if let s = headers["retry-after"].flatMap(Double.init) { return .milliseconds(Int64((s * 1000).rounded(.up))) }
+        return nil
+    }
+
+    static func mentionsStructuredOutput(_ message: String) -> Bool {
+        let m = message.lowercased()
+        return m.contains("response_format") || m.contains("json_schema") || m.contains("json mode") || m.contains("tool")
+    }
+
+    /// The provider's own error message, without anything that could be a credential.
+    static func errorMessage(_ body: [UInt8]) -> String {
+        let text = String(decoding: body.prefix(2000), as: UTF8.self)
+        if let obj = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] {
+            if let err = obj["error"] as? [String: Any] {
+                let msg = err["message"] as? String ?? ""
+                let code = (err["code"] as? String) ?? (err["type"] as? String) ?? ""
+                return Redact.secrets(code.isEmpty ? msg : "\(code): \(msg)")
+            }
+            if let msg = obj["message"] as? String { return Redact.secrets(msg) }
+        }
+        return Redact.secrets(text.isEmpty ? "(empty body)" : text)
+    }
+
+    func build(_ r: ChatRequest, mode: OutputMode) throws -> HTTPRequest {
+        let base = config.baseURL.hasSuffix("/") ? String(config.baseURL.dropLast()) : config.baseURL
+        var body: [String: Any] = ["model": r.model, "max_tokens": r.maxTokens, "temperature": r.temperature]
+        var headers = ["Content-Type: application/json"]
+        let schemaObject = r.jsonSchema.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) }
+        let url: String
+        switch config.kind {
+        case .openai:
+            url = base + "/chat/completions"
+            if !config.apiKey.isEmpty { headers.append("Authorization: Bearer \(config.apiKey)") }
+            var system = r.system
+            if let schemaObject, mode == .jsonSchema {
+                body["response_format"] = ["type": "json_schema", "json_schema": ["name": r.schemaName, "schema": schemaObject, "strict": true]]
+            } else if mode == .jsonObject {
+                body["response_format"] = ["type": "json_object"]
+                if let s = r.jsonSchema { system += "\n\nAnswer with one JSON object that matches this JSON schema:\n\(s)" }
+            } else if let s = r.jsonSchema {
+                system += "\n\nAnswer with one JSON object that matches this JSON schema, and nothing else:\n\(s)"
+            }
+            body["messages"] = [["role": "system", "content": system], ["role": "user", "content": r.user]]
+        case .anthropic:
+            url = base + "/v1/messages"
+            if !config.apiKey.isEmpty { headers.append("x-api-key: \(config.apiKey)") }
+            headers.append("anthropic-version: 2023-06-01")
+            body.removeValue(forKey: "temperature")
+            body["temperature"] = min(1.0, r.temperature)
+            var system = r.system
+            if let schemaObject, mode != .prompt {
+                body["tools"] = [["name": r.schemaName, "description": "Record the answer.", "input_schema": schemaObject]]
+                body["tool_choice"] = ["type": "tool", "name": r.schemaName]
+            } else if let s = r.jsonSchema {
+                system += "\n\nAnswer with one JSON object that matches this JSON schema, and nothing else:\n\(s)"
+            }
+            body["system"] = system
+            body["messages"] = [["role": "user", "content": r.user]]
+        }
+        let data = try JSONSerialization.data(withJSONObject: body)
+        return HTTPRequest(url: url, headers: headers, body: Array(data),
+                           connectTimeout: .milliseconds(Int64(config.connectTimeoutSeconds * 1000)),
+                           totalTimeout: .milliseconds(Int64(config.requestTimeoutSeconds * 1000)))
+    }
+
+    func parse(_ response: HTTPResponse, request: ChatRequest) throws -> ChatCompletion {
+        func unusable(_ why: String) -> ProviderError {
+            ProviderError(kind: .unusable, provider: config.name, status: response.status, message: why)
+        }
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any] else {
+            throw unusable("the answer is not JSON")
+        }
+        var content = ""
+        var finish = ""
+        var promptTokens = 0, completionTokens = 0
+        let model = obj["model"] as? String ?? request.model
+        switch config.kind {
+        case .openai:
+            guard let choice = (obj["choices"] as? [[String: Any]])?.first, let message = choice["message"] as? [String: Any] else {
+                throw unusable("the answer has no choices[0].message")
+            }
+            finish = choice["finish_reason"] as? String ?? ""
+            if let refusal = message["refusal"] as? String, !refusal.isEmpty {
+                content = ""
+                finish = "refusal"
+            } else {
+                content = message["content"] as? String ?? ""
+            }
+            let usage = obj["usage"] as? [String: Any] ?? [:]
+            promptTokens = usage["prompt_tokens"] as? Int ?? 0
+            completionTokens = usage["completion_tokens"] as? Int ?? 0
+        case .anthropic:
+            let blocks = obj["content"] as? [[String: Any]] ?? []
+            if let tool = blocks.first(where: { $0["type"] as? String == "tool_use" }), let input = tool["input"],
+               let data = try? JSONSerialization.data(withJSONObject: input, options: [.sortedKeys]) {
+                content = String(decoding: data, as: UTF8.self)
+            } else {
+                content = blocks.compactMap { $0["type"] as? String == "text" ? $0["text"] as? String : nil }.joined()
+            }
+            finish = obj["stop_reason"] as? String ?? ""
+            if finish == "max_tokens" { finish = "length" }
+            let usage = obj["usage"] as? [String: Any] ?? [:]
+            promptTokens = usage["input_tokens"] as? Int ?? 0
+            completionTokens = usage["output_tokens"] as? Int ?? 0
+        }
+        let price = config.pricesPerMillion[model] ?? config.pricesPerMillion[request.model] ?? config.pricesPerMillion["*"]
+        let cost = price.map { (Double(promptTokens) * $0.prompt + Double(completionTokens) * $0.completion) / 1_000_000 } ?? 0
+        return ChatCompletion(content: JSONRepair.extractObject(content) ?? content, finishReason: finish,
+                              promptTokens: promptTokens, completionTokens: completionTokens, model: model, costUSD: cost, attempts: 1)
+    }
+}
+
+/// Removes what looks like a credential from text that may be shown to a user.
+public enum Redact {
+    public static func secrets(_ text: String) -> String {
+        var out = text
+        for pattern in [#"sk-[A-Za-z0-9_\-]{8,}"#, #"sk_live_[A-Za-z0-9]{8,}"#, #"sk-ant-[A-Za-z0-9_\-]{8,}"#, #"(?i)bearer\s+[A-Za-z0-9._\-]{8,}"#] {
+            out = out.replacingOccurrences(of: pattern, with: "[redacted]", options: .regularExpression)
+        }
+        return out
+    }
+}
+
+/// Tolerant extraction of one JSON object from model text: code fences, chatter around it.
+public enum JSONRepair {
+    /// The first balanced `{...}` in `text` that parses as JSON, or nil.
+    public static func extractObject(_ text: String) -> String? {
+        let bytes = Array(text.utf8)
+        var start = 0
+        while let open = bytes[start...].firstIndex(of: UInt8(ascii: "{")) {
+            var depth = 0, inString = false, escaped = false
+            for i in open..<bytes.count {
+                let c = bytes[i]
+                if inString {
+                    if escaped { escaped = false } else if c == UInt8(ascii: "\\") { escaped = true } else if c == UInt8(ascii: "\"") { inString = false }
+                    continue
+                }
+                if c == UInt8(ascii: "\"") { inString = true } else if c == UInt8(ascii: "{") { depth += 1 } else if c == UInt8(ascii: "}") {
+                    depth -= 1
+                    if depth == 0 {
+                        let candidate = Array(bytes[open...i])
+                        if (try? JSONSerialization.jsonObject(with: Data(candidate))) is [String: Any] {
+                            return String(decoding: candidate, as: UTF8.self)
+                        }
+                        break
+                    }
+                }
+            }
+            start = open + 1
+        }
+        return nil
+    }
+}

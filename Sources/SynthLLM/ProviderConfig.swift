@@ -1,0 +1,79 @@
+/// One configured LLM endpoint.
+public struct ProviderConfig: Sendable, Codable, Equatable {
+    public enum Kind: String, Sendable, Codable {
+        /// Chat Completions: OpenAI, vLLM, llama.cpp's server, Ollama and other compatible servers.
+        case openai
+        /// The Messages API.
+        case anthropic
+    }
+
+    public var name: String
+    public var kind: Kind
+    public var baseURL: String
+    /// Never logged, stored or echoed; read from the environment or the config file.
+    public var apiKey: String
+    public var maxInFlight: Int
+    public var maxRetries: Int
+    public var connectTimeoutSeconds: Double
+    public var requestTimeoutSeconds: Double
+    /// Dollars per million tokens, by model name; "*" matches any model.
+    public var pricesPerMillion: [String: TokenPrice]
+
+    public struct TokenPrice: Sendable, Codable, Equatable {
+        public var prompt: Double
+        public var completion: Double
+        public init(prompt: Double, completion: Double) {
+            self.prompt = prompt
+            self.completion = completion
+        }
+    }
+
+    public init(name: String, kind: Kind, baseURL: String, apiKey: String = "", maxInFlight: Int = 64, maxRetries: Int = 8,
+                connectTimeoutSeconds: Double = 10, requestTimeoutSeconds: Double = 120, pricesPerMillion: [String: TokenPrice] = [:]) {
+        self.name = name
+        self.kind = kind
+        self.baseURL = baseURL
+        self.apiKey = apiKey
+        self.maxInFlight = maxInFlight
+        self.maxRetries = maxRetries
+        self.connectTimeoutSeconds = connectTimeoutSeconds
+        self.requestTimeoutSeconds = requestTimeoutSeconds
+        self.pricesPerMillion = pricesPerMillion
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, kind
+        case baseURL = "base_url"
+        case apiKey = "api_key"
+        case maxInFlight = "max_in_flight"
+        case maxRetries = "max_retries"
+        case connectTimeoutSeconds = "connect_timeout_seconds"
+        case requestTimeoutSeconds = "request_timeout_seconds"
+        case pricesPerMillion = "prices_per_million"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            name: try c.decodeIfPresent(String.self, forKey: .name) ?? "",
+            kind: try c.decode(Kind.self, forKey: .kind),
+            baseURL: try c.decode(String.self, forKey: .baseURL),
+            apiKey: try c.decodeIfPresent(String.self, forKey: .apiKey) ?? "",
+            maxInFlight: try c.decodeIfPresent(Int.self, forKey: .maxInFlight) ?? 64,
+            maxRetries: try c.decodeIfPresent(Int.self, forKey: .maxRetries) ?? 8,
+            connectTimeoutSeconds: try c.decodeIfPresent(Double.self, forKey: .connectTimeoutSeconds) ?? 10,
+            requestTimeoutSeconds: try c.decodeIfPresent(Double.self, forKey: .requestTimeoutSeconds) ?? 120,
+            pricesPerMillion: try c.decodeIfPresent([String: TokenPrice].self, forKey: .pricesPerMillion) ?? [:])
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(baseURL, forKey: .baseURL)
+        // The key is deliberately never encoded.
+        try c.encode(maxInFlight, forKey: .maxInFlight)
+        try c.encode(maxRetries, forKey: .maxRetries)
+        try c.encode(pricesPerMillion, forKey: .pricesPerMillion)
+    }
+}
