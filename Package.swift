@@ -30,7 +30,8 @@ let package = Package(
         .target(name: "SynthEngine", dependencies: [
             "SynthSpec", "SynthStore", "SynthLLM", "SynthQuality", "SynthProto",
             .product(name: "Logging", package: "swift-log"),
-        ]),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], resources: [.copy("Prompts")]),
         .target(name: "SynthServer", dependencies: [
             "SynthWire", "SynthSpec", "SynthStore", "SynthEngine", "SynthProto",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -106,24 +106,33 @@ extension Store {
 
     /// Appends accepted records to a job: each gets the next sequence number and a `record` event,
     /// and the job's counters change through `mutate`, all in one transaction. After a crash
-    /// either all of it is there or none of it is.
+    /// either all of it is there or none of it is. `build(i, seq)` makes the bytes of record i.
     @discardableResult
-    public func appendRecords(jobID: String, _ records: [[UInt8]], _ mutate: (inout PBStoredJob, _ firstSeq: UInt64) throws -> Void) throws -> PBStoredJob {
+    public func appendRecords(jobID: String, count: Int, build: (Int, UInt64) throws -> [UInt8],
+                              _ mutate: (inout PBStoredJob, _ firstSeq: UInt64) throws -> Void) throws -> PBStoredJob {
         try write { txn in
             guard var job = try job(id: jobID, txn: txn) else {
                 throw StoreError(.notFound, "job \(jobID) does not exist")
             }
             let first = job.job.lastSeq + 1
-            for (i, record) in records.enumerated() {
+            for i in 0..<count {
                 let seq = first + UInt64(i)
-                try txn.put(.records, Keys.sequenced(jobID, seq), record)
+                try txn.put(.records, Keys.sequenced(jobID, seq), try build(i, seq))
                 try appendEvent(&job, kind: "record", seq: seq, detail: "", txn: txn)
             }
-            job.job.lastSeq = first + UInt64(records.count) - 1
+            job.job.lastSeq = first + UInt64(count) - 1
             try mutate(&job, first)
             try txn.put(.jobs, Keys.text(jobID), try job.serializedBytes())
             return job
         }
+    }
+
+    public func putManifest(jobID: String, _ json: [UInt8]) throws {
+        try write { txn in try txn.put(.manifests, Keys.text(jobID), json) }
+    }
+
+    public func manifest(jobID: String) throws -> [UInt8]? {
+        try read { txn in try txn.get(.manifests, Keys.text(jobID)) }
     }
 
     func appendEvent(_ job: inout PBStoredJob, kind: String, seq: UInt64, detail: String, txn: Transaction) throws {

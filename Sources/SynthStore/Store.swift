@@ -10,7 +10,7 @@ public final class Store: @unchecked Sendable {
     /// The named tables. `mdb_stat -a DATADIR` lists them.
     public enum Table: String, CaseIterable, Sendable {
         case meta, orgs, keys, keyIDs = "key_ids", jobs, jobIndex = "job_index", records, events, usage
-        case idempotency
+        case idempotency, manifests
     }
 
     public let path: String

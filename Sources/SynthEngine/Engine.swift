@@ -1,0 +1,98 @@
+import Foundation
+import Logging
+import SynthLLM
+import SynthProto
+import SynthSpec
+import SynthStore
+
+/// Runs jobs: one runner task per running job, all sharing the HTTP engine and the providers.
+public final class Engine: @unchecked Sendable {
+    public let store: Store
+    public let config: EngineConfig
+    public let pricing: Pricing
+    public let hub = JobHub()
+    let logger: Logger
+    let http: HTTPEngine
+    let clients: [String: LLMClient]
+    private let lock = NSLock()
+    private var runners: [String: Task<Void, Never>] = [:]
+    private var stopping = false
+
+    public init(store: Store, config: EngineConfig, pricing: Pricing = .documented, logger: Logger) {
+        self.store = store
+        self.config = config
+        self.pricing = pricing
+        self.logger = logger
+        let http = HTTPEngine()
+        self.http = http
+        var clients: [String: LLMClient] = [:]
+        for (name, provider) in config.providers {
+            var p = provider
+            p.name = name
+            clients[name] = LLMClient(config: p, engine: http, logger: logger)
+        }
+        self.clients = clients
+    }
+
+    func client(_ provider: String) -> LLMClient? { clients[provider] }
+
+    /// The provider and model that answer for a request.
+    public func routes(for request: PBJobRequest) -> (generator: ModelRoute?, critic: ModelRoute) {
+        let explicit = request.hasModels && request.models.hasGenerator
+            ? ModelRoute(provider: request.models.generator.provider, model: request.models.generator.model) : nil
+        var critic = config.critic
+        if request.hasModels, request.models.hasCritic, !request.models.critic.model.isEmpty {
+            critic = ModelRoute(provider: request.models.critic.provider.isEmpty ? config.critic.provider : request.models.critic.provider,
+                                model: request.models.critic.model)
+        }
+        return (config.generatorRoute(tier: request.model, explicit: explicit), critic)
+    }
+
+    /// Starts (or resumes) the runner of a stored job.
+    public func start(jobID: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !stopping, runners[jobID] == nil else { return }
+        let runner = JobRunner(jobID: jobID, engine: self)
+        runners[jobID] = Task {
+            await runner.run()
+            self.lock.withLock { _ = self.runners.removeValue(forKey: jobID) }
+        }
+    }
+
+    /// Resumes every job that was queued or running when the last process stopped.
+    public func resumeUnfinished() throws -> Int {
+        let jobs = try store.unfinishedJobs()
+        for job in jobs { start(jobID: job.job.jobID) }
+        return jobs.count
+    }
+
+    /// Marks a job cancelled and stops its runner; what was accepted stays.
+    public func cancel(jobID: String) throws -> PBStoredJob {
+        let job = try store.updateJob(id: jobID, event: "cancelled") { job in
+            guard let status = JobStatus(rawValue: job.job.status), !status.isTerminal else { return }
+            job.job.status = JobStatus.cancelled.rawValue
+            job.finishedAtMs = Clock.nowMillis()
+            job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
+        }
+        let task = lock.withLock { runners[jobID] }
+        task?.cancel()
+        hub.publish(jobID)
+        return job
+    }
+
+    public var runningJobs: Int { lock.withLock { runners.count } }
+
+    /// Stops every runner; their jobs stay `running` in the store and resume at the next start.
+    public func shutdown() async {
+        let tasks: [Task<Void, Never>] = lock.withLock {
+            stopping = true
+            return Array(runners.values)
+        }
+        for t in tasks { t.cancel() }
+        for t in tasks { await t.value }
+        http.shutdown()
+    }
+
+    var isStopping: Bool { lock.withLock { stopping } }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import SynthLLM
+import SynthSpec
+
+/// Which provider and model answer for a tier or the critic.
+public struct ModelRoute: Sendable, Codable, Equatable {
+    public var provider: String
+    public var model: String
+
+    public init(provider: String, model: String) {
+        self.provider = provider
+        self.model = model
+    }
+}
+
+/// Providers, the tier map and the engine's limits. Loaded from the `engine` part of the config
+/// file; environment variables override the keys and base URLs.
+public struct EngineConfig: Sendable, Codable {
+    public var providers: [String: ProviderConfig]
+    public var tiers: [String: ModelRoute]
+    public var critic: ModelRoute
+    /// Requests in flight per job.
+    public var jobConcurrency: Int
+    /// A job gives up after this many attempts per planned record (plus `attemptSlack`).
+    public var attemptsPerRecord: Double
+    public var attemptSlack: Int
+    /// Largest `count` a request may ask for.
+    public var maxCount: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case providers, tiers, critic
+        case jobConcurrency = "job_concurrency"
+        case attemptsPerRecord = "attempts_per_record"
+        case attemptSlack = "attempt_slack"
+        case maxCount = "max_count"
+    }
+
+    public init(providers: [String: ProviderConfig], tiers: [String: ModelRoute], critic: ModelRoute,
+                jobConcurrency: Int = 64, attemptsPerRecord: Double = 3, attemptSlack: Int = 50, maxCount: Int64 = 100_000) {
+        self.providers = providers
+        self.tiers = tiers
+        self.critic = critic
+        self.jobConcurrency = jobConcurrency
+        self.attemptsPerRecord = attemptsPerRecord
+        self.attemptSlack = attemptSlack
+        self.maxCount = maxCount
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = EngineConfig.documented
+        var providers = try c.decodeIfPresent([String: ProviderConfig].self, forKey: .providers) ?? d.providers
+        for key in providers.keys where providers[key]!.name.isEmpty { providers[key]!.name = key }
+        self.init(providers: providers,
+                  tiers: try c.decodeIfPresent([String: ModelRoute].self, forKey: .tiers) ?? d.tiers,
+                  critic: try c.decodeIfPresent(ModelRoute.self, forKey: .critic) ?? d.critic,
+                  jobConcurrency: try c.decodeIfPresent(Int.self, forKey: .jobConcurrency) ?? d.jobConcurrency,
+                  attemptsPerRecord: try c.decodeIfPresent(Double.self, forKey: .attemptsPerRecord) ?? d.attemptsPerRecord,
+                  attemptSlack: try c.decodeIfPresent(Int.self, forKey: .attemptSlack) ?? d.attemptSlack,
+                  maxCount: try c.decodeIfPresent(Int64.self, forKey: .maxCount) ?? d.maxCount)
+    }
+
+    /// The documentation's tier map: OpenAI for fast, balanced and diverse, Anthropic for deep,
+    /// the small OpenAI model as critic.
+    public static let documented = EngineConfig(
+        providers: [
+            "openai": ProviderConfig(name: "openai", kind: .openai, baseURL: "https://api.openai.com/v1",
+                                     pricesPerMillion: ["gpt-4o-mini": .init(prompt: 0.15, completion: 0.60),
+                                                        "gpt-4.1-mini": .init(prompt: 0.40, completion: 1.60)]),
+            "anthropic": ProviderConfig(name: "anthropic", kind: .anthropic, baseURL: "https://api.anthropic.com",
+                                        pricesPerMillion: ["claude-sonnet-4-6": .init(prompt: 3, completion: 15)]),
+        ],
+        tiers: [
+            "fast": ModelRoute(provider: "openai", model: "gpt-4o-mini"),
+            "balanced": ModelRoute(provider: "openai", model: "gpt-4.1-mini"),
+            "diverse": ModelRoute(provider: "openai", model: "gpt-5.4-mini"),
+            "deep": ModelRoute(provider: "anthropic", model: "claude-sonnet-4-6"),
+        ],
+        critic: ModelRoute(provider: "openai", model: "gpt-4o-mini"))
+
+    /// Applies OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL.
+    public mutating func applyEnvironment(_ env: [String: String]) {
+        for (kind, prefix) in [(ProviderConfig.Kind.openai, "OPENAI"), (.anthropic, "ANTHROPIC")] {
+            for name in providers.keys where providers[name]!.kind == kind && name == kind.rawValue {
+                if let key = env["\(prefix)_API_KEY"], !key.isEmpty { providers[name]!.apiKey = key }
+                if let url = env["\(prefix)_BASE_URL"], !url.isEmpty { providers[name]!.baseURL = url }
+            }
+        }
+    }
+
+    /// The route for a request: its verbose `models.generator`, or its tier.
+    public func generatorRoute(tier: String, explicit: ModelRoute?) -> ModelRoute? {
+        if let explicit, !explicit.model.isEmpty {
+            return ModelRoute(provider: explicit.provider.isEmpty ? (tiers[tier]?.provider ?? "openai") : explicit.provider, model: explicit.model)
+        }
+        return tiers[Tier(shorthand: tier)?.rawValue ?? tier]
+    }
+}

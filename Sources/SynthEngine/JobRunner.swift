@@ -1,0 +1,270 @@
+import Foundation
+import Logging
+import SynthLLM
+import SynthProto
+import SynthSpec
+import SynthStore
+
+/// Counts gathered between two commits.
+struct StatsDelta {
+    var generated: Int64 = 0
+    var rejections: [String: Int64] = [:]
+    var stages: [String: PBStageUsage] = [:]
+    var models: Set<String> = []
+
+    mutating func add(_ c: ChatCompletion, stage: String) {
+        var s = stages[stage] ?? PBStageUsage()
+        s.stage = stage
+        s.requests += Int64(c.attempts)
+        s.promptTokens += Int64(c.promptTokens)
+        s.completionTokens += Int64(c.completionTokens)
+        s.providerCostUsd += c.costUSD
+        stages[stage] = s
+        models.insert(c.model)
+    }
+
+    var isEmpty: Bool { generated == 0 && rejections.isEmpty && stages.isEmpty }
+
+    func apply(to job: inout PBStoredJob) {
+        job.job.generated += generated
+        for (k, v) in rejections {
+            job.rejections[k, default: 0] += v
+            job.job.rejected += v
+        }
+        var usage = job.job.usage
+        for (name, d) in stages.sorted(by: { $0.key < $1.key }) {
+            if let i = usage.stages.firstIndex(where: { $0.stage == name }) {
+                usage.stages[i].requests += d.requests
+                usage.stages[i].promptTokens += d.promptTokens
+                usage.stages[i].completionTokens += d.completionTokens
+                usage.stages[i].providerCostUsd += d.providerCostUsd
+            } else {
+                usage.stages.append(d)
+            }
+            usage.requests += d.requests
+            usage.promptTokens += d.promptTokens
+            usage.completionTokens += d.completionTokens
+            usage.providerCostUsd += d.providerCostUsd
+        }
+        job.job.usage = usage
+        for m in models.sorted() where !job.modelsAnswered.contains(m) { job.modelsAnswered.append(m) }
+    }
+}
+
+/// An accepted record waiting for its commit.
+struct Accepted {
+    var slot: Slot
+    var cell: PBPlanCell
+    var content: [(String, JSONValue)]
+    var model: String
+    var atMillis: Int64
+}
+
+/// What the generating tasks hand to the one committing task.
+final class CommitQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private var records: [Accepted] = []
+    private var stats = StatsDelta()
+    let signal: AsyncStream<Void>
+    private let continuation: AsyncStream<Void>.Continuation
+
+    init() {
+        (signal, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    func add(_ record: Accepted?, _ update: (inout StatsDelta) -> Void) {
+        lock.withLock {
+            if let record { records.append(record) }
+            update(&stats)
+        }
+        continuation.yield()
+    }
+
+    func take() -> ([Accepted], StatsDelta) {
+        lock.withLock {
+            defer {
+                records = []
+                stats = StatsDelta()
+            }
+            return (records, stats)
+        }
+    }
+
+    func finish() { continuation.finish() }
+}
+
+/// Generates one job to completion: every planned slot gets exactly one accepted record.
+final class JobRunner: Sendable {
+    let jobID: String
+    let engine: Engine
+
+    init(jobID: String, engine: Engine) {
+        self.jobID = jobID
+        self.engine = engine
+    }
+
+    var store: Store { engine.store }
+    var logger: Logger { engine.logger }
+
+    func run() async {
+        do {
+            try await generate()
+        } catch is CancellationError {
+            // Cancelled or shutting down: what was committed stays; status was set by whoever cancelled.
+        } catch {
+            fail(error)
+        }
+        engine.hub.publish(jobID)
+    }
+
+    func fail(_ error: Error) {
+        let message: String
+        switch error {
+        case let e as ProviderError: message = "generation stopped: \(e.description)"
+        case let e as EngineError: message = e.message
+        default: message = "generation stopped: \(error)"
+        }
+        logger.error("job failed", metadata: ["job": "\(jobID)", "error": "\(message)"])
+        _ = try? store.updateJob(id: jobID, event: "failed", detail: message) { job in
+            guard let status = JobStatus(rawValue: job.job.status), !status.isTerminal else { return }
+            job.job.status = JobStatus.failed.rawValue
+            job.job.error = message
+            job.finishedAtMs = Clock.nowMillis()
+            job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
+        }
+    }
+
+    func generate() async throws {
+        guard var job = try store.job(id: jobID), let status = JobStatus(rawValue: job.job.status), !status.isTerminal else { return }
+        let resumed = status == .running
+        job = try store.updateJob(id: jobID, event: resumed ? "resumed" : "started") { job in
+            job.job.status = JobStatus.running.rawValue
+            if job.startedAtMs == 0 {
+                job.startedAtMs = Clock.nowMillis()
+                job.job.startedAt = Clock.rfc3339(job.startedAtMs)
+            }
+        }
+        engine.hub.publish(jobID)
+
+        let request = job.request
+        let plan = job.plan
+        let slots = Slot.all(plan)
+        let filled = SlotBits(Array(job.filled), count: slots.count)
+        var todo = slots.filter { !filled.contains($0.index) }
+        let routes = engine.routes(for: request)
+        guard let route = routes.generator, let client = engine.client(route.provider) else {
+            throw EngineError(.providerNotConfigured, "no configured provider answers for model \(request.model.isEmpty ? request.models.generator.model : request.model)")
+        }
+        let prompts = PromptBuilder(request: request, plan: plan)
+        let budget = Int64(Double(plan.count) * engine.config.attemptsPerRecord) + Int64(engine.config.attemptSlack)
+        var attempts = job.attempts
+        let queue = CommitQueue()
+        let concurrency = max(1, min(engine.config.jobConcurrency, client.config.maxInFlight))
+        let drives: [String: (String, String)] = Dictionary(uniqueKeysWithValues: plan.cells.compactMap { cell in
+            prompts.drivePair(axis: cell.axis).map { (cell.axis, ($0.0.name, $0.1.name)) }
+        })
+
+        try await withThrowingTaskGroup(of: Void.self) { outer in
+            // The one committer: takes whatever has piled up and commits it in one transaction.
+            outer.addTask { try await self.commitLoop(queue, request: request) }
+            defer { queue.finish() }
+
+            try await withThrowingTaskGroup(of: (Slot, Bool).self) { group in
+                var inFlight = 0
+                var variation = Int(job.job.generated) + Int(job.attempts)
+                func launch(_ slot: Slot) {
+                    variation += 1
+                    attempts += 1
+                    inFlight += 1
+                    let v = variation
+                    group.addTask {
+                        let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: v),
+                                               jsonSchema: prompts.jsonSchema, schemaName: request.schema, maxTokens: prompts.maxTokens)
+                        let completion: ChatCompletion
+                        do {
+                            completion = try await client.complete(chat)
+                        } catch let e as ProviderError where e.kind == .unusable {
+                            queue.add(nil) { $0.generated += 1; $0.rejections[Rejection.formatInvalid.rawValue, default: 0] += 1 }
+                            return (slot, false)
+                        }
+                        let axis = plan.cells[slot.cell].axis
+                        let shaped = RecordShape.content(request.schema, completion.content, finishReason: completion.finishReason, slot: slot,
+                                                         axis: axis, drives: drives[axis], resolutionMode: request.conflictConfig.resolutionMode)
+                        switch shaped {
+                        case .success(let content):
+                            queue.add(Accepted(slot: slot, cell: plan.cells[slot.cell], content: content, model: completion.model, atMillis: Clock.nowMillis())) {
+                                $0.generated += 1
+                                $0.add(completion, stage: "generate")
+                            }
+                            return (slot, true)
+                        case .failure(let reason):
+                            queue.add(nil) {
+                                $0.generated += 1
+                                $0.rejections[reason.rawValue, default: 0] += 1
+                                $0.add(completion, stage: "generate")
+                            }
+                            return (slot, false)
+                        }
+                    }
+                }
+                while inFlight < concurrency, !todo.isEmpty { launch(todo.removeFirst()) }
+                while let (slot, ok) = try await group.next() {
+                    inFlight -= 1
+                    if !ok { todo.append(slot) }
+                    if !todo.isEmpty, attempts >= budget {
+                        group.cancelAll()
+                        throw EngineError(.invalidState, "gave up after \(attempts) attempts for \(plan.count) records: too many answers were rejected")
+                    }
+                    while inFlight < concurrency, !todo.isEmpty { launch(todo.removeFirst()) }
+                }
+            }
+            queue.finish()
+            try await outer.waitForAll()
+        }
+        try await finish(attempts: attempts)
+    }
+
+    func commitLoop(_ queue: CommitQueue, request: PBJobRequest) async throws {
+        for await _ in queue.signal {
+            try commit(queue.take(), request: request)
+        }
+        try commit(queue.take(), request: request)
+    }
+
+    func commit(_ batch: ([Accepted], StatsDelta), request: PBJobRequest) throws {
+        let (records, stats) = batch
+        guard !records.isEmpty || !stats.isEmpty else { return }
+        let jobID = self.jobID
+        var built: [[UInt8]] = []
+        try store.appendRecords(jobID: jobID, count: records.count, build: { i, seq in
+            let bytes = RecordAssembler.assemble(records[i], seq: seq, jobID: jobID, request: request, plan: nil)
+            built.append(bytes)
+            return bytes
+        }) { job, _ in
+            var bits = SlotBits(Array(job.filled), count: Int(job.plan.count))
+            for r in records { bits.insert(r.slot.index) }
+            job.filled = Data(bits.bytes)
+            job.job.accepted += Int64(records.count)
+            job.attempts += stats.generated
+            stats.apply(to: &job)
+        }
+        engine.hub.publish(jobID)
+    }
+
+    func finish(attempts: Int64) async throws {
+        try Task.checkCancellation()
+        let job = try store.updateJob(id: jobID, event: "succeeded") { job in
+            guard JobStatus(rawValue: job.job.status) == .running else { return }
+            job.job.status = JobStatus.succeeded.rawValue
+            job.finishedAtMs = Clock.nowMillis()
+            job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
+            job.job.costUsd = engine.pricing.estimate(job.request, records: job.job.accepted).totalUsd
+        }
+        if job.job.status == JobStatus.succeeded.rawValue {
+            try Manifest.write(job: job, store: store)
+            let cost = engine.pricing.estimate(job.request, records: job.job.accepted)
+            try store.addUsage(org: job.org, atMillis: job.finishedAtMs, records: job.job.accepted,
+                               quotaRecords: cost.quotaRecords, costMicroUSD: Int64((cost.totalUsd * 1_000_000).rounded()))
+        }
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import SynthProto
+import SynthSpec
+
+/// The prompt files under Prompts/, loaded once.
+enum PromptFiles {
+    static let texts: [String: String] = {
+        var out: [String: String] = [:]
+        let names = ["system", "instruction_v1", "preference_v1", "eval_v1", "conflict_v1", "hard_negative", "user_instructions",
+                     "instruction_v1.schema", "preference_v1.schema", "eval_v1.schema", "conflict_v1.schema"]
+        for name in names {
+            let ext = name.hasSuffix(".schema") ? "json" : "txt"
+            if let url = Bundle.module.url(forResource: name, withExtension: ext, subdirectory: "Prompts"),
+               let text = try? String(contentsOf: url, encoding: .utf8) {
+                out[name] = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+        }
+        return out
+    }()
+
+    static func text(_ name: String) -> String { texts[name] ?? "" }
+}
+
+/// Builds the system and user messages for one slot of a job.
+public struct PromptBuilder: Sendable {
+    let request: PBJobRequest
+    let plan: PBPlan
+
+    public init(request: PBJobRequest, plan: PBPlan) {
+        self.request = request
+        self.plan = plan
+    }
+
+    public var jsonSchema: String { PromptFiles.text("\(request.schema).schema") }
+
+    public func system(for slot: Slot) -> String {
+        var rules = [PromptFiles.text(request.schema)]
+        if slot.hardNegative { rules.append(PromptFiles.text("hard_negative")) }
+        let a = request.advanced
+        if !a.responsePolicy.isEmpty {
+            rules.append("Response policy:\n" + a.responsePolicy.sorted { $0.key < $1.key }.map { "[\($0.key)] \($0.value)" }.joined(separator: "\n"))
+        }
+        if !a.styleRules.isEmpty {
+            rules.append("Style rules:\n" + a.styleRules.map { "- \($0)" }.joined(separator: "\n"))
+        }
+        var text = PromptFiles.text("system").replacingOccurrences(of: "{{SCHEMA_RULES}}", with: rules.joined(separator: "\n\n"))
+        if !request.systemPrompt.isEmpty {
+            text += "\n\n" + PromptFiles.text("user_instructions").replacingOccurrences(of: "{{TEXT}}", with: request.systemPrompt)
+        }
+        return text
+    }
+
+    /// The task card: one labelled line per fact about this slot.
+    public func user(for slot: Slot, variation: Int) -> String {
+        let cell = plan.cells[slot.cell]
+        var lines = ["SCHEMA: \(request.schema)", "DOMAIN: \(request.domain)"]
+        if !cell.category.isEmpty {
+            let desc = request.advanced.categories[cell.category]?.description_p ?? ""
+            lines.append("CATEGORY: \(cell.category)" + (desc.isEmpty ? "" : " (\(desc))"))
+        }
+        if !cell.coverage.isEmpty {
+            lines.append("COVERAGE: " + cell.coverage.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "; "))
+        }
+        if !cell.axis.isEmpty, let pair = drivePair(axis: cell.axis) {
+            lines.append("AXIS: \(cell.axis)")
+            lines.append("DRIVES: \(pair.0.name),\(pair.1.name)")
+            for d in [pair.0, pair.1] where !d.description_p.isEmpty { lines.append("DRIVE \(d.name): \(d.description_p)") }
+            if !request.conflictConfig.overrideVocabulary.isEmpty {
+                lines.append("OVERRIDE LABELS: " + request.conflictConfig.overrideVocabulary.joined(separator: ", "))
+            }
+        }
+        if let technique = slot.technique {
+            lines.append("TECHNIQUE: \(technique) (\(techniqueDescription(technique)))")
+        }
+        let c = request.constraints
+        if !c.language.isEmpty { lines.append("LANGUAGE: \(c.language)") }
+        if !c.tone.isEmpty { lines.append("TONE: \(c.tone)") }
+        if !c.difficulty.isEmpty { lines.append("DIFFICULTY: \(c.difficulty)") }
+        if let (lo, hi) = lengthBounds() {
+            lines.append("LENGTH: responses of about \(lo.map { "\($0 * 3 / 4)" } ?? "any")-\(hi.map { "\($0 * 3 / 4)" } ?? "any") words")
+        }
+        lines.append("VARIATION: \(variation)")
+        return lines.joined(separator: "\n")
+    }
+
+    func lengthBounds() -> (Int64?, Int64?)? {
+        let rc = request.advanced.responseConstraints
+        let c = request.constraints
+        let lo = rc.hasMinTokens ? rc.minTokens.value : (c.hasMinTokens ? c.minTokens.value : nil)
+        let hi = rc.hasMaxTokens ? rc.maxTokens.value : (c.hasMaxTokens ? c.maxTokens.value : nil)
+        return lo == nil && hi == nil ? nil : (lo, hi)
+    }
+
+    func drivePair(axis: String) -> (PBDrive, PBDrive)? {
+        let axes = Planner.axes(request.conflictConfig)
+        guard let i = axes.firstIndex(of: axis) else { return nil }
+        let p = request.conflictConfig.drivePairs[i]
+        if p.drives.count == 2 { return (p.drives[0], p.drives[1]) }
+        var a = PBDrive(), b = PBDrive()
+        a.name = p.a
+        b.name = p.b
+        return (a, b)
+    }
+
+    func techniqueDescription(_ name: String) -> String {
+        if let d = Techniques.builtIn[name] { return d }
+        for t in request.advanced.hardNegatives.techniques {
+            if case .structValue(let s) = t.kind, s.fields["name"]?.stringValue == name {
+                return s.fields["description"]?.stringValue ?? name
+            }
+        }
+        return name
+    }
+
+    /// The token budget to ask the provider for.
+    public var maxTokens: Int {
+        let hi = lengthBounds()?.1 ?? 600
+        let multiplier: Int64 = request.schema == "instruction_v1" || request.schema == "eval_v1" ? 2 : 4
+        return Int(min(16_000, hi * multiplier + 400))
+    }
+}
