@@ -1,0 +1,52 @@
+import SynthEngine
+import SynthLLM
+import SynthProto
+import SynthSpec
+import SynthStore
+
+/// A call's failure as the client sees it: a status code, the documented error code where there
+/// is one, and a message for people. Built only from what is safe to show: never a path, a stack
+/// or a credential.
+public struct RPCError: Error, Sendable, CustomStringConvertible {
+    public var status: PBStatus
+
+    public init(_ code: PBStatusCode, _ message: String, errorCode: String = "") {
+        status = PBStatus()
+        status.code = code
+        status.message = message
+        status.errorCode = errorCode
+    }
+
+    public var description: String { "\(status.code): \(status.message)" }
+
+    static func invalid(_ message: String) -> RPCError { RPCError(.invalidArgument, message) }
+    static func notFound(_ what: String) -> RPCError { RPCError(.notFound, "\(what) not found") }
+    static let unauthenticated = RPCError(.unauthenticated, "missing API key: pass one in the call's api_key")
+
+    /// The one place other modules' errors become statuses.
+    static func from(_ error: Error) -> RPCError {
+        switch error {
+        case let e as RPCError:
+            return e
+        case let e as SpecError:
+            var r = RPCError(e.code == .conflictingOptions ? .invalidArgument : .invalidArgument, e.message, errorCode: e.code.rawValue)
+            r.status.fieldErrors = e.fieldErrors
+            r.status.suggestions = e.suggestions
+            return r
+        case let e as StoreError:
+            switch e.code {
+            case .notFound: return RPCError(.notFound, e.message)
+            case .conflict: return RPCError(.failedPrecondition, e.message)
+            default: return RPCError(.internal, "storage error")
+            }
+        case let e as EngineError:
+            return RPCError(.failedPrecondition, e.message)
+        case let e as ProviderError:
+            return RPCError(.unavailable, Redact.secrets(e.description))
+        case is CancellationError:
+            return RPCError(.cancelled, "call cancelled")
+        default:
+            return RPCError(.internal, "internal error")
+        }
+    }
+}

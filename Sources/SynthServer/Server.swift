@@ -1,0 +1,117 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SynthEngine
+import SynthProto
+import SynthSpec
+import SynthStore
+import SynthWire
+
+/// The synthd server: Unix and TCP listeners speaking the framed protocol, dispatching calls to
+/// the service.
+public final class Server: @unchecked Sendable {
+    public struct Bound: Sendable {
+        public var unixPath: String?
+        public var tcpPort: Int?
+    }
+
+    let config: ServerConfig
+    let service: Service
+    let logger: Logger
+    let group: MultiThreadedEventLoopGroup
+    private let lock = NSLock()
+    private var runTask: Task<Void, Never>?
+    private var listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>] = []
+
+    public init(config: ServerConfig, store: Store, engine: Engine, validator: Validator, logger: Logger,
+                group: MultiThreadedEventLoopGroup = .singleton) {
+        self.config = config
+        self.logger = logger
+        self.group = group
+        self.service = Service(store: store, engine: engine, validator: validator, config: config, logger: logger)
+    }
+
+    /// Binds the configured listeners and starts serving. Returns the real addresses (a TCP port
+    /// of 0 becomes the port the kernel chose).
+    public func start() async throws -> Bound {
+        var bound = Bound()
+        let maxFrame = config.maxFrameSize
+        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, ByteBuffer>> = { child in
+            child.eventLoop.makeCompletedFuture {
+                try child.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrame)))
+                try child.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder(maxFrameSize: maxFrame)))
+                return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
+            }
+        }
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        var listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>] = []
+        do {
+            if let path = config.unixPath {
+                try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                let l = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true, childChannelInitializer: initializer)
+                chmod(path, 0o600)
+                listeners.append(l)
+                bound.unixPath = path
+            }
+            if let tcp = config.tcp {
+                let (host, port) = try Self.splitHostPort(tcp)
+                let l = try await bootstrap.bind(host: host, port: port, childChannelInitializer: initializer)
+                listeners.append(l)
+                bound.tcpPort = l.channel.localAddress?.port
+            }
+        } catch {
+            for l in listeners { try? await l.channel.close() }
+            throw error
+        }
+        lock.withLock { self.listeners = listeners }
+        let task = Task { await self.serve(listeners) }
+        lock.withLock { runTask = task }
+        return bound
+    }
+
+    static func splitHostPort(_ text: String) throws -> (String, Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw RPCError.invalid("TCP address must be HOST:PORT, got \(text)")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "127.0.0.1" : host, port)
+    }
+
+    private func serve(_ listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>]) async {
+        await withDiscardingTaskGroup { group in
+            for listener in listeners {
+                group.addTask {
+                    do {
+                        try await listener.executeThenClose { inbound in
+                            try await withThrowingDiscardingTaskGroup { connections in
+                                for try await connection in inbound {
+                                    connections.addTask { await Connection(channel: connection, server: self).run() }
+                                }
+                            }
+                        }
+                    } catch {
+                        self.logger.debug("listener ended", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting, ends every connection (open calls end CANCELLED) and returns when all are closed.
+    public func stop() async {
+        let (task, listeners) = lock.withLock { (runTask, self.listeners) }
+        for l in listeners { try? await l.channel.close() }
+        task?.cancel()
+        await task?.value
+    }
+
+    /// Returns when the server has stopped.
+    public func wait() async {
+        let task = lock.withLock { runTask }
+        await task?.value
+    }
+}

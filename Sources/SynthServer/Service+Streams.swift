@@ -1,0 +1,118 @@
+import Foundation
+import SynthEngine
+import SynthProto
+import SynthSpec
+import SynthStore
+
+extension Service {
+    static let recordBatch = 256
+
+    /// Streams a job's records after `after_seq` and its progress, live, until the job ends.
+    /// Every record goes exactly once and in order: the stream follows a cursor over the stored
+    /// sequence numbers, so what it sends never depends on what was in memory.
+    func watchJob(_ req: PBWatchJobRequest, _ ctx: CallContext) async throws {
+        var job = try job(req.jobID, ctx)
+        let jobID = job.job.jobID
+        let (wake, wakeUp) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        // Subscribe before the first read, so that no change can fall between a read and a wait.
+        let changes = engine.hub.changes(of: jobID)
+        let recheck = config.keyRecheckInterval
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in changes { wakeUp.yield() }
+            }
+            group.addTask {
+                // Wakes the loop now and then to re-check the key even when the job is quiet.
+                while !Task.isCancelled {
+                    try await Task.sleep(for: recheck)
+                    wakeUp.yield()
+                }
+            }
+            var cursor = req.afterSeq
+            var lastSent: PBJob?
+            var lastKeyCheck = ContinuousClock.now
+            var wakes = wake.makeAsyncIterator()
+            while true {
+                if ContinuousClock.now - lastKeyCheck >= recheck {
+                    try ensureKeyActive(ctx)
+                    lastKeyCheck = .now
+                }
+                job = try self.job(jobID, ctx)
+                if !req.progressOnly {
+                    while cursor < job.job.lastSeq {
+                        let batch = try store.records(jobID: jobID, after: cursor, limit: Self.recordBatch)
+                        if batch.isEmpty { break }
+                        for (seq, json) in batch {
+                            var r = PBWatchJobResponse()
+                            r.record.seq = seq
+                            r.record.json = Data(json)
+                            try await ctx.send(r)
+                            cursor = seq
+                        }
+                        if ContinuousClock.now - lastKeyCheck >= recheck {
+                            try ensureKeyActive(ctx)
+                            lastKeyCheck = .now
+                        }
+                    }
+                }
+                if lastSent != job.job {
+                    var p = PBWatchJobResponse()
+                    p.progress = job.job
+                    try await ctx.send(p)
+                    lastSent = job.job
+                }
+                if let status = JobStatus(rawValue: job.job.status), status.isTerminal, req.progressOnly || cursor >= job.job.lastSeq {
+                    break
+                }
+                guard await wakes.next() != nil else { throw CancellationError() }
+            }
+            group.cancelAll()
+        }
+    }
+
+    func ensureKeyActive(_ ctx: CallContext) throws {
+        guard try store.isActive(org: ctx.org, keyID: ctx.keyID) else {
+            throw RPCError(.unauthenticated, "the API key of this call was revoked")
+        }
+    }
+
+    /// Streams a finished job's split files: for each split, its SplitInfo, then its records in
+    /// file order.
+    func fetchSplits(_ req: PBFetchSplitsRequest, _ ctx: CallContext) async throws {
+        let job = try job(req.jobID, ctx)
+        guard job.job.status == JobStatus.succeeded.rawValue else {
+            throw RPCError(.failedPrecondition, "job \(req.jobID) is \(job.job.status); splits exist once it succeeds")
+        }
+        let manifest = try store.manifest(jobID: job.job.jobID).flatMap { JSONValue.parse($0) }
+        var hashes: [String: String] = [:]
+        if case .array(let splits)? = manifest?["splits"] {
+            for s in splits {
+                if let n = s["name"]?.stringValue, let h = s["sha256"]?.stringValue { hashes[n] = h }
+            }
+        }
+        let all = Splits.assign(count: Int(job.job.accepted), seed: job.seed, plan: job.plan.splits)
+        let chosen = req.split.isEmpty ? all : all.filter { $0.name == req.split }
+        guard !chosen.isEmpty else {
+            throw RPCError.notFound("split \(String(req.split.prefix(64))) (this job has \(all.map(\.name).joined(separator: ", ")))")
+        }
+        for (name, seqs) in chosen {
+            var head = PBFetchSplitsResponse()
+            head.split.name = name
+            head.split.count = Int64(seqs.count)
+            head.split.sha256 = hashes[name] ?? ""
+            try await ctx.send(head)
+            var i = 0
+            while i < seqs.count {
+                let slice = seqs[i..<min(seqs.count, i + Self.recordBatch)]
+                let records = try store.records(jobID: job.job.jobID, seqs: slice)
+                for (seq, json) in zip(slice, records) {
+                    var r = PBFetchSplitsResponse()
+                    r.record.seq = seq
+                    r.record.json = Data(json)
+                    try await ctx.send(r)
+                }
+                i += slice.count
+            }
+        }
+    }
+}

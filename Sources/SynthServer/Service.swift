@@ -1,0 +1,303 @@
+import Crypto
+import Foundation
+import Logging
+import SwiftProtobuf
+import SynthEngine
+import SynthProto
+import SynthSpec
+import SynthStore
+
+/// The methods. Each decodes its request, checks who is calling, and answers through the context.
+final class Service: Sendable {
+    let store: Store
+    let engine: Engine
+    let validator: Validator
+    let config: ServerConfig
+    let logger: Logger
+
+    static let publicMethods: Set<String> = ["Health", "GetPricing"]
+
+    init(store: Store, engine: Engine, validator: Validator, config: ServerConfig, logger: Logger) {
+        self.store = store
+        self.engine = engine
+        self.validator = validator
+        self.config = config
+        self.logger = logger
+    }
+
+    func handle(_ open: PBCallOpen, callID: UInt64, writer: FrameWriter) async throws {
+        guard let method = Method(rawValue: open.method) else {
+            throw RPCError(.unimplemented, "unknown method \(String(open.method.prefix(64)).debugDescription)")
+        }
+        var org = "", keyID = ""
+        if !Self.publicMethods.contains(open.method) {
+            (org, keyID) = try authenticate(open.apiKey)
+        }
+        let ctx = CallContext(callID: callID, method: open.method, org: org, keyID: keyID, writer: writer)
+        let body = open.request
+        switch method {
+        case .generate: try await ctx.send(generate(try decode(body), ctx))
+        case .plan: try await ctx.send(plan(try decode(body), ctx))
+        case .getJob: try await ctx.send(getJob(try decode(body), ctx))
+        case .listJobs: try await ctx.send(listJobs(try decode(body), ctx))
+        case .cancelJob: try await ctx.send(cancelJob(try decode(body), ctx))
+        case .watchJob: try await watchJob(try decode(body), ctx)
+        case .fetchSplits: try await fetchSplits(try decode(body), ctx)
+        case .getQualityReport: try await ctx.send(qualityReport(try decode(body), ctx))
+        case .getManifest: try await ctx.send(manifest(try decode(body), ctx))
+        case .getPricing: let _: PBGetPricingRequest = try decode(body); try await ctx.send(pricing())
+        case .health: let _: PBHealthRequest = try decode(body); try await ctx.send(health())
+        case .createApiKey: try await ctx.send(createKey(try decode(body), ctx))
+        case .listApiKeys: let _: PBListApiKeysRequest = try decode(body); try await ctx.send(listKeys(ctx))
+        case .revokeApiKey: try await ctx.send(revokeKey(try decode(body), ctx))
+        }
+    }
+
+    enum Method: String {
+        case generate = "Generate", plan = "Plan", getJob = "GetJob", listJobs = "ListJobs", cancelJob = "CancelJob"
+        case watchJob = "WatchJob", fetchSplits = "FetchSplits", getQualityReport = "GetQualityReport"
+        case getManifest = "GetManifest", getPricing = "GetPricing", health = "Health"
+        case createApiKey = "CreateApiKey", listApiKeys = "ListApiKeys", revokeApiKey = "RevokeApiKey"
+    }
+
+    func decode<M: SwiftProtobuf.Message>(_ bytes: Data) throws -> M {
+        let message: M
+        do {
+            message = try M(serializedBytes: bytes)
+        } catch {
+            throw RPCError.invalid("the request is not a valid \(M.protoMessageName)")
+        }
+        guard message.unknownFields.data.isEmpty else {
+            throw RPCError.invalid("the request has fields that \(M.protoMessageName) does not define")
+        }
+        return message
+    }
+
+    func authenticate(_ key: String) throws -> (org: String, keyID: String) {
+        guard !key.isEmpty else { throw RPCError.unauthenticated }
+        guard key.hasPrefix("sk_"), key.count <= 200, key.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw RPCError(.unauthenticated, "malformed API key: keys look like sk_live_...")
+        }
+        guard let info = try store.authenticate(key: key) else {
+            throw RPCError(.unauthenticated, "invalid or revoked API key")
+        }
+        return (info.org, info.keyID)
+    }
+
+    // MARK: jobs
+
+    func job(_ id: String, _ ctx: CallContext) throws -> PBStoredJob {
+        guard !id.isEmpty else { throw RPCError.invalid("job_id is required") }
+        guard let job = try store.job(id: id, org: ctx.org) else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
+        return job
+    }
+
+    /// The validated, effective request and its plan.
+    func prepare(_ request: PBJobRequest) throws -> (PBJobRequest, PBPlan) {
+        try validator.validate(request)
+        let effective = Planner.effective(request)
+        var plan = Planner.plan(effective)
+        let routes = engine.routes(for: effective)
+        guard let generator = routes.generator else {
+            throw RPCError(.failedPrecondition, "no provider is configured for model \(effective.model)")
+        }
+        guard engine.config.providers[generator.provider] != nil else {
+            var e = RPCError(.invalidArgument, "the request names a provider that is not configured", errorCode: SpecError.Code.validation.rawValue)
+            var fe = PBFieldError()
+            fe.field = "models.generator.provider"
+            fe.rule = "must be a configured provider (\(engine.config.providers.keys.sorted().joined(separator: ", ")))"
+            fe.value = generator.provider
+            e.status.fieldErrors = [fe]
+            throw e
+        }
+        plan.generator.provider = generator.provider
+        plan.generator.model = generator.model
+        plan.critic.provider = routes.critic.provider
+        plan.critic.model = routes.critic.model
+        return (effective, plan)
+    }
+
+    func generate(_ req: PBGenerateRequest, _ ctx: CallContext) throws -> PBGenerateResponse {
+        let (effective, plan) = try prepare(req.request)
+        // Deterministic ordering: the same body must always hash the same, whatever its map order.
+        var options = BinaryEncodingOptions()
+        options.useDeterministicOrdering = true
+        let body: [UInt8] = try req.request.serializedBytes(options: options)
+        let digest = Array(SHA256.hash(data: body))
+        if !req.idempotencyKey.isEmpty, let existing = try store.job(org: ctx.org, idempotencyKey: req.idempotencyKey) {
+            guard existing.requestDigest == Data(digest) else {
+                throw RPCError(.failedPrecondition, "idempotency_key was already used with a different request", errorCode: "IDEMPOTENCY_CONFLICT")
+            }
+            var out = PBGenerateResponse()
+            out.job = existing.job
+            return out
+        }
+        var job = PBStoredJob()
+        job.org = ctx.org
+        job.request = effective
+        job.plan = plan
+        job.seed = UInt64.random(in: 1...UInt64.max)
+        job.idempotencyKey = req.idempotencyKey
+        job.requestDigest = Data(digest)
+        job.createdAtMs = Clock.nowMillis()
+        job.job.jobID = Identifiers.newJobID()
+        job.job.status = JobStatus.queued.rawValue
+        job.job.schema = effective.schema
+        job.job.domain = effective.domain
+        job.job.tier = plan.tier
+        job.job.count = effective.count
+        job.job.createdAt = Clock.rfc3339(job.createdAtMs)
+        try store.insertJob(job)
+        logger.info("job created", metadata: ["job": "\(job.job.jobID)", "org": "\(ctx.org)", "count": "\(effective.count)"])
+        engine.start(jobID: job.job.jobID)
+        var out = PBGenerateResponse()
+        out.job = job.job
+        return out
+    }
+
+    func plan(_ req: PBPlanRequest, _ ctx: CallContext) throws -> PBPlanResponse {
+        let (effective, plan) = try prepare(req.request)
+        var out = PBPlanResponse()
+        out.plan = plan
+        out.cost = engine.pricing.estimate(effective)
+        out.effectiveRequest = effective
+        return out
+    }
+
+    func getJob(_ req: PBGetJobRequest, _ ctx: CallContext) throws -> PBGetJobResponse {
+        var out = PBGetJobResponse()
+        out.job = try job(req.jobID, ctx).job
+        return out
+    }
+
+    func listJobs(_ req: PBListJobsRequest, _ ctx: CallContext) throws -> PBListJobsResponse {
+        if !req.status.isEmpty, JobStatus(rawValue: req.status) == nil {
+            throw RPCError.invalid("status must be one of \(JobStatus.allCases.map(\.rawValue).joined(separator: ", ")), got \(req.status.prefix(32))")
+        }
+        guard req.limit >= 0, req.limit <= 500 else { throw RPCError.invalid("limit must be between 1 and 500 (0 means 50), got \(req.limit)") }
+        let page = try store.listJobs(org: ctx.org, status: req.status.isEmpty ? nil : req.status,
+                                      limit: req.limit == 0 ? 50 : Int(req.limit), pageToken: req.pageToken)
+        var out = PBListJobsResponse()
+        out.jobs = page.jobs.map(\.job)
+        out.nextPageToken = page.next
+        return out
+    }
+
+    func cancelJob(_ req: PBCancelJobRequest, _ ctx: CallContext) throws -> PBCancelJobResponse {
+        let current = try job(req.jobID, ctx)
+        if let status = JobStatus(rawValue: current.job.status), status.isTerminal {
+            throw RPCError(.failedPrecondition, "job \(req.jobID) already \(status.rawValue)")
+        }
+        var out = PBCancelJobResponse()
+        out.job = try engine.cancel(jobID: req.jobID).job
+        return out
+    }
+
+    func qualityReport(_ req: PBGetQualityReportRequest, _ ctx: CallContext) throws -> PBGetQualityReportResponse {
+        let job = try job(req.jobID, ctx)
+        var out = PBGetQualityReportResponse()
+        out.report = Manifest.qualityReport(job)
+        out.json = Data(Manifest.reportJSON(out.report).serialized())
+        return out
+    }
+
+    func manifest(_ req: PBGetManifestRequest, _ ctx: CallContext) throws -> PBGetManifestResponse {
+        let job = try job(req.jobID, ctx)
+        guard let bytes = try store.manifest(jobID: job.job.jobID) else {
+            throw RPCError(.failedPrecondition, "job \(req.jobID) is \(job.job.status); its manifest is written when it succeeds")
+        }
+        var out = PBGetManifestResponse()
+        out.json = Data(bytes)
+        return out
+    }
+
+    // MARK: public
+
+    func pricing() -> PBGetPricingResponse {
+        var models: [Tier: (provider: String, model: String)] = [:]
+        for tier in Tier.allCases {
+            if let r = engine.config.tiers[tier.rawValue] { models[tier] = (r.provider, r.model) }
+        }
+        return engine.pricing.table(models: models)
+    }
+
+    func health() -> PBHealthResponse {
+        var out = PBHealthResponse()
+        out.version = SynthVersion.current
+        var storeHealth = PBComponentHealth()
+        storeHealth.name = "store"
+        do {
+            _ = try store.read { _ in true }
+            storeHealth.status = "ok"
+        } catch {
+            storeHealth.status = "failing"
+            storeHealth.detail = "the store cannot be read"
+        }
+        var engineHealth = PBComponentHealth()
+        engineHealth.name = "engine"
+        engineHealth.status = "ok"
+        engineHealth.detail = "\(engine.runningJobs) running jobs"
+        out.components = [storeHealth, engineHealth]
+        for (tier, route) in engine.config.tiers.sorted(by: { $0.key < $1.key }) {
+            var c = PBComponentHealth()
+            c.name = "tier:\(tier)"
+            if let p = engine.config.providers[route.provider] {
+                c.status = "ok"
+                c.detail = "\(route.provider) (\(p.kind.rawValue) at \(p.baseURL)) model \(route.model)"
+            } else {
+                c.status = "unconfigured"
+                c.detail = "provider \(route.provider) is not configured"
+            }
+            out.components.append(c)
+        }
+        out.status = out.components.allSatisfy { $0.status == "ok" } ? "ok" : "degraded"
+        return out
+    }
+
+    // MARK: keys
+
+    static func info(_ k: PBStoredKey) -> PBApiKeyInfo {
+        var i = PBApiKeyInfo()
+        i.keyID = k.keyID
+        i.prefix = k.prefix
+        i.name = k.name
+        i.createdAt = Clock.rfc3339(k.createdAtMs)
+        i.lastUsedAt = Clock.rfc3339(k.lastUsedMs)
+        i.revoked = k.revoked
+        i.revokedAt = Clock.rfc3339(k.revokedAtMs)
+        return i
+    }
+
+    func createKey(_ req: PBCreateApiKeyRequest, _ ctx: CallContext) throws -> PBCreateApiKeyResponse {
+        guard req.name.count <= 100 else { throw RPCError.invalid("name must be at most 100 characters") }
+        let issued: IssuedKey
+        do {
+            issued = try store.createKey(org: ctx.org, name: req.name)
+        } catch let e as StoreError where e.code == .conflict {
+            throw RPCError(.resourceExhausted, e.message, errorCode: "KEY_LIMIT")
+        }
+        var out = PBCreateApiKeyResponse()
+        out.key = issued.key
+        out.info = Self.info(issued.info)
+        return out
+    }
+
+    func listKeys(_ ctx: CallContext) throws -> PBListApiKeysResponse {
+        var out = PBListApiKeysResponse()
+        out.keys = try store.keys(org: ctx.org).map(Self.info)
+        return out
+    }
+
+    func revokeKey(_ req: PBRevokeApiKeyRequest, _ ctx: CallContext) throws -> PBRevokeApiKeyResponse {
+        guard let k = try store.revokeKey(org: ctx.org, keyID: req.keyID) else {
+            throw RPCError.notFound("key \(String(req.keyID.prefix(64)))")
+        }
+        var out = PBRevokeApiKeyResponse()
+        out.key = Self.info(k)
+        return out
+    }
+}
+
+public enum SynthVersion {
+    public static let current = "0.1.0"
+}

@@ -1,0 +1,433 @@
+"""Content generation for the fake provider.
+
+The fake reads directive lines from the prompt:
+
+    SCHEMA: instruction_v1 | preference_v1 | eval_v1 | conflict_v1 | judge | invariants
+    CATEGORY: ...   TECHNIQUE: ...   AXIS: ...   DRIVES: a,b   DOMAIN: ...
+
+and produces one JSON record of that schema.  Text is assembled from the
+word lists in vocabulary.py with a seeded random.Random, so the same seed
+gives the same record, and different seeds give texts that share few
+character trigrams.
+
+Everything here is pure: callers pass in the random.Random to use.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import random
+from dataclasses import dataclass, field
+
+import vocabulary as V
+
+SCHEMAS = ("instruction_v1", "preference_v1", "eval_v1", "conflict_v1", "judge", "invariants")
+DEFAULT_SCHEMA = "instruction_v1"
+REFUSAL_TEXT = "I can't help with that."
+
+# Fields holding the long generated text, per schema.  A path is a tuple of
+# keys / list indexes into the record.
+MAIN_TEXT = {
+    "instruction_v1": [("output",)],
+    "preference_v1": [("chosen",), ("rejected",)],
+    "eval_v1": [("ideal_output",)],
+    "conflict_v1": [("responses", 0, "output"), ("responses", 1, "output")],
+    "judge": [],
+    "invariants": [],
+}
+# The field that plays the role of the prompt / question in a record.
+PROMPT_FIELD = {
+    "instruction_v1": ("instruction",),
+    "preference_v1": ("prompt",),
+    "eval_v1": ("input",),
+    "conflict_v1": ("input",),
+}
+
+MAIN_LEN = (200, 800)
+
+_DIRECTIVE = re.compile(r"^[ \t]*(SCHEMA|CATEGORY|TECHNIQUE|AXIS|DRIVES|DOMAIN)[ \t]*:[ \t]*(.*?)[ \t]*$",
+                        re.MULTILINE)
+
+
+# ------------------------------------------------------------------ prompts
+@dataclass
+class PromptInfo:
+    schema: str = DEFAULT_SCHEMA
+    category: str | None = None
+    technique: str | None = None
+    axis: str | None = None
+    drives: list[str] = field(default_factory=list)
+    domain: str | None = None
+    directive_lines: list[str] = field(default_factory=list)   # raw lines, for leakage
+
+
+def parse_prompt(text: str, hint: str | None = None) -> PromptInfo:
+    """Read the directive lines.  The first occurrence of each key wins.
+
+    `hint` (a tool name or response_format schema name) is used when there is
+    no SCHEMA line; unknown names fall back to instruction_v1.
+    """
+    info = PromptInfo()
+    seen: dict[str, str] = {}
+    for m in _DIRECTIVE.finditer(text):
+        key, value = m.group(1), m.group(2)
+        if key not in seen:
+            seen[key] = value
+            info.directive_lines.append(f"{key}: {value}")
+    schema = seen.get("SCHEMA", "").strip().lower()
+    if schema not in SCHEMAS:
+        schema = hint if hint in SCHEMAS else DEFAULT_SCHEMA
+    info.schema = schema
+    info.category = seen.get("CATEGORY") or None
+    info.technique = seen.get("TECHNIQUE") or None
+    info.axis = seen.get("AXIS") or None
+    info.domain = seen.get("DOMAIN") or None
+    drives = [d.strip() for d in seen.get("DRIVES", "").split(",") if d.strip()]
+    info.drives = drives
+    if not info.directive_lines:
+        info.directive_lines = [f"SCHEMA: {schema}"]
+    return info
+
+
+# ------------------------------------------------------------ text building
+def plural(noun: str) -> str:
+    if noun.endswith(("s", "sh", "ch", "x", "z")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+def third_person(verb: str) -> str:
+    if verb.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return verb + "es"
+    if verb.endswith("y") and verb[-2:-1] not in "aeiou":
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def _words(label: str | None) -> list[str]:
+    """'code_generation/Python' -> ['code', 'generation', 'python']"""
+    if not label:
+        return []
+    return [w.lower() for w in re.split(r"[^A-Za-z0-9]+", label) if w]
+
+
+def _human(label: str) -> str:
+    return " ".join(_words(label)) or label
+
+
+DETERMINERS = ["the", "a", "each", "every", "this", "that", "our", "their", "one", "any"]
+PLURAL_DETERMINERS = ["the", "these", "those", "some", "many", "our", "their", "all"]
+
+SENTENCES = [
+    "{D} {A} {N} {V3} {D} {N} {P} {D} {N}.",
+    "{R}, {D} {N} {V3} {D} {A} {N}.",
+    "When {D} {N} {V3} {D} {N}, {D} {A} {N} {V3} {R}.",
+    "{Ns} {V} {A} {Ns} {P} {D} {A} {N}.",
+    "{D} {N} of {D} {N} {V3} {R} {P} {D} {N}.",
+    "It is {A} to {V} {D} {N} before {D} {N} {V3}.",
+    "{D} {A} {N} and {D} {N} {V} {DP} {Ns} {P} {D} {N}.",
+    "Because {Ns} {V} {R}, {D} {N} {V3} {D} {A} {N}.",
+    "Most {Ns} {V} {D} {N} only when {D} {A} {N} {V3}.",
+    "{D} {N} should {V} {D} {A} {N} and then {V} {D} {N}.",
+    "Without {D} {A} {N}, {Ns} {V} {Ns} {R}.",
+    "Each {N} {V3} {D} {N}, so {D} {A} {N} {V3} {P} {D} {N}.",
+    "{A} {Ns} rarely {V} {D} {N} {P} {D} {A} {N}.",
+    "A good {N} {V3} {D} {N} {R} and {V3} {D} {A} {N}.",
+    "First {V} {D} {A} {N}, then {V} {DP} {Ns} {P} {D} {N}.",
+    "{Ns} {P} {D} {N} {V} {A} {Ns} and {A} {Ns}.",
+]
+
+INSTRUCTIONS = [
+    "Explain how {D} {A} {N} {V3} {D} {N}{TOPIC}.",
+    "Write a {A} {G} about {D} {N} that {V3} {D} {A} {N}.",
+    "Describe why {Ns} {V} {A} {Ns}{TOPIC}.",
+    "Summarize the {A} {N} of {D} {N} for {D} {N}.",
+    "Compare {D} {N} with {D} {A} {N} and list the {A} {Ns}.",
+    "List three ways to {V} {D} {A} {N}{TOPIC}.",
+    "Give advice on how to {V} {D} {N} {P} {D} {N}.",
+    "Draft a {G} that helps {D} {N} {V} {D} {A} {N}.",
+    "Propose a plan to {V} {D} {A} {N} and {V} {D} {N}{TOPIC}.",
+    "Outline the steps a {N} takes to {V} {D} {A} {N}.",
+]
+
+_SLOT = re.compile(r"\{(\w+)\}")
+
+
+class TextGen:
+    """Builds sentences and paragraphs from the vocabulary with one RNG."""
+
+    def __init__(self, rng: random.Random, info: PromptInfo | None = None):
+        self.rng = rng
+        info = info or PromptInfo()
+        self.topic_words = [w for w in _words(info.domain) + _words(info.category) if len(w) > 2]
+        self.domain = _human(info.domain) if info.domain else None
+
+    def _noun(self) -> str:
+        if self.topic_words and self.rng.random() < 0.08:
+            return self.rng.choice(self.topic_words)
+        return self.rng.choice(V.NOUNS)
+
+    def _fill(self, template: str) -> str:
+        r = self.rng
+
+        def slot(m: re.Match) -> str:
+            s = m.group(1)
+            if s == "N":
+                return self._noun()
+            if s == "Ns":
+                return plural(self._noun())
+            if s == "V":
+                return r.choice(V.VERBS)
+            if s == "V3":
+                return third_person(r.choice(V.VERBS))
+            if s == "A":
+                return r.choice(V.ADJECTIVES)
+            if s == "R":
+                return r.choice(V.ADVERBS)
+            if s == "P":
+                return r.choice(V.PREPOSITIONS)
+            if s == "D":
+                return r.choice(DETERMINERS)
+            if s == "DP":
+                return r.choice(PLURAL_DETERMINERS)
+            if s == "G":
+                return r.choice(V.GENRES)
+            if s == "TOPIC":
+                return f" in {self.domain}" if self.domain and r.random() < 0.7 else ""
+            raise KeyError(s)
+
+        text = _SLOT.sub(slot, template)
+        text = re.sub(r"\b([Aa]) ([aeiou])", r"\1n \2", text)
+        return text[0].upper() + text[1:]
+
+    def sentence(self) -> str:
+        return self._fill(self.rng.choice(SENTENCES))
+
+    def paragraph(self, lo: int, hi: int) -> str:
+        """Whole sentences, total length in [lo, hi] (hi >= lo + 130)."""
+        target = self.rng.randint(lo, hi)
+        parts: list[str] = []
+        length = -1
+        for _ in range(200):
+            s = self.sentence()
+            if length + 1 + len(s) > hi:
+                if length >= lo:
+                    break
+                continue
+            parts.append(s)
+            length += 1 + len(s)
+            if length >= target:
+                break
+        return " ".join(parts)
+
+    def instruction(self, info: PromptInfo) -> str:
+        text = self._fill(self.rng.choice(INSTRUCTIONS))
+        extras = []
+        if info.category:
+            extras.append(f"Treat it as a {_human(info.category)} task.")
+        if info.technique:
+            extras.append(f"Use the {_human(info.technique)} technique.")
+        if extras and self.rng.random() < 0.8:
+            text += " " + " ".join(extras)
+        if len(text) < 120 and self.rng.random() < 0.5:
+            text += " " + self.sentence()
+        return text
+
+    def scenario(self) -> str:
+        return self.paragraph(80, 300)
+
+
+# ---------------------------------------------------------------- records
+def _score(rng: random.Random, lo: float, hi: float) -> float:
+    return round(rng.uniform(lo, hi), 1)
+
+
+def generate(info: PromptInfo, rng: random.Random) -> dict:
+    """One clean record of info.schema."""
+    g = TextGen(rng, info)
+    schema = info.schema
+    if schema == "instruction_v1":
+        return {
+            "instruction": g.instruction(info),
+            "input": g.scenario(),
+            "output": g.paragraph(*MAIN_LEN),
+        }
+    if schema == "preference_v1":
+        chosen_score = _score(rng, 7.0, 10.0)
+        rejected_score = _score(rng, 1.0, 5.0)
+        return {
+            "prompt": g.instruction(info),
+            "chosen": g.paragraph(*MAIN_LEN),
+            "rejected": g.paragraph(*MAIN_LEN),
+            "chosen_score": chosen_score,
+            "rejected_score": rejected_score,
+            "reasoning": (f"The chosen response is more {rng.choice(V.ADJECTIVES)} and "
+                          f"{rng.choice(V.ADJECTIVES)} than the rejected one. " + g.paragraph(60, 260)),
+        }
+    if schema == "eval_v1":
+        return {
+            "input": g.instruction(info) + " " + g.scenario(),
+            "ideal_output": g.paragraph(*MAIN_LEN),
+            "metrics": rng.sample(V.METRICS, rng.randint(2, 4)),
+        }
+    if schema == "conflict_v1":
+        drives = list(info.drives[:2])
+        while len(drives) < 2:
+            d = rng.choice(V.DEFAULT_DRIVES)
+            if d not in drives:
+                drives.append(d)
+        preferred, losing = (drives if rng.random() < 0.5 else drives[::-1])
+        return {
+            "input": g.instruction(info) + " " + g.scenario(),
+            "axis": info.axis or rng.choice(V.DEFAULT_AXES),
+            "tension_type": rng.choice(V.TENSION_TYPES),
+            "responses": [
+                {"drive": drives[0], "output": g.paragraph(*MAIN_LEN), "viable": True},
+                {"drive": drives[1], "output": g.paragraph(*MAIN_LEN), "viable": True},
+            ],
+            "resolution": {
+                "preferred_drive": preferred,
+                "losing_drive": losing,
+                "confidence": round(rng.uniform(0.5, 0.95), 2),
+                "override_condition": f"Prefer {losing} when " + g.sentence()[0].lower() + g.sentence()[1:],
+                "reasoning": g.paragraph(100, 400),
+            },
+        }
+    if schema == "judge":
+        scores = [_score(rng, 7.0, 10.0) for _ in range(3)]
+        overall = round(min(10.0, max(7.0, sum(scores) / 3 + rng.uniform(-0.3, 0.3))), 1)
+        return {"relevance": scores[0], "accuracy": scores[1], "completeness": scores[2],
+                "overall": overall}
+    if schema == "invariants":
+        return {"violations": []}
+    raise ValueError(f"unknown schema {schema!r}")
+
+
+# ------------------------------------------------------ path helpers / edits
+def get_path(record: dict, path: tuple):
+    node = record
+    for p in path:
+        node = node[p]
+    return node
+
+
+def set_path(record: dict, path: tuple, value) -> None:
+    node = record
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+
+
+def cut_mid_sentence(text: str, rng: random.Random) -> str:
+    """Cut text somewhere in its second half, never right after a period."""
+    if len(text) < 8:
+        return text[: max(1, len(text) // 2)]
+    pos = rng.randint(len(text) // 2, len(text) - 3)
+    cut = text[:pos].rstrip(" .,")
+    # End on a partial word so it is plainly mid-sentence.
+    return cut
+
+
+def truncate_serialized(record: dict, schema: str, rng: random.Random) -> str:
+    """The record's JSON text as a model would emit it when cut off by the
+    token limit: it stops part-way through the main text (invalid JSON)."""
+    paths = MAIN_TEXT.get(schema) or []
+    if not paths:
+        return cut_mid_sentence(json.dumps(record, ensure_ascii=False), rng).rstrip("}")
+    rec = copy.deepcopy(record)
+    marker = "@@CUT@@"
+    cut = cut_mid_sentence(get_path(rec, paths[0]), rng)
+    set_path(rec, paths[0], marker)
+    text = json.dumps(rec, ensure_ascii=False)
+    i = text.index(json.dumps(marker))
+    return text[:i] + json.dumps(cut, ensure_ascii=False)[:-1]
+
+
+PLANT_APPLIES = {
+    "leakage": lambda s: bool(MAIN_TEXT[s]),
+    "truncation": lambda s: bool(MAIN_TEXT[s]),
+    "empty": lambda s: bool(MAIN_TEXT[s]),
+    "low_margin": lambda s: s == "preference_v1",
+    "low_judge": lambda s: s == "judge",
+    "invariant_violation": lambda s: s == "invariants",
+}
+
+
+def apply_plants(record: dict, info: PromptInfo, kinds: list[str], rng: random.Random) -> list[str]:
+    """Plant content faults in place; returns the kinds that applied to this schema."""
+    schema = info.schema
+    applied = []
+    for kind in kinds:
+        if not PLANT_APPLIES[kind](schema):
+            continue
+        applied.append(kind)
+        if kind == "leakage":
+            path = MAIN_TEXT[schema][0]
+            echo = "\n".join(info.directive_lines)
+            set_path(record, path, echo + "\n" + get_path(record, path))
+        elif kind == "truncation":
+            path = MAIN_TEXT[schema][0]
+            set_path(record, path, cut_mid_sentence(get_path(record, path), rng))
+        elif kind == "empty":
+            set_path(record, MAIN_TEXT[schema][0], "")
+        elif kind == "low_margin":
+            chosen = _score(rng, 5.5, 8.0)
+            record["chosen_score"] = chosen
+            record["rejected_score"] = round(max(1.0, chosen - rng.choice([0.0, 0.5, 1.0, 1.5])), 1)
+        elif kind == "low_judge":
+            for k in ("relevance", "accuracy", "completeness"):
+                record[k] = _score(rng, 2.0, 6.5)
+            record["overall"] = _score(rng, 1.0, 5.5)
+        elif kind == "invariant_violation":
+            g = TextGen(rng, info)
+            record["violations"] = [{"rule_index": 0,
+                                     "explanation": "The record breaks rule 0. " + g.sentence()}]
+    return applied
+
+
+_WORD = re.compile(r"[a-z]{4,}")
+
+
+def _swap_one_word(text: str, rng: random.Random) -> str:
+    words = list(_WORD.finditer(text))
+    if not words:
+        return text
+    m = rng.choice(words)
+    new = m.group(0)
+    while new == m.group(0):
+        new = rng.choice(V.NOUNS)
+    return text[: m.start()] + new + text[m.end():]
+
+
+def near_duplicate(record: dict, schema: str, rng: random.Random) -> dict:
+    """A copy with a couple of words changed (one in the prompt field, one in
+    the main text)."""
+    dup = copy.deepcopy(record)
+    paths = [p for p in (PROMPT_FIELD.get(schema),) if p] + MAIN_TEXT[schema][:1]
+    for path in paths:
+        set_path(dup, path, _swap_one_word(get_path(dup, path), rng))
+    return dup
+
+
+def supports_near_dup(schema: str) -> bool:
+    return bool(MAIN_TEXT[schema])
+
+
+# ------------------------------------------------------------- utilities
+def trigrams(text: str) -> set[str]:
+    return {text[i:i + 3] for i in range(len(text) - 2)}
+
+
+def trigram_jaccard(a: str, b: str) -> float:
+    ta, tb = trigrams(a), trigrams(b)
+    if not ta and not tb:
+        return 1.0
+    return len(ta & tb) / len(ta | tb)
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, round(len(text) / 4))
