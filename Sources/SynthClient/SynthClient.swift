@@ -1,0 +1,179 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SwiftProtobuf
+import SynthProto
+import SynthWire
+
+/// A connection to synthd. Calls are multiplexed on it: each has its own call id, and answers are
+/// routed back by id, so many calls may run at once from many tasks.
+public final class SynthClient: @unchecked Sendable {
+    public let apiKey: String
+    private let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    private let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    private let lock = NSLock()
+    private var calls: [UInt64: AsyncThrowingStream<Data, Error>.Continuation] = [:]
+    private var nextCallID: UInt64 = 0
+    private var closedError: ClientError?
+    private var readerTask: Task<Void, Never>?
+
+    init(channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+         inbound: NIOAsyncChannelInboundStream<ByteBuffer>, apiKey: String) {
+        self.channel = channel
+        self.outbound = outbound
+        self.apiKey = apiKey
+        readerTask = Task { await self.read(inbound) }
+    }
+
+    /// Connects to `address`.
+    public static func connect(_ address: Address, apiKey: String = "", maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
+                               group: MultiThreadedEventLoopGroup = .singleton) async throws -> SynthClient {
+        let bootstrap = ClientBootstrap(group: group).connectTimeout(.seconds(10))
+        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, ByteBuffer>> = { ch in
+            ch.eventLoop.makeCompletedFuture {
+                try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
+                try ch.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder(maxFrameSize: maxFrameSize)))
+                return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch)
+            }
+        }
+        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        do {
+            switch address {
+            case .unix(let path):
+                channel = try await bootstrap.connect(unixDomainSocketPath: path, channelInitializer: initializer)
+            case .tcp(let host, let port):
+                channel = try await bootstrap.connect(host: host, port: port, channelInitializer: initializer)
+            }
+        } catch {
+            throw ClientError(.unavailable, "cannot connect to synthd at \(address): \(error)")
+        }
+        // The channel's streams are taken apart once here: the reader task owns inbound.
+        let (inbound, outbound) = try await channel.channel.eventLoop.submit { () -> (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) in
+            (channel.inbound, channel.outbound)
+        }.get()
+        return SynthClient(channel: channel, outbound: outbound, inbound: inbound, apiKey: apiKey)
+    }
+
+    public func close() async {
+        outbound.finish()
+        try? await channel.channel.close()
+        await readerTask?.value
+    }
+
+    private func read(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) async {
+        var failure = ClientError(.unavailable, "the connection to synthd closed")
+        do {
+            for try await payload in inbound {
+                guard let frame = try? PBFrame(serializedBytes: Array(payload.readableBytesView)) else {
+                    failure = ClientError(.internal, "synthd sent a frame that is not a valid Frame message")
+                    break
+                }
+                route(frame)
+                if frame.callID == 0, case .status(let s) = frame.kind {
+                    failure = ClientError(s)
+                    break
+                }
+            }
+        } catch let e as WireError {
+            failure = ClientError(.internal, "protocol error from synthd: \(e.description)")
+        } catch {
+            failure = ClientError(.unavailable, "the connection to synthd failed: \(error)")
+        }
+        let open: [AsyncThrowingStream<Data, Error>.Continuation] = lock.withLock {
+            closedError = failure
+            defer { calls.removeAll() }
+            return Array(calls.values)
+        }
+        for c in open { c.finish(throwing: failure) }
+        try? await channel.channel.close()
+    }
+
+    private func route(_ frame: PBFrame) {
+        let c = lock.withLock { calls[frame.callID] }
+        guard let c else { return }
+        switch frame.kind {
+        case .message(let data):
+            c.yield(data)
+        case .status(let status):
+            _ = lock.withLock { calls.removeValue(forKey: frame.callID) }
+            if status.code == .ok { c.finish() } else { c.finish(throwing: ClientError(status)) }
+        default:
+            break
+        }
+    }
+
+    /// Opens a call and returns the raw response messages as they arrive. The stream ends after an
+    /// OK status and throws `ClientError` for any other. Ending the iteration early cancels the call.
+    public func call(_ method: String, request: some SwiftProtobuf.Message, timeout: Duration? = nil) -> AsyncThrowingStream<Data, Error> {
+        let (stream, continuation) = AsyncThrowingStream<Data, Error>.makeStream()
+        let (id, closed): (UInt64, ClientError?) = lock.withLock {
+            nextCallID += 1
+            if closedError == nil { calls[nextCallID] = continuation }
+            return (nextCallID, closedError)
+        }
+        if let closed {
+            continuation.finish(throwing: closed)
+            return stream
+        }
+        var frame = PBFrame()
+        frame.callID = id
+        frame.open.method = method
+        frame.open.apiKey = apiKey
+        if let timeout {
+            let (s, a) = timeout.components
+            frame.open.timeoutMs = UInt64(max(1, s * 1000 + a / 1_000_000_000_000_000))
+        }
+        do {
+            frame.open.request = try request.serializedData()
+        } catch {
+            continuation.finish(throwing: ClientError(.invalidArgument, "cannot encode the request: \(error)"))
+            return stream
+        }
+        let outbound = self.outbound
+        continuation.onTermination = { [weak self] termination in
+            guard case .cancelled = termination, let self else { return }
+            // The consumer stopped listening: tell the server to stop the call.
+            let stillOpen = self.lock.withLock { self.calls.removeValue(forKey: id) != nil }
+            guard stillOpen else { return }
+            var cancel = PBFrame()
+            cancel.callID = id
+            cancel.cancel = PBCancel()
+            if let bytes: [UInt8] = try? cancel.serializedBytes() {
+                Task { try? await outbound.write(ByteBuffer(bytes: bytes)) }
+            }
+        }
+        let bytes: [UInt8]
+        do {
+            bytes = try frame.serializedBytes()
+        } catch {
+            continuation.finish(throwing: ClientError(.invalidArgument, "cannot encode the call: \(error)"))
+            return stream
+        }
+        Task {
+            do {
+                try await outbound.write(ByteBuffer(bytes: bytes))
+            } catch {
+                _ = self.lock.withLock { self.calls.removeValue(forKey: id) }
+                continuation.finish(throwing: ClientError(.unavailable, "cannot send to synthd: \(error)"))
+            }
+        }
+        return stream
+    }
+
+    /// A unary call: exactly one response message.
+    public func unary<Response: SwiftProtobuf.Message>(_ method: String, _ request: some SwiftProtobuf.Message,
+                                                       as: Response.Type = Response.self, timeout: Duration? = nil) async throws -> Response {
+        var result: Response?
+        for try await data in call(method, request: request, timeout: timeout) {
+            result = try Response(serializedBytes: data)
+        }
+        guard let result else { throw ClientError(.internal, "\(method) ended without a response") }
+        return result
+    }
+
+    /// A server-streaming call, decoded.
+    public func stream<Response: SwiftProtobuf.Message>(_ method: String, _ request: some SwiftProtobuf.Message,
+                                                        as: Response.Type = Response.self, timeout: Duration? = nil) -> AsyncThrowingMapSequence<AsyncThrowingStream<Data, Error>, Response> {
+        call(method, request: request, timeout: timeout).map { try Response(serializedBytes: $0) }
+    }
+}

@@ -1,0 +1,329 @@
+import ArgumentParser
+import Foundation
+import SynthClient
+import SynthProto
+import SynthSpec
+
+struct Generate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start a generation job.")
+    @OptionGroup var common: Common
+    @OptionGroup var request: RequestOptions
+    @Flag(help: "Skip the domain spell check (the domain is spelt as intended).") var confirmDomain = false
+    @Option(help: "A repeat with the same key and body returns the same job.") var idempotencyKey: String?
+    @Flag(help: "Follow the job with a progress bar until it ends.") var watch = false
+    @Option(help: "Write the records as JSONL to this file (implies --watch).") var out: String?
+
+    func run() async throws {
+        var req = PBGenerateRequest()
+        req.request = try request.build()
+        req.domainConfirmed = confirmDomain
+        req.idempotencyKey = idempotencyKey ?? ""
+        try await common.run { client in
+            let resp = try await client.unary("Generate", req, as: PBGenerateResponse.self, timeout: common.deadline)
+            if common.json, !(watch || out != nil) {
+                print(Output.json(resp.job))
+            } else {
+                Output.error("job \(resp.job.jobID) \(resp.job.status): \(resp.job.count) \(resp.job.schema) records")
+                if !(watch || out != nil) { print(resp.job.jobID) }
+            }
+            if watch || out != nil {
+                let final = try await Follow.job(client, resp.job.jobID, afterSeq: 0, records: out.map(Sink.file) ?? .none, json: common.json)
+                if final.status != "succeeded" { throw ExitCode(1) }
+            }
+        }
+    }
+}
+
+struct PlanCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "plan", abstract: "Validate a request and show its plan and cost; no job is made.")
+    @OptionGroup var common: Common
+    @OptionGroup var request: RequestOptions
+    @Flag(help: "Skip the domain spell check.") var confirmDomain = false
+
+    func run() async throws {
+        var req = PBPlanRequest()
+        req.request = try request.build()
+        req.domainConfirmed = confirmDomain
+        try await common.run { client in
+            let resp = try await client.unary("Plan", req, as: PBPlanResponse.self, timeout: common.deadline)
+            if common.json { print(Output.json(resp)); return }
+            let p = resp.plan
+            print("records: \(p.count)   tier: \(p.tier.isEmpty ? "-" : p.tier)   generator: \(p.generator.provider)/\(p.generator.model)   critic: \(p.critic.provider)/\(p.critic.model)")
+            print(Output.table(["category", "coverage", "axis", "records", "hard negatives"], p.cells.map { c in
+                [c.category.isEmpty ? "-" : c.category, c.coverage.isEmpty ? "-" : c.coverage.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","),
+                 c.axis.isEmpty ? "-" : c.axis, "\(c.count)", "\(c.hardNegatives)"]
+            }))
+            if !p.techniques.isEmpty {
+                print("techniques: " + p.techniques.map { "\($0.technique)=\($0.count)" }.joined(separator: ", "))
+            }
+            if !p.splits.isEmpty {
+                print("splits: " + p.splits.map { "\($0.name)=\($0.count) (\($0.percentage)%)" }.joined(separator: ", "))
+            }
+            let c = resp.cost
+            print("estimated cost: \(Output.money(c.totalUsd)) (base \(Output.money(c.baseUsd)), verified \(Output.money(c.verifiedUsd)), invariants \(Output.money(c.invariantsUsd)), llm_assessed \(Output.money(c.llmAssessedUsd)))")
+        }
+    }
+}
+
+struct Jobs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List your jobs, newest first.")
+    @OptionGroup var common: Common
+    @Option(help: "queued, running, succeeded, failed or cancelled.") var status: String?
+    @Option(help: "At most this many (1-500).") var limit: Int32 = 50
+    @Option(help: "Continue from a previous page.") var pageToken: String?
+
+    func run() async throws {
+        var req = PBListJobsRequest()
+        req.status = status ?? ""
+        req.limit = limit
+        req.pageToken = pageToken ?? ""
+        try await common.run { client in
+            let resp = try await client.unary("ListJobs", req, as: PBListJobsResponse.self, timeout: common.deadline)
+            if common.json { print(Output.json(resp)); return }
+            print(Output.table(["job", "status", "schema", "accepted", "count", "created", "domain"], resp.jobs.map {
+                [$0.jobID, $0.status, $0.schema, "\($0.accepted)", "\($0.count)", $0.createdAt, String($0.domain.prefix(40))]
+            }))
+            if !resp.nextPageToken.isEmpty { print("more: --page-token \(resp.nextPageToken)") }
+        }
+    }
+}
+
+struct JobCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "job", abstract: "Show one job.")
+    @OptionGroup var common: Common
+    @Argument(help: "The job id.") var id: String
+
+    func run() async throws {
+        var req = PBGetJobRequest()
+        req.jobID = id
+        try await common.run { client in
+            let job = try await client.unary("GetJob", req, as: PBGetJobResponse.self, timeout: common.deadline).job
+            if common.json { print(Output.json(job)); return }
+            Describe.job(job)
+        }
+    }
+}
+
+enum Describe {
+    static func job(_ j: PBJob) {
+        var rows: [[String]] = [
+            ["job", j.jobID], ["status", j.status], ["schema", j.schema], ["domain", j.domain], ["tier", j.tier.isEmpty ? "-" : j.tier],
+            ["records", "\(j.accepted) of \(j.count) accepted, \(j.rejected) rejected, \(j.generated) generated"],
+            ["created", j.createdAt], ["started", j.startedAt.isEmpty ? "-" : j.startedAt], ["finished", j.finishedAt.isEmpty ? "-" : j.finishedAt],
+            ["usage", "\(j.usage.requests) requests, \(j.usage.promptTokens) prompt + \(j.usage.completionTokens) completion tokens"],
+            ["cost", Output.money(j.costUsd)],
+        ]
+        if !j.grade.isEmpty { rows.append(["grade", j.grade]) }
+        if !j.error.isEmpty { rows.append(["error", j.error]) }
+        print(Output.table(["field", "value"], rows))
+    }
+}
+
+struct Watch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Follow a job live: a progress bar, or its records as JSONL with --records.")
+    @OptionGroup var common: Common
+    @Argument(help: "The job id.") var id: String
+    @Flag(help: "Write each record to stdout as one JSON line.") var records = false
+    @Option(help: "Start after this sequence number.") var afterSeq: UInt64 = 0
+
+    func run() async throws {
+        try await common.run { client in
+            let final = try await Follow.job(client, id, afterSeq: afterSeq, records: records ? .stdout : .none, json: common.json)
+            if final.status != "succeeded" { throw ExitCode(1) }
+        }
+    }
+}
+
+struct Results: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Download every record of a job as JSONL.")
+    @OptionGroup var common: Common
+    @Argument(help: "The job id.") var id: String
+    @Option(help: "Output file ('-' for stdout).") var out: String = "-"
+
+    func run() async throws {
+        try await common.run { client in
+            _ = try await Follow.job(client, id, afterSeq: 0, records: out == "-" ? .stdout : .file(out), json: false, quiet: out == "-")
+        }
+    }
+}
+
+struct SplitsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "splits", abstract: "Download a finished job's splits, one NAME.jsonl each.")
+    @OptionGroup var common: Common
+    @Argument(help: "The job id.") var id: String
+    @Option(help: "Directory to write into.") var dir: String = "."
+    @Option(help: "Only this split.") var split: String?
+
+    func run() async throws {
+        var req = PBFetchSplitsRequest()
+        req.jobID = id
+        req.split = split ?? ""
+        try await common.run { client in
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            var current: FileHandle?
+            var written: [(String, Int64, String)] = []
+            for try await item in client.stream("FetchSplits", req, as: PBFetchSplitsResponse.self) {
+                switch item.item {
+                case .split(let info):
+                    try current?.close()
+                    let path = (dir as NSString).appendingPathComponent("\(info.name).jsonl")
+                    FileManager.default.createFile(atPath: path, contents: nil)
+                    current = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+                    written.append((path, info.count, info.sha256))
+                case .record(let r):
+                    current?.write(r.json + Data([0x0A]))
+                case nil:
+                    break
+                }
+            }
+            try current?.close()
+            for (path, n, sha) in written { print("\(path)\t\(n) records\tsha256 \(sha)") }
+        }
+    }
+}
+
+struct Report: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a job's quality report.")
+    @OptionGroup var common: Common
+    @Argument(help: "The job id.") var id: String
+
+    func run() async throws {
+        var req = PBGetQualityReportRequest()
+        req.jobID = id
+        try await common.run { client in
+            let resp = try await client.unary("GetQualityReport", req, as: PBGetQualityReportResponse.self, timeout: common.deadline)
+            if common.json { print(String(decoding: resp.json, as: UTF8.self)); return }
+            let r = resp.report
+            var rows: [[String]] = [
+                ["total generated", "\(r.totalGenerated)"], ["total accepted", "\(r.totalAccepted)"], ["total rejected", "\(r.totalRejected)"],
+                ["pass rate", String(format: "%.1f%%", r.passRate * 100)],
+            ]
+            if !r.diversityDefinition.isEmpty { rows.append(["diversity score", String(format: "%.3f", r.diversityScore)]) }
+            if r.hasMeanJudgeScore { rows.append(["mean judge score", String(format: "%.2f / 10", r.meanJudgeScore.value)]) }
+            rows.append(["grade", r.overallGrade.isEmpty ? "(not graded yet)" : r.overallGrade])
+            for (k, v) in r.rejectionBreakdown.sorted(by: { $0.key < $1.key }) { rows.append(["rejected: \(k)", "\(v)"]) }
+            print(Output.table(["quality", "value"], rows))
+            if !r.diversityDefinition.isEmpty { print("diversity: \(r.diversityDefinition)") }
+        }
+    }
+}
+
+struct ManifestCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "manifest", abstract: "Print a finished job's manifest.json.")
+    @OptionGroup var common: Common
+    @Argument(help: "The job id.") var id: String
+
+    func run() async throws {
+        var req = PBGetManifestRequest()
+        req.jobID = id
+        try await common.run { client in
+            let resp = try await client.unary("GetManifest", req, as: PBGetManifestResponse.self, timeout: common.deadline)
+            if common.json {
+                print(String(decoding: resp.json, as: UTF8.self))
+            } else if let obj = try? JSONSerialization.jsonObject(with: resp.json),
+                      let pretty = try? JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) {
+                print(String(decoding: pretty, as: UTF8.self))
+            }
+        }
+    }
+}
+
+struct Cancel: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Cancel a job; accepted records are kept.")
+    @OptionGroup var common: Common
+    @Argument(help: "The job id.") var id: String
+
+    func run() async throws {
+        var req = PBCancelJobRequest()
+        req.jobID = id
+        try await common.run { client in
+            let job = try await client.unary("CancelJob", req, as: PBCancelJobResponse.self, timeout: common.deadline).job
+            if common.json { print(Output.json(job)); return }
+            print("job \(job.jobID) \(job.status) with \(job.accepted) records kept")
+        }
+    }
+}
+
+struct PricingCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "pricing", abstract: "Show the price list (per 1,000 accepted records).")
+    @OptionGroup var common: Common
+
+    func run() async throws {
+        try await common.run { client in
+            let p = try await client.unary("GetPricing", PBGetPricingRequest(), as: PBGetPricingResponse.self, timeout: common.deadline)
+            if common.json { print(Output.json(p)); return }
+            print(Output.table(["tier", "model", "instruction/eval", "preference/conflict", "subscription"], p.tiers.map {
+                [$0.tier, "\($0.provider)/\($0.model)", Output.money($0.instructionPer1KUsd),
+                 $0.preferencePer1KUsd > 0 ? Output.money($0.preferencePer1KUsd) : "n/a", $0.subscription ? "yes" : "payg only"]
+            }))
+            print("verified +\(Output.money(p.verifiedPer1KUsd)) (subscriptions: \(p.subscriptionVerifiedMultiplier)x quota), invariants +\(Output.money(p.invariantsPer1KUsd)), llm_assessed +\(Output.money(p.llmAssessedPer1KUsd)) (waived with verified)")
+        }
+    }
+}
+
+struct HealthCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "health", abstract: "Show the server's health.")
+    @OptionGroup var common: Common
+
+    func run() async throws {
+        try await common.run { client in
+            let h = try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self, timeout: common.deadline)
+            if common.json { print(Output.json(h)); return }
+            print("synthd \(h.version): \(h.status)")
+            print(Output.table(["component", "status", "detail"], h.components.map { [$0.name, $0.status, $0.detail] }))
+        }
+    }
+}
+
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Manage your org's API keys.", subcommands: [Create.self, List.self, Revoke.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a key; it is shown only once.")
+        @OptionGroup var common: Common
+        @Option(help: "A label.") var name: String = ""
+
+        func run() async throws {
+            var req = PBCreateApiKeyRequest()
+            req.name = name
+            try await common.run { client in
+                let resp = try await client.unary("CreateApiKey", req, as: PBCreateApiKeyResponse.self, timeout: common.deadline)
+                if common.json { print(Output.json(resp)); return }
+                Output.error("created \(resp.info.keyID); store the key now, it is not shown again:")
+                print(resp.key)
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List keys (never the secret).")
+        @OptionGroup var common: Common
+
+        func run() async throws {
+            try await common.run { client in
+                let resp = try await client.unary("ListApiKeys", PBListApiKeysRequest(), as: PBListApiKeysResponse.self, timeout: common.deadline)
+                if common.json { print(Output.json(resp)); return }
+                print(Output.table(["key id", "prefix", "name", "created", "last used", "state"], resp.keys.map {
+                    [$0.keyID, $0.prefix + "...", $0.name.isEmpty ? "-" : $0.name, $0.createdAt, $0.lastUsedAt.isEmpty ? "never" : $0.lastUsedAt,
+                     $0.revoked ? "revoked \($0.revokedAt)" : "active"]
+                }))
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a key by its id.")
+        @OptionGroup var common: Common
+        @Argument(help: "The key id (key_...).") var keyID: String
+
+        func run() async throws {
+            var req = PBRevokeApiKeyRequest()
+            req.keyID = keyID
+            try await common.run { client in
+                let resp = try await client.unary("RevokeApiKey", req, as: PBRevokeApiKeyResponse.self, timeout: common.deadline)
+                if common.json { print(Output.json(resp)); return }
+                print("revoked \(resp.key.keyID)")
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import SynthEngine
+import SynthServer
+import SynthWire
+
+/// The config file: `{"server": {...}, "engine": {...}}`, both parts optional.
+struct ConfigFile: Decodable {
+    struct ServerPart: Decodable {
+        var unix: String?
+        var tcp: String?
+        var maxFrameSize: Int?
+        var idleTimeoutSeconds: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case unix, tcp
+            case maxFrameSize = "max_frame_size"
+            case idleTimeoutSeconds = "idle_timeout_seconds"
+        }
+    }
+
+    var server: ServerPart?
+    var engine: EngineConfig
+
+    enum CodingKeys: String, CodingKey { case server, engine }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        server = try c.decodeIfPresent(ServerPart.self, forKey: .server)
+        engine = try c.decodeIfPresent(EngineConfig.self, forKey: .engine) ?? .documented
+    }
+
+    init() {
+        server = nil
+        engine = .documented
+    }
+
+    static func load(_ path: String?) throws -> ConfigFile {
+        guard let path else { return ConfigFile() }
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        do {
+            return try JSONDecoder().decode(ConfigFile.self, from: data)
+        } catch {
+            throw ConfigError(message: "config file \(path) is not valid: \(error)")
+        }
+    }
+
+    var serverConfig: ServerConfig {
+        var c = ServerConfig()
+        c.unixPath = server?.unix
+        c.tcp = server?.tcp
+        if let m = server?.maxFrameSize { c.maxFrameSize = m }
+        if let t = server?.idleTimeoutSeconds { c.idleTimeout = .milliseconds(Int64(t * 1000)) }
+        return c
+    }
+}
+
+struct ConfigError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}

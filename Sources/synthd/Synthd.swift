@@ -1,0 +1,161 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SynthEngine
+import SynthServer
+import SynthSpec
+import SynthStore
+import SynthWire
+
+@main
+struct Synthd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "synthd",
+        abstract: "The synthd server: synthetic training data jobs over a framed protobuf protocol.",
+        subcommands: [Serve.self, Admin.self],
+        defaultSubcommand: Serve.self)
+}
+
+struct DataOption: ParsableArguments {
+    @Option(name: .long, help: "The data directory (LMDB). Default: ~/.synthd/data, or $SYNTHD_DATA.")
+    var data: String?
+
+    var path: String { data ?? ProcessInfo.processInfo.environment["SYNTHD_DATA"] ?? Address.defaultDataDirectory }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the server until SIGTERM or SIGINT.")
+
+    @OptionGroup var data: DataOption
+
+    @Option(help: "Unix socket path. Default: ~/.synthd/synthd.sock unless --tcp is given alone.")
+    var unix: String?
+
+    @Option(help: "TCP listen address HOST:PORT (port 0 picks a free one).")
+    var tcp: String?
+
+    @Option(help: "JSON config file: providers, tiers, critic and limits.")
+    var config: String?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "synthd")
+        var file = try ConfigFile.load(config)
+        file.engine.applyEnvironment(ProcessInfo.processInfo.environment)
+
+        var serverConfig = file.serverConfig
+        if let tcp { serverConfig.tcp = tcp }
+        if let unix { serverConfig.unixPath = unix }
+        // With no listener named anywhere, listen on the default socket, where `synth` looks.
+        if serverConfig.unixPath == nil, serverConfig.tcp == nil {
+            serverConfig.unixPath = Address.defaultSocketPath
+        }
+
+        let store = try Store(path: data.path)
+        let engine = Engine(store: store, config: file.engine, logger: logger)
+        let server = Server(config: serverConfig, store: store, engine: engine,
+                            validator: Validator(maxCount: file.engine.maxCount), logger: logger)
+        let bound = try await server.start()
+        var parts: [String] = []
+        if let p = bound.unixPath { parts.append("unix=\(p)") }
+        if let p = bound.tcpPort { parts.append("tcp=\(p)") }
+        logger.info("synthd listening", metadata: ["unix": "\(bound.unixPath ?? "-")", "tcp": "\(bound.tcpPort.map(String.init) ?? "-")", "data": "\(data.path)"])
+        // One machine-readable line, for scripts and tests that start synthd.
+        FileHandle.standardOutput.write(Data(("LISTENING " + parts.joined(separator: " ") + "\n").utf8))
+        let resumed = try engine.resumeUnfinished()
+        if resumed > 0 { logger.info("resuming unfinished jobs", metadata: ["jobs": "\(resumed)"]) }
+
+        let signal = await Signals.first(of: [SIGINT, SIGTERM])
+        logger.info("shutting down", metadata: ["signal": "\(signal)"])
+        await server.stop()
+        await engine.shutdown()
+        store.sync()
+        if let p = bound.unixPath { unlink(p) }
+        logger.info("stopped; running jobs resume at the next start")
+    }
+}
+
+/// Waits for a signal, with the default action turned off so that the process can shut down cleanly.
+enum Signals {
+    static func first(of signals: [Int32]) async -> Int32 {
+        let (stream, continuation) = AsyncStream<Int32>.makeStream()
+        var sources: [DispatchSourceSignal] = []
+        for s in signals {
+            Foundation.signal(s, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: s, queue: .global())
+            source.setEventHandler { continuation.yield(s) }
+            source.resume()
+            sources.append(source)
+        }
+        var it = stream.makeAsyncIterator()
+        let got = await it.next() ?? SIGTERM
+        for s in sources { s.cancel() }
+        return got
+    }
+}
+
+struct Admin: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage orgs and keys directly in the data directory (works while the server runs).",
+        subcommands: [CreateOrg.self, CreateKey.self, ListOrgs.self])
+
+    struct CreateOrg: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "create-org", abstract: "Create an org.")
+        @OptionGroup var data: DataOption
+        @Argument(help: "The org's name.") var name: String
+        @Option(help: "free, subscription or payg.") var plan: String = "payg"
+        @Option(help: "Monthly record quota (subscription).") var quota: Int64 = 0
+        @Option(help: "Starting balance in dollars (payg).") var balanceUsd: Double = 100
+
+        func run() throws {
+            guard ["free", "subscription", "payg"].contains(plan) else {
+                throw ValidationError("--plan must be free, subscription or payg")
+            }
+            guard !name.isEmpty, name.count <= 100, !name.contains("\0") else { throw ValidationError("the org name must be 1 to 100 characters") }
+            let store = try Store(path: data.path)
+            let quota = plan == "free" ? 100 : quota
+            do {
+                let org = try store.createOrg(name: name, plan: plan, monthlyQuota: quota, balanceMicroUSD: Int64(balanceUsd * 1_000_000))
+                print("created org \(org.name) (plan \(org.plan))")
+            } catch let e as StoreError where e.code == .conflict {
+                throw ValidationError(e.message)
+            }
+        }
+    }
+
+    struct CreateKey: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "create-key", abstract: "Create an API key; it is printed once.")
+        @OptionGroup var data: DataOption
+        @Option(help: "The org the key belongs to.") var org: String
+        @Option(help: "A label for the key.") var name: String = ""
+
+        func run() throws {
+            let store = try Store(path: data.path)
+            do {
+                let issued = try store.createKey(org: org, name: name)
+                FileHandle.standardError.write(Data("created key \(issued.info.keyID) for org \(org); it is shown only this once:\n".utf8))
+                print(issued.key)
+            } catch let e as StoreError {
+                throw ValidationError(e.message)
+            }
+        }
+    }
+
+    struct ListOrgs: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list-orgs", abstract: "List the orgs.")
+        @OptionGroup var data: DataOption
+
+        func run() throws {
+            let store = try Store(path: data.path)
+            for org in try store.orgs() { print("\(org.name)\t\(org.plan)") }
+        }
+    }
+}
