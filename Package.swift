@@ -52,6 +52,17 @@ let package = Package(
             "SynthClient", "SynthSpec", "SynthProto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .testTarget(name: "SynthWireTests", dependencies: [
+            "SynthWire", "SynthProto",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
+        .testTarget(name: "SynthSpecTests", dependencies: [
+            "SynthSpec", "SynthProto", "SynthEngine",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "SynthStoreTests", dependencies: ["SynthStore", "SynthProto"]),
         .testTarget(name: "SynthServerTests", dependencies: [
             "SynthServer", "SynthClient", "SynthStore", "SynthEngine", "SynthProto", "SynthWire", "SynthSpec",
             .product(name: "NIOCore", package: "swift-nio"),

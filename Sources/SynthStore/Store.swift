@@ -19,17 +19,18 @@ public final class Store: @unchecked Sendable {
     private let writeLock = NSLock()
     // Readers hold it shared; a map resize holds it exclusively (LMDB requires no live transaction
     // in this process while the map size changes).
-    private var resizeLock = pthread_rwlock_t()
+    private let resizeLock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
 
     /// Opens (creating if needed) the environment in directory `path`.
-    public init(path: String, initialMapSize: Int = 1 << 30) throws {
+    public init(path: String, initialMapSize: Int = 4 << 30) throws {
         self.path = path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         var env: OpaquePointer?
         try StoreError.check(mdb_env_create(&env), "mdb_env_create")
         guard let env else { throw StoreError(.lmdb(-1), "mdb_env_create returned no environment") }
         self.env = env
-        pthread_rwlock_init(&resizeLock, nil)
+        resizeLock.initialize(to: pthread_rwlock_t())
+        pthread_rwlock_init(resizeLock, nil)
         do {
             try StoreError.check(mdb_env_set_maxdbs(env, 32), "mdb_env_set_maxdbs")
             try StoreError.check(mdb_env_set_maxreaders(env, 510), "mdb_env_set_maxreaders")
@@ -55,15 +56,16 @@ public final class Store: @unchecked Sendable {
 
     deinit {
         mdb_env_close(env)
-        pthread_rwlock_destroy(&resizeLock)
+        pthread_rwlock_destroy(resizeLock)
+        resizeLock.deallocate()
     }
 
     func dbi(_ table: Table) -> MDB_dbi { dbis[table]! }
 
     /// Runs `body` in a read-only transaction.
     public func read<T>(_ body: (Transaction) throws -> T) throws -> T {
-        pthread_rwlock_rdlock(&resizeLock)
-        defer { pthread_rwlock_unlock(&resizeLock) }
+        pthread_rwlock_rdlock(resizeLock)
+        defer { pthread_rwlock_unlock(resizeLock) }
         let txn = try begin(flags: UInt32(MDB_RDONLY))
         defer { mdb_txn_abort(txn) }
         return try body(Transaction(store: self, txn: txn))
@@ -77,17 +79,19 @@ public final class Store: @unchecked Sendable {
         defer { writeLock.unlock() }
         while true {
             do {
-                pthread_rwlock_rdlock(&resizeLock)
-                defer { pthread_rwlock_unlock(&resizeLock) }
+                pthread_rwlock_rdlock(resizeLock)
+                defer { pthread_rwlock_unlock(resizeLock) }
                 let txn = try begin(flags: 0)
+                let result: T
                 do {
-                    let result = try body(Transaction(store: self, txn: txn))
-                    try StoreError.check(mdb_txn_commit(txn), "mdb_txn_commit")
-                    return result
+                    result = try body(Transaction(store: self, txn: txn))
                 } catch {
                     mdb_txn_abort(txn)
                     throw error
                 }
+                // mdb_txn_commit frees the transaction whether or not it succeeds: never abort it after.
+                try StoreError.check(mdb_txn_commit(txn), "mdb_txn_commit")
+                return result
             } catch let error as StoreError where error.code == .lmdb(MDB_MAP_FULL) {
                 try grow()
             }
@@ -107,8 +111,8 @@ public final class Store: @unchecked Sendable {
     }
 
     private func grow() throws {
-        pthread_rwlock_wrlock(&resizeLock)
-        defer { pthread_rwlock_unlock(&resizeLock) }
+        pthread_rwlock_wrlock(resizeLock)
+        defer { pthread_rwlock_unlock(resizeLock) }
         var info = MDB_envinfo()
         mdb_env_info(env, &info)
         try StoreError.check(mdb_env_set_mapsize(env, info.me_mapsize * 2), "mdb_env_set_mapsize")

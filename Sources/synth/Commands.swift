@@ -14,11 +14,11 @@ struct Generate: AsyncParsableCommand {
     @Option(help: "Write the records as JSONL to this file (implies --watch).") var out: String?
 
     func run() async throws {
-        var req = PBGenerateRequest()
-        req.request = try request.build()
-        req.domainConfirmed = confirmDomain
-        req.idempotencyKey = idempotencyKey ?? ""
         try await common.run { client in
+            var req = PBGenerateRequest()
+            req.request = try request.build()
+            req.domainConfirmed = confirmDomain
+            req.idempotencyKey = idempotencyKey ?? ""
             let resp = try await client.unary("Generate", req, as: PBGenerateResponse.self, timeout: common.deadline)
             if common.json, !(watch || out != nil) {
                 print(Output.json(resp.job))
@@ -41,10 +41,10 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(help: "Skip the domain spell check.") var confirmDomain = false
 
     func run() async throws {
-        var req = PBPlanRequest()
-        req.request = try request.build()
-        req.domainConfirmed = confirmDomain
         try await common.run { client in
+            var req = PBPlanRequest()
+            req.request = try request.build()
+            req.domainConfirmed = confirmDomain
             let resp = try await client.unary("Plan", req, as: PBPlanResponse.self, timeout: common.deadline)
             if common.json { print(Output.json(resp)); return }
             let p = resp.plan
