@@ -54,6 +54,10 @@ public final class SynthClient: @unchecked Sendable {
         return SynthClient(channel: channel, outbound: outbound, inbound: inbound, apiKey: apiKey)
     }
 
+    deinit {
+        outbound.finish()
+    }
+
     public func close() async {
         outbound.finish()
         try? await channel.channel.close()

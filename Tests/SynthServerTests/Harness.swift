@@ -1,0 +1,303 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SynthClient
+import SynthEngine
+import SynthLLM
+import SynthProto
+import SynthServer
+import SynthSpec
+import SynthStore
+import SynthWire
+
+let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+struct TimeoutError: Error, CustomStringConvertible {
+    var what: String
+    var description: String { "timed out: \(what)" }
+}
+
+/// Runs `body`, failing if it takes longer than `seconds`.
+func withTimeout<T: Sendable>(_ seconds: Double, _ what: String = "operation", _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { g in
+        g.addTask { try await body() }
+        g.addTask {
+            try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+            throw TimeoutError(what: what)
+        }
+        let r = try await g.next()!
+        g.cancelAll()
+        return r
+    }
+}
+
+/// The fake provider from tools/, as a real HTTP server on loopback.
+final class FakeProvider: @unchecked Sendable {
+    let process = Process()
+    let port: Int
+
+    init(_ args: [String] = []) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", repoRoot.appendingPathComponent("tools/fake_provider/server.py").path, "--port", "0", "--seed", "7"] + args
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // The first line is "LISTENING <port>".
+        var line = Data()
+        while !line.contains(0x0A) {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard let p = text.split(separator: " ").last.flatMap({ Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) else {
+            process.terminate()
+            throw TimeoutError(what: "fake provider did not start: \(text)")
+        }
+        port = p
+    }
+
+    func stop() {
+        if process.isRunning {
+            // SIGKILL: the fake keeps nothing worth flushing, and a blocked SIGTERM must not hang a test.
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { stop() }
+
+    /// POSTs JSON to the fake's control endpoints.
+    func post(_ path: String, _ json: String) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", "import urllib.request,sys; urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), headers={'Content-Type':'application/json'})).read()",
+                       "http://127.0.0.1:\(port)\(path)", json]
+        try p.run()
+        p.waitUntilExit()
+    }
+}
+
+/// Collects every log line, so that tests can check what reached the logs.
+final class LogCapture: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+
+    func append(_ s: String) { lock.withLock { lines.append(s) } }
+    var text: String { lock.withLock { lines.joined(separator: "\n") } }
+
+    func logger() -> Logger {
+        var l = Logger(label: "synthd-test") { _ in CaptureHandler(capture: self) }
+        l.logLevel = .trace
+        return l
+    }
+
+    struct CaptureHandler: LogHandler {
+        let capture: LogCapture
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+            capture.append("\(level) \(message) \(metadata ?? [:]) \(self.metadata)")
+        }
+    }
+}
+
+/// A real synthd: LMDB in a temp directory, listeners on a short Unix path and a TCP port 0,
+/// the engine talking to the fake provider over HTTP.
+final class Harness: @unchecked Sendable {
+    let dir: String
+    let store: Store
+    var engine: Engine
+    var server: Server
+    var bound: Server.Bound
+    let fake: FakeProvider
+    let logs = LogCapture()
+    let config: EngineConfig
+    let serverConfig: ServerConfig
+
+    static let providerSecret = "sk-provider-secret-never-logged-0123456789"
+
+    init(fakeArgs: [String] = [], idleTimeout: Duration = .seconds(300), maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
+         jobConcurrency: Int = 16) async throws {
+        dir = "/tmp/sd-" + String(UUID().uuidString.prefix(8))
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        fake = try FakeProvider(fakeArgs)
+        let provider = ProviderConfig(name: "openai", kind: .openai, baseURL: "http://127.0.0.1:\(fake.port)/v1", apiKey: Self.providerSecret,
+                                      maxInFlight: 64, maxRetries: 4, requestTimeoutSeconds: 20)
+        let route = ModelRoute(provider: "openai", model: "fake-model")
+        config = EngineConfig(providers: ["openai": provider], tiers: ["fast": route, "balanced": route, "diverse": route, "deep": route],
+                              critic: route, jobConcurrency: jobConcurrency)
+        store = try Store(path: dir + "/data")
+        serverConfig = ServerConfig(unixPath: dir + "/s.sock", tcp: "127.0.0.1:0", maxFrameSize: maxFrameSize, idleTimeout: idleTimeout,
+                                    keyRecheckInterval: .milliseconds(500))
+        let logger = logs.logger()
+        engine = Engine(store: store, config: config, logger: logger)
+        server = Server(config: serverConfig, store: store, engine: engine, validator: Validator(), logger: logger)
+        bound = try await server.start()
+    }
+
+    var unix: Address { .unix(bound.unixPath!) }
+    var tcp: Address { .tcp(host: "127.0.0.1", port: bound.tcpPort!) }
+
+    /// Stops the server and the engine as SIGTERM would.
+    func stopServing() async {
+        await server.stop()
+        await engine.shutdown()
+    }
+
+    /// Starts a new engine and server on the same store, as the next process start would.
+    func restart() async throws {
+        let logger = logs.logger()
+        engine = Engine(store: store, config: config, logger: logger)
+        server = Server(config: serverConfig, store: store, engine: engine, validator: Validator(), logger: logger)
+        bound = try await server.start()
+        _ = try engine.resumeUnfinished()
+    }
+
+    func shutdown() async {
+        await stopServing()
+        fake.stop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// An org with one key.
+    func org(_ name: String) throws -> String {
+        _ = try store.createOrg(name: name)
+        return try store.createKey(org: name).key
+    }
+
+    func client(_ key: String, over address: Address? = nil) async throws -> SynthClient {
+        try await SynthClient.connect(address ?? unix, apiKey: key)
+    }
+
+    static func request(count: Int64, split: Bool = false) -> PBGenerateRequest {
+        var r = PBGenerateRequest()
+        r.request.schema = "instruction_v1"
+        r.request.domain = "customer support for a SaaS product"
+        r.request.count = count
+        r.request.model = "fast"
+        if split {
+            r.request.advanced.outputSplit = ["train": 80, "validation": 20]
+        }
+        return r
+    }
+
+    func generate(_ client: SynthClient, count: Int64, split: Bool = false) async throws -> PBJob {
+        try await client.unary("Generate", Self.request(count: count, split: split), as: PBGenerateResponse.self).job
+    }
+
+    /// Waits (by watching, not polling) until the job ends.
+    func waitForEnd(_ client: SynthClient, _ jobID: String, seconds: Double = 60) async throws -> PBJob {
+        try await withTimeout(seconds, "job \(jobID) to end") {
+            var req = PBWatchJobRequest()
+            req.jobID = jobID
+            req.progressOnly = true
+            var last = PBJob()
+            for try await e in client.stream("WatchJob", req, as: PBWatchJobResponse.self) {
+                if case .progress(let j) = e.event { last = j }
+            }
+            return last
+        }
+    }
+}
+
+/// Runs `body` against a fresh harness and always shuts it down, within a time limit.
+func withHarness(fakeArgs: [String] = [], idleTimeout: Duration = .seconds(300), maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
+                 jobConcurrency: Int = 16, _ body: @escaping @Sendable (Harness) async throws -> Void) async throws {
+    let h = try await Harness(fakeArgs: fakeArgs, idleTimeout: idleTimeout, maxFrameSize: maxFrameSize, jobConcurrency: jobConcurrency)
+    do {
+        try await withTimeout(120, "test body") { try await body(h) }
+    } catch {
+        _ = try? await withTimeout(30, "shutdown") { await h.shutdown() }
+        throw error
+    }
+    try await withTimeout(30, "shutdown") { await h.shutdown() }
+}
+
+/// A bare framed connection, for what the Swift client would never send.
+final class RawConnection: @unchecked Sendable {
+    let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+    let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+
+    /// No frame encoder on the way out, so that tests can write any bytes.
+    init(_ address: Address) async throws {
+        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, ByteBuffer>> = { ch in
+            ch.eventLoop.makeCompletedFuture {
+                try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
+                return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch)
+            }
+        }
+        switch address {
+        case .unix(let p): channel = try await bootstrap.connect(unixDomainSocketPath: p, channelInitializer: initializer)
+        case .tcp(let h, let port): channel = try await bootstrap.connect(host: h, port: port, channelInitializer: initializer)
+        }
+        iterator = channel.inbound.makeAsyncIterator()
+        outbound = channel.outbound
+    }
+
+    func sendRaw(_ bytes: [UInt8]) async throws {
+        try await outbound.write(ByteBuffer(bytes: bytes))
+    }
+
+    func send(_ frame: PBFrame) async throws {
+        let body: [UInt8] = try frame.serializedBytes()
+        var out: [UInt8] = withUnsafeBytes(of: UInt32(body.count).bigEndian) { Array($0) }
+        out += body
+        try await sendRaw(out)
+    }
+
+    func open(_ id: UInt64, _ method: String, key: String, _ request: some SwiftProtobuf.Message, timeoutMs: UInt64 = 0) async throws {
+        var f = PBFrame()
+        f.callID = id
+        f.open.method = method
+        f.open.apiKey = key
+        f.open.timeoutMs = timeoutMs
+        f.open.request = try request.serializedData()
+        try await send(f)
+    }
+
+    /// The next frame, or nil when the server closed the connection. Fails after `seconds`.
+    func next(seconds: Double = 10) async throws -> PBFrame? {
+        let ch = channel.channel
+        let fired = TimerFlag()
+        let timer = Task {
+            try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+            fired.set()
+            try? await ch.close()
+        }
+        defer { timer.cancel() }
+        let b: ByteBuffer?
+        do {
+            b = try await iterator.next()
+        } catch {
+            if fired.isSet { throw TimeoutError(what: "next frame") }
+            return nil
+        }
+        if fired.isSet { throw TimeoutError(what: "next frame") }
+        return try b.map { try PBFrame(serializedBytes: Array($0.readableBytesView)) }
+    }
+
+    func close() async {
+        outbound.finish()
+        try? await channel.channel.close()
+    }
+
+    deinit { outbound.finish() }
+}
+
+import SwiftProtobuf
+
+final class TimerFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}

@@ -1,0 +1,372 @@
+import Foundation
+import NIOCore
+import Testing
+import SynthClient
+import SynthProto
+import SynthStore
+import SynthWire
+@testable import SynthServer
+
+@Suite(.serialized) struct ServerTests {
+    @Test(arguments: ["unix", "tcp"])
+    func fiftyConcurrentCallsOnOneConnection(transport: String) async throws {
+        try await withHarness { h in
+            let key = try h.org("acme")
+            let client = try await h.client(key, over: transport == "unix" ? h.unix : h.tcp)
+            var ids: [String] = []
+            for _ in 0..<5 { ids.append(try await h.generate(client, count: 3).jobID) }
+            let jobIDs = ids
+            let results = try await withTimeout(30, "50 calls") {
+                try await withThrowingTaskGroup(of: Bool.self) { g in
+                    for i in 0..<50 {
+                        g.addTask {
+                            switch i % 3 {
+                            case 0:
+                                var r = PBGetJobRequest()
+                                r.jobID = jobIDs[i % 5]
+                                return try await client.unary("GetJob", r, as: PBGetJobResponse.self).job.jobID == jobIDs[i % 5]
+                            case 1:
+                                return try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self).status == "ok"
+                            default:
+                                return try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.count == 5
+                            }
+                        }
+                    }
+                    var all: [Bool] = []
+                    for try await ok in g { all.append(ok) }
+                    return all
+                }
+            }
+            #expect(results.count == 50)
+            #expect(results.allSatisfy { $0 })
+            await client.close()
+        }
+    }
+
+    @Test func unknownMethodIsUnimplemented() async throws {
+        try await withHarness { h in
+            let client = try await h.client(try h.org("acme"))
+            await #expect(throws: ClientError.self) { try await client.unary("DropAllTables", PBHealthRequest(), as: PBHealthResponse.self) }
+            do {
+                _ = try await client.unary("DropAllTables", PBHealthRequest(), as: PBHealthResponse.self)
+            } catch let e as ClientError {
+                #expect(e.code == .unimplemented)
+            }
+            await client.close()
+        }
+    }
+
+    @Test func keysAreRequiredExceptForHealthAndPricing() async throws {
+        try await withHarness { h in
+            _ = try h.org("acme")
+            for key in ["", "sk_live_wrongwrongwrongwrongwrongwrongwrongwrong", "not-a-key", "sk_\u{0}"] {
+                let client = try await h.client(key)
+                #expect(try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self).status == "ok")
+                #expect(try await client.unary("GetPricing", PBGetPricingRequest(), as: PBGetPricingResponse.self).tiers.count == 4)
+                for method in ["ListJobs", "GetJob", "Generate", "ListApiKeys"] {
+                    do {
+                        _ = try await client.unary(method, PBListJobsRequest(), as: PBListJobsResponse.self)
+                        Issue.record("\(method) answered without a valid key")
+                    } catch let e as ClientError {
+                        #expect(e.code == .unauthenticated, "\(method) with key \(key.debugDescription)")
+                    }
+                }
+                await client.close()
+            }
+        }
+    }
+
+    @Test func anotherOrgsJobIsNotFound() async throws {
+        try await withHarness { h in
+            let a = try await h.client(try h.org("a"))
+            let b = try await h.client(try h.org("b"))
+            let job = try await h.generate(a, count: 5, split: true)
+            _ = try await h.waitForEnd(a, job.jobID)
+            var get = PBGetJobRequest(); get.jobID = job.jobID
+            var watch = PBWatchJobRequest(); watch.jobID = job.jobID
+            var cancel = PBCancelJobRequest(); cancel.jobID = job.jobID
+            var splits = PBFetchSplitsRequest(); splits.jobID = job.jobID
+            var manifest = PBGetManifestRequest(); manifest.jobID = job.jobID
+            var report = PBGetQualityReportRequest(); report.jobID = job.jobID
+            let calls: [(String, any SwiftProtobuf.Message)] = [("GetJob", get), ("WatchJob", watch), ("CancelJob", cancel), ("FetchSplits", splits),
+                                                                 ("GetManifest", manifest), ("GetQualityReport", report)]
+            for (method, req) in calls {
+                var messages = 0
+                do {
+                    for try await _ in b.call(method, request: req) { messages += 1 }
+                    Issue.record("org b could call \(method) on org a's job")
+                } catch let e as ClientError {
+                    #expect(e.code == .notFound, "\(method)")
+                    #expect(!e.status.message.contains("org a") && !e.status.message.contains("\"a\""))
+                }
+                #expect(messages == 0, "\(method) sent org b \(messages) messages of org a's job")
+                // The owner still can.
+                for try await _ in a.call(method == "CancelJob" ? "GetJob" : method, request: req) {}
+            }
+            #expect(try await b.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.isEmpty)
+            await a.close()
+            await b.close()
+        }
+    }
+
+    @Test func watchResumesAfterDisconnectWithEveryRecordOnceInOrder() async throws {
+        try await withHarness(fakeArgs: ["--latency-ms", "30"], jobConcurrency: 8) { h in
+            let key = try h.org("acme")
+            let first = try await h.client(key)
+            let job = try await h.generate(first, count: 120)
+            var seen: [UInt64] = []
+            var req = PBWatchJobRequest()
+            req.jobID = job.jobID
+            let firstReq = req
+            try await withTimeout(60, "first watcher") {
+                var got: [UInt64] = []
+                for try await e in first.stream("WatchJob", firstReq, as: PBWatchJobResponse.self) {
+                    if case .record(let r) = e.event { got.append(r.seq) }
+                    if got.count == 25 { break }
+                }
+                return got
+            }.forEach { seen.append($0) }
+            await first.close()  // a dropped connection, mid-job
+            let second = try await h.client(key)
+            req.afterSeq = seen.last!
+            let secondReq = req
+            let rest = try await withTimeout(60, "second watcher") {
+                var got: [UInt64] = []
+                var lines: [Data] = []
+                for try await e in second.stream("WatchJob", secondReq, as: PBWatchJobResponse.self) {
+                    if case .record(let r) = e.event {
+                        got.append(r.seq)
+                        lines.append(r.json)
+                    }
+                }
+                return (got, lines)
+            }
+            seen += rest.0
+            #expect(seen == Array(1...120))
+            // Records are the stored JSON lines, each a JSON object.
+            #expect(rest.1.allSatisfy { (try? JSONSerialization.jsonObject(with: $0)) is [String: Any] })
+            await second.close()
+        }
+    }
+
+    @Test func cancelledWatchStopsStreaming() async throws {
+        try await withHarness(fakeArgs: ["--latency-ms", "50"], jobConcurrency: 4) { h in
+            let key = try h.org("acme")
+            let client = try await h.client(key)
+            let job = try await h.generate(client, count: 400)
+            let raw = try await RawConnection(h.unix)
+            var req = PBWatchJobRequest()
+            req.jobID = job.jobID
+            try await raw.open(9, "WatchJob", key: key, req)
+            var records = 0
+            while records < 3 {
+                let f = try #require(try await raw.next())
+                if case .message(let m) = f.kind, case .record = try PBWatchJobResponse(serializedBytes: m).event { records += 1 }
+            }
+            var cancel = PBFrame()
+            cancel.callID = 9
+            cancel.cancel = PBCancel()
+            try await raw.send(cancel)
+            // Frames already in flight may still arrive; then the final status, then nothing more.
+            var status: PBStatus?
+            while status == nil {
+                let f = try #require(try await raw.next())
+                if case .status(let s) = f.kind { status = s }
+            }
+            #expect(status?.code == .cancelled)
+            // The connection still works, and call 9 sends nothing more.
+            try await raw.open(10, "Health", key: "", PBHealthRequest())
+            var after: [PBFrame] = []
+            while true {
+                let f = try #require(try await raw.next())
+                after.append(f)
+                if case .status = f.kind, f.callID == 10 { break }
+            }
+            #expect(after.allSatisfy { $0.callID == 10 })
+            await raw.close()
+            await client.close()
+        }
+    }
+
+    @Test func deadlineExpires() async throws {
+        try await withHarness(fakeArgs: ["--latency-ms", "200"], jobConcurrency: 2) { h in
+            let client = try await h.client(try h.org("acme"))
+            let job = try await h.generate(client, count: 200)
+            var req = PBWatchJobRequest()
+            req.jobID = job.jobID
+            let started = ContinuousClock.now
+            do {
+                for try await _ in client.stream("WatchJob", req, as: PBWatchJobResponse.self, timeout: .milliseconds(400)) {}
+                Issue.record("the watch ended without its deadline")
+            } catch let e as ClientError {
+                #expect(e.code == .deadlineExceeded)
+            }
+            #expect(ContinuousClock.now - started < .seconds(10))
+            await client.close()
+        }
+    }
+
+    @Test func badFramesGetAStatusAndACleanClose() async throws {
+        try await withHarness(maxFrameSize: 1 << 20) { h in
+            // Oversized: only the length is sent, and the answer comes before any body.
+            var raw = try await RawConnection(h.tcp)
+            try await raw.sendRaw([0x7F, 0xFF, 0xFF, 0xFF])
+            var f = try #require(try await raw.next())
+            #expect(f.callID == 0)
+            #expect(f.status.code == .resourceExhausted)
+            #expect(f.status.errorCode == "FRAME_TOO_LARGE")
+            #expect(try await raw.next() == nil)
+            // Zero length.
+            raw = try await RawConnection(h.unix)
+            try await raw.sendRaw([0, 0, 0, 0])
+            f = try #require(try await raw.next())
+            #expect(f.status.code == .invalidArgument)
+            #expect(f.status.errorCode == "EMPTY_FRAME")
+            #expect(try await raw.next() == nil)
+            // Garbage that is not a Frame.
+            raw = try await RawConnection(h.unix)
+            try await raw.sendRaw([0, 0, 0, 5, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+            f = try #require(try await raw.next())
+            #expect(f.status.errorCode == "MALFORMED_FRAME")
+            #expect(try await raw.next() == nil)
+            // Truncated, then the client hangs up: nothing to answer, nothing breaks.
+            raw = try await RawConnection(h.unix)
+            try await raw.sendRaw([0, 0, 0, 50, 1, 2, 3])
+            await raw.close()
+            // A frame kind a client may not send.
+            raw = try await RawConnection(h.unix)
+            var bogus = PBFrame()
+            bogus.callID = 4
+            bogus.status = PBStatus()
+            try await raw.send(bogus)
+            f = try #require(try await raw.next())
+            #expect(f.callID == 4)
+            #expect(f.status.code == .invalidArgument)
+            // A request body that is not the method's message.
+            var open = PBFrame()
+            open.callID = 5
+            open.open.method = "GetPricing"
+            open.open.request = Data([0xFF, 0xFF, 0xFF])
+            try await raw.send(open)
+            f = try #require(try await raw.next())
+            #expect(f.callID == 5)
+            #expect(f.status.code == .invalidArgument)
+            await raw.close()
+            // The server is unharmed.
+            let client = try await h.client("")
+            #expect(try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self).status == "ok")
+            await client.close()
+        }
+    }
+
+    @Test func idleConnectionsAreClosed() async throws {
+        try await withHarness(idleTimeout: .milliseconds(400)) { h in
+            let raw = try await RawConnection(h.unix)
+            // No call and no traffic: the server closes it (next() returns nil rather than timing out).
+            #expect(try await raw.next(seconds: 10) == nil)
+        }
+    }
+
+    @Test func noRawKeyInTheDataDirectoryOrTheLogs() async throws {
+        try await withHarness { h in
+            let key = try h.org("acme")
+            let client = try await h.client(key)
+            let created = try await client.unary("CreateApiKey", PBCreateApiKeyRequest(), as: PBCreateApiKeyResponse.self)
+            let job = try await h.generate(client, count: 10, split: true)
+            _ = try await h.waitForEnd(client, job.jobID)
+            _ = try await client.unary("ListApiKeys", PBListApiKeysRequest(), as: PBListApiKeysResponse.self)
+            _ = try? await (try h.client("sk_live_" + String(key.dropFirst(8).reversed()))).unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self)
+            await client.close()
+            h.store.sync()
+            var bytes = Data()
+            for name in try FileManager.default.contentsOfDirectory(atPath: h.dir + "/data") {
+                bytes.append(try Data(contentsOf: URL(fileURLWithPath: h.dir + "/data/" + name)))
+            }
+            let logs = h.logs.text
+            #expect(!logs.isEmpty)
+            for secret in [key, created.key, Harness.providerSecret] {
+                #expect(bytes.range(of: Data(secret.utf8)) == nil, "a secret is stored in the data directory")
+                #expect(bytes.range(of: Data(secret.dropFirst(12).utf8)) == nil, "part of a secret is stored in the data directory")
+                #expect(!logs.contains(secret) && !logs.contains(String(secret.dropFirst(12))), "a secret reached the logs")
+            }
+        }
+    }
+
+    @Test func revokedKeyEndsItsWatch() async throws {
+        try await withHarness(fakeArgs: ["--latency-ms", "300"], jobConcurrency: 1) { h in
+            let owner = try h.org("acme")
+            let ownerClient = try await h.client(owner)
+            let second = try await ownerClient.unary("CreateApiKey", PBCreateApiKeyRequest(), as: PBCreateApiKeyResponse.self)
+            let watcher = try await h.client(second.key)
+            let job = try await h.generate(ownerClient, count: 100)
+            var req = PBWatchJobRequest()
+            req.jobID = job.jobID
+            let stream = watcher.stream("WatchJob", req, as: PBWatchJobResponse.self)
+            var revoke = PBRevokeApiKeyRequest()
+            revoke.keyID = second.info.keyID
+            _ = try await ownerClient.unary("RevokeApiKey", revoke, as: PBRevokeApiKeyResponse.self)
+            let started = ContinuousClock.now
+            let code = try await withTimeout(10, "the revoked watch to end") {
+                do {
+                    for try await _ in stream {}
+                    return PBStatusCode.ok
+                } catch let e as ClientError {
+                    return e.code
+                }
+            }
+            #expect(code == .unauthenticated)
+            #expect(ContinuousClock.now - started < .seconds(5))
+            await watcher.close()
+            await ownerClient.close()
+        }
+    }
+
+    @Test func shutdownMidJobResumesWithNothingLostOrDoubled() async throws {
+        try await withHarness(fakeArgs: ["--latency-ms", "20"], jobConcurrency: 8) { h in
+            let key = try h.org("acme")
+            var client = try await h.client(key)
+            let job = try await h.generate(client, count: 300, split: true)
+            // Let some records land, then stop as SIGTERM would.
+            var req = PBWatchJobRequest()
+            req.jobID = job.jobID
+            req.progressOnly = true
+            let progressReq = req
+            let firstClient = client
+            try await withTimeout(60, "some records") {
+                for try await e in firstClient.stream("WatchJob", progressReq, as: PBWatchJobResponse.self) {
+                    if case .progress(let j) = e.event, j.accepted >= 40 { break }
+                }
+            }
+            await client.close()
+            await h.stopServing()
+            let stopped = try #require(try h.store.job(id: job.jobID))
+            #expect(stopped.job.status == "running")
+            #expect(stopped.job.accepted < 300)
+            try await h.restart()
+            client = try await h.client(key)
+            let final = try await h.waitForEnd(client, job.jobID)
+            #expect(final.status == "succeeded")
+            #expect(final.accepted == 300)
+            let records = try h.store.records(jobID: job.jobID, after: 0, limit: 10_000)
+            #expect(records.map(\.seq) == Array(1...300))
+            let texts = records.map { String(decoding: $0.json, as: UTF8.self) }
+            #expect(Set(texts).count == 300)
+            // The splits add up to the job.
+            var splits = PBFetchSplitsRequest()
+            splits.jobID = job.jobID
+            var counts: [String: Int] = [:]
+            var current = ""
+            for try await item in client.stream("FetchSplits", splits, as: PBFetchSplitsResponse.self) {
+                switch item.item {
+                case .split(let s): current = s.name
+                case .record: counts[current, default: 0] += 1
+                case nil: break
+                }
+            }
+            #expect(counts == ["train": 240, "validation": 60])
+            await client.close()
+        }
+    }
+}
+
+import SwiftProtobuf
