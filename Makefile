@@ -1,0 +1,45 @@
+# synthd: `make demo` runs a real job on the bundled local model; `make test` runs every test.
+SHELL := /bin/bash
+export PATH := /opt/swift/usr/bin:$(PATH)
+PY := .venv/bin/python
+
+.PHONY: all build test test-swift test-proto test-c test-fake demo deps proto clean
+
+all: build
+
+deps:
+	@tools/setup-deps
+
+build: deps
+	swift build
+
+## Everything: Swift tests (wire, store, spec, server over real sockets), the generated-code and
+## golden-frame checks in Swift, Python and C, and the fake provider's own tests.
+test: deps test-swift test-proto test-c test-fake
+	@echo "make test: all passed"
+
+test-swift:
+	swift build --build-tests
+	swift test --skip-build
+
+test-proto:
+	$(PY) tools/check-golden.py
+
+test-c:
+	$(MAKE) -C clients/c golden_decode
+
+test-fake:
+	$(PY) -m pytest -q -p no:cacheprovider tools/fake_provider/tests
+
+# test-proto runs the C decoder too, so build it first.
+test-proto: test-c
+
+demo: deps
+	@tools/demo
+
+## Regenerates Swift, C and Python code from proto/ (needs protoc-gen-swift; not run in CI).
+proto:
+	tools/gen-proto
+
+clean:
+	rm -rf .build clients/c/build
