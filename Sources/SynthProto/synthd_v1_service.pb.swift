@@ -839,7 +839,7 @@ public nonisolated struct PBComponentHealth: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// store | engine | provider:<name>
+  /// store | engine | tier:<tier>
   public var name: String = String()
 
   public var status: String = String()

@@ -29,7 +29,8 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
         case let e as RPCError:
             return e
         case let e as SpecError:
-            var r = RPCError(e.code == .conflictingOptions ? .invalidArgument : .invalidArgument, e.message, errorCode: e.code.rawValue)
+            // Every spec error is the documentation's 400/422: INVALID_ARGUMENT with its own error code.
+            var r = RPCError(.invalidArgument, e.message, errorCode: e.code.rawValue)
             r.status.fieldErrors = e.fieldErrors
             r.status.suggestions = e.suggestions
             return r

@@ -632,7 +632,7 @@ struct  Synthd__V1__ComponentHealth
 {
   ProtobufCMessage base;
   /*
-   * store | engine | provider:<name>
+   * store | engine | tier:<tier>
    */
   char *name;
   char *status;
