@@ -105,7 +105,7 @@ enum Signals {
 struct Admin: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage orgs and keys directly in the data directory (works while the server runs).",
-        subcommands: [CreateOrg.self, CreateKey.self, ListOrgs.self])
+        subcommands: [CreateOrg.self, CreateKey.self, RevokeKey.self, ListOrgs.self])
 
     struct CreateOrg: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "create-org", abstract: "Create an org.")
@@ -146,6 +146,21 @@ struct Admin: ParsableCommand {
             } catch let e as StoreError {
                 throw ValidationError(e.message)
             }
+        }
+    }
+
+    struct RevokeKey: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "revoke-key", abstract: "Revoke a key by its id.")
+        @OptionGroup var data: DataOption
+        @Option(help: "The org the key belongs to.") var org: String
+        @Option(help: "The key id (key_...).") var keyID: String
+
+        func run() throws {
+            let store = try Store(path: data.path)
+            guard let key = try store.revokeKey(org: org, keyID: keyID) else {
+                throw ValidationError("org \(org) has no key \(keyID)")
+            }
+            print("revoked \(key.keyID)")
         }
     }
 
