@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+import SynthClient
+import SynthProto
+import SynthStore
+
+/// The real `synthd` binary, started and stopped as a user would.
+@Suite(.serialized) struct ProcessTests {
+    static let bin = repoRoot.appendingPathComponent(".build/debug")
+
+    final class Synthd: @unchecked Sendable {
+        let process = Process()
+        let stdout = Pipe()
+        var socket = ""
+
+        init(data: String, socket: String, config: String) throws {
+            process.executableURL = ProcessTests.bin.appendingPathComponent("synthd")
+            process.arguments = ["serve", "--data", data, "--unix", socket, "--config", config, "--log-level", "debug"]
+            process.standardOutput = stdout
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            var text = ""
+            while !text.contains("\n") {
+                let chunk = stdout.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                text += String(decoding: chunk, as: UTF8.self)
+            }
+            guard text.hasPrefix("LISTENING") else { throw TimeoutError(what: "synthd did not start: \(text)") }
+            self.socket = socket
+        }
+
+        /// Sends `signal` and returns the exit status.
+        func stop(_ signal: Int32) async throws -> Int32 {
+            kill(process.processIdentifier, signal)
+            let p = process
+            return try await withTimeout(20, "synthd to exit") {
+                p.waitUntilExit()
+                return p.terminationStatus
+            }
+        }
+    }
+
+    @Test func sigtermStopsCleanlyAndTheJobResumesAtTheNextStart() async throws {
+        let dir = "/tmp/sdp-" + String(UUID().uuidString.prefix(8))
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fake = try FakeProvider(["--latency-ms", "20"])
+        defer { fake.stop() }
+        let config = dir + "/config.json"
+        try Data("""
+        {"engine": {"providers": {"openai": {"kind": "openai", "base_url": "http://127.0.0.1:\(fake.port)/v1"}},
+         "tiers": {"fast": {"provider": "openai", "model": "fake"}, "balanced": {"provider": "openai", "model": "fake"},
+                   "diverse": {"provider": "openai", "model": "fake"}, "deep": {"provider": "openai", "model": "fake"}},
+         "critic": {"provider": "openai", "model": "fake"}, "job_concurrency": 8}}
+        """.utf8).write(to: URL(fileURLWithPath: config))
+        let key: String
+        do {
+            let store = try Store(path: dir + "/data")
+            _ = try store.createOrg(name: "acme")
+            key = try store.createKey(org: "acme").key
+        }
+        var server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        var client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
+        var gen = PBGenerateRequest()
+        gen.request.schema = "instruction_v1"
+        gen.request.domain = "customer support for a SaaS product"
+        gen.request.count = 400
+        gen.request.model = "fast"
+        let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
+        var watch = PBWatchJobRequest()
+        watch.jobID = job.jobID
+        watch.progressOnly = true
+        let firstClient = client, firstWatch = watch
+        try await withTimeout(60, "some records") {
+            for try await e in firstClient.stream("WatchJob", firstWatch, as: PBWatchJobResponse.self) {
+                if case .progress(let j) = e.event, j.accepted >= 50 { break }
+            }
+        }
+        await client.close()
+        #expect(try await server.stop(SIGTERM) == 0)
+        // Between the two processes the job waits, part done, with nothing half-written.
+        do {
+            let store = try Store(path: dir + "/data")
+            let stopped = try #require(try store.job(id: job.jobID))
+            #expect(stopped.job.status == "running")
+            #expect(stopped.job.accepted >= 50 && stopped.job.accepted < 400)
+            #expect(try store.records(jobID: job.jobID, after: 0, limit: 1000).count == Int(stopped.job.accepted))
+        }
+        server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
+        let secondClient = client
+        let final = try await withTimeout(60, "the resumed job") {
+            var last = PBJob()
+            for try await e in secondClient.stream("WatchJob", firstWatch, as: PBWatchJobResponse.self) {
+                if case .progress(let j) = e.event { last = j }
+            }
+            return last
+        }
+        #expect(final.status == "succeeded")
+        #expect(final.accepted == 400)
+        await client.close()
+        #expect(try await server.stop(SIGINT) == 0)
+        let store = try Store(path: dir + "/data")
+        #expect(try store.records(jobID: job.jobID, after: 0, limit: 1000).map(\.seq) == Array(1...400))
+    }
+}
