@@ -16,13 +16,27 @@ public final class SynthClient: @unchecked Sendable {
     private var nextCallID: UInt64 = 0
     private var closedError: ClientError?
     private var readerTask: Task<Void, Never>?
+    private var writerTask: Task<Void, Never>?
+    // Every outgoing frame goes through this one queue, so a call's cancel can never overtake its open.
+    private let outgoing: AsyncStream<ByteBuffer>.Continuation
 
     init(channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
          inbound: NIOAsyncChannelInboundStream<ByteBuffer>, apiKey: String) {
         self.channel = channel
         self.outbound = outbound
         self.apiKey = apiKey
+        let (queue, outgoing) = AsyncStream<ByteBuffer>.makeStream()
+        self.outgoing = outgoing
         readerTask = Task { await self.read(inbound) }
+        writerTask = Task { [outbound] in
+            for await frame in queue {
+                do {
+                    try await outbound.write(frame)
+                } catch {
+                    break
+                }
+            }
+        }
     }
 
     /// Connects to `address`.
@@ -55,10 +69,15 @@ public final class SynthClient: @unchecked Sendable {
     }
 
     deinit {
+        outgoing.finish()
         outbound.finish()
     }
 
+    /// Closes the connection; calls still open end with UNAVAILABLE. Call it when done: the
+    /// connection's reader keeps the client alive until then.
     public func close() async {
+        outgoing.finish()
+        await writerTask?.value
         outbound.finish()
         try? await channel.channel.close()
         await readerTask?.value
@@ -133,7 +152,6 @@ public final class SynthClient: @unchecked Sendable {
             continuation.finish(throwing: ClientError(.invalidArgument, "cannot encode the request: \(error)"))
             return stream
         }
-        let outbound = self.outbound
         continuation.onTermination = { [weak self] termination in
             guard case .cancelled = termination, let self else { return }
             // The consumer stopped listening: tell the server to stop the call.
@@ -143,7 +161,7 @@ public final class SynthClient: @unchecked Sendable {
             cancel.callID = id
             cancel.cancel = PBCancel()
             if let bytes: [UInt8] = try? cancel.serializedBytes() {
-                Task { try? await outbound.write(ByteBuffer(bytes: bytes)) }
+                self.outgoing.yield(ByteBuffer(bytes: bytes))
             }
         }
         let bytes: [UInt8]
@@ -153,13 +171,9 @@ public final class SynthClient: @unchecked Sendable {
             continuation.finish(throwing: ClientError(.invalidArgument, "cannot encode the call: \(error)"))
             return stream
         }
-        Task {
-            do {
-                try await outbound.write(ByteBuffer(bytes: bytes))
-            } catch {
-                _ = self.lock.withLock { self.calls.removeValue(forKey: id) }
-                continuation.finish(throwing: ClientError(.unavailable, "cannot send to synthd: \(error)"))
-            }
+        if case .terminated = outgoing.yield(ByteBuffer(bytes: bytes)) {
+            _ = lock.withLock { calls.removeValue(forKey: id) }
+            continuation.finish(throwing: ClientError(.unavailable, "the connection to synthd is closed"))
         }
         return stream
     }

@@ -19,7 +19,11 @@ public final class JobHub: @unchecked Sendable {
             return nextID
         }
         continuation.onTermination = { [weak self] _ in
-            self?.lock.withLock { _ = self?.watchers[jobID]?.removeValue(forKey: id) }
+            guard let self else { return }
+            self.lock.withLock {
+                self.watchers[jobID]?.removeValue(forKey: id)
+                if self.watchers[jobID]?.isEmpty == true { self.watchers[jobID] = nil }
+            }
         }
         return stream
     }

@@ -138,6 +138,8 @@ final class JobRunner: Sendable {
         guard var job = try store.job(id: jobID), let status = JobStatus(rawValue: job.job.status), !status.isTerminal else { return }
         let resumed = status == .running
         job = try store.updateJob(id: jobID, event: resumed ? "resumed" : "started") { job in
+            // A cancel may have landed since the read above: never bring a finished job back.
+            guard let now = JobStatus(rawValue: job.job.status), !now.isTerminal else { return }
             job.job.status = JobStatus.running.rawValue
             if job.startedAtMs == 0 {
                 job.startedAtMs = Clock.nowMillis()
@@ -145,83 +147,95 @@ final class JobRunner: Sendable {
             }
         }
         engine.hub.publish(jobID)
+        guard job.job.status == JobStatus.running.rawValue else { return }
 
         let request = job.request
         let plan = job.plan
         let slots = Slot.all(plan)
         let filled = SlotBits(Array(job.filled), count: slots.count)
-        var todo = slots.filter { !filled.contains($0.index) }
+        let pending = slots.filter { !filled.contains($0.index) }
         let routes = engine.routes(for: request)
         guard let route = routes.generator, let client = engine.client(route.provider) else {
             throw EngineError(.providerNotConfigured, "no configured provider answers for model \(request.model.isEmpty ? request.models.generator.model : request.model)")
         }
         let prompts = PromptBuilder(request: request, plan: plan)
         let budget = Int64(Double(plan.count) * engine.config.attemptsPerRecord) + Int64(engine.config.attemptSlack)
-        var attempts = job.attempts
+        let priorAttempts = job.attempts
+        let startVariation = Int(job.job.generated) + Int(job.attempts)
         let queue = CommitQueue()
         let concurrency = max(1, min(engine.config.jobConcurrency, client.config.maxInFlight))
         let drives: [String: (String, String)] = Dictionary(uniqueKeysWithValues: plan.cells.compactMap { cell in
             prompts.drivePair(axis: cell.axis).map { (cell.axis, ($0.0.name, $0.1.name)) }
         })
 
+        // The committer and the generators are siblings: if a commit fails (a full disk, say),
+        // the group ends and the generators stop paying for answers that could not be kept.
         try await withThrowingTaskGroup(of: Void.self) { outer in
-            // The one committer: takes whatever has piled up and commits it in one transaction.
             outer.addTask { try await self.commitLoop(queue, request: request) }
-            defer { queue.finish() }
-
-            try await withThrowingTaskGroup(of: (Slot, Bool).self) { group in
-                var inFlight = 0
-                var variation = Int(job.job.generated) + Int(job.attempts)
-                func launch(_ slot: Slot) {
-                    variation += 1
-                    attempts += 1
-                    inFlight += 1
-                    let v = variation
-                    group.addTask {
-                        let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: v),
-                                               jsonSchema: prompts.jsonSchema, schemaName: request.schema, maxTokens: prompts.maxTokens)
-                        let completion: ChatCompletion
-                        do {
-                            completion = try await client.complete(chat)
-                        } catch let e as ProviderError where e.kind == .unusable {
-                            queue.add(nil) { $0.generated += 1; $0.rejections[Rejection.formatInvalid.rawValue, default: 0] += 1 }
-                            return (slot, false)
+            outer.addTask {
+                defer { queue.finish() }
+                var todo = pending
+                var attempts = priorAttempts
+                try await withThrowingTaskGroup(of: (Slot, Bool).self) { group in
+                    var inFlight = 0
+                    var variation = startVariation
+                    func launch(_ slot: Slot) {
+                        variation += 1
+                        attempts += 1
+                        inFlight += 1
+                        let v = variation
+                        group.addTask {
+                            try await self.attempt(slot, variation: v, request: request, plan: plan, prompts: prompts, route: route,
+                                                   client: client, drives: drives, queue: queue)
                         }
-                        let axis = plan.cells[slot.cell].axis
-                        let shaped = RecordShape.content(request.schema, completion.content, finishReason: completion.finishReason, slot: slot,
-                                                         axis: axis, drives: drives[axis], resolutionMode: request.conflictConfig.resolutionMode)
-                        switch shaped {
-                        case .success(let content):
-                            queue.add(Accepted(slot: slot, cell: plan.cells[slot.cell], content: content, model: completion.model, atMillis: Clock.nowMillis())) {
-                                $0.generated += 1
-                                $0.add(completion, stage: "generate")
-                            }
-                            return (slot, true)
-                        case .failure(let reason):
-                            queue.add(nil) {
-                                $0.generated += 1
-                                $0.rejections[reason.rawValue, default: 0] += 1
-                                $0.add(completion, stage: "generate")
-                            }
-                            return (slot, false)
-                        }
-                    }
-                }
-                while inFlight < concurrency, !todo.isEmpty { launch(todo.removeFirst()) }
-                while let (slot, ok) = try await group.next() {
-                    inFlight -= 1
-                    if !ok { todo.append(slot) }
-                    if !todo.isEmpty, attempts >= budget {
-                        group.cancelAll()
-                        throw EngineError(.invalidState, "gave up after \(attempts) attempts for \(plan.count) records: too many answers were rejected")
                     }
                     while inFlight < concurrency, !todo.isEmpty { launch(todo.removeFirst()) }
+                    while let (slot, ok) = try await group.next() {
+                        inFlight -= 1
+                        if !ok { todo.append(slot) }
+                        if !todo.isEmpty, attempts >= budget {
+                            group.cancelAll()
+                            throw EngineError(.invalidState, "gave up after \(attempts) attempts for \(plan.count) records: too many answers were rejected")
+                        }
+                        while inFlight < concurrency, !todo.isEmpty { launch(todo.removeFirst()) }
+                    }
                 }
             }
-            queue.finish()
             try await outer.waitForAll()
         }
-        try await finish(attempts: attempts)
+        try await finish()
+    }
+
+    /// One request for one slot; true when it produced an accepted record.
+    func attempt(_ slot: Slot, variation: Int, request: PBJobRequest, plan: PBPlan, prompts: PromptBuilder, route: ModelRoute,
+                 client: LLMClient, drives: [String: (String, String)], queue: CommitQueue) async throws -> (Slot, Bool) {
+        let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: variation),
+                               jsonSchema: prompts.jsonSchema, schemaName: request.schema, maxTokens: prompts.maxTokens)
+        let completion: ChatCompletion
+        do {
+            completion = try await client.complete(chat)
+        } catch let e as ProviderError where e.kind == .unusable {
+            queue.add(nil) { $0.generated += 1; $0.rejections[Rejection.formatInvalid.rawValue, default: 0] += 1 }
+            return (slot, false)
+        }
+        let axis = plan.cells[slot.cell].axis
+        let shaped = RecordShape.content(request.schema, completion.content, finishReason: completion.finishReason, slot: slot,
+                                         axis: axis, drives: drives[axis], resolutionMode: request.conflictConfig.resolutionMode)
+        switch shaped {
+        case .success(let content):
+            queue.add(Accepted(slot: slot, cell: plan.cells[slot.cell], content: content, model: completion.model, atMillis: Clock.nowMillis())) {
+                $0.generated += 1
+                $0.add(completion, stage: "generate")
+            }
+            return (slot, true)
+        case .failure(let reason):
+            queue.add(nil) {
+                $0.generated += 1
+                $0.rejections[reason.rawValue, default: 0] += 1
+                $0.add(completion, stage: "generate")
+            }
+            return (slot, false)
+        }
     }
 
     func commitLoop(_ queue: CommitQueue, request: PBJobRequest) async throws {
@@ -251,20 +265,23 @@ final class JobRunner: Sendable {
         engine.hub.publish(jobID)
     }
 
-    func finish(attempts: Int64) async throws {
+    /// Marks the job succeeded, with its manifest and its usage, in one transaction.
+    func finish() async throws {
         try Task.checkCancellation()
-        let job = try store.updateJob(id: jobID, event: "succeeded") { job in
-            guard JobStatus(rawValue: job.job.status) == .running else { return }
+        guard let done = try store.job(id: jobID), done.job.status == JobStatus.running.rawValue else { return }
+        // Every record is committed by now, so the split files can be hashed before the final write.
+        let splits = try Manifest.splitInfos(job: done, store: store)
+        let pricing = engine.pricing
+        try store.succeedJob(id: jobID, { job in
             job.job.status = JobStatus.succeeded.rawValue
             job.finishedAtMs = Clock.nowMillis()
             job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
-            job.job.costUsd = engine.pricing.estimate(job.request, records: job.job.accepted).totalUsd
-        }
-        if job.job.status == JobStatus.succeeded.rawValue {
-            try Manifest.write(job: job, store: store)
-            let cost = engine.pricing.estimate(job.request, records: job.job.accepted)
-            try store.addUsage(org: job.org, atMillis: job.finishedAtMs, records: job.job.accepted,
-                               quotaRecords: cost.quotaRecords, costMicroUSD: Int64((cost.totalUsd * 1_000_000).rounded()))
-        }
+            job.job.costUsd = pricing.estimate(job.request, records: job.job.accepted).totalUsd
+        }, manifest: { job in
+            Manifest.build(job: job, splits: splits.map(\.info))
+        }, usage: { job in
+            let cost = pricing.estimate(job.request, records: job.job.accepted)
+            return (job.job.accepted, cost.quotaRecords, Int64((cost.totalUsd * 1_000_000).rounded()))
+        })
     }
 }

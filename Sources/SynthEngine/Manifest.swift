@@ -64,8 +64,8 @@ public enum Manifest {
         }
     }
 
-    static func write(job: PBStoredJob, store: Store) throws {
-        let splits = try splitInfos(job: job, store: store)
+    /// manifest.json of a finished job, given its split files.
+    static func build(job: PBStoredJob, splits: [PBSplitInfo]) -> [UInt8] {
         let report = qualityReport(job)
         let manifest = JSONValue.object([
             ("job_id", .string(job.job.jobID)),
@@ -82,14 +82,14 @@ public enum Manifest {
             ("models", .array(job.modelsAnswered.map { .string($0) })),
             ("seed", .string(String(job.seed))),
             ("splits", .array(splits.map { s in
-                .object([("name", .string(s.info.name)), ("file", .string("\(s.info.name).jsonl")),
-                         ("count", .int(s.info.count)), ("sha256", .string(s.info.sha256))])
+                .object([("name", .string(s.name)), ("file", .string("\(s.name).jsonl")),
+                         ("count", .int(s.count)), ("sha256", .string(s.sha256))])
             })),
             ("license", job.request.license.isEmpty ? .null : .string(job.request.license)),
             ("usage", protoJSON(job.job.usage)),
             ("cost_usd", .number(job.job.costUsd)),
             ("quality_report", reportJSON(report)),
         ])
-        try store.putManifest(jobID: job.job.jobID, manifest.serialized())
+        return manifest.serialized()
     }
 }

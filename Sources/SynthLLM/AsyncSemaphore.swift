@@ -18,16 +18,23 @@ public final class AsyncSemaphore: @unchecked Sendable {
         }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, Error>) in
-                let granted: Bool = lock.withLock {
-                    if Task.isCancelled { return false }
+                // Decided once, under the lock: granted now, refused (already cancelled) or queued.
+                // Only a queued waiter is ever resumed by someone else (release or onCancel).
+                enum Outcome { case granted, cancelled, queued }
+                let outcome: Outcome = lock.withLock {
+                    if Task.isCancelled { return .cancelled }
                     if available > 0 {
                         available -= 1
-                        return true
+                        return .granted
                     }
                     waiters.append((id, cont))
-                    return false
+                    return .queued
                 }
-                if granted { cont.resume() } else if Task.isCancelled, !isWaiting(id) { cont.resume(throwing: CancellationError()) }
+                switch outcome {
+                case .granted: cont.resume()
+                case .cancelled: cont.resume(throwing: CancellationError())
+                case .queued: break
+                }
             }
         } onCancel: {
             let waiter: CheckedContinuation<Void, Error>? = lock.withLock {
@@ -36,10 +43,6 @@ public final class AsyncSemaphore: @unchecked Sendable {
             }
             waiter?.resume(throwing: CancellationError())
         }
-    }
-
-    private func isWaiting(_ id: UInt64) -> Bool {
-        lock.withLock { waiters.contains { $0.id == id } }
     }
 
     public func release() {

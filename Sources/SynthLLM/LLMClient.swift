@@ -49,7 +49,7 @@ public final class LLMClient: @unchecked Sendable {
                 completion.attempts = attempt
                 return completion
             case .success(let response):
-                let message = Self.errorMessage(response.body)
+                let message = Self.errorMessage(response.body).replacingOccurrences(of: config.apiKey.isEmpty ? "\u{0}" : config.apiKey, with: "[redacted]")
                 if response.status == 400, currentMode != .prompt, Self.mentionsStructuredOutput(message) {
                     // The endpoint does not take this way of asking for JSON: step down and remember.
                     lock.withLock { if mode == currentMode { mode = OutputMode(rawValue: currentMode.rawValue + 1)! } }
@@ -88,9 +88,15 @@ public final class LLMClient: @unchecked Sendable {
         return max(retryAfter, jittered)
     }
 
+    /// The provider's retry-after, from `retry-after-ms` or `retry-after` (seconds), clamped to
+    /// 0...120 s; anything else (an HTTP date, "inf", garbage) is ignored.
     static func retryAfter(_ headers: [String: String]) -> Duration? {
-        if let ms = headers["retry-after-ms"].flatMap(Double.init) { return .milliseconds(Int64(ms.rounded(.up))) }
-        if let s = headers["retry-after"].flatMap(Double.init) { return .milliseconds(Int64((s * 1000).rounded(.up))) }
+        func clamp(_ ms: Double) -> Duration? {
+            guard ms.isFinite, ms >= 0 else { return nil }
+            return .milliseconds(Int64(min(ms, 120_000).rounded(.up)))
+        }
+        if let ms = headers["retry-after-ms"].flatMap(Double.init), let d = clamp(ms) { return d }
+        if let s = headers["retry-after"].flatMap(Double.init), let d = clamp(s * 1000) { return d }
         return nil
     }
 

@@ -124,14 +124,6 @@ final class Service: Sendable {
         options.useDeterministicOrdering = true
         let body: [UInt8] = try req.request.serializedBytes(options: options)
         let digest = Array(SHA256.hash(data: body))
-        if !req.idempotencyKey.isEmpty, let existing = try store.job(org: ctx.org, idempotencyKey: req.idempotencyKey) {
-            guard existing.requestDigest == Data(digest) else {
-                throw RPCError(.failedPrecondition, "idempotency_key was already used with a different request", errorCode: "IDEMPOTENCY_CONFLICT")
-            }
-            var out = PBGenerateResponse()
-            out.job = existing.job
-            return out
-        }
         var job = PBStoredJob()
         job.org = ctx.org
         job.request = effective
@@ -147,7 +139,18 @@ final class Service: Sendable {
         job.job.tier = plan.tier
         job.job.count = effective.count
         job.job.createdAt = Clock.rfc3339(job.createdAtMs)
-        try store.insertJob(job)
+        let stored: PBStoredJob
+        do {
+            stored = try store.insertJob(job)
+        } catch let e as StoreError where e.code == .conflict {
+            throw RPCError(.failedPrecondition, e.message, errorCode: "IDEMPOTENCY_CONFLICT")
+        }
+        if stored.job.jobID != job.job.jobID {
+            // A repeat of an earlier Generate with the same idempotency key and body.
+            var out = PBGenerateResponse()
+            out.job = stored.job
+            return out
+        }
         logger.info("job created", metadata: ["job": "\(job.job.jobID)", "org": "\(ctx.org)", "count": "\(effective.count)"])
         engine.start(jobID: job.job.jobID)
         var out = PBGenerateResponse()
@@ -243,7 +246,8 @@ final class Service: Sendable {
             c.name = "tier:\(tier)"
             if let p = engine.config.providers[route.provider] {
                 c.status = "ok"
-                c.detail = "\(route.provider) (\(p.kind.rawValue) at \(p.baseURL)) model \(route.model)"
+                // The base URL is left out: Health is public, and a URL can carry credentials.
+                c.detail = "\(route.provider) (\(p.kind.rawValue)) model \(route.model)"
             } else {
                 c.status = "unconfigured"
                 c.detail = "provider \(route.provider) is not configured"

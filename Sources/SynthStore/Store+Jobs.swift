@@ -9,16 +9,27 @@ public enum JobStatus: String, Sendable, CaseIterable {
 }
 
 extension Store {
-    /// Stores a new job, its list-index entry, its `created` event and (when given) its idempotency key.
-    public func insertJob(_ job: PBStoredJob) throws {
+    /// Stores a new job, its list-index entry, its `created` event and (when given) its
+    /// idempotency key. When the org already used that idempotency key, nothing is written: the
+    /// earlier job comes back if its request digest matches, else `.conflict` is thrown. The check
+    /// and the insert are one transaction, so two racing calls cannot both create a job.
+    public func insertJob(_ job: PBStoredJob) throws -> PBStoredJob {
         try write { txn in
             var job = job
+            if !job.idempotencyKey.isEmpty {
+                let ikey = Keys.join(Keys.text(job.org), Keys.text(job.idempotencyKey))
+                if let id = try txn.get(.idempotency, ikey), let existing = try self.job(id: String(decoding: id, as: UTF8.self), txn: txn) {
+                    guard existing.requestDigest == job.requestDigest else {
+                        throw StoreError(.conflict, "idempotency_key was already used with a different request")
+                    }
+                    return existing
+                }
+                try txn.put(.idempotency, ikey, Keys.text(job.job.jobID))
+            }
             try appendEvent(&job, kind: "created", seq: 0, detail: "", txn: txn)
             try txn.put(.jobs, Keys.text(job.job.jobID), try job.serializedBytes())
             try txn.put(.jobIndex, Self.indexKey(job), [])
-            if !job.idempotencyKey.isEmpty {
-                try txn.put(.idempotency, Keys.join(Keys.text(job.org), Keys.text(job.idempotencyKey)), Keys.text(job.job.jobID))
-            }
+            return job
         }
     }
 
@@ -90,16 +101,45 @@ extension Store {
         return out
     }
 
-    /// Reads, changes and writes back one job in a single transaction.
+    /// Reads, changes and writes back one job in a single transaction. When `mutate` changes
+    /// nothing, nothing is written and no event is added.
     @discardableResult
     public func updateJob(id: String, event: String? = nil, detail: String = "", _ mutate: (inout PBStoredJob) throws -> Void) throws -> PBStoredJob {
+        try write { txn in
+            guard let before = try job(id: id, txn: txn) else {
+                throw StoreError(.notFound, "job \(id) does not exist")
+            }
+            var job = before
+            try mutate(&job)
+            guard job != before else { return job }
+            if let event { try appendEvent(&job, kind: event, seq: job.job.lastSeq, detail: detail, txn: txn) }
+            try txn.put(.jobs, Keys.text(id), try job.serializedBytes())
+            return job
+        }
+    }
+
+    /// Marks a running job succeeded, stores its manifest and adds its usage to its org's month,
+    /// all in one transaction; does nothing when the job is no longer running.
+    @discardableResult
+    public func succeedJob(id: String, _ mutate: (inout PBStoredJob) -> Void, manifest: (PBStoredJob) throws -> [UInt8],
+                           usage: (PBStoredJob) -> (records: Int64, quotaRecords: Double, costMicroUSD: Int64)) throws -> PBStoredJob {
         try write { txn in
             guard var job = try job(id: id, txn: txn) else {
                 throw StoreError(.notFound, "job \(id) does not exist")
             }
-            try mutate(&job)
-            if let event { try appendEvent(&job, kind: event, seq: job.job.lastSeq, detail: detail, txn: txn) }
+            guard JobStatus(rawValue: job.job.status) == .running else { return job }
+            mutate(&job)
+            try appendEvent(&job, kind: job.job.status, seq: job.job.lastSeq, detail: "", txn: txn)
             try txn.put(.jobs, Keys.text(id), try job.serializedBytes())
+            try txn.put(.manifests, Keys.text(id), try manifest(job))
+            let u = usage(job)
+            let key = Keys.join(Keys.text(job.org), Keys.text(Clock.month(job.finishedAtMs)))
+            var row = try txn.get(.usage, key).map { try PBStoredUsage(serializedBytes: $0) } ?? PBStoredUsage()
+            row.records += u.records
+            row.quotaRecords += u.quotaRecords
+            row.costMicroUsd += u.costMicroUSD
+            row.jobs += 1
+            try txn.put(.usage, key, try row.serializedBytes())
             return job
         }
     }
@@ -114,6 +154,9 @@ extension Store {
             guard var job = try job(id: jobID, txn: txn) else {
                 throw StoreError(.notFound, "job \(jobID) does not exist")
             }
+            // A cancelled (or otherwise finished) job takes no more records: its watchers have
+            // already been told it is over.
+            if let status = JobStatus(rawValue: job.job.status), status.isTerminal { return job }
             let first = job.job.lastSeq + 1
             for i in 0..<count {
                 let seq = first + UInt64(i)
@@ -125,10 +168,6 @@ extension Store {
             try txn.put(.jobs, Keys.text(jobID), try job.serializedBytes())
             return job
         }
-    }
-
-    public func putManifest(jobID: String, _ json: [UInt8]) throws {
-        try write { txn in try txn.put(.manifests, Keys.text(jobID), json) }
     }
 
     public func manifest(jobID: String) throws -> [UInt8]? {
@@ -191,19 +230,6 @@ extension Store {
                 return true
             }
             return out.sorted { $0.createdAtMs < $1.createdAtMs }
-        }
-    }
-
-    /// Adds a finished job's billed records to its org's month.
-    public func addUsage(org: String, atMillis: Int64, records: Int64, quotaRecords: Double, costMicroUSD: Int64) throws {
-        try write { txn in
-            let key = Keys.join(Keys.text(org), Keys.text(Clock.month(atMillis)))
-            var usage = try txn.get(.usage, key).map { try PBStoredUsage(serializedBytes: $0) } ?? PBStoredUsage()
-            usage.records += records
-            usage.quotaRecords += quotaRecords
-            usage.costMicroUsd += costMicroUSD
-            usage.jobs += 1
-            try txn.put(.usage, key, try usage.serializedBytes())
         }
     }
 }

@@ -31,26 +31,22 @@ public final class Store: @unchecked Sendable {
         self.env = env
         resizeLock.initialize(to: pthread_rwlock_t())
         pthread_rwlock_init(resizeLock, nil)
-        do {
-            try StoreError.check(mdb_env_set_maxdbs(env, 32), "mdb_env_set_maxdbs")
-            try StoreError.check(mdb_env_set_maxreaders(env, 510), "mdb_env_set_maxreaders")
-            // Never shrink a map another process already grew.
-            let existing = (try? FileManager.default.attributesOfItem(atPath: path + "/data.mdb")[.size] as? Int) ?? 0
-            try StoreError.check(mdb_env_set_mapsize(env, max(initialMapSize, existing)), "mdb_env_set_mapsize")
-            try StoreError.check(mdb_env_open(env, path, UInt32(MDB_NOTLS), 0o600), "mdb_env_open \(path)")
-            // Readers left behind by a killed process would pin old pages forever.
-            var dead: Int32 = 0
-            mdb_reader_check(env, &dead)
-            try write { txn in
-                for table in Table.allCases {
-                    var dbi = MDB_dbi()
-                    try StoreError.check(mdb_dbi_open(txn.txn, table.rawValue, UInt32(MDB_CREATE), &dbi), "mdb_dbi_open \(table.rawValue)")
-                    self.dbis[table] = dbi
-                }
+        // From here on a failure throws and deinit closes the environment.
+        try StoreError.check(mdb_env_set_maxdbs(env, 32), "mdb_env_set_maxdbs")
+        try StoreError.check(mdb_env_set_maxreaders(env, 510), "mdb_env_set_maxreaders")
+        // Never shrink a map another process already grew.
+        let existing = (try? FileManager.default.attributesOfItem(atPath: path + "/data.mdb")[.size] as? Int) ?? 0
+        try StoreError.check(mdb_env_set_mapsize(env, max(initialMapSize, existing)), "mdb_env_set_mapsize")
+        try StoreError.check(mdb_env_open(env, path, UInt32(MDB_NOTLS), 0o600), "mdb_env_open \(path)")
+        // Readers left behind by a killed process would pin old pages forever.
+        var dead: Int32 = 0
+        mdb_reader_check(env, &dead)
+        try write { txn in
+            for table in Table.allCases {
+                var dbi = MDB_dbi()
+                try StoreError.check(mdb_dbi_open(txn.txn, table.rawValue, UInt32(MDB_CREATE), &dbi), "mdb_dbi_open \(table.rawValue)")
+                self.dbis[table] = dbi
             }
-        } catch {
-            mdb_env_close(env)
-            throw error
         }
     }
 
