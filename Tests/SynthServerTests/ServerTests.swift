@@ -5,6 +5,7 @@ import SynthClient
 import SynthProto
 import SynthStore
 import SynthWire
+import SynthSpec
 @testable import SynthServer
 
 @Suite(.serialized) struct ServerTests {
@@ -364,6 +365,51 @@ import SynthWire
                 }
             }
             #expect(counts == ["train": 240, "validation": 60])
+            await client.close()
+        }
+    }
+
+    @Test func idempotencyPlanAndValidationOverTheWire() async throws {
+        try await withHarness { h in
+            let client = try await h.client(try h.org("acme"))
+            var r = Harness.request(count: 5)
+            r.idempotencyKey = "nightly-2026-11-25"
+            let a = try await client.unary("Generate", r, as: PBGenerateResponse.self).job
+            let b = try await client.unary("Generate", r, as: PBGenerateResponse.self).job
+            #expect(a.jobID == b.jobID)
+            var changed = r
+            changed.request.count = 6
+            do {
+                _ = try await client.unary("Generate", changed, as: PBGenerateResponse.self)
+                Issue.record("a reused idempotency key with another body made a job")
+            } catch let e as ClientError {
+                #expect(e.code == .failedPrecondition)
+                #expect(e.status.errorCode == "IDEMPOTENCY_CONFLICT")
+            }
+            #expect(try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.count == 1)
+
+            var plan = PBPlanRequest()
+            plan.request = try RequestJSON.parse("""
+            {"schema":"preference_v1","domain":"code review best practices","count":100,"model":"deep","verified":true,
+             "advanced":{"categories":{"security":{"percentage":60},"style":{"percentage":40}},"output_split":{"train":90,"validation":10}}}
+            """)
+            let p = try await client.unary("Plan", plan, as: PBPlanResponse.self)
+            #expect(p.plan.cells.map(\.count) == [60, 40])
+            #expect(p.plan.splits.map(\.count) == [90, 10])
+            // deep preference: $30/1K, verified +$5/1K.
+            #expect(abs(p.cost.totalUsd - 3.5) < 1e-9)
+            #expect(try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.count == 1)
+
+            var bad = Harness.request(count: 0)
+            bad.request.schema = "instruction_v2"
+            do {
+                _ = try await client.unary("Generate", bad, as: PBGenerateResponse.self)
+                Issue.record("an invalid request made a job")
+            } catch let e as ClientError {
+                #expect(e.code == .invalidArgument)
+                #expect(e.status.errorCode == "VALIDATION_ERROR")
+                #expect(Set(e.status.fieldErrors.map(\.field)) == ["schema", "count"])
+            }
             await client.close()
         }
     }
