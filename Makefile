@@ -1,6 +1,7 @@
 # synthd: `make demo` runs a real job on the bundled local model; `make test` runs every test.
 SHELL := /bin/bash
-export PATH := /opt/swift/usr/bin:$(PATH)
+# Only when swift is not on PATH already: a changed PATH makes SwiftPM rebuild part of the tree.
+export PATH := $(if $(shell command -v swift),$(PATH),/opt/swift/usr/bin:$(PATH))
 PY := .venv/bin/python
 
 .PHONY: all build test test-swift test-proto test-c test-fake demo deps proto clean

@@ -123,7 +123,9 @@ public final class LLMClient: @unchecked Sendable {
         let base = config.baseURL.hasSuffix("/") ? String(config.baseURL.dropLast()) : config.baseURL
         var body: [String: Any] = ["model": r.model, "max_tokens": r.maxTokens, "temperature": r.temperature]
         var headers = ["Content-Type: application/json"]
-        let schemaObject = r.jsonSchema.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) }
+        for (k, v) in config.sampling { body[k] = v }
+        var schemaObject = r.jsonSchema.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) }
+        if let limit = config.stringMaxLength, let s = schemaObject { schemaObject = Self.capStrings(s, limit) }
         let url: String
         switch config.kind {
         case .openai:
@@ -159,6 +161,19 @@ public final class LLMClient: @unchecked Sendable {
         return HTTPRequest(url: url, headers: headers, body: Array(data),
                            connectTimeout: .milliseconds(Int64(config.connectTimeoutSeconds * 1000)),
                            totalTimeout: .milliseconds(Int64(config.requestTimeoutSeconds * 1000)))
+    }
+
+    /// The schema with `maxLength` on every string.
+    static func capStrings(_ schema: Any, _ limit: Int) -> Any {
+        if var obj = schema as? [String: Any] {
+            for (k, v) in obj where k == "properties" || k == "items" || v is [String: Any] || v is [Any] {
+                obj[k] = capStrings(v, limit)
+            }
+            if obj["type"] as? String == "string", obj["maxLength"] == nil { obj["maxLength"] = limit }
+            return obj
+        }
+        if let arr = schema as? [Any] { return arr.map { capStrings($0, limit) } }
+        return schema
     }
 
     func parse(_ response: HTTPResponse, request: ChatRequest) throws -> ChatCompletion {

@@ -18,6 +18,13 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     public var requestTimeoutSeconds: Double
     /// Dollars per million tokens, by model name; "*" matches any model.
     public var pricesPerMillion: [String: TokenPrice]
+    /// Extra numeric sampling fields sent with every request (e.g. frequency_penalty, top_p,
+    /// repeat_penalty for llama.cpp's server).
+    public var sampling: [String: Double]
+    /// When set, every string in the structured-output schema gets this maxLength. Small local
+    /// models otherwise tend to repeat themselves until the token limit; grammar-constrained
+    /// servers (llama.cpp, vLLM) enforce it. Leave unset for OpenAI, whose strict mode refuses it.
+    public var stringMaxLength: Int?
 
     public struct TokenPrice: Sendable, Codable, Equatable {
         public var prompt: Double
@@ -29,7 +36,8 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     }
 
     public init(name: String, kind: Kind, baseURL: String, apiKey: String = "", maxInFlight: Int = 64, maxRetries: Int = 8,
-                connectTimeoutSeconds: Double = 10, requestTimeoutSeconds: Double = 120, pricesPerMillion: [String: TokenPrice] = [:]) {
+                connectTimeoutSeconds: Double = 10, requestTimeoutSeconds: Double = 120, pricesPerMillion: [String: TokenPrice] = [:],
+                sampling: [String: Double] = [:], stringMaxLength: Int? = nil) {
         self.name = name
         self.kind = kind
         self.baseURL = baseURL
@@ -39,6 +47,8 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         self.connectTimeoutSeconds = connectTimeoutSeconds
         self.requestTimeoutSeconds = requestTimeoutSeconds
         self.pricesPerMillion = pricesPerMillion
+        self.sampling = sampling
+        self.stringMaxLength = stringMaxLength
     }
 
     enum CodingKeys: String, CodingKey {
@@ -50,6 +60,8 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         case connectTimeoutSeconds = "connect_timeout_seconds"
         case requestTimeoutSeconds = "request_timeout_seconds"
         case pricesPerMillion = "prices_per_million"
+        case sampling
+        case stringMaxLength = "string_max_length"
     }
 
     public init(from decoder: Decoder) throws {
@@ -63,7 +75,9 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
             maxRetries: try c.decodeIfPresent(Int.self, forKey: .maxRetries) ?? 8,
             connectTimeoutSeconds: try c.decodeIfPresent(Double.self, forKey: .connectTimeoutSeconds) ?? 10,
             requestTimeoutSeconds: try c.decodeIfPresent(Double.self, forKey: .requestTimeoutSeconds) ?? 120,
-            pricesPerMillion: try c.decodeIfPresent([String: TokenPrice].self, forKey: .pricesPerMillion) ?? [:])
+            pricesPerMillion: try c.decodeIfPresent([String: TokenPrice].self, forKey: .pricesPerMillion) ?? [:],
+            sampling: try c.decodeIfPresent([String: Double].self, forKey: .sampling) ?? [:],
+            stringMaxLength: try c.decodeIfPresent(Int.self, forKey: .stringMaxLength))
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -75,5 +89,7 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         try c.encode(maxInFlight, forKey: .maxInFlight)
         try c.encode(maxRetries, forKey: .maxRetries)
         try c.encode(pricesPerMillion, forKey: .pricesPerMillion)
+        try c.encode(sampling, forKey: .sampling)
+        try c.encodeIfPresent(stringMaxLength, forKey: .stringMaxLength)
     }
 }

@@ -129,7 +129,8 @@ final class Harness: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         fake = try FakeProvider(fakeArgs)
         let provider = ProviderConfig(name: "openai", kind: .openai, baseURL: "http://127.0.0.1:\(fake.port)/v1", apiKey: Self.providerSecret,
-                                      maxInFlight: 64, maxRetries: 4, requestTimeoutSeconds: 20)
+                                      maxInFlight: 64, maxRetries: 4, requestTimeoutSeconds: 20,
+                                      sampling: ["frequency_penalty": 0.8], stringMaxLength: 2000)
         let route = ModelRoute(provider: "openai", model: "fake-model")
         config = EngineConfig(providers: ["openai": provider], tiers: ["fast": route, "balanced": route, "diverse": route, "deep": route],
                               critic: route, jobConcurrency: jobConcurrency)
