@@ -44,7 +44,12 @@ extension Store {
     public func authenticate(key: String) throws -> PBStoredKey? {
         let digest = Self.digest(key)
         let found: PBStoredKey? = try read { txn in
-            try txn.get(.keys, digest).map { try PBStoredKey(serializedBytes: $0) }
+            guard let info = try txn.get(.keys, digest).map({ try PBStoredKey(serializedBytes: $0) }),
+                  let recorded = try txn.get(.keyIDs, Keys.join(Keys.text(info.org), Keys.text(info.keyID)))
+            else { return nil }
+            // The lookup is by digest, so its timing says nothing about the secret; the digest the
+            // key's own record holds is then compared in constant time as well.
+            return constantTimeEquals(recorded, digest) ? info : nil
         }
         guard var info = found, !info.revoked else { return nil }
         let now = Clock.nowMillis()
