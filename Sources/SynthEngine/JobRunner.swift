@@ -217,6 +217,11 @@ final class JobRunner: Sendable {
         } catch let e as ProviderError where e.kind == .unusable {
             queue.add(nil) { $0.generated += 1; $0.rejections[Rejection.formatInvalid.rawValue, default: 0] += 1 }
             return (slot, false)
+        } catch let e as ProviderError where e.kind == .exhausted {
+            // Transient failures outlasted the retries of this one request: the slot goes back in
+            // the queue (the attempt budget bounds how often). Only fatal answers fail the job.
+            engine.logger.warning("request gave up, slot requeued", metadata: ["job": "\(jobID)", "error": "\(e.description)"])
+            return (slot, false)
         }
         let axis = plan.cells[slot.cell].axis
         let shaped = RecordShape.content(request.schema, completion.content, finishReason: completion.finishReason, slot: slot,

@@ -157,7 +157,8 @@ public final class LLMClient: @unchecked Sendable {
             body["system"] = system
             body["messages"] = [["role": "user", "content": r.user]]
         }
-        let data = try JSONSerialization.data(withJSONObject: body)
+        // Sorted keys: a retry sends the very same bytes.
+        let data = try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])
         return HTTPRequest(url: url, headers: headers, body: Array(data),
                            connectTimeout: .milliseconds(Int64(config.connectTimeoutSeconds * 1000)),
                            totalTimeout: .milliseconds(Int64(config.requestTimeoutSeconds * 1000)))

@@ -69,6 +69,20 @@ final class FakeProvider: @unchecked Sendable {
 
     deinit { stop() }
 
+    /// GET /stats: counters and the per-request log.
+    func stats() throws -> [String: Any] {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())",
+                       "http://127.0.0.1:\(port)/stats"]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (try JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+    }
+
     /// POSTs JSON to the fake's control endpoints.
     func post(_ path: String, _ json: String) throws {
         let p = Process()
@@ -124,12 +138,12 @@ final class Harness: @unchecked Sendable {
     static let providerSecret = "sk-provider-secret-never-logged-0123456789"
 
     init(fakeArgs: [String] = [], idleTimeout: Duration = .seconds(300), maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
-         jobConcurrency: Int = 16) async throws {
+         jobConcurrency: Int = 16, providerTimeout: Double = 20, maxRetries: Int = 4) async throws {
         dir = "/tmp/sd-" + String(UUID().uuidString.prefix(8))
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         fake = try FakeProvider(fakeArgs)
         let provider = ProviderConfig(name: "openai", kind: .openai, baseURL: "http://127.0.0.1:\(fake.port)/v1", apiKey: Self.providerSecret,
-                                      maxInFlight: 64, maxRetries: 4, requestTimeoutSeconds: 20,
+                                      maxInFlight: 64, maxRetries: maxRetries, requestTimeoutSeconds: providerTimeout,
                                       sampling: ["frequency_penalty": 0.8], stringMaxLength: 2000)
         let route = ModelRoute(provider: "openai", model: "fake-model")
         config = EngineConfig(providers: ["openai": provider], tiers: ["fast": route, "balanced": route, "diverse": route, "deep": route],
@@ -210,10 +224,12 @@ final class Harness: @unchecked Sendable {
 
 /// Runs `body` against a fresh harness and always shuts it down, within a time limit.
 func withHarness(fakeArgs: [String] = [], idleTimeout: Duration = .seconds(300), maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
-                 jobConcurrency: Int = 16, _ body: @escaping @Sendable (Harness) async throws -> Void) async throws {
-    let h = try await Harness(fakeArgs: fakeArgs, idleTimeout: idleTimeout, maxFrameSize: maxFrameSize, jobConcurrency: jobConcurrency)
+                 jobConcurrency: Int = 16, providerTimeout: Double = 20, maxRetries: Int = 4, seconds: Double = 120,
+                 _ body: @escaping @Sendable (Harness) async throws -> Void) async throws {
+    let h = try await Harness(fakeArgs: fakeArgs, idleTimeout: idleTimeout, maxFrameSize: maxFrameSize, jobConcurrency: jobConcurrency,
+                              providerTimeout: providerTimeout, maxRetries: maxRetries)
     do {
-        try await withTimeout(120, "test body") { try await body(h) }
+        try await withTimeout(seconds, "test body") { try await body(h) }
     } catch {
         _ = try? await withTimeout(30, "shutdown") { await h.shutdown() }
         throw error

@@ -413,6 +413,55 @@ import SynthSpec
             await client.close()
         }
     }
+
+    @Test func providerFaultsAreRetriedNeverBeforeRetryAfterAndUsageMatches() async throws {
+        try await withHarness(fakeArgs: ["--rate-429", "0.3", "--retry-after", "1", "--rate-500", "0.1", "--rate-hang", "0.05", "--hang-seconds", "5"],
+                              jobConcurrency: 64, providerTimeout: 1.5, maxRetries: 8, seconds: 400) { h in
+            let client = try await h.client(try h.org("acme"))
+            let job = try await h.generate(client, count: 2000)
+            let final = try await h.waitForEnd(client, job.jobID, seconds: 380)
+            #expect(final.status == "succeeded")
+            #expect(final.accepted == 2000)
+            let stats = try h.fake.stats()
+            let log = stats["log"] as? [[String: Any]] ?? []
+            #expect(log.count > 2000)
+            // Every retry of a 429 came at or after the retry-after the fake sent.
+            var byBody: [String: [[String: Any]]] = [:]
+            for e in log where e["path"] as? String != "/v1/models" {
+                byBody[e["body_sha"] as? String ?? "", default: []].append(e)
+            }
+            var checked = 0
+            for (_, entries) in byBody {
+                let ordered = entries.sorted { ($0["t"] as? Double ?? 0) < ($1["t"] as? Double ?? 0) }
+                for (a, b) in zip(ordered, ordered.dropFirst()) where a["status"] as? Int == 429 {
+                    let retryAfter = a["retry_after"] as? Double ?? 0
+                    let sent = a["t_end"] as? Double ?? 0
+                    #expect((b["t"] as? Double ?? 0) >= sent + retryAfter - 0.01, "a retry came before its retry-after")
+                    checked += 1
+                }
+            }
+            #expect(checked > 100)
+            // The job's token counts are what the provider served.
+            #expect(final.usage.promptTokens == stats["prompt_tokens"] as? Int64 ?? Int64(stats["prompt_tokens"] as? Int ?? -1))
+            #expect(final.usage.completionTokens == stats["completion_tokens"] as? Int64 ?? Int64(stats["completion_tokens"] as? Int ?? -1))
+            await client.close()
+        }
+    }
+
+    @Test func aBadRequestIsNeverRetriedAndFailsTheJobWithTheProvidersAnswer() async throws {
+        try await withHarness(fakeArgs: ["--rate-400", "1.0"], jobConcurrency: 4) { h in
+            let client = try await h.client(try h.org("acme"))
+            let job = try await h.generate(client, count: 20)
+            let final = try await h.waitForEnd(client, job.jobID)
+            #expect(final.status == "failed")
+            #expect(final.error.contains("400"))
+            #expect(!final.error.contains(Harness.providerSecret))
+            let log = (try h.fake.stats()["log"] as? [[String: Any]] ?? []).filter { $0["path"] as? String != "/v1/models" }
+            #expect(!log.isEmpty && log.count <= 4)
+            #expect(Set(log.compactMap { $0["body_sha"] as? String }).count == log.count, "a 400 was retried")
+            await client.close()
+        }
+    }
 }
 
 import SwiftProtobuf
