@@ -15,8 +15,9 @@ build: deps
 	swift build
 
 ## Everything: Swift tests (wire, store, spec, server over real sockets), the generated-code and
-## golden-frame checks in Swift, Python and C, and the fake provider's own tests.
-test: deps test-swift test-proto test-c test-fake
+## golden-frame checks in Swift, Python and C, the fake provider's own tests, and every documented
+## request example run end to end through the CLI.
+test: deps test-swift test-proto test-c test-fake test-examples
 	@echo "make test: all passed"
 
 test-swift:
@@ -28,6 +29,10 @@ test-proto:
 
 test-c:
 	$(MAKE) -C clients/c golden_decode
+
+## Every documented request example through `synth generate --request` against the fake provider.
+test-examples: test-swift
+	$(PY) tools/run-examples
 
 test-fake:
 	$(PY) -m pytest -q -p no:cacheprovider tools/fake_provider/tests
