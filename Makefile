@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(if $(shell command -v swift),$(PATH),/opt/swift/usr/bin:$(PATH))
 PY := .venv/bin/python
 
-.PHONY: all build test test-swift test-proto test-c test-fake demo deps proto clean
+.PHONY: all build test test-swift test-proto test-c test-fake test-examples demo deps proto clean bench-engine
 
 all: build
 
@@ -49,3 +49,7 @@ proto:
 
 clean:
 	rm -rf .build clients/c/build
+
+## Benchmarks print measured figures; they are not part of make test.
+bench-engine: deps
+	$(PY) tools/bench-engine
