@@ -210,7 +210,7 @@ final class JobRunner: Sendable {
     func attempt(_ slot: Slot, variation: Int, request: PBJobRequest, plan: PBPlan, prompts: PromptBuilder, route: ModelRoute,
                  client: LLMClient, drives: [String: (String, String)], queue: CommitQueue) async throws -> (Slot, Bool) {
         let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: variation),
-                               jsonSchema: prompts.jsonSchema, schemaName: request.schema, maxTokens: prompts.maxTokens)
+                               jsonSchema: prompts.jsonSchema(for: slot), schemaName: request.schema, maxTokens: prompts.maxTokens)
         let completion: ChatCompletion
         do {
             completion = try await client.complete(chat)

@@ -33,6 +33,30 @@ public struct PromptBuilder: Sendable {
 
     public var jsonSchema: String { PromptFiles.text("\(request.schema).schema") }
 
+    /// The schema for one slot. For conflict_v1 the drive fields may only name the slot's two
+    /// drives, which grammar-constrained servers then enforce token by token.
+    public func jsonSchema(for slot: Slot) -> String {
+        guard request.schema == Schema.conflict.rawValue, let pair = drivePair(axis: plan.cells[slot.cell].axis),
+              var root = try? JSONSerialization.jsonObject(with: Data(jsonSchema.utf8)) as? [String: Any],
+              var props = root["properties"] as? [String: Any],
+              var responses = props["responses"] as? [String: Any], var item = responses["items"] as? [String: Any],
+              var itemProps = item["properties"] as? [String: Any],
+              var resolution = props["resolution"] as? [String: Any], var resProps = resolution["properties"] as? [String: Any]
+        else { return jsonSchema }
+        let drives: [String: Any] = ["type": "string", "enum": [pair.0.name, pair.1.name]]
+        itemProps["drive"] = drives
+        item["properties"] = itemProps
+        responses["items"] = item
+        props["responses"] = responses
+        resProps["preferred_drive"] = drives
+        resProps["losing_drive"] = drives
+        resolution["properties"] = resProps
+        props["resolution"] = resolution
+        root["properties"] = props
+        guard let data = try? JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]) else { return jsonSchema }
+        return String(decoding: data, as: UTF8.self)
+    }
+
     public func system(for slot: Slot) -> String {
         var rules = [PromptFiles.text(request.schema)]
         if slot.hardNegative { rules.append(PromptFiles.text("hard_negative")) }

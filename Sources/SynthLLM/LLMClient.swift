@@ -164,13 +164,16 @@ public final class LLMClient: @unchecked Sendable {
                            totalTimeout: .milliseconds(Int64(config.requestTimeoutSeconds * 1000)))
     }
 
-    /// The schema with `maxLength` on every string.
+    /// The schema with `maxLength` (and `minLength` 1) on every free-text string.
     static func capStrings(_ schema: Any, _ limit: Int) -> Any {
         if var obj = schema as? [String: Any] {
             for (k, v) in obj where k == "properties" || k == "items" || v is [String: Any] || v is [Any] {
                 obj[k] = capStrings(v, limit)
             }
-            if obj["type"] as? String == "string", obj["maxLength"] == nil { obj["maxLength"] = limit }
+            if obj["type"] as? String == "string", obj["enum"] == nil {
+                if obj["maxLength"] == nil { obj["maxLength"] = limit }
+                if obj["minLength"] == nil { obj["minLength"] = 1 }
+            }
             return obj
         }
         if let arr = schema as? [Any] { return arr.map { capStrings($0, limit) } }
