@@ -41,25 +41,32 @@ import SynthStore
         }
     }
 
-    @Test func sigtermStopsCleanlyAndTheJobResumesAtTheNextStart() async throws {
+    /// A temp directory with a config pointing every tier at a fresh fake provider, and an org
+    /// "acme" with one key.
+    static func setUp(latencyMs: Int, concurrency: Int) throws -> (dir: String, fake: FakeProvider, config: String, key: String) {
         let dir = "/tmp/sdp-" + String(UUID().uuidString.prefix(8))
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let fake = try FakeProvider(["--latency-ms", "20"])
-        defer { fake.stop() }
+        let fake = try FakeProvider(["--latency-ms", String(latencyMs)])
         let config = dir + "/config.json"
         try Data("""
-        {"engine": {"providers": {"openai": {"kind": "openai", "base_url": "http://127.0.0.1:\(fake.port)/v1"}},
+        {"engine": {"providers": {"openai": {"kind": "openai", "base_url": "http://127.0.0.1:\(fake.port)/v1", "max_in_flight": 64}},
          "tiers": {"fast": {"provider": "openai", "model": "fake"}, "balanced": {"provider": "openai", "model": "fake"},
                    "diverse": {"provider": "openai", "model": "fake"}, "deep": {"provider": "openai", "model": "fake"}},
-         "critic": {"provider": "openai", "model": "fake"}, "job_concurrency": 8}}
+         "critic": {"provider": "openai", "model": "fake"}, "job_concurrency": \(concurrency)}}
         """.utf8).write(to: URL(fileURLWithPath: config))
-        let key: String
-        do {
-            let store = try Store(path: dir + "/data")
-            _ = try store.createOrg(name: "acme")
-            key = try store.createKey(org: "acme").key
-        }
+        let store = try Store(path: dir + "/data")
+        _ = try store.createOrg(name: "acme")
+        return (dir, fake, config, try store.createKey(org: "acme").key)
+    }
+
+    static func tearDown(_ dir: String, _ fake: FakeProvider) {
+        fake.stop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    @Test func sigtermStopsCleanlyAndTheJobResumesAtTheNextStart() async throws {
+        let (dir, fake, config, key) = try Self.setUp(latencyMs: 20, concurrency: 8)
+        defer { Self.tearDown(dir, fake) }
         var server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
         var client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         var gen = PBGenerateRequest()
@@ -106,24 +113,8 @@ import SynthStore
     }
 
     @Test func killNineAtTenRandomMomentsLosesAndDoublesNothing() async throws {
-        let dir = "/tmp/sdk-" + String(UUID().uuidString.prefix(8))
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let fake = try FakeProvider(["--latency-ms", "15"])
-        defer { fake.stop() }
-        let config = dir + "/config.json"
-        try Data("""
-        {"engine": {"providers": {"openai": {"kind": "openai", "base_url": "http://127.0.0.1:\(fake.port)/v1", "max_in_flight": 64}},
-         "tiers": {"fast": {"provider": "openai", "model": "fake"}, "balanced": {"provider": "openai", "model": "fake"},
-                   "diverse": {"provider": "openai", "model": "fake"}, "deep": {"provider": "openai", "model": "fake"}},
-         "critic": {"provider": "openai", "model": "fake"}, "job_concurrency": 32}}
-        """.utf8).write(to: URL(fileURLWithPath: config))
-        let key: String
-        do {
-            let store = try Store(path: dir + "/data")
-            _ = try store.createOrg(name: "acme")
-            key = try store.createKey(org: "acme").key
-        }
+        let (dir, fake, config, key) = try Self.setUp(latencyMs: 15, concurrency: 32)
+        defer { Self.tearDown(dir, fake) }
         var server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
         var client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         var gen = PBGenerateRequest()
