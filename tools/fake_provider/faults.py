@@ -57,7 +57,8 @@ class FaultConfig:
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     max_concurrency: int = 0          # 0 = unlimited
-    rpm_limit: int = 0                # requests per 60 s window; 0 = unlimited
+    rpm_limit: int = 0                # requests per window; 0 = unlimited
+    rpm_window: float = 60.0          # seconds of the rate-limit window (reported in the headers)
     retry_after: float = 1.0          # seconds, sent with every 429
     hang_seconds: float = 30.0
     rate_400: float = 0.0
@@ -102,6 +103,8 @@ class FaultConfig:
             if kind not in PLANT_KINDS:
                 raise ValueError(f"unknown plant kind {kind!r}; expected one of {', '.join(PLANT_KINDS)}")
             _check_rate(f"plant {kind}", rate)
+        if self.rpm_window <= 0:
+            raise ValueError("rpm_window must be > 0")
         for name in ("latency_ms", "jitter_ms", "retry_after", "hang_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")

@@ -44,7 +44,6 @@ ANTHROPIC_PATHS = ("/v1/messages", "/messages")
 MODEL_PATHS = ("/v1/models", "/models")
 MODELS = ("fake-gpt-4o-mini", "fake-gpt-4o", "fake-claude-sonnet", "fake-claude-haiku")
 
-WINDOW_S = 60.0                 # rate-limit window reported in headers
 UNLIMITED_REQUESTS = 1_000_000  # reported when --rpm-limit is 0
 TOKEN_LIMIT = 100_000_000       # reported, never enforced
 HISTORY_PER_SCHEMA = 256        # records kept for near-duplicates
@@ -97,7 +96,7 @@ class State:
             return dataclasses.replace(self.cfg, plant=dict(self.cfg.plant))
 
     def roll_window(self, now: float) -> None:
-        if now - self.window_start >= WINDOW_S:
+        if now - self.window_start >= self.cfg.rpm_window:
             self.window_start = now
             self.window_requests = 0
             self.window_tokens = 0
@@ -356,19 +355,24 @@ class Handler(BaseHTTPRequestHandler):
         entry = self.new_entry(path, body, n)
         rid = hashlib.sha256(f"{cfg.seed}:{n}:{entry['t']}".encode()).hexdigest()[:24]
         entry["request_id"] = f"req_{rid}"
+        # The answer is recorded in /stats before it is sent, so a client that reads /stats after
+        # its answer arrives always finds it there.
+        answer = None
         try:
-            self.generate_response(api, body, n, cfg, in_flight, entry, rid)
+            answer = self.generate_response(api, body, n, cfg, in_flight, entry, rid)
         except ProviderError as err:
             headers = self.ratelimit_headers(api, cfg, entry)
             if err.status == 429:
                 headers += self.retry_headers(entry, entry["retry_after"] or cfg.retry_after)
-            self.send_json(err.status, error_body(api, err), headers)
+            answer = (err.status, json.dumps(error_body(api, err)).encode(), "application/json", headers)
             entry["status"] = err.status
         finally:
             with st.lock:
                 st.in_flight -= 1
                 entry["t_end"] = time.monotonic()
                 st.record(entry)
+        if answer is not None:
+            self.send_bytes(*answer)
 
     def retry_headers(self, entry: dict, seconds: float) -> list[tuple[str, str]]:
         entry["retry_after"] = seconds
@@ -382,7 +386,7 @@ class Handler(BaseHTTPRequestHandler):
             limit = cfg.rpm_limit or UNLIMITED_REQUESTS
             remaining = max(0, limit - st.window_requests)
             tokens_remaining = max(0, TOKEN_LIMIT - st.window_tokens)
-            reset_s = max(0.001, WINDOW_S - (now - st.window_start))
+            reset_s = max(0.001, cfg.rpm_window - (now - st.window_start))
         rid = entry["request_id"]
         if api == "anthropic":
             reset_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + reset_s))
@@ -429,7 +433,7 @@ class Handler(BaseHTTPRequestHandler):
             st.roll_window(now)
             if cfg.rpm_limit and st.window_requests >= cfg.rpm_limit:
                 entry["fault"] = "rpm_limit"
-                entry["retry_after"] = float(max(1, int(WINDOW_S - (now - st.window_start) + 0.999)))
+                entry["retry_after"] = float(max(1, int(cfg.rpm_window - (now - st.window_start) + 0.999)))
                 raise error_for(api, 429, f"Rate limit reached for requests: limit {cfg.rpm_limit} per min.")
             st.window_requests += 1
 
@@ -508,8 +512,8 @@ class Handler(BaseHTTPRequestHandler):
         if entry["usage"]:
             with st.lock:
                 st.window_tokens += entry["usage"]["prompt_tokens"] + entry["usage"]["completion_tokens"]
-        self.send_bytes(status, payload, ctype, self.ratelimit_headers(api, cfg, entry))
         entry["status"] = status
+        return status, payload, ctype, self.ratelimit_headers(api, cfg, entry)
 
     # ----------------------------------------------------------- requests
     def parse_openai(self, req: dict):
@@ -692,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--jitter-ms", type=float, default=0.0, help="extra uniform random latency 0..J ms")
     a("--max-concurrency", type=int, default=0, help="answer 429 beyond this many in flight (0 = off)")
     a("--rpm-limit", type=int, default=0, help="answer 429 beyond this many requests per minute (0 = off)")
+    a("--rpm-window", type=float, default=60.0, help="seconds of the --rpm-limit window (default 60)")
     a("--retry-after", type=float, default=1.0, help="retry-after seconds sent with 429 (default 1)")
     a("--hang-seconds", type=float, default=30.0, help="how long a hung request stalls (default 30)")
     for name in F.TRANSPORT_FAULTS:
@@ -711,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args) -> F.FaultConfig:
     cfg = F.FaultConfig(
         seed=args.seed, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
-        max_concurrency=args.max_concurrency, rpm_limit=args.rpm_limit,
+        max_concurrency=args.max_concurrency, rpm_limit=args.rpm_limit, rpm_window=args.rpm_window,
         retry_after=args.retry_after, hang_seconds=args.hang_seconds,
         near_dup_rate=args.near_dup_rate, vary=args.vary, fault_key=args.fault_key,
         plant=dict(F.parse_plant(s) for s in args.plant), require_key=args.require_key,

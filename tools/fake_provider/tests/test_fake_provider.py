@@ -576,6 +576,18 @@ def test_rpm_limit(provider):
     assert status == 429 and int(headers["retry-after"]) >= 1
 
 
+def test_rpm_window(provider):
+    p = provider("--rpm-limit", "2", "--rpm-window", "0.5")
+    first = p.openai(user="a")
+    assert first[0] == 200 and first[1]["x-ratelimit-limit-requests"] == "2"
+    assert first[1]["x-ratelimit-remaining-requests"] == "1"
+    assert first[1]["x-ratelimit-reset-requests"].endswith("ms")
+    assert int(first[1]["x-ratelimit-reset-requests"][:-2]) <= 500
+    assert [p.openai(user=str(i))[0] for i in range(2)] == [200, 429]
+    time.sleep(0.6)
+    assert p.openai(user="c")[0] == 200
+
+
 def test_fault_rates_and_reproducibility(provider):
     def run(seed):
         p = provider("--seed", str(seed), "--rate-500", "0.3", "--rate-429", "0.1", "--retry-after", "0")
