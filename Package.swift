@@ -64,7 +64,7 @@ let package = Package(
         ]),
         .testTarget(name: "SynthStoreTests", dependencies: ["SynthStore", "SynthProto"]),
         .testTarget(name: "SynthServerTests", dependencies: [
-            "SynthServer", "SynthClient", "SynthStore", "SynthEngine", "SynthProto", "SynthWire", "SynthSpec",
+            "SynthServer", "SynthClient", "SynthStore", "SynthEngine", "SynthProto", "SynthWire", "SynthSpec", "SynthLLM",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

@@ -12,6 +12,8 @@ public final class LLMClient: @unchecked Sendable {
     public let config: ProviderConfig
     private let engine: HTTPEngine
     private let permits: AsyncSemaphore
+    public let limiter: RateLimiter
+    private var inFlight = 0
     private let logger: Logger
     private let lock = NSLock()
     private var mode: OutputMode = .jsonSchema
@@ -20,6 +22,7 @@ public final class LLMClient: @unchecked Sendable {
         self.config = config
         self.engine = engine
         self.permits = AsyncSemaphore(max(1, config.maxInFlight))
+        self.limiter = RateLimiter(requestsPerMinute: config.requestsPerMinute, tokensPerMinute: config.tokensPerMinute)
         self.logger = logger
     }
 
@@ -29,13 +32,14 @@ public final class LLMClient: @unchecked Sendable {
     /// backoff and jitter, never sooner than the provider's retry-after.
     public func complete(_ request: ChatRequest) async throws -> ChatCompletion {
         var attempt = 0
+        let estimate = RateLimiter.estimateTokens(request)
         while true {
             attempt += 1
             let currentMode = outputMode
             let http = try build(request, mode: currentMode)
             let outcome: Result<HTTPResponse, Error>
             do {
-                let response = try await permits.withPermit { try await engine.send(http) }
+                let response = try await permits.withPermit { try await send(http, estimate: estimate) }
                 outcome = .success(response)
             } catch is CancellationError {
                 throw CancellationError()
@@ -47,8 +51,10 @@ public final class LLMClient: @unchecked Sendable {
             case .success(let response) where response.status == 200:
                 var completion = try parse(response, request: request)
                 completion.attempts = attempt
+                limiter.settle(estimated: estimate, actual: completion.promptTokens + completion.completionTokens)
                 return completion
             case .success(let response):
+                limiter.settle(estimated: estimate, actual: 0)
                 let message = Self.errorMessage(response.body).replacingOccurrences(of: config.apiKey.isEmpty ? "\u{0}" : config.apiKey, with: "[redacted]")
                 if response.status == 400, currentMode != .prompt, Self.mentionsStructuredOutput(message) {
                     // The endpoint does not take this way of asking for JSON: step down and remember.
@@ -73,6 +79,23 @@ public final class LLMClient: @unchecked Sendable {
             let delay = Self.backoff(attempt: attempt, retryAfter: retryAfter)
             try await Task.sleep(for: delay)
         }
+    }
+
+    /// Waits for the rate limits, sends, and reads the provider's rate-limit headers.
+    private func send(_ http: HTTPRequest, estimate: Int) async throws -> HTTPResponse {
+        let wait = limiter.reserve(tokens: estimate)
+        if wait > .zero { try await Task.sleep(for: wait) }
+        lock.withLock { inFlight += 1 }
+        let response: HTTPResponse
+        do {
+            response = try await engine.send(http)
+        } catch {
+            lock.withLock { inFlight -= 1 }
+            throw error
+        }
+        let others = lock.withLock { inFlight -= 1; return inFlight }
+        limiter.observe(headers: response.headers, inFlight: others)
+        return response
     }
 
     static func isRetryable(_ status: Int) -> Bool {

@@ -25,6 +25,10 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     /// models otherwise tend to repeat themselves until the token limit; grammar-constrained
     /// servers (llama.cpp, vLLM) enforce it. Leave unset for OpenAI, whose strict mode refuses it.
     public var stringMaxLength: Int?
+    /// Requests and tokens per minute this provider allows; nil leaves only the limits that the
+    /// provider reports in its rate-limit headers.
+    public var requestsPerMinute: Int?
+    public var tokensPerMinute: Int?
 
     public struct TokenPrice: Sendable, Codable, Equatable {
         public var prompt: Double
@@ -37,7 +41,8 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
 
     public init(name: String, kind: Kind, baseURL: String, apiKey: String = "", maxInFlight: Int = 64, maxRetries: Int = 8,
                 connectTimeoutSeconds: Double = 10, requestTimeoutSeconds: Double = 120, pricesPerMillion: [String: TokenPrice] = [:],
-                sampling: [String: Double] = [:], stringMaxLength: Int? = nil) {
+                sampling: [String: Double] = [:], stringMaxLength: Int? = nil, requestsPerMinute: Int? = nil,
+                tokensPerMinute: Int? = nil) {
         self.name = name
         self.kind = kind
         self.baseURL = baseURL
@@ -49,6 +54,8 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         self.pricesPerMillion = pricesPerMillion
         self.sampling = sampling
         self.stringMaxLength = stringMaxLength
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
     }
 
     enum CodingKeys: String, CodingKey {
@@ -62,6 +69,8 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         case pricesPerMillion = "prices_per_million"
         case sampling
         case stringMaxLength = "string_max_length"
+        case requestsPerMinute = "requests_per_minute"
+        case tokensPerMinute = "tokens_per_minute"
     }
 
     public init(from decoder: Decoder) throws {
@@ -77,7 +86,9 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
             requestTimeoutSeconds: try c.decodeIfPresent(Double.self, forKey: .requestTimeoutSeconds) ?? 120,
             pricesPerMillion: try c.decodeIfPresent([String: TokenPrice].self, forKey: .pricesPerMillion) ?? [:],
             sampling: try c.decodeIfPresent([String: Double].self, forKey: .sampling) ?? [:],
-            stringMaxLength: try c.decodeIfPresent(Int.self, forKey: .stringMaxLength))
+            stringMaxLength: try c.decodeIfPresent(Int.self, forKey: .stringMaxLength),
+            requestsPerMinute: try c.decodeIfPresent(Int.self, forKey: .requestsPerMinute),
+            tokensPerMinute: try c.decodeIfPresent(Int.self, forKey: .tokensPerMinute))
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -91,5 +102,7 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         try c.encode(pricesPerMillion, forKey: .pricesPerMillion)
         try c.encode(sampling, forKey: .sampling)
         try c.encodeIfPresent(stringMaxLength, forKey: .stringMaxLength)
+        try c.encodeIfPresent(requestsPerMinute, forKey: .requestsPerMinute)
+        try c.encodeIfPresent(tokensPerMinute, forKey: .tokensPerMinute)
     }
 }
