@@ -1,0 +1,29 @@
+/* synthc's internal functions, shared by its source files and its tests. Not installed. */
+#ifndef SYNTHC_INTERNAL_H
+#define SYNTHC_INTERNAL_H
+
+#include "synthc.h"
+
+/* Protobuf wire reading: a varint, and one field (key, then a varint value or a length-delimited
+ * body; fixed-size values are skipped). 0, or -1 when the bytes are not valid protobuf. */
+int synthc_wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v);
+int synthc_wire_field(const uint8_t **p, const uint8_t *end, uint32_t *field, int *wt, uint64_t *v,
+		      const uint8_t **body, size_t *len);
+
+/* Writes the frame that opens a call (length prefix included) to `out` and returns its size; with
+ * out == NULL only returns the size. Fields at their default value are left out and the others are
+ * written in field-number order, so the bytes match the golden frames in proto/testdata. 0 on error. */
+size_t synthc_encode_open(uint8_t *out, uint64_t call_id, const char *method, const char *api_key,
+			  uint64_t timeout_ms, const ProtobufCMessage *request);
+
+/* Errors on the client, for the library's other source files. */
+void synthc_clear_error(synthc_client *c);
+void synthc_set_error(synthc_client *c, int err, int code, const char *error_code, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+/* Parses JSON into a new message of type d (see json.c for the mapping). NULL with the reason in err,
+ * and *oom set when memory ran out. */
+ProtobufCMessage *synthc_message_from_json(const ProtobufCMessageDescriptor *d, const char *json, size_t len,
+					   char *err, size_t errlen, int *oom);
+
+#endif
