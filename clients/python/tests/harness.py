@@ -1,0 +1,240 @@
+"""Real processes for the tests: the fake LLM provider and synthd, started and stopped here.
+
+The synthd binaries come from $SYNTHD_BIN_DIR, else from `swift build --show-bin-path` run in the
+repository's root (which only prints the path; it builds nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import List, Optional
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def bin_dir() -> Path:
+    d = os.environ.get("SYNTHD_BIN_DIR")
+    if not d:
+        d = subprocess.run(["swift", "build", "--show-bin-path"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    path = Path(d)
+    for exe in ("synthd", "synth"):
+        if not (path / exe).is_file():
+            raise RuntimeError(f"{path / exe} does not exist: build synthd first or set SYNTHD_BIN_DIR")
+    return path
+
+
+def _first_line(proc: subprocess.Popen, what: str, timeout: float = 30.0) -> str:
+    """The first stdout line of a process, which announces where it listens."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    fd = proc.stdout.fileno()
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0 or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"{what} did not start: {buf!r}")
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                continue
+            buf += chunk
+    return buf.split(b"\n", 1)[0].decode()
+
+
+def _stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 15.0) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    if proc.stdout:
+        proc.stdout.close()
+
+
+class FakeProvider:
+    """tools/fake_provider on a free loopback port."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "tools/fake_provider/server.py"), "--port", "0", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        line = _first_line(self.proc, "fake provider")
+        self.port = int(line.split()[1])
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGKILL)
+
+
+class Synthd:
+    """A real synthd: its own data directory, a short Unix socket path and a TCP port on loopback,
+    the engine talking to the fake provider. It can be stopped, killed and started again on the
+    same data directory and addresses."""
+
+    def __init__(self, fake: FakeProvider, server: Optional[dict] = None):
+        self.bin = bin_dir()
+        self.dir = tempfile.mkdtemp(prefix="sdpy-", dir="/tmp")
+        self.data = os.path.join(self.dir, "data")
+        self.sock = os.path.join(self.dir, "s.sock")
+        self.log_path = os.path.join(self.dir, "synthd.log")
+        self.config = os.path.join(self.dir, "config.json")
+        url = f"http://127.0.0.1:{fake.port}"
+        cfg = {"engine": {
+            "providers": {
+                "openai": {"kind": "openai", "base_url": url + "/v1", "max_in_flight": 64},
+                "anthropic": {"kind": "anthropic", "base_url": url, "max_in_flight": 64},
+            },
+            "job_concurrency": 64,
+        }}
+        if server:
+            cfg["server"] = server
+        with open(self.config, "w") as f:
+            json.dump(cfg, f)
+        self.proc: Optional[subprocess.Popen] = None
+        self.tcp_port = 0
+
+    # ---- admin -----------------------------------------------------------------------------
+
+    def admin(self, *args: str) -> str:
+        r = subprocess.run([str(self.bin / "synthd"), "admin", *args, "--data", self.data],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"synthd admin {' '.join(args)}: {r.stderr.strip()}")
+        return r.stdout.strip()
+
+    def create_org(self, name: str) -> str:
+        """A new org and its first key."""
+        self.admin("create-org", name)
+        return self.admin("create-key", "--org", name)
+
+    # ---- process ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [str(self.bin / "synthd"), "serve", "--data", self.data, "--unix", self.sock,
+             "--tcp", f"127.0.0.1:{self.tcp_port}", "--config", self.config],
+            stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        log.close()
+        line = _first_line(self.proc, "synthd")
+        parts = dict(p.split("=", 1) for p in line.split()[1:])
+        assert parts.get("unix") == self.sock, line
+        self.tcp_port = int(parts["tcp"])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc, signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to close anything cleanly."""
+        if self.proc is not None:
+            _stop(self.proc, signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self) -> str:
+        try:
+            return open(self.log_path).read()
+        except OSError:
+            return ""
+
+    @property
+    def unix_address(self) -> str:
+        return "unix:" + self.sock
+
+    @property
+    def tcp_address(self) -> str:
+        return f"127.0.0.1:{self.tcp_port}"
+
+
+class CuttableProxy:
+    """A TCP relay on loopback in front of synthd whose connections the test can cut at will,
+    as a network failure would, while synthd itself keeps running."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.conns: List[socket.socket] = []
+        self.accepted = 0
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self.stopped:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.accepted += 1
+                self.conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> int:
+        """Resets every connection open now; returns how many relays were cut."""
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        return len(conns) // 2
+
+    def close(self) -> None:
+        self.stopped = True
+        self.listener.close()
+        self.cut()
