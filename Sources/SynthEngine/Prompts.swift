@@ -25,10 +25,14 @@ enum PromptFiles {
 public struct PromptBuilder: Sendable {
     let request: PBJobRequest
     let plan: PBPlan
+    private let systemPlain: String
+    private let systemHardNegative: String
 
     public init(request: PBJobRequest, plan: PBPlan) {
         self.request = request
         self.plan = plan
+        systemPlain = Self.system(request, hardNegative: false)
+        systemHardNegative = Self.system(request, hardNegative: true)
     }
 
     public var jsonSchema: String { PromptFiles.text("\(request.schema).schema") }
@@ -58,8 +62,14 @@ public struct PromptBuilder: Sendable {
     }
 
     public func system(for slot: Slot) -> String {
+        slot.hardNegative ? systemHardNegative : systemPlain
+    }
+
+    /// The system prompt: the format and safety rules, the schema's rules, the hard-negative rules
+    /// when asked, the response policy and style rules, then the user's own instructions.
+    static func system(_ request: PBJobRequest, hardNegative: Bool) -> String {
         var rules = [PromptFiles.text(request.schema)]
-        if slot.hardNegative { rules.append(PromptFiles.text("hard_negative")) }
+        if hardNegative { rules.append(PromptFiles.text("hard_negative")) }
         let a = request.advanced
         if !a.responsePolicy.isEmpty {
             rules.append("Response policy:\n" + a.responsePolicy.sorted { $0.key < $1.key }.map { "[\($0.key)] \($0.value)" }.joined(separator: "\n"))

@@ -17,11 +17,15 @@ public final class LLMClient: @unchecked Sendable {
     private let logger: Logger
     private let lock = NSLock()
     private var mode: OutputMode = .jsonSchema
+    private var schemas: [String: String] = [:]
+    /// The sampling fields in name order (so that the bytes never vary).
+    private let sampling: [(String, Double)]
 
     public init(config: ProviderConfig, engine: HTTPEngine, logger: Logger) {
         self.config = config
         self.engine = engine
         self.permits = AsyncSemaphore(max(1, config.maxInFlight))
+        self.sampling = config.sampling.sorted { $0.key < $1.key }
         self.limiter = RateLimiter(requestsPerMinute: config.requestsPerMinute, tokensPerMinute: config.tokensPerMinute)
         self.logger = logger
     }
@@ -142,49 +146,68 @@ public final class LLMClient: @unchecked Sendable {
         return Redact.secrets(text.isEmpty ? "(empty body)" : text)
     }
 
+    /// The request's wire form. The body is written directly, in a fixed field order, so that a
+    /// retry sends the very same bytes; the output schema is prepared once per distinct schema.
     func build(_ r: ChatRequest, mode: OutputMode) throws -> HTTPRequest {
         let base = config.baseURL.hasSuffix("/") ? String(config.baseURL.dropLast()) : config.baseURL
-        var body: [String: Any] = ["model": r.model, "max_tokens": r.maxTokens, "temperature": r.temperature]
         var headers = ["Content-Type: application/json"]
-        for (k, v) in config.sampling { body[k] = v }
-        var schemaObject = r.jsonSchema.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) }
-        if let limit = config.stringMaxLength, let s = schemaObject { schemaObject = Self.capStrings(s, limit) }
+        let schema = try r.jsonSchema.map(preparedSchema)
+        var body = JSONText.Object()
+        body.add("model", string: r.model)
+        body.add("max_tokens", raw: String(r.maxTokens))
         let url: String
         switch config.kind {
         case .openai:
             url = base + "/chat/completions"
             if !config.apiKey.isEmpty { headers.append("Authorization: Bearer \(config.apiKey)") }
+            body.add("temperature", number: r.temperature)
+            for (k, v) in sampling { body.add(k, number: v) }
             var system = r.system
-            if let schemaObject, mode == .jsonSchema {
-                body["response_format"] = ["type": "json_schema", "json_schema": ["name": r.schemaName, "schema": schemaObject, "strict": true]]
+            if let schema, mode == .jsonSchema {
+                body.add("response_format", raw: #"{"type":"json_schema","json_schema":{"name":"# + JSONText.quote(r.schemaName)
+                         + #","schema":"# + schema + #","strict":true}}"#)
             } else if mode == .jsonObject {
-                body["response_format"] = ["type": "json_object"]
+                body.add("response_format", raw: #"{"type":"json_object"}"#)
                 if let s = r.jsonSchema { system += "\n\nAnswer with one JSON object that matches this JSON schema:\n\(s)" }
             } else if let s = r.jsonSchema {
                 system += "\n\nAnswer with one JSON object that matches this JSON schema, and nothing else:\n\(s)"
             }
-            body["messages"] = [["role": "system", "content": system], ["role": "user", "content": r.user]]
+            body.add("messages", raw: #"[{"role":"system","content":"# + JSONText.quote(system) + #"},{"role":"user","content":"#
+                     + JSONText.quote(r.user) + "}]")
         case .anthropic:
             url = base + "/v1/messages"
             if !config.apiKey.isEmpty { headers.append("x-api-key: \(config.apiKey)") }
             headers.append("anthropic-version: 2023-06-01")
-            body.removeValue(forKey: "temperature")
-            body["temperature"] = min(1.0, r.temperature)
+            body.add("temperature", number: min(1.0, r.temperature))
+            for (k, v) in sampling { body.add(k, number: v) }
             var system = r.system
-            if let schemaObject, mode != .prompt {
-                body["tools"] = [["name": r.schemaName, "description": "Record the answer.", "input_schema": schemaObject]]
-                body["tool_choice"] = ["type": "tool", "name": r.schemaName]
+            if let schema, mode != .prompt {
+                body.add("tools", raw: #"[{"name":"# + JSONText.quote(r.schemaName) + #","description":"Record the answer.","input_schema":"#
+                         + schema + "}]")
+                body.add("tool_choice", raw: #"{"type":"tool","name":"# + JSONText.quote(r.schemaName) + "}")
             } else if let s = r.jsonSchema {
                 system += "\n\nAnswer with one JSON object that matches this JSON schema, and nothing else:\n\(s)"
             }
-            body["system"] = system
-            body["messages"] = [["role": "user", "content": r.user]]
+            body.add("system", string: system)
+            body.add("messages", raw: #"[{"role":"user","content":"# + JSONText.quote(r.user) + "}]")
         }
-        // Sorted keys: a retry sends the very same bytes.
-        let data = try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])
-        return HTTPRequest(url: url, headers: headers, body: Array(data),
+        return HTTPRequest(url: url, headers: headers, body: body.bytes,
                            connectTimeout: .milliseconds(Int64(config.connectTimeoutSeconds * 1000)),
                            totalTimeout: .milliseconds(Int64(config.requestTimeoutSeconds * 1000)))
+    }
+
+
+    /// The output schema as sent: checked once, with string caps when configured, serialised once.
+    private func preparedSchema(_ text: String) throws -> String {
+        if let done = lock.withLock({ schemas[text] }) { return done }
+        guard var object = try? JSONSerialization.jsonObject(with: Data(text.utf8)), object is [String: Any] else {
+            throw ProviderError(kind: .fatal, provider: config.name, status: 0, message: "the output schema is not a JSON object")
+        }
+        if let limit = config.stringMaxLength { object = Self.capStrings(object, limit) }
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        let prepared = String(decoding: data, as: UTF8.self)
+        lock.withLock { schemas[text] = prepared }
+        return prepared
     }
 
     /// The schema with `maxLength` (and `minLength` 1) on every free-text string.

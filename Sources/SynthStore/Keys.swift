@@ -57,8 +57,11 @@ public enum Clock {
 
     public static func rfc3339(_ millis: Int64) -> String {
         guard millis > 0 else { return "" }
-        let date = Date(timeIntervalSince1970: Double(millis) / 1000)
-        return date.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: false).timeSeparator(.colon).timeZone(separator: .omitted)).replacingOccurrences(of: "+0000", with: "Z")
+        var seconds = time_t(millis / 1000)
+        var t = tm()
+        guard gmtime_r(&seconds, &t) != nil else { return "" }
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(t.tm_year + 1900)-\(two(t.tm_mon + 1))-\(two(t.tm_mday))T\(two(t.tm_hour)):\(two(t.tm_min)):\(two(t.tm_sec))Z"
     }
 
     public static func month(_ millis: Int64) -> String {

@@ -33,6 +33,13 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
 }
 
 @Suite struct StoreTests {
+    @Test func timesAreRFC3339InUTC() {
+        #expect(Clock.rfc3339(0) == "")
+        #expect(Clock.rfc3339(1_800_000_000_999) == "2027-01-15T08:00:00Z")
+        #expect(Clock.rfc3339((951_782_400 + 86_399) * 1000) == "2000-02-29T23:59:59Z")
+        #expect(Clock.month(1_800_000_000_000) == "2027-01")
+    }
+
     @Test func keysAreStoredOnlyAsDigests() throws {
         let dir = TempDir()
         let store = try Store(path: dir.path)

@@ -205,6 +205,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fake-provider/1.0"
     timeout = 300  # idle keep-alive connections are dropped after this
+    # TCP_NODELAY: with Nagle on, the body (a second write after the headers) waits for the
+    # client's delayed ACK, adding up to 40 ms to every answer.
+    disable_nagle_algorithm = True
 
     @property
     def state(self) -> State:
@@ -241,8 +244,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             for k, v in headers:
                 self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+            # end_headers() without its flush, so that headers and body leave in one write.
+            self._headers_buffer.append(b"\r\n" + body)
+            self.flush_headers()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
@@ -708,6 +712,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="'request': faults keyed by the global request counter (default); 'prompt': by "
            "(prompt, n-th time seen), which is independent of request interleaving")
     a("--require-key", help="API key required in Authorization: Bearer / x-api-key")
+    a("--workers", type=int, default=1, help="processes serving the one port, for load benchmarks; each keeps its own "
+      "counters and /stats (default 1)")
     a("--log-limit", type=int, default=100_000, help="per-request log entries kept in /stats")
     a("--verbose", action="store_true", help="access log on stderr")
     return p
@@ -735,6 +741,16 @@ def main(argv=None) -> int:
     state = State(cfg, args.log_limit, args.verbose)
     server = Server((args.host, args.port), state)
     port = server.server_address[1]
+    # More processes on the one listening socket, for load benchmarks: each has its own GIL, and
+    # its own counters, history and /stats.
+    children = []
+    for _ in range(args.workers - 1):
+        pid = os.fork()
+        if pid == 0:
+            children = None
+            _die_with_parent()
+            break
+        children.append(pid)
 
     def on_signal(signum, frame):
         state.stop.set()
@@ -747,6 +763,10 @@ def main(argv=None) -> int:
 
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
+    if children is None:   # a worker: serve until told to stop
+        while not state.stop.wait(0.1):
+            pass
+        os._exit(0)
     if args.port_file:
         tmp = f"{args.port_file}.tmp{os.getpid()}"
         with open(tmp, "w") as f:
@@ -757,9 +777,24 @@ def main(argv=None) -> int:
 
     while not state.stop.wait(0.1):
         pass
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
     server.shutdown()
     server.server_close()
     return 0
+
+
+def _die_with_parent() -> None:
+    """A worker gets SIGTERM when the first process dies, however it dies (Linux)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+/// Writing JSON text directly, for request bodies built on every call.
+enum JSONText {
+    /// `text` as a JSON string literal, quotes included.
+    static func quote(_ text: String) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(text.utf8.count + 2)
+        out.append(UInt8(ascii: "\""))
+        for b in text.utf8 {
+            switch b {
+            case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                out += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(b >> 4)], hex[Int(b & 0xF)]]
+            default: out.append(b)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// A JSON object written member by member, in the order they are added.
+    struct Object {
+        private var text = "{"
+
+        mutating func add(_ key: String, raw: String) {
+            if text.utf8.count > 1 { text += "," }
+            text += JSONText.quote(key) + ":" + raw
+        }
+
+        mutating func add(_ key: String, string: String) { add(key, raw: JSONText.quote(string)) }
+
+        /// A finite number; integral values are written without a fraction.
+        mutating func add(_ key: String, number: Double) {
+            guard number.isFinite else { return }
+            if number == number.rounded(), abs(number) < 1e15 {
+                add(key, raw: String(Int64(number)))
+            } else {
+                add(key, raw: String(number))
+            }
+        }
+
+        var bytes: [UInt8] { Array((text + "}").utf8) }
+    }
+}

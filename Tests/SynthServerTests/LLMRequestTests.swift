@@ -1,0 +1,77 @@
+import Foundation
+import Logging
+import Testing
+@testable import SynthLLM
+
+/// The request bodies that go to providers.
+@Suite struct LLMRequestTests {
+    func client(_ kind: ProviderConfig.Kind, maxLength: Int? = nil) -> LLMClient {
+        LLMClient(config: ProviderConfig(name: "p", kind: kind, baseURL: "http://127.0.0.1:1/v1/", apiKey: "sk-test-0123456789",
+                                         sampling: ["top_p": 0.95, "frequency_penalty": 1], stringMaxLength: maxLength),
+                  engine: HTTPEngine(), logger: Logger(label: "test"))
+    }
+
+    let hostile = "quote \" backslash \\ newline \n tab \t nul \u{0} bell \u{7} emoji 🙂 é </script>"
+    let schema = #"{"type":"object","properties":{"a":{"type":"string"},"b":{"type":"string","enum":["x"]}},"required":["a","b"]}"#
+
+    func json(_ r: HTTPRequest) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any])
+    }
+
+    @Test func openAIBodyCarriesEverythingExactly() throws {
+        let c = client(.openai, maxLength: 300)
+        let req = ChatRequest(model: "m", system: hostile, user: hostile + "!", jsonSchema: schema, schemaName: "rec", maxTokens: 77, temperature: 0.7)
+        let http = try c.build(req, mode: .jsonSchema)
+        #expect(http.url == "http://127.0.0.1:1/v1/chat/completions")
+        #expect(http.headers.contains("Authorization: Bearer sk-test-0123456789"))
+        let body = try json(http)
+        #expect(body["model"] as? String == "m")
+        #expect(body["max_tokens"] as? Int == 77)
+        #expect(body["temperature"] as? Double == 0.7)
+        #expect(body["top_p"] as? Double == 0.95)
+        #expect(body["frequency_penalty"] as? Int == 1)
+        let messages = try #require(body["messages"] as? [[String: String]])
+        #expect(messages == [["role": "system", "content": hostile], ["role": "user", "content": hostile + "!"]])
+        let format = try #require(body["response_format"] as? [String: Any])
+        let inner = try #require(format["json_schema"] as? [String: Any])
+        #expect(inner["name"] as? String == "rec" && inner["strict"] as? Bool == true)
+        let props = try #require((inner["schema"] as? [String: Any])?["properties"] as? [String: [String: Any]])
+        #expect(props["a"]?["maxLength"] as? Int == 300)
+        #expect(props["b"]?["maxLength"] == nil)  // enums are left alone
+        // The same request gives the same bytes, so a retry is identical.
+        #expect(try c.build(req, mode: .jsonSchema).body == http.body)
+    }
+
+    @Test func fallbackModesPutTheSchemaInThePrompt() throws {
+        let c = client(.openai)
+        let req = ChatRequest(model: "m", system: "sys", user: "u", jsonSchema: schema)
+        let object = try json(try c.build(req, mode: .jsonObject))
+        #expect((object["response_format"] as? [String: String]) == ["type": "json_object"])
+        let prompt = try json(try c.build(req, mode: .prompt))
+        #expect(prompt["response_format"] == nil)
+        let system = (prompt["messages"] as? [[String: String]])?.first?["content"] ?? ""
+        #expect(system.hasPrefix("sys\n\nAnswer with one JSON object") && system.hasSuffix(schema))
+    }
+
+    @Test func anthropicBodyUsesAForcedTool() throws {
+        let c = client(.anthropic)
+        let req = ChatRequest(model: "claude", system: hostile, user: "u", jsonSchema: schema, schemaName: "rec", temperature: 1.3)
+        let http = try c.build(req, mode: .jsonSchema)
+        #expect(http.url == "http://127.0.0.1:1/v1/v1/messages")
+        #expect(http.headers.contains("x-api-key: sk-test-0123456789") && http.headers.contains("anthropic-version: 2023-06-01"))
+        let body = try json(http)
+        #expect(body["system"] as? String == hostile)
+        #expect(body["temperature"] as? Double == 1.0)
+        let tools = try #require(body["tools"] as? [[String: Any]])
+        #expect(tools.count == 1 && tools[0]["name"] as? String == "rec" && tools[0]["input_schema"] is [String: Any])
+        #expect((body["tool_choice"] as? [String: String]) == ["type": "tool", "name": "rec"])
+        #expect((body["messages"] as? [[String: String]]) == [["role": "user", "content": "u"]])
+    }
+
+    @Test func aSchemaThatIsNotAnObjectIsRefused() {
+        let c = client(.openai)
+        #expect(throws: ProviderError.self) {
+            try c.build(ChatRequest(model: "m", system: "s", user: "u", jsonSchema: "[1,2"), mode: .jsonSchema)
+        }
+    }
+}
