@@ -26,7 +26,8 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "SynthLLM", dependencies: ["CCurl", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "SynthQuality", dependencies: []),
+        // Optimised in debug builds too: tests compare it with brute force on thousands of records.
+        .target(name: "SynthQuality", dependencies: [], swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "SynthEngine", dependencies: [
             "SynthSpec", "SynthStore", "SynthLLM", "SynthQuality", "SynthProto",
             .product(name: "Logging", package: "swift-log"),
@@ -62,6 +63,7 @@ let package = Package(
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .testTarget(name: "SynthQualityTests", dependencies: ["SynthQuality"]),
         .testTarget(name: "SynthStoreTests", dependencies: ["SynthStore", "SynthProto"]),
         .testTarget(name: "SynthServerTests", dependencies: [
             "SynthServer", "SynthClient", "SynthStore", "SynthEngine", "SynthProto", "SynthWire", "SynthSpec", "SynthLLM",

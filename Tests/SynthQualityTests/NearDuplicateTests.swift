@@ -1,0 +1,149 @@
+import Testing
+@testable import SynthQuality
+
+/// A small deterministic generator, so that the planted data is the same on every run.
+struct Rand {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func int(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+}
+
+/// Texts with a planted mix: fresh ones, near-copies, and variants edited until their similarity
+/// to their source sits just above or just below 0.7.
+struct Corpus {
+    var texts: [String] = []
+    var justAbove = 0
+    var justBelow = 0
+    var copies = 0
+
+    init(count: Int, words: ClosedRange<Int>, seed: UInt64) {
+        var r = Rand(state: seed)
+        // Enough syllables for thousands of distinct trigrams, as real text has.
+        let letters = Array("abcdefghijklmnopqrstuvwxyz")
+        let syllables = (0..<150).map { _ in String((0..<(2 + r.int(2))).map { _ in letters[r.int(26)] }) }
+        func word() -> String { (0..<(2 + r.int(3))).map { _ in syllables[r.int(syllables.count)] }.joined() }
+        func fresh() -> [String] { (0..<(words.lowerBound + r.int(words.count))).map { _ in word() } }
+        var sources: [[String]] = []
+        while texts.count < count {
+            let roll = r.int(100)
+            if sources.isEmpty || roll < 50 {
+                let w = fresh()
+                sources.append(w)
+                texts.append(w.joined(separator: " "))
+            } else if roll < 65 {
+                var w = sources[r.int(sources.count)]
+                w[r.int(w.count)] = word()
+                copies += 1
+                texts.append(w.joined(separator: " "))
+            } else {
+                // Edit a copy word by word until its similarity falls to 0.70 or below; keep the
+                // last version above 0.7 or the first at or below, at random.
+                let source = sources[r.int(sources.count)]
+                let sourceSet = Trigrams.set(source.joined(separator: " "))
+                var w = source
+                var previous = w
+                var sim = 1.0
+                var guardSteps = 0
+                while sim > 0.7, guardSteps < 200 {
+                    previous = w
+                    w[r.int(w.count)] = word()
+                    sim = Trigrams.jaccard(sourceSet, Trigrams.set(w.joined(separator: " ")))
+                    guardSteps += 1
+                }
+                let above = r.int(2) == 0
+                let chosen = above ? previous : w
+                let s = Trigrams.jaccard(sourceSet, Trigrams.set(chosen.joined(separator: " ")))
+                if s > 0.7 && s <= 0.75 { justAbove += 1 }
+                if s <= 0.7 && s >= 0.65 { justBelow += 1 }
+                texts.append(chosen.joined(separator: " "))
+            }
+        }
+    }
+}
+
+@Suite struct TrigramTests {
+    @Test func normalisationAndPacking() {
+        #expect(Trigrams.set("ab") == [])
+        #expect(Trigrams.set("ABC") == Trigrams.set("abc"))
+        #expect(Trigrams.set("a  b\n\tc") == Trigrams.set("a b c"))
+        #expect(Trigrams.set("  abc  ") == Trigrams.set("abc"))
+        #expect(Trigrams.set("abcabc").count == 3)            // abc, bca, cab
+        #expect(Trigrams.set("ÉCOLE") == Trigrams.set("école"))
+        #expect(Trigrams.set("日本語") != Trigrams.set("日本人"))
+        #expect(Trigrams.jaccard(Trigrams.set("the cat sat"), Trigrams.set("the cat sat")) == 1)
+    }
+
+    @Test func thresholdArithmeticIsExact() {
+        let t = Threshold.nearDuplicate
+        // 7/10 exactly is not above the threshold; one more shared trigram is.
+        // n = m = 17, o = 14: J = 14/20 = 0.7.
+        #expect(!t.exceeded(overlap: 14, 17, 17))
+        #expect(t.exceeded(overlap: 15, 17, 17))
+        for n in 1...60 {
+            for m in 1...60 {
+                for o in 0...min(n, m) {
+                    let exact = Double(o) / Double(n + m - o)
+                    #expect(t.exceeded(overlap: o, n, m) == (o * 10 > 7 * (n + m - o)))
+                    #expect((o >= t.minOverlap(n, m)) == t.exceeded(overlap: o, n, m))
+                    if t.exceeded(overlap: o, n, m) {
+                        #expect(t.lengthsCompatible(n, m))
+                        #expect(exact > 0.7 - 1e-12)
+                    }
+                }
+            }
+        }
+    }
+}
+
+@Suite struct NearDuplicateTests {
+    @Test func joinEqualsBruteForceOnFiveThousandPlantedRecords() {
+        let corpus = Corpus(count: 5000, words: 8...40, seed: 42)
+        // The plants really straddle the threshold.
+        #expect(corpus.justAbove >= 200, "\(corpus.justAbove) pairs just above 0.7")
+        #expect(corpus.justBelow >= 200, "\(corpus.justBelow) pairs just below 0.7")
+        #expect(corpus.copies >= 500)
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        let expected = BruteForceNearDuplicates.decisions(corpus.texts)
+        let t1 = clock.now
+        let index = NearDuplicateIndex()
+        let got = corpus.texts.map { !index.admit($0) }
+        print("brute force \(t1 - t0), join \(clock.now - t1)")
+        #expect(got == expected)
+        let duplicates = expected.filter { $0 }.count
+        #expect(duplicates > 1000 && duplicates < 4000, "\(duplicates) near-duplicates")
+        // The join compared far fewer pairs than all of them.
+        let allPairs = 5000 * 4999 / 2
+        #expect(index.comparisons < allPairs / 20, "\(index.comparisons) verifications")
+    }
+
+    @Test func rebuildingFromAcceptedTextsGivesTheSameAnswers() {
+        let corpus = Corpus(count: 1500, words: 8...30, seed: 7)
+        let whole = NearDuplicateIndex(sampleSize: 100)
+        let decisions = corpus.texts.map { !whole.admit($0) }
+        // Restart after 700 texts: a new index rebuilt from the accepted ones, then the rest.
+        let rebuilt = NearDuplicateIndex(sampleSize: 100)
+        for (text, dup) in zip(corpus.texts.prefix(700), decisions.prefix(700)) where !dup { rebuilt.insert(text) }
+        let rest = corpus.texts.dropFirst(700).map { !rebuilt.admit($0) }
+        #expect(rest == Array(decisions.dropFirst(700)))
+    }
+
+    @Test func duplicateOfNamesTheAcceptedTextAndAddsNothing() {
+        let index = NearDuplicateIndex(sampleSize: 2)
+        #expect(index.admit("the quick brown fox jumps over the lazy dog"))
+        #expect(index.admit("an entirely different sentence about tax returns"))
+        #expect(index.admit("a third text, on gardening in dry summers"))
+        #expect(index.duplicate(of: "The quick brown fox jumps over the lazy dog!") == 0)
+        #expect(index.duplicate(of: "an entirely different sentence about tax return") == 1)
+        #expect(index.duplicate(of: "nothing like the others at all") == nil)
+        #expect(index.count == 3)
+        #expect(!index.admit("THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG"))
+        #expect(index.count == 3)
+    }
+}
