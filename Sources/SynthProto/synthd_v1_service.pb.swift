@@ -661,46 +661,133 @@ public nonisolated struct PBGetQualityReportRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct PBQualityReport: Sendable {
+public nonisolated struct PBQualityReport: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var version: String = String()
+  public var version: String {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
 
-  public var phase: Int32 = 0
+  public var phase: Int32 {
+    get {_storage._phase}
+    set {_uniqueStorage()._phase = newValue}
+  }
 
-  public var totalGenerated: Int64 = 0
+  public var totalGenerated: Int64 {
+    get {_storage._totalGenerated}
+    set {_uniqueStorage()._totalGenerated = newValue}
+  }
 
-  public var totalAccepted: Int64 = 0
+  public var totalAccepted: Int64 {
+    get {_storage._totalAccepted}
+    set {_uniqueStorage()._totalAccepted = newValue}
+  }
 
-  public var totalRejected: Int64 = 0
+  public var totalRejected: Int64 {
+    get {_storage._totalRejected}
+    set {_uniqueStorage()._totalRejected = newValue}
+  }
 
-  public var passRate: Double = 0
+  public var passRate: Double {
+    get {_storage._passRate}
+    set {_uniqueStorage()._passRate = newValue}
+  }
 
-  public var diversityScore: Double = 0
+  public var diversityScore: Double {
+    get {_storage._diversityScore}
+    set {_uniqueStorage()._diversityScore = newValue}
+  }
 
   /// absent unless verified
   public var meanJudgeScore: SwiftProtobuf.Google_Protobuf_DoubleValue {
-    get {_meanJudgeScore ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
-    set {_meanJudgeScore = newValue}
+    get {_storage._meanJudgeScore ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
+    set {_uniqueStorage()._meanJudgeScore = newValue}
   }
   /// Returns true if `meanJudgeScore` has been explicitly set.
-  public var hasMeanJudgeScore: Bool {self._meanJudgeScore != nil}
+  public var hasMeanJudgeScore: Bool {_storage._meanJudgeScore != nil}
   /// Clears the value of `meanJudgeScore`. Subsequent reads from it will return its default value.
-  public mutating func clearMeanJudgeScore() {self._meanJudgeScore = nil}
+  public mutating func clearMeanJudgeScore() {_uniqueStorage()._meanJudgeScore = nil}
 
-  public var overallGrade: String = String()
+  public var overallGrade: String {
+    get {_storage._overallGrade}
+    set {_uniqueStorage()._overallGrade = newValue}
+  }
 
-  public var rejectionBreakdown: Dictionary<String,Int64> = [:]
+  public var rejectionBreakdown: Dictionary<String,Int64> {
+    get {_storage._rejectionBreakdown}
+    set {_uniqueStorage()._rejectionBreakdown = newValue}
+  }
 
-  public var diversityDefinition: String = String()
+  public var diversityDefinition: String {
+    get {_storage._diversityDefinition}
+    set {_uniqueStorage()._diversityDefinition = newValue}
+  }
+
+  public var gradeRule: String {
+    get {_storage._gradeRule}
+    set {_uniqueStorage()._gradeRule = newValue}
+  }
+
+  /// the letter each measure reaches alone
+  public var measureGrades: Dictionary<String,String> {
+    get {_storage._measureGrades}
+    set {_uniqueStorage()._measureGrades = newValue}
+  }
+
+  /// checker errors; those records passed (fail-open)
+  public var invariantCheckFailures: Int64 {
+    get {_storage._invariantCheckFailures}
+    set {_uniqueStorage()._invariantCheckFailures = newValue}
+  }
+
+  /// format_invalid by kind
+  public var formatProblems: Dictionary<String,Int64> {
+    get {_storage._formatProblems}
+    set {_uniqueStorage()._formatProblems = newValue}
+  }
+
+  /// records whose prompt is a near-duplicate of one in another split
+  public var crossSplitLeaks: Int64 {
+    get {_storage._crossSplitLeaks}
+    set {_uniqueStorage()._crossSplitLeaks = newValue}
+  }
+
+  /// per plan cell: planned, delivered, rejected
+  public var coverage: [PBCoverageCell] {
+    get {_storage._coverage}
+    set {_uniqueStorage()._coverage = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _meanJudgeScore: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct PBCoverageCell: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var category: String = String()
+
+  public var coverage: Dictionary<String,String> = [:]
+
+  public var axis: String = String()
+
+  public var planned: Int64 = 0
+
+  public var delivered: Int64 = 0
+
+  public var rejected: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct PBGetQualityReportResponse: Sendable {
@@ -2257,7 +2344,189 @@ nonisolated extension PBGetQualityReportRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension PBQualityReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".QualityReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}phase\0\u{3}total_generated\0\u{3}total_accepted\0\u{3}total_rejected\0\u{3}pass_rate\0\u{3}diversity_score\0\u{3}mean_judge_score\0\u{3}overall_grade\0\u{3}rejection_breakdown\0\u{3}diversity_definition\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}phase\0\u{3}total_generated\0\u{3}total_accepted\0\u{3}total_rejected\0\u{3}pass_rate\0\u{3}diversity_score\0\u{3}mean_judge_score\0\u{3}overall_grade\0\u{3}rejection_breakdown\0\u{3}diversity_definition\0\u{3}grade_rule\0\u{3}measure_grades\0\u{3}invariant_check_failures\0\u{3}format_problems\0\u{3}cross_split_leaks\0\u{1}coverage\0")
+
+  fileprivate class _StorageClass {
+    var _version: String = String()
+    var _phase: Int32 = 0
+    var _totalGenerated: Int64 = 0
+    var _totalAccepted: Int64 = 0
+    var _totalRejected: Int64 = 0
+    var _passRate: Double = 0
+    var _diversityScore: Double = 0
+    var _meanJudgeScore: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
+    var _overallGrade: String = String()
+    var _rejectionBreakdown: Dictionary<String,Int64> = [:]
+    var _diversityDefinition: String = String()
+    var _gradeRule: String = String()
+    var _measureGrades: Dictionary<String,String> = [:]
+    var _invariantCheckFailures: Int64 = 0
+    var _formatProblems: Dictionary<String,Int64> = [:]
+    var _crossSplitLeaks: Int64 = 0
+    var _coverage: [PBCoverageCell] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _version = source._version
+      _phase = source._phase
+      _totalGenerated = source._totalGenerated
+      _totalAccepted = source._totalAccepted
+      _totalRejected = source._totalRejected
+      _passRate = source._passRate
+      _diversityScore = source._diversityScore
+      _meanJudgeScore = source._meanJudgeScore
+      _overallGrade = source._overallGrade
+      _rejectionBreakdown = source._rejectionBreakdown
+      _diversityDefinition = source._diversityDefinition
+      _gradeRule = source._gradeRule
+      _measureGrades = source._measureGrades
+      _invariantCheckFailures = source._invariantCheckFailures
+      _formatProblems = source._formatProblems
+      _crossSplitLeaks = source._crossSplitLeaks
+      _coverage = source._coverage
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._version) }()
+        case 2: try { try decoder.decodeSingularInt32Field(value: &_storage._phase) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._totalGenerated) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._totalAccepted) }()
+        case 5: try { try decoder.decodeSingularInt64Field(value: &_storage._totalRejected) }()
+        case 6: try { try decoder.decodeSingularDoubleField(value: &_storage._passRate) }()
+        case 7: try { try decoder.decodeSingularDoubleField(value: &_storage._diversityScore) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._meanJudgeScore) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._overallGrade) }()
+        case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._rejectionBreakdown) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._diversityDefinition) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._gradeRule) }()
+        case 13: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._measureGrades) }()
+        case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._invariantCheckFailures) }()
+        case 15: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._formatProblems) }()
+        case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._crossSplitLeaks) }()
+        case 17: try { try decoder.decodeRepeatedMessageField(value: &_storage._coverage) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._version.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._version, fieldNumber: 1)
+      }
+      if _storage._phase != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._phase, fieldNumber: 2)
+      }
+      if _storage._totalGenerated != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._totalGenerated, fieldNumber: 3)
+      }
+      if _storage._totalAccepted != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._totalAccepted, fieldNumber: 4)
+      }
+      if _storage._totalRejected != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._totalRejected, fieldNumber: 5)
+      }
+      if _storage._passRate.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._passRate, fieldNumber: 6)
+      }
+      if _storage._diversityScore.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._diversityScore, fieldNumber: 7)
+      }
+      try { if let v = _storage._meanJudgeScore {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
+      if !_storage._overallGrade.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._overallGrade, fieldNumber: 9)
+      }
+      if !_storage._rejectionBreakdown.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: _storage._rejectionBreakdown, fieldNumber: 10)
+      }
+      if !_storage._diversityDefinition.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._diversityDefinition, fieldNumber: 11)
+      }
+      if !_storage._gradeRule.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._gradeRule, fieldNumber: 12)
+      }
+      if !_storage._measureGrades.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._measureGrades, fieldNumber: 13)
+      }
+      if _storage._invariantCheckFailures != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._invariantCheckFailures, fieldNumber: 14)
+      }
+      if !_storage._formatProblems.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: _storage._formatProblems, fieldNumber: 15)
+      }
+      if _storage._crossSplitLeaks != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._crossSplitLeaks, fieldNumber: 16)
+      }
+      if !_storage._coverage.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._coverage, fieldNumber: 17)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBQualityReport, rhs: PBQualityReport) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._phase != rhs_storage._phase {return false}
+        if _storage._totalGenerated != rhs_storage._totalGenerated {return false}
+        if _storage._totalAccepted != rhs_storage._totalAccepted {return false}
+        if _storage._totalRejected != rhs_storage._totalRejected {return false}
+        if _storage._passRate != rhs_storage._passRate {return false}
+        if _storage._diversityScore != rhs_storage._diversityScore {return false}
+        if _storage._meanJudgeScore != rhs_storage._meanJudgeScore {return false}
+        if _storage._overallGrade != rhs_storage._overallGrade {return false}
+        if _storage._rejectionBreakdown != rhs_storage._rejectionBreakdown {return false}
+        if _storage._diversityDefinition != rhs_storage._diversityDefinition {return false}
+        if _storage._gradeRule != rhs_storage._gradeRule {return false}
+        if _storage._measureGrades != rhs_storage._measureGrades {return false}
+        if _storage._invariantCheckFailures != rhs_storage._invariantCheckFailures {return false}
+        if _storage._formatProblems != rhs_storage._formatProblems {return false}
+        if _storage._crossSplitLeaks != rhs_storage._crossSplitLeaks {return false}
+        if _storage._coverage != rhs_storage._coverage {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBCoverageCell: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CoverageCell"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}category\0\u{1}coverage\0\u{1}axis\0\u{1}planned\0\u{1}delivered\0\u{1}rejected\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2265,75 +2534,46 @@ nonisolated extension PBQualityReport: SwiftProtobuf.Message, SwiftProtobuf._Mes
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.version) }()
-      case 2: try { try decoder.decodeSingularInt32Field(value: &self.phase) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.totalGenerated) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self.totalAccepted) }()
-      case 5: try { try decoder.decodeSingularInt64Field(value: &self.totalRejected) }()
-      case 6: try { try decoder.decodeSingularDoubleField(value: &self.passRate) }()
-      case 7: try { try decoder.decodeSingularDoubleField(value: &self.diversityScore) }()
-      case 8: try { try decoder.decodeSingularMessageField(value: &self._meanJudgeScore) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.overallGrade) }()
-      case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &self.rejectionBreakdown) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.diversityDefinition) }()
+      case 1: try { try decoder.decodeSingularStringField(value: &self.category) }()
+      case 2: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.coverage) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.axis) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.planned) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.delivered) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.rejected) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.version.isEmpty {
-      try visitor.visitSingularStringField(value: self.version, fieldNumber: 1)
+    if !self.category.isEmpty {
+      try visitor.visitSingularStringField(value: self.category, fieldNumber: 1)
     }
-    if self.phase != 0 {
-      try visitor.visitSingularInt32Field(value: self.phase, fieldNumber: 2)
+    if !self.coverage.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.coverage, fieldNumber: 2)
     }
-    if self.totalGenerated != 0 {
-      try visitor.visitSingularInt64Field(value: self.totalGenerated, fieldNumber: 3)
+    if !self.axis.isEmpty {
+      try visitor.visitSingularStringField(value: self.axis, fieldNumber: 3)
     }
-    if self.totalAccepted != 0 {
-      try visitor.visitSingularInt64Field(value: self.totalAccepted, fieldNumber: 4)
+    if self.planned != 0 {
+      try visitor.visitSingularInt64Field(value: self.planned, fieldNumber: 4)
     }
-    if self.totalRejected != 0 {
-      try visitor.visitSingularInt64Field(value: self.totalRejected, fieldNumber: 5)
+    if self.delivered != 0 {
+      try visitor.visitSingularInt64Field(value: self.delivered, fieldNumber: 5)
     }
-    if self.passRate.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.passRate, fieldNumber: 6)
-    }
-    if self.diversityScore.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.diversityScore, fieldNumber: 7)
-    }
-    try { if let v = self._meanJudgeScore {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
-    } }()
-    if !self.overallGrade.isEmpty {
-      try visitor.visitSingularStringField(value: self.overallGrade, fieldNumber: 9)
-    }
-    if !self.rejectionBreakdown.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: self.rejectionBreakdown, fieldNumber: 10)
-    }
-    if !self.diversityDefinition.isEmpty {
-      try visitor.visitSingularStringField(value: self.diversityDefinition, fieldNumber: 11)
+    if self.rejected != 0 {
+      try visitor.visitSingularInt64Field(value: self.rejected, fieldNumber: 6)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: PBQualityReport, rhs: PBQualityReport) -> Bool {
-    if lhs.version != rhs.version {return false}
-    if lhs.phase != rhs.phase {return false}
-    if lhs.totalGenerated != rhs.totalGenerated {return false}
-    if lhs.totalAccepted != rhs.totalAccepted {return false}
-    if lhs.totalRejected != rhs.totalRejected {return false}
-    if lhs.passRate != rhs.passRate {return false}
-    if lhs.diversityScore != rhs.diversityScore {return false}
-    if lhs._meanJudgeScore != rhs._meanJudgeScore {return false}
-    if lhs.overallGrade != rhs.overallGrade {return false}
-    if lhs.rejectionBreakdown != rhs.rejectionBreakdown {return false}
-    if lhs.diversityDefinition != rhs.diversityDefinition {return false}
+  public static func ==(lhs: PBCoverageCell, rhs: PBCoverageCell) -> Bool {
+    if lhs.category != rhs.category {return false}
+    if lhs.coverage != rhs.coverage {return false}
+    if lhs.axis != rhs.axis {return false}
+    if lhs.planned != rhs.planned {return false}
+    if lhs.delivered != rhs.delivered {return false}
+    if lhs.rejected != rhs.rejected {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

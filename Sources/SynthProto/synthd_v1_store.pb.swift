@@ -177,6 +177,39 @@ public nonisolated struct PBStoredJob: @unchecked Sendable {
     set {_uniqueStorage()._filled = newValue}
   }
 
+  /// Quality: the judge's overall scores of the accepted records, invariant checks that failed
+  /// (those records passed: fail-open), rejections per plan cell, format problems by kind, and
+  /// near-duplicate prompts found across splits when the job finished.
+  public var judgeScoreSum: Double {
+    get {_storage._judgeScoreSum}
+    set {_uniqueStorage()._judgeScoreSum = newValue}
+  }
+
+  public var judgeScored: Int64 {
+    get {_storage._judgeScored}
+    set {_uniqueStorage()._judgeScored = newValue}
+  }
+
+  public var invariantCheckFailures: Int64 {
+    get {_storage._invariantCheckFailures}
+    set {_uniqueStorage()._invariantCheckFailures = newValue}
+  }
+
+  public var cellRejected: [Int64] {
+    get {_storage._cellRejected}
+    set {_uniqueStorage()._cellRejected = newValue}
+  }
+
+  public var formatProblems: Dictionary<String,Int64> {
+    get {_storage._formatProblems}
+    set {_uniqueStorage()._formatProblems = newValue}
+  }
+
+  public var crossSplitLeaks: Int64 {
+    get {_storage._crossSplitLeaks}
+    set {_uniqueStorage()._crossSplitLeaks = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -346,7 +379,7 @@ nonisolated extension PBStoredKey: SwiftProtobuf.Message, SwiftProtobuf._Message
 
 nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StoredJob"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}org\0\u{1}request\0\u{1}plan\0\u{1}seed\0\u{1}rejections\0\u{3}models_answered\0\u{3}idempotency_key\0\u{3}request_digest\0\u{3}last_event\0\u{3}cell_accepted\0\u{1}attempts\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}filled\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}org\0\u{1}request\0\u{1}plan\0\u{1}seed\0\u{1}rejections\0\u{3}models_answered\0\u{3}idempotency_key\0\u{3}request_digest\0\u{3}last_event\0\u{3}cell_accepted\0\u{1}attempts\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}filled\0\u{3}judge_score_sum\0\u{3}judge_scored\0\u{3}invariant_check_failures\0\u{3}cell_rejected\0\u{3}format_problems\0\u{3}cross_split_leaks\0")
 
   fileprivate class _StorageClass {
     var _job: PBJob? = nil
@@ -365,6 +398,12 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
     var _startedAtMs: Int64 = 0
     var _finishedAtMs: Int64 = 0
     var _filled: Data = Data()
+    var _judgeScoreSum: Double = 0
+    var _judgeScored: Int64 = 0
+    var _invariantCheckFailures: Int64 = 0
+    var _cellRejected: [Int64] = []
+    var _formatProblems: Dictionary<String,Int64> = [:]
+    var _crossSplitLeaks: Int64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -391,6 +430,12 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
       _startedAtMs = source._startedAtMs
       _finishedAtMs = source._finishedAtMs
       _filled = source._filled
+      _judgeScoreSum = source._judgeScoreSum
+      _judgeScored = source._judgeScored
+      _invariantCheckFailures = source._invariantCheckFailures
+      _cellRejected = source._cellRejected
+      _formatProblems = source._formatProblems
+      _crossSplitLeaks = source._crossSplitLeaks
     }
   }
 
@@ -425,6 +470,12 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
         case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._startedAtMs) }()
         case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._finishedAtMs) }()
         case 16: try { try decoder.decodeSingularBytesField(value: &_storage._filled) }()
+        case 17: try { try decoder.decodeSingularDoubleField(value: &_storage._judgeScoreSum) }()
+        case 18: try { try decoder.decodeSingularInt64Field(value: &_storage._judgeScored) }()
+        case 19: try { try decoder.decodeSingularInt64Field(value: &_storage._invariantCheckFailures) }()
+        case 20: try { try decoder.decodeRepeatedInt64Field(value: &_storage._cellRejected) }()
+        case 21: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._formatProblems) }()
+        case 22: try { try decoder.decodeSingularInt64Field(value: &_storage._crossSplitLeaks) }()
         default: break
         }
       }
@@ -485,6 +536,24 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
       if !_storage._filled.isEmpty {
         try visitor.visitSingularBytesField(value: _storage._filled, fieldNumber: 16)
       }
+      if _storage._judgeScoreSum.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._judgeScoreSum, fieldNumber: 17)
+      }
+      if _storage._judgeScored != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._judgeScored, fieldNumber: 18)
+      }
+      if _storage._invariantCheckFailures != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._invariantCheckFailures, fieldNumber: 19)
+      }
+      if !_storage._cellRejected.isEmpty {
+        try visitor.visitPackedInt64Field(value: _storage._cellRejected, fieldNumber: 20)
+      }
+      if !_storage._formatProblems.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: _storage._formatProblems, fieldNumber: 21)
+      }
+      if _storage._crossSplitLeaks != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._crossSplitLeaks, fieldNumber: 22)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -510,6 +579,12 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
         if _storage._startedAtMs != rhs_storage._startedAtMs {return false}
         if _storage._finishedAtMs != rhs_storage._finishedAtMs {return false}
         if _storage._filled != rhs_storage._filled {return false}
+        if _storage._judgeScoreSum != rhs_storage._judgeScoreSum {return false}
+        if _storage._judgeScored != rhs_storage._judgeScored {return false}
+        if _storage._invariantCheckFailures != rhs_storage._invariantCheckFailures {return false}
+        if _storage._cellRejected != rhs_storage._cellRejected {return false}
+        if _storage._formatProblems != rhs_storage._formatProblems {return false}
+        if _storage._crossSplitLeaks != rhs_storage._crossSplitLeaks {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -47,6 +47,7 @@ PROMPT_FIELD = {
 
 MAIN_LEN = (200, 800)
 
+_ASSESS = re.compile(r"^[ \t]*ASSESS[ \t]*:[ \t]*([A-Za-z0-9_.-]+)", re.MULTILINE)
 _DIRECTIVE = re.compile(r"^[ \t]*(SCHEMA|CATEGORY|TECHNIQUE|AXIS|DRIVES|DOMAIN)[ \t]*:[ \t]*(.*?)[ \t]*$",
                         re.MULTILINE)
 
@@ -61,6 +62,7 @@ class PromptInfo:
     drives: list[str] = field(default_factory=list)
     domain: str | None = None
     directive_lines: list[str] = field(default_factory=list)   # raw lines, for leakage
+    assess: list[str] = field(default_factory=list)            # judge: ASSESS lines, every one
 
 
 def parse_prompt(text: str, hint: str | None = None) -> PromptInfo:
@@ -88,6 +90,7 @@ def parse_prompt(text: str, hint: str | None = None) -> PromptInfo:
     info.drives = drives
     if not info.directive_lines:
         info.directive_lines = [f"SCHEMA: {schema}"]
+    info.assess = [m.group(1) for m in _ASSESS.finditer(text)]
     return info
 
 
@@ -300,8 +303,11 @@ def generate(info: PromptInfo, rng: random.Random) -> dict:
     if schema == "judge":
         scores = [_score(rng, 7.0, 10.0) for _ in range(3)]
         overall = round(min(10.0, max(7.0, sum(scores) / 3 + rng.uniform(-0.3, 0.3))), 1)
-        return {"relevance": scores[0], "accuracy": scores[1], "completeness": scores[2],
-                "overall": overall}
+        out = {"relevance": scores[0], "accuracy": scores[1], "completeness": scores[2],
+               "overall": overall}
+        if info.assess:
+            out["assessments"] = {name: _score(rng, 1.0, 10.0) for name in info.assess}
+        return out
     if schema == "invariants":
         return {"violations": []}
     raise ValueError(f"unknown schema {schema!r}")

@@ -350,6 +350,12 @@ def test_conflict_uses_drives_and_axis(shared):
     assert [x["drive"] for x in r["responses"]] == ["thrift", "generosity"]
 
 
+def test_judge_assessments(shared):
+    r = openai_record(shared.openai(system="SCHEMA: judge\nASSESS: helpfulness\n  ASSESS: tone_match\n", user="x"))
+    assert set(r["assessments"]) == {"helpfulness", "tone_match"}
+    assert all(1 <= v <= 10 for v in r["assessments"].values())
+
+
 def test_schema_line_in_user_message_and_fallback(shared):
     r = openai_record(shared.openai(system="You are helpful.", user="Please.\nSCHEMA: judge\n"))
     assert set(r) == {"relevance", "accuracy", "completeness", "overall"}

@@ -1189,6 +1189,18 @@ void   synthd__v1__quality_report__rejection_breakdown_entry__init
   static const Synthd__V1__QualityReport__RejectionBreakdownEntry init_value = SYNTHD__V1__QUALITY_REPORT__REJECTION_BREAKDOWN_ENTRY__INIT;
   *message = init_value;
 }
+void   synthd__v1__quality_report__measure_grades_entry__init
+                     (Synthd__V1__QualityReport__MeasureGradesEntry         *message)
+{
+  static const Synthd__V1__QualityReport__MeasureGradesEntry init_value = SYNTHD__V1__QUALITY_REPORT__MEASURE_GRADES_ENTRY__INIT;
+  *message = init_value;
+}
+void   synthd__v1__quality_report__format_problems_entry__init
+                     (Synthd__V1__QualityReport__FormatProblemsEntry         *message)
+{
+  static const Synthd__V1__QualityReport__FormatProblemsEntry init_value = SYNTHD__V1__QUALITY_REPORT__FORMAT_PROBLEMS_ENTRY__INIT;
+  *message = init_value;
+}
 void   synthd__v1__quality_report__init
                      (Synthd__V1__QualityReport         *message)
 {
@@ -1232,6 +1244,57 @@ void   synthd__v1__quality_report__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &synthd__v1__quality_report__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   synthd__v1__coverage_cell__coverage_entry__init
+                     (Synthd__V1__CoverageCell__CoverageEntry         *message)
+{
+  static const Synthd__V1__CoverageCell__CoverageEntry init_value = SYNTHD__V1__COVERAGE_CELL__COVERAGE_ENTRY__INIT;
+  *message = init_value;
+}
+void   synthd__v1__coverage_cell__init
+                     (Synthd__V1__CoverageCell         *message)
+{
+  static const Synthd__V1__CoverageCell init_value = SYNTHD__V1__COVERAGE_CELL__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__coverage_cell__get_packed_size
+                     (const Synthd__V1__CoverageCell *message)
+{
+  assert(message->base.descriptor == &synthd__v1__coverage_cell__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__coverage_cell__pack
+                     (const Synthd__V1__CoverageCell *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__coverage_cell__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__coverage_cell__pack_to_buffer
+                     (const Synthd__V1__CoverageCell *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__coverage_cell__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__CoverageCell *
+       synthd__v1__coverage_cell__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__CoverageCell *)
+     protobuf_c_message_unpack (&synthd__v1__coverage_cell__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__coverage_cell__free_unpacked
+                     (Synthd__V1__CoverageCell *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__coverage_cell__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   synthd__v1__get_quality_report_response__init
@@ -3824,7 +3887,109 @@ const ProtobufCMessageDescriptor synthd__v1__quality_report__rejection_breakdown
   (ProtobufCMessageInit) synthd__v1__quality_report__rejection_breakdown_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__quality_report__field_descriptors[11] =
+static const ProtobufCFieldDescriptor synthd__v1__quality_report__measure_grades_entry__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__QualityReport__MeasureGradesEntry, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__QualityReport__MeasureGradesEntry, value),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__quality_report__measure_grades_entry__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange synthd__v1__quality_report__measure_grades_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor synthd__v1__quality_report__measure_grades_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.QualityReport.MeasureGradesEntry",
+  "MeasureGradesEntry",
+  "Synthd__V1__QualityReport__MeasureGradesEntry",
+  "synthd.v1",
+  sizeof(Synthd__V1__QualityReport__MeasureGradesEntry),
+  2,
+  synthd__v1__quality_report__measure_grades_entry__field_descriptors,
+  synthd__v1__quality_report__measure_grades_entry__field_indices_by_name,
+  1,  synthd__v1__quality_report__measure_grades_entry__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__quality_report__measure_grades_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__quality_report__format_problems_entry__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__QualityReport__FormatProblemsEntry, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__QualityReport__FormatProblemsEntry, value),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__quality_report__format_problems_entry__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange synthd__v1__quality_report__format_problems_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor synthd__v1__quality_report__format_problems_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.QualityReport.FormatProblemsEntry",
+  "FormatProblemsEntry",
+  "Synthd__V1__QualityReport__FormatProblemsEntry",
+  "synthd.v1",
+  sizeof(Synthd__V1__QualityReport__FormatProblemsEntry),
+  2,
+  synthd__v1__quality_report__format_problems_entry__field_descriptors,
+  synthd__v1__quality_report__format_problems_entry__field_indices_by_name,
+  1,  synthd__v1__quality_report__format_problems_entry__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__quality_report__format_problems_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__quality_report__field_descriptors[17] =
 {
   {
     "version",
@@ -3958,11 +4123,89 @@ static const ProtobufCFieldDescriptor synthd__v1__quality_report__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "grade_rule",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__QualityReport, grade_rule),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "measure_grades",
+    13,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Synthd__V1__QualityReport, n_measure_grades),
+    offsetof(Synthd__V1__QualityReport, measure_grades),
+    &synthd__v1__quality_report__measure_grades_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "invariant_check_failures",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__QualityReport, invariant_check_failures),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "format_problems",
+    15,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Synthd__V1__QualityReport, n_format_problems),
+    offsetof(Synthd__V1__QualityReport, format_problems),
+    &synthd__v1__quality_report__format_problems_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cross_split_leaks",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__QualityReport, cross_split_leaks),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "coverage",
+    17,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Synthd__V1__QualityReport, n_coverage),
+    offsetof(Synthd__V1__QualityReport, coverage),
+    &synthd__v1__coverage_cell__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__quality_report__field_indices_by_name[] = {
+  16,   /* field[16] = coverage */
+  15,   /* field[15] = cross_split_leaks */
   10,   /* field[10] = diversity_definition */
   6,   /* field[6] = diversity_score */
+  14,   /* field[14] = format_problems */
+  11,   /* field[11] = grade_rule */
+  13,   /* field[13] = invariant_check_failures */
   7,   /* field[7] = mean_judge_score */
+  12,   /* field[12] = measure_grades */
   8,   /* field[8] = overall_grade */
   5,   /* field[5] = pass_rate */
   1,   /* field[1] = phase */
@@ -3975,7 +4218,7 @@ static const unsigned synthd__v1__quality_report__field_indices_by_name[] = {
 static const ProtobufCIntRange synthd__v1__quality_report__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 17 }
 };
 const ProtobufCMessageDescriptor synthd__v1__quality_report__descriptor =
 {
@@ -3985,11 +4228,165 @@ const ProtobufCMessageDescriptor synthd__v1__quality_report__descriptor =
   "Synthd__V1__QualityReport",
   "synthd.v1",
   sizeof(Synthd__V1__QualityReport),
-  11,
+  17,
   synthd__v1__quality_report__field_descriptors,
   synthd__v1__quality_report__field_indices_by_name,
   1,  synthd__v1__quality_report__number_ranges,
   (ProtobufCMessageInit) synthd__v1__quality_report__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__coverage_cell__coverage_entry__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CoverageCell__CoverageEntry, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CoverageCell__CoverageEntry, value),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__coverage_cell__coverage_entry__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange synthd__v1__coverage_cell__coverage_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor synthd__v1__coverage_cell__coverage_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.CoverageCell.CoverageEntry",
+  "CoverageEntry",
+  "Synthd__V1__CoverageCell__CoverageEntry",
+  "synthd.v1",
+  sizeof(Synthd__V1__CoverageCell__CoverageEntry),
+  2,
+  synthd__v1__coverage_cell__coverage_entry__field_descriptors,
+  synthd__v1__coverage_cell__coverage_entry__field_indices_by_name,
+  1,  synthd__v1__coverage_cell__coverage_entry__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__coverage_cell__coverage_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__coverage_cell__field_descriptors[6] =
+{
+  {
+    "category",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CoverageCell, category),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "coverage",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Synthd__V1__CoverageCell, n_coverage),
+    offsetof(Synthd__V1__CoverageCell, coverage),
+    &synthd__v1__coverage_cell__coverage_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "axis",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CoverageCell, axis),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "planned",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CoverageCell, planned),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "delivered",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CoverageCell, delivered),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rejected",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CoverageCell, rejected),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__coverage_cell__field_indices_by_name[] = {
+  2,   /* field[2] = axis */
+  0,   /* field[0] = category */
+  1,   /* field[1] = coverage */
+  4,   /* field[4] = delivered */
+  3,   /* field[3] = planned */
+  5,   /* field[5] = rejected */
+};
+static const ProtobufCIntRange synthd__v1__coverage_cell__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor synthd__v1__coverage_cell__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.CoverageCell",
+  "CoverageCell",
+  "Synthd__V1__CoverageCell",
+  "synthd.v1",
+  sizeof(Synthd__V1__CoverageCell),
+  6,
+  synthd__v1__coverage_cell__field_descriptors,
+  synthd__v1__coverage_cell__field_indices_by_name,
+  1,  synthd__v1__coverage_cell__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__coverage_cell__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor synthd__v1__get_quality_report_response__field_descriptors[2] =

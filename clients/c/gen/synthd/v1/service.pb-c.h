@@ -46,6 +46,10 @@ typedef struct Synthd__V1__SplitInfo Synthd__V1__SplitInfo;
 typedef struct Synthd__V1__GetQualityReportRequest Synthd__V1__GetQualityReportRequest;
 typedef struct Synthd__V1__QualityReport Synthd__V1__QualityReport;
 typedef struct Synthd__V1__QualityReport__RejectionBreakdownEntry Synthd__V1__QualityReport__RejectionBreakdownEntry;
+typedef struct Synthd__V1__QualityReport__MeasureGradesEntry Synthd__V1__QualityReport__MeasureGradesEntry;
+typedef struct Synthd__V1__QualityReport__FormatProblemsEntry Synthd__V1__QualityReport__FormatProblemsEntry;
+typedef struct Synthd__V1__CoverageCell Synthd__V1__CoverageCell;
+typedef struct Synthd__V1__CoverageCell__CoverageEntry Synthd__V1__CoverageCell__CoverageEntry;
 typedef struct Synthd__V1__GetQualityReportResponse Synthd__V1__GetQualityReportResponse;
 typedef struct Synthd__V1__GetManifestRequest Synthd__V1__GetManifestRequest;
 typedef struct Synthd__V1__GetManifestResponse Synthd__V1__GetManifestResponse;
@@ -494,6 +498,28 @@ struct  Synthd__V1__QualityReport__RejectionBreakdownEntry
     , (char *)protobuf_c_empty_string, 0 }
 
 
+struct  Synthd__V1__QualityReport__MeasureGradesEntry
+{
+  ProtobufCMessage base;
+  char *key;
+  char *value;
+};
+#define SYNTHD__V1__QUALITY_REPORT__MEASURE_GRADES_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__quality_report__measure_grades_entry__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Synthd__V1__QualityReport__FormatProblemsEntry
+{
+  ProtobufCMessage base;
+  char *key;
+  int64_t value;
+};
+#define SYNTHD__V1__QUALITY_REPORT__FORMAT_PROBLEMS_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__quality_report__format_problems_entry__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
 struct  Synthd__V1__QualityReport
 {
   ProtobufCMessage base;
@@ -512,10 +538,61 @@ struct  Synthd__V1__QualityReport
   size_t n_rejection_breakdown;
   Synthd__V1__QualityReport__RejectionBreakdownEntry **rejection_breakdown;
   char *diversity_definition;
+  char *grade_rule;
+  /*
+   * the letter each measure reaches alone
+   */
+  size_t n_measure_grades;
+  Synthd__V1__QualityReport__MeasureGradesEntry **measure_grades;
+  /*
+   * checker errors; those records passed (fail-open)
+   */
+  int64_t invariant_check_failures;
+  /*
+   * format_invalid by kind
+   */
+  size_t n_format_problems;
+  Synthd__V1__QualityReport__FormatProblemsEntry **format_problems;
+  /*
+   * records whose prompt is a near-duplicate of one in another split
+   */
+  int64_t cross_split_leaks;
+  /*
+   * per plan cell: planned, delivered, rejected
+   */
+  size_t n_coverage;
+  Synthd__V1__CoverageCell **coverage;
 };
 #define SYNTHD__V1__QUALITY_REPORT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__quality_report__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, NULL, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, NULL, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL, 0, 0,NULL }
+
+
+struct  Synthd__V1__CoverageCell__CoverageEntry
+{
+  ProtobufCMessage base;
+  char *key;
+  char *value;
+};
+#define SYNTHD__V1__COVERAGE_CELL__COVERAGE_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__coverage_cell__coverage_entry__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Synthd__V1__CoverageCell
+{
+  ProtobufCMessage base;
+  char *category;
+  size_t n_coverage;
+  Synthd__V1__CoverageCell__CoverageEntry **coverage;
+  char *axis;
+  int64_t planned;
+  int64_t delivered;
+  int64_t rejected;
+};
+#define SYNTHD__V1__COVERAGE_CELL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__coverage_cell__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0 }
 
 
 struct  Synthd__V1__GetQualityReportResponse
@@ -1226,6 +1303,12 @@ void   synthd__v1__get_quality_report_request__free_unpacked
 /* Synthd__V1__QualityReport__RejectionBreakdownEntry methods */
 void   synthd__v1__quality_report__rejection_breakdown_entry__init
                      (Synthd__V1__QualityReport__RejectionBreakdownEntry         *message);
+/* Synthd__V1__QualityReport__MeasureGradesEntry methods */
+void   synthd__v1__quality_report__measure_grades_entry__init
+                     (Synthd__V1__QualityReport__MeasureGradesEntry         *message);
+/* Synthd__V1__QualityReport__FormatProblemsEntry methods */
+void   synthd__v1__quality_report__format_problems_entry__init
+                     (Synthd__V1__QualityReport__FormatProblemsEntry         *message);
 /* Synthd__V1__QualityReport methods */
 void   synthd__v1__quality_report__init
                      (Synthd__V1__QualityReport         *message);
@@ -1244,6 +1327,28 @@ Synthd__V1__QualityReport *
                       const uint8_t       *data);
 void   synthd__v1__quality_report__free_unpacked
                      (Synthd__V1__QualityReport *message,
+                      ProtobufCAllocator *allocator);
+/* Synthd__V1__CoverageCell__CoverageEntry methods */
+void   synthd__v1__coverage_cell__coverage_entry__init
+                     (Synthd__V1__CoverageCell__CoverageEntry         *message);
+/* Synthd__V1__CoverageCell methods */
+void   synthd__v1__coverage_cell__init
+                     (Synthd__V1__CoverageCell         *message);
+size_t synthd__v1__coverage_cell__get_packed_size
+                     (const Synthd__V1__CoverageCell   *message);
+size_t synthd__v1__coverage_cell__pack
+                     (const Synthd__V1__CoverageCell   *message,
+                      uint8_t             *out);
+size_t synthd__v1__coverage_cell__pack_to_buffer
+                     (const Synthd__V1__CoverageCell   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__CoverageCell *
+       synthd__v1__coverage_cell__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__coverage_cell__free_unpacked
+                     (Synthd__V1__CoverageCell *message,
                       ProtobufCAllocator *allocator);
 /* Synthd__V1__GetQualityReportResponse methods */
 void   synthd__v1__get_quality_report_response__init
@@ -1635,8 +1740,20 @@ typedef void (*Synthd__V1__GetQualityReportRequest_Closure)
 typedef void (*Synthd__V1__QualityReport__RejectionBreakdownEntry_Closure)
                  (const Synthd__V1__QualityReport__RejectionBreakdownEntry *message,
                   void *closure_data);
+typedef void (*Synthd__V1__QualityReport__MeasureGradesEntry_Closure)
+                 (const Synthd__V1__QualityReport__MeasureGradesEntry *message,
+                  void *closure_data);
+typedef void (*Synthd__V1__QualityReport__FormatProblemsEntry_Closure)
+                 (const Synthd__V1__QualityReport__FormatProblemsEntry *message,
+                  void *closure_data);
 typedef void (*Synthd__V1__QualityReport_Closure)
                  (const Synthd__V1__QualityReport *message,
+                  void *closure_data);
+typedef void (*Synthd__V1__CoverageCell__CoverageEntry_Closure)
+                 (const Synthd__V1__CoverageCell__CoverageEntry *message,
+                  void *closure_data);
+typedef void (*Synthd__V1__CoverageCell_Closure)
+                 (const Synthd__V1__CoverageCell *message,
                   void *closure_data);
 typedef void (*Synthd__V1__GetQualityReportResponse_Closure)
                  (const Synthd__V1__GetQualityReportResponse *message,
@@ -1721,6 +1838,10 @@ extern const ProtobufCMessageDescriptor synthd__v1__split_info__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__get_quality_report_request__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__quality_report__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__quality_report__rejection_breakdown_entry__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__quality_report__measure_grades_entry__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__quality_report__format_problems_entry__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__coverage_cell__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__coverage_cell__coverage_entry__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__get_quality_report_response__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__get_manifest_request__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__get_manifest_response__descriptor;

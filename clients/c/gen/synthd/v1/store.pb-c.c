@@ -103,6 +103,12 @@ void   synthd__v1__stored_job__rejections_entry__init
   static const Synthd__V1__StoredJob__RejectionsEntry init_value = SYNTHD__V1__STORED_JOB__REJECTIONS_ENTRY__INIT;
   *message = init_value;
 }
+void   synthd__v1__stored_job__format_problems_entry__init
+                     (Synthd__V1__StoredJob__FormatProblemsEntry         *message)
+{
+  static const Synthd__V1__StoredJob__FormatProblemsEntry init_value = SYNTHD__V1__STORED_JOB__FORMAT_PROBLEMS_ENTRY__INIT;
+  *message = init_value;
+}
 void   synthd__v1__stored_job__init
                      (Synthd__V1__StoredJob         *message)
 {
@@ -508,7 +514,58 @@ const ProtobufCMessageDescriptor synthd__v1__stored_job__rejections_entry__descr
   (ProtobufCMessageInit) synthd__v1__stored_job__rejections_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[16] =
+static const ProtobufCFieldDescriptor synthd__v1__stored_job__format_problems_entry__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredJob__FormatProblemsEntry, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredJob__FormatProblemsEntry, value),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__stored_job__format_problems_entry__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange synthd__v1__stored_job__format_problems_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor synthd__v1__stored_job__format_problems_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.StoredJob.FormatProblemsEntry",
+  "FormatProblemsEntry",
+  "Synthd__V1__StoredJob__FormatProblemsEntry",
+  "synthd.v1",
+  sizeof(Synthd__V1__StoredJob__FormatProblemsEntry),
+  2,
+  synthd__v1__stored_job__format_problems_entry__field_descriptors,
+  synthd__v1__stored_job__format_problems_entry__field_indices_by_name,
+  1,  synthd__v1__stored_job__format_problems_entry__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__stored_job__format_problems_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[22] =
 {
   {
     "job",
@@ -702,15 +759,93 @@ static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "judge_score_sum",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredJob, judge_score_sum),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "judge_scored",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredJob, judge_scored),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "invariant_check_failures",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredJob, invariant_check_failures),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cell_rejected",
+    20,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_INT64,
+    offsetof(Synthd__V1__StoredJob, n_cell_rejected),
+    offsetof(Synthd__V1__StoredJob, cell_rejected),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "format_problems",
+    21,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Synthd__V1__StoredJob, n_format_problems),
+    offsetof(Synthd__V1__StoredJob, format_problems),
+    &synthd__v1__stored_job__format_problems_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cross_split_leaks",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredJob, cross_split_leaks),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__stored_job__field_indices_by_name[] = {
   11,   /* field[11] = attempts */
   10,   /* field[10] = cell_accepted */
+  19,   /* field[19] = cell_rejected */
   12,   /* field[12] = created_at_ms */
+  21,   /* field[21] = cross_split_leaks */
   15,   /* field[15] = filled */
   14,   /* field[14] = finished_at_ms */
+  20,   /* field[20] = format_problems */
   7,   /* field[7] = idempotency_key */
+  18,   /* field[18] = invariant_check_failures */
   0,   /* field[0] = job */
+  16,   /* field[16] = judge_score_sum */
+  17,   /* field[17] = judge_scored */
   9,   /* field[9] = last_event */
   6,   /* field[6] = models_answered */
   1,   /* field[1] = org */
@@ -724,7 +859,7 @@ static const unsigned synthd__v1__stored_job__field_indices_by_name[] = {
 static const ProtobufCIntRange synthd__v1__stored_job__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 16 }
+  { 0, 22 }
 };
 const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor =
 {
@@ -734,7 +869,7 @@ const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor =
   "Synthd__V1__StoredJob",
   "synthd.v1",
   sizeof(Synthd__V1__StoredJob),
-  16,
+  22,
   synthd__v1__stored_job__field_descriptors,
   synthd__v1__stored_job__field_indices_by_name,
   1,  synthd__v1__stored_job__number_ranges,

@@ -21,6 +21,7 @@ typedef struct Synthd__V1__StoredOrg Synthd__V1__StoredOrg;
 typedef struct Synthd__V1__StoredKey Synthd__V1__StoredKey;
 typedef struct Synthd__V1__StoredJob Synthd__V1__StoredJob;
 typedef struct Synthd__V1__StoredJob__RejectionsEntry Synthd__V1__StoredJob__RejectionsEntry;
+typedef struct Synthd__V1__StoredJob__FormatProblemsEntry Synthd__V1__StoredJob__FormatProblemsEntry;
 typedef struct Synthd__V1__StoredEvent Synthd__V1__StoredEvent;
 typedef struct Synthd__V1__StoredUsage Synthd__V1__StoredUsage;
 
@@ -81,6 +82,17 @@ struct  Synthd__V1__StoredJob__RejectionsEntry
     , (char *)protobuf_c_empty_string, 0 }
 
 
+struct  Synthd__V1__StoredJob__FormatProblemsEntry
+{
+  ProtobufCMessage base;
+  char *key;
+  int64_t value;
+};
+#define SYNTHD__V1__STORED_JOB__FORMAT_PROBLEMS_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__stored_job__format_problems_entry__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
 struct  Synthd__V1__StoredJob
 {
   ProtobufCMessage base;
@@ -112,10 +124,23 @@ struct  Synthd__V1__StoredJob
    * One bit per planned slot (record position in the plan): set once that slot's record is stored.
    */
   ProtobufCBinaryData filled;
+  /*
+   * Quality: the judge's overall scores of the accepted records, invariant checks that failed
+   * (those records passed: fail-open), rejections per plan cell, format problems by kind, and
+   * near-duplicate prompts found across splits when the job finished.
+   */
+  double judge_score_sum;
+  int64_t judge_scored;
+  int64_t invariant_check_failures;
+  size_t n_cell_rejected;
+  int64_t *cell_rejected;
+  size_t n_format_problems;
+  Synthd__V1__StoredJob__FormatProblemsEntry **format_problems;
+  int64_t cross_split_leaks;
 };
 #define SYNTHD__V1__STORED_JOB__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__stored_job__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, NULL, NULL, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, {0,NULL}, 0, 0,NULL, 0, 0, 0, 0, {0,NULL} }
+    , NULL, (char *)protobuf_c_empty_string, NULL, NULL, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, {0,NULL}, 0, 0,NULL, 0, 0, 0, 0, {0,NULL}, 0, 0, 0, 0,NULL, 0,NULL, 0 }
 
 
 struct  Synthd__V1__StoredEvent
@@ -200,6 +225,9 @@ void   synthd__v1__stored_key__free_unpacked
 /* Synthd__V1__StoredJob__RejectionsEntry methods */
 void   synthd__v1__stored_job__rejections_entry__init
                      (Synthd__V1__StoredJob__RejectionsEntry         *message);
+/* Synthd__V1__StoredJob__FormatProblemsEntry methods */
+void   synthd__v1__stored_job__format_problems_entry__init
+                     (Synthd__V1__StoredJob__FormatProblemsEntry         *message);
 /* Synthd__V1__StoredJob methods */
 void   synthd__v1__stored_job__init
                      (Synthd__V1__StoredJob         *message);
@@ -268,6 +296,9 @@ typedef void (*Synthd__V1__StoredKey_Closure)
 typedef void (*Synthd__V1__StoredJob__RejectionsEntry_Closure)
                  (const Synthd__V1__StoredJob__RejectionsEntry *message,
                   void *closure_data);
+typedef void (*Synthd__V1__StoredJob__FormatProblemsEntry_Closure)
+                 (const Synthd__V1__StoredJob__FormatProblemsEntry *message,
+                  void *closure_data);
 typedef void (*Synthd__V1__StoredJob_Closure)
                  (const Synthd__V1__StoredJob *message,
                   void *closure_data);
@@ -287,6 +318,7 @@ extern const ProtobufCMessageDescriptor synthd__v1__stored_org__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_key__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_job__rejections_entry__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__stored_job__format_problems_entry__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_event__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_usage__descriptor;
 
