@@ -16,9 +16,10 @@
  * Each split's SHA-256 is checked against the one synthd announces.
  *
  * Exit status: 0 when the job succeeded (watch) or every split was read (splits); 1 when the job
- * ended failed or cancelled, or on a protocol or output error; for a status from synthd, the synth
- * CLI's codes: 2 invalid argument or failed precondition, 3 unauthenticated, 4 not found,
- * 5 resource exhausted, 6 unavailable or deadline exceeded; 64 for bad usage.
+ * ended failed or cancelled, or on a protocol or output error; 6 when synthd cannot be reached; for a
+ * status from synthd, the synth CLI's codes: 2 invalid argument or failed precondition,
+ * 3 unauthenticated, 4 not found, 5 resource exhausted, 6 unavailable or deadline exceeded; 64 for
+ * bad usage (a bad address included).
  */
 #define _GNU_SOURCE 1
 #include <errno.h>
@@ -53,8 +54,12 @@ static void usage(void)
 
 static int exit_code_for(const synthc_client *c)
 {
+	if (c->err == SYNTHC_ERR_IO)
+		return 6;
+	if (c->err == SYNTHC_ERR_ARG)
+		return 64;
 	if (c->err != SYNTHC_ERR_STATUS)
-		return c->err == SYNTHC_ERR_IO ? 6 : 1;
+		return 1;
 	switch (c->code) {
 	case SYNTHD__V1__STATUS_CODE__INVALID_ARGUMENT:
 	case SYNTHD__V1__STATUS_CODE__FAILED_PRECONDITION:
@@ -224,11 +229,12 @@ static int watch(synthc_client *c, const char *job_id, uint64_t after_seq, int p
 		/* A dropped connection: resume after the last record written, for a while. */
 		if (c->err != SYNTHC_ERR_IO || retry_for <= 0)
 			return report(c);
-		if (retry_until == 0)
+		if (retry_until == 0) {
 			retry_until = now_s() + retry_for;
+			fprintf(stderr, "%s: %s; reconnecting to resume after record %" PRIu64 "\n", prog, c->errstr, last);
+		}
 		if (now_s() >= retry_until)
 			return report(c);
-		fprintf(stderr, "%s: %s; reconnecting to resume after record %" PRIu64 "\n", prog, c->errstr, last);
 		sleep_ms(250);
 		synthc_reconnect(c);
 	}

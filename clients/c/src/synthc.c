@@ -64,6 +64,7 @@ struct synthc_stream {
 	size_t pending_len;
 	uint64_t last_seq;   /* WatchJob: records must come in ascending order */
 	int64_t split_left;  /* FetchSplits: records still due in the current split; -1 before the first */
+	char split_name[128];
 	Synthd__V1__Job *job;
 	Synthd__V1__SplitInfo *split;
 };
@@ -994,12 +995,12 @@ static int add_stale(struct impl *c, uint64_t id)
 static const char *kind_name(int kind)
 {
 	switch (kind) {
-	case F_OPEN: return "open";
-	case F_MESSAGE: return "message";
-	case F_STATUS: return "status";
-	case F_CANCEL: return "cancel";
+	case F_OPEN: return "an open";
+	case F_MESSAGE: return "a message";
+	case F_STATUS: return "a status";
+	case F_CANCEL: return "a cancel";
 	}
-	return "kindless";
+	return "a kindless";
 }
 
 /*
@@ -1017,7 +1018,7 @@ static int next_for_call(struct impl *c, uint64_t id, const char *method, const 
 			return -1;
 		if (f.kind == F_OPEN || f.kind == F_CANCEL || f.kind == 0)
 			PROTO_FAIL(c, f.kind ? "UNEXPECTED_FRAME" : "MALFORMED_FRAME",
-				   "synthd sent a %s frame on call %llu", kind_name(f.kind), (unsigned long long)f.call_id);
+				   "synthd sent %s frame on call %llu", kind_name(f.kind), (unsigned long long)f.call_id);
 		Synthd__V1__Status *st = NULL;
 		if (f.kind == F_STATUS) {
 			st = synthd__v1__status__unpack(NULL, f.len, f.body);
@@ -1053,7 +1054,7 @@ static int next_for_call(struct impl *c, uint64_t id, const char *method, const 
 		}
 		if (st)
 			synthd__v1__status__free_unpacked(st, NULL);
-		PROTO_FAIL(c, "UNEXPECTED_FRAME", "synthd sent a %s frame for call %llu, which is not open",
+		PROTO_FAIL(c, "UNEXPECTED_FRAME", "synthd sent %s frame for call %llu, which is not open",
 			   kind_name(f.kind), (unsigned long long)f.call_id);
 	}
 }
@@ -1271,8 +1272,8 @@ static int stream_frame(struct synthc_stream *s, const uint8_t **body, size_t *l
 	if (s->kind == S_WATCH && !s->saw_progress)
 		STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "the WatchJob stream ended without a progress snapshot");
 	if (s->kind == S_SPLITS && s->split_left > 0)
-		STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "the FetchSplits stream ended %lld records short of split %.100s",
-				  (long long)s->split_left, s->split && s->split->name ? s->split->name : "");
+		STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "the FetchSplits stream ended %lld records short of split %s",
+				  (long long)s->split_left, s->split_name);
 	end_stream(s, ST_DONE);
 	return 0;
 }
@@ -1315,7 +1316,7 @@ int synthc_stream_next(synthc_stream *s, synthc_item *item)
 					STREAM_PROTO_FAIL(s, "UNEXPECTED_FRAME",
 							  "synthd sent a record on a progress-only WatchJob stream");
 				if (seq <= s->last_seq)
-					STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "record %llu came after record %llu",
+					STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "records out of order: %llu after %llu",
 							  (unsigned long long)seq, (unsigned long long)s->last_seq);
 				s->last_seq = seq;
 			} else {
@@ -1344,12 +1345,13 @@ int synthc_stream_next(synthc_stream *s, synthc_item *item)
 			if (s->split == NULL)
 				STREAM_PROTO_FAIL(s, "MALFORMED_MESSAGE", "a split announcement does not decode as a SplitInfo");
 			if (s->split_left > 0)
-				STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "split %.100s was announced %lld records before the last one ended",
-						  s->split->name, (long long)s->split_left);
+				STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "split %.100s was announced %lld records before split %s ended",
+						  s->split->name, (long long)s->split_left, s->split_name);
 			if (s->split->count < 0)
 				STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "split %.100s announces %lld records",
 						  s->split->name, (long long)s->split->count);
 			s->split_left = s->split->count;
+			snprintf(s->split_name, sizeof s->split_name, "%s", s->split->name);
 			item->kind = SYNTHC_ITEM_SPLIT;
 			item->split = s->split;
 			return 1;

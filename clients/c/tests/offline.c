@@ -1,0 +1,174 @@
+/*
+ * offline: the checks of libsynthc that need no server.
+ *
+ *   offline golden DIR     for every DIR/<Method>.frame (proto/testdata): the client's own encoder,
+ *                          given the frame's method, key, timeout and request, writes the same bytes;
+ *                          and <Method>.json parsed by the client's JSON reader packs to the same
+ *                          request bytes. One line per method, "ok Method" or "FAIL Method: why".
+ *   offline json FILE...   parses each file as a JobRequest; prints "FILE HEX" (the packed message)
+ *                          or "FILE ERR error_code: message".
+ *
+ * Exit status: the number of failures (golden), 0 (json).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "synthc_internal.h"
+
+static const struct {
+	const char *method;
+	const ProtobufCMessageDescriptor *request;
+} methods[] = {
+	{"Generate", &synthd__v1__generate_request__descriptor},
+	{"Plan", &synthd__v1__plan_request__descriptor},
+	{"GetJob", &synthd__v1__get_job_request__descriptor},
+	{"ListJobs", &synthd__v1__list_jobs_request__descriptor},
+	{"CancelJob", &synthd__v1__cancel_job_request__descriptor},
+	{"WatchJob", &synthd__v1__watch_job_request__descriptor},
+	{"FetchSplits", &synthd__v1__fetch_splits_request__descriptor},
+	{"GetQualityReport", &synthd__v1__get_quality_report_request__descriptor},
+	{"GetManifest", &synthd__v1__get_manifest_request__descriptor},
+	{"GetPricing", &synthd__v1__get_pricing_request__descriptor},
+	{"Health", &synthd__v1__health_request__descriptor},
+	{"CreateApiKey", &synthd__v1__create_api_key_request__descriptor},
+	{"ListApiKeys", &synthd__v1__list_api_keys_request__descriptor},
+	{"RevokeApiKey", &synthd__v1__revoke_api_key_request__descriptor},
+};
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL)
+		return NULL;
+	size_t cap = 4096, n = 0;
+	char *buf = malloc(cap);
+	size_t r;
+	while (buf && (r = fread(buf + n, 1, cap - n, f)) > 0) {
+		n += r;
+		if (n == cap) {
+			char *b = realloc(buf, cap *= 2);
+			if (b == NULL)
+				free(buf);
+			buf = b;
+		}
+	}
+	fclose(f);
+	*len = n;
+	return buf;
+}
+
+static int golden_one(const char *dir, const char *method, const ProtobufCMessageDescriptor *desc)
+{
+	char path[4096];
+	size_t len, jlen;
+	int fail = 0;
+	snprintf(path, sizeof path, "%s/%s.frame", dir, method);
+	uint8_t *bytes = (uint8_t *)slurp(path, &len);
+	snprintf(path, sizeof path, "%s/%s.json", dir, method);
+	char *json = slurp(path, &jlen);
+	if (bytes == NULL || json == NULL || len < 4) {
+		printf("FAIL %s: cannot read its files\n", method);
+		free(bytes);
+		free(json);
+		return 1;
+	}
+	Synthd__V1__Frame *f = synthd__v1__frame__unpack(NULL, len - 4, bytes + 4);
+	ProtobufCMessage *req = NULL, *from_json = NULL;
+	uint8_t *mine = NULL, *packed = NULL;
+	if (f == NULL || f->kind_case != SYNTHD__V1__FRAME__KIND_OPEN || strcmp(f->open->method, method) != 0) {
+		printf("FAIL %s: the frame is not an open of %s\n", method, method);
+		fail = 1;
+		goto out;
+	}
+	req = protobuf_c_message_unpack(desc, NULL, f->open->request.len, f->open->request.data);
+	if (req == NULL) {
+		printf("FAIL %s: the request does not decode\n", method);
+		fail = 1;
+		goto out;
+	}
+	size_t n = synthc_encode_open(NULL, f->call_id, method, f->open->api_key, f->open->timeout_ms, req);
+	mine = malloc(n);
+	if (mine == NULL || synthc_encode_open(mine, f->call_id, method, f->open->api_key, f->open->timeout_ms, req) != n ||
+	    n != len || memcmp(mine, bytes, len) != 0) {
+		size_t at = 0;
+		while (mine && at < n && at < len && mine[at] == bytes[at])
+			at++;
+		printf("FAIL %s: encoded %zu bytes, the golden frame has %zu; first difference at byte %zu\n", method, n, len, at);
+		fail = 1;
+		goto out;
+	}
+	char err[700];
+	int oom;
+	from_json = synthc_message_from_json(desc, json, jlen, err, sizeof err, &oom);
+	if (from_json == NULL) {
+		printf("FAIL %s: the JSON reader refused %s.json: %s\n", method, method, err);
+		fail = 1;
+		goto out;
+	}
+	size_t pn = protobuf_c_message_get_packed_size(from_json);
+	packed = malloc(pn ? pn : 1);
+	if (packed == NULL || protobuf_c_message_pack(from_json, packed) != pn || pn != f->open->request.len ||
+	    memcmp(packed, f->open->request.data, pn) != 0) {
+		printf("FAIL %s: %s.json packs to %zu bytes, the golden request has %zu\n", method, method, pn,
+		       f->open->request.len);
+		fail = 1;
+		goto out;
+	}
+	printf("ok %s\n", method);
+out:
+	free(mine);
+	free(packed);
+	synthc_free(req);
+	synthc_free(from_json);
+	if (f)
+		synthd__v1__frame__free_unpacked(f, NULL);
+	free(bytes);
+	free(json);
+	return fail;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 3 && strcmp(argv[1], "golden") == 0) {
+		int failed = 0;
+		for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+			failed += golden_one(argv[2], methods[i].method, methods[i].request);
+		return failed;
+	}
+	if (argc >= 2 && strcmp(argv[1], "json") == 0) {
+		/* Parsing needs no connection: a client that never connected carries the errors. */
+		synthc_client *c = synthc_connect("unix:/nonexistent/synthc-offline.sock", "");
+		if (c == NULL)
+			return 100;
+		for (int i = 2; i < argc; i++) {
+			size_t len;
+			char *json = slurp(argv[i], &len);
+			if (json == NULL) {
+				printf("%s ERR cannot read\n", argv[i]);
+				continue;
+			}
+			Synthd__V1__JobRequest *jr = synthc_job_request_from_json(c, json, len);
+			if (jr == NULL) {
+				printf("%s ERR %s: %s\n", argv[i], c->error_code, c->errstr);
+			} else {
+				size_t n = protobuf_c_message_get_packed_size(&jr->base);
+				uint8_t *b = malloc(n ? n : 1);
+				if (b) {
+					protobuf_c_message_pack(&jr->base, b);
+					printf("%s ", argv[i]);
+					for (size_t k = 0; k < n; k++)
+						printf("%02x", b[k]);
+					printf("\n");
+				}
+				free(b);
+				synthc_free(jr);
+			}
+			free(json);
+		}
+		synthc_close(c);
+		return 0;
+	}
+	fprintf(stderr, "usage: offline golden DIR | offline json FILE...\n");
+	return 100;
+}
