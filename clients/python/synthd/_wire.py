@@ -14,7 +14,6 @@ headers, statuses, or a record laid out differently) goes through the protobuf p
 
 from __future__ import annotations
 
-import errno
 import json
 import re
 import socket
@@ -24,7 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 from google.protobuf.message import DecodeError
 
 from ._address import Address
-from .errors import ConnectionLost, ProtocolError, StatusCode, error_for, from_status
+from .errors import ConnectionLost, ProtocolError, StatusCode, from_status
 from .v1 import frame_pb2
 
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
@@ -49,10 +48,6 @@ def _varint(buf, i: int, j: int) -> int:
         shift += 7
         i += 1
     return v
-
-
-def _is_refused(e: OSError) -> bool:
-    return e.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ECONNRESET, errno.EAGAIN)
 
 
 class Connection:
@@ -269,7 +264,15 @@ class Connection:
                                 pos = fe
                                 yield buf[s:fe]
                                 continue
-                            seq = _varint(buf, m.start(1), m.end(1))
+                            a, b = m.span(1)
+                            if b - a == 1:
+                                seq = buf[a]
+                            elif b - a == 2:
+                                seq = (buf[a] & 0x7F) | (buf[a + 1] << 7)
+                            elif b - a == 3:
+                                seq = (buf[a] & 0x7F) | ((buf[a + 1] & 0x7F) << 7) | (buf[a + 2] << 14)
+                            else:
+                                seq = _varint(buf, a, b)
                             raw = buf[s:fe]
                             last_buf = buf
                             last_pos = pos
@@ -387,6 +390,3 @@ def encode_frame(frame) -> bytes:
     """A frame with its length prefix, as it goes on the wire."""
     body = frame.SerializeToString(deterministic=True)
     return _LEN.pack(len(body)) + body
-
-
-_ = error_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
@@ -143,14 +143,4 @@ class Record:
         return (Record, (self.seq, self.json))
 
 
-def key_info(pb) -> Dict[str, Any]:
-    """An ApiKeyInfo as a dict."""
-    return to_dict(pb)
-
-
-def parse_json_bytes(raw: bytes) -> Optional[Any]:
-    return json.loads(raw) if raw else None
-
-
 __all__ = ["Job", "JobList", "Record", "SplitInfo", "to_dict", "FINAL_STATUSES"]
-_ = List  # typing re-export silence

@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 
 import pytest
@@ -29,6 +30,26 @@ def request(count, schema="instruction_v1", model="fast", **extra):
 
 CONFLICT = {"drive_pairs": [{"a": "safety", "b": "autonomy"}, {"a": "honesty", "b": "helpfulness"}],
             "resolution_mode": "annotated"}
+
+
+TEST_TIMEOUT = int(os.environ.get("SYNTHD_TEST_TIMEOUT", "180"))
+
+
+class TimeLimitExceeded(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _time_limit():
+    """Fails a test that runs longer than $SYNTHD_TEST_TIMEOUT seconds (a stream waiting forever on a
+    job that never ends, say) instead of letting it hang the run."""
+    def expire(signum, frame):
+        raise TimeLimitExceeded(f"the test ran longer than {TEST_TIMEOUT} s")
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(TEST_TIMEOUT)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,16 @@ from typing import List, Optional
 REPO = Path(__file__).resolve().parents[3]
 
 
+def _die_with_us() -> None:
+    """In the child before exec: SIGKILL when the test process dies, however it dies (Linux), so
+    that a test run killed by a timeout leaves no synthd or fake provider behind."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def bin_dir() -> Path:
     d = os.environ.get("SYNTHD_BIN_DIR")
     if not d:
@@ -74,9 +84,18 @@ class FakeProvider:
 
     def __init__(self, *args: str):
         self.proc = subprocess.Popen([sys.executable, str(REPO / "tools/fake_provider/server.py"), "--port", "0", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_die_with_us)
         line = _first_line(self.proc, "fake provider")
         self.port = int(line.split()[1])
+        # A fake that listens but cannot answer would stall every job: find out now, not in a test.
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=10) as r:
+                assert r.status == 200
+        except Exception as e:
+            self.stop()
+            raise RuntimeError(f"the fake provider does not answer /health: {e}") from None
 
     def stop(self) -> None:
         _stop(self.proc, signal.SIGKILL)
@@ -131,7 +150,7 @@ class Synthd:
         self.proc = subprocess.Popen(
             [str(self.bin / "synthd"), "serve", "--data", self.data, "--unix", self.sock,
              "--tcp", f"127.0.0.1:{self.tcp_port}", "--config", self.config],
-            stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=log, start_new_session=True, preexec_fn=_die_with_us)
         log.close()
         line = _first_line(self.proc, "synthd")
         parts = dict(p.split("=", 1) for p in line.split()[1:])

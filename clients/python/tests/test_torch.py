@@ -17,10 +17,11 @@ def tag_worker(item):
 
 
 def collect(ds, workers=2):
-    out = []
-    for batch in DataLoader(ds, batch_size=None, num_workers=workers):
-        out.append(batch)
-    return out
+    it = iter(DataLoader(ds, batch_size=None, num_workers=workers))
+    try:
+        return list(it)
+    finally:
+        getattr(it, "_shutdown_workers", lambda: None)()  # now, not when a traceback holding it is collected
 
 
 def check_sharding(items, want_seqs, workers):
