@@ -60,6 +60,7 @@ class Connection:
         self._buf = b""
         self._pos = 0
         self._next_call_id = 0
+        self.sock_timeout: Optional[float] = None
         try:
             if address.kind == "unix":
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
@@ -113,13 +114,15 @@ class Client:
 
     def _unary(self, method: str, request, response_type, *, retry: bool = True):
         """One unary call. A stale connection (closed by the server while idle) is replaced first;
-        when ``retry``, a call whose connection fails before any answer is tried once more."""
+        when ``retry`` (calls that change nothing, or Generate with an idempotency key), a call
+        whose connection fails before its status arrives is tried once more on a new one."""
         timeout_ms = int(self.timeout * 1000) if self.timeout else 0
         with self._lock:
             if self._pid != os.getpid():
-                # A forked child must not touch its parent's socket.
-                if self._conn is not None and self._conn.sock is not None:
-                    self._conn.sock.detach()
+                # A forked child must not talk on its parent's connection; closing its own copy of
+                # the descriptor leaves the parent's connection as it is.
+                if self._conn is not None:
+                    self._conn.close()
                 self._conn = None
                 self._pid = os.getpid()
             for attempt in (0, 1):
@@ -130,7 +133,8 @@ class Client:
                     self._conn = self._connect()
                 conn = self._conn
                 # The server ends the call at the deadline; the socket waits a little longer for that status.
-                conn.sock.settimeout(self.timeout + 5 if self.timeout else None)
+                conn.sock_timeout = self.timeout + 5 if self.timeout else None
+                conn.sock.settimeout(conn.sock_timeout)
                 try:
                     call_id = conn.open_call(method, self.api_key, timeout_ms, request)
                     return conn.unary(call_id, response_type)
@@ -139,14 +143,20 @@ class Client:
                     self._conn = None
                     if attempt or not retry:
                         raise
-                except OSError as e:  # socket.timeout
+                except socket.timeout as e:
                     conn.close()
                     self._conn = None
                     raise DeadlineExceeded(StatusCode.DEADLINE_EXCEEDED,
-                                           f"no answer from synthd to {method} within {self.timeout + 5:.0f} s") from e
+                                           f"no answer from synthd to {method} within {conn.sock_timeout} s") from e
                 except SynthError:
                     if conn.closed:  # a status on call 0 ends the connection
                         self._conn = None
+                    raise
+                except BaseException:
+                    # Interrupted part-way (KeyboardInterrupt, say): the connection may hold half a
+                    # frame, so it is not used again.
+                    conn.close()
+                    self._conn = None
                     raise
 
     # ---- jobs ------------------------------------------------------------------------------
@@ -199,7 +209,8 @@ class Client:
 
     def cancel(self, job_id: str) -> Job:
         """Cancels a job; its accepted records are kept. A finished job raises `FailedPrecondition`."""
-        return Job.from_proto(self._unary("CancelJob", pb.CancelJobRequest(job_id=job_id), pb.CancelJobResponse).job)
+        return Job.from_proto(self._unary("CancelJob", pb.CancelJobRequest(job_id=job_id), pb.CancelJobResponse,
+                                          retry=False).job)
 
     def report(self, job_id: str) -> Dict[str, Any]:
         """The job's quality report, as manifest.json holds it (pass rate, diversity, grade, rejections)."""
@@ -235,7 +246,8 @@ class Client:
 
     def revoke_key(self, key_id: str) -> Dict[str, Any]:
         """Revokes a key by its id; returns its info."""
-        return to_dict(self._unary("RevokeApiKey", pb.RevokeApiKeyRequest(key_id=key_id), pb.RevokeApiKeyResponse).key)
+        return to_dict(self._unary("RevokeApiKey", pb.RevokeApiKeyRequest(key_id=key_id), pb.RevokeApiKeyResponse,
+                                   retry=False).key)
 
     # ---- streams ---------------------------------------------------------------------------
 

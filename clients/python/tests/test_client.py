@@ -327,3 +327,21 @@ def test_one_client_from_many_threads(client, split_job):
         jobs = list(pool.map(lambda _: client.job(split_job.job_id), range(64)))
         counts = list(pool.map(lambda _: sum(1 for _ in client.records(split_job.job_id, "test")), range(8)))
     assert all(j == jobs[0] for j in jobs) and counts == [30] * 8
+
+
+def test_a_client_shared_across_fork(client, split_job):
+    import os
+    assert client.job(split_job.job_id).status == "succeeded"  # the parent's connection is open
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = client.job(split_job.job_id).job_id == split_job.job_id and \
+                sum(1 for _ in client.records(split_job.job_id, "test")) == 30
+            os._exit(0 if ok else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    # The parent's connection was left alone by the child.
+    conn = client._conn
+    assert client.job(split_job.job_id).status == "succeeded" and client._conn is conn

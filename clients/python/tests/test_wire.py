@@ -124,7 +124,8 @@ class OneShotServer:
         self.reply = reply
         self.got = None
         self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
+        if reply is not None:
+            self.thread.start()
 
     def run(self):
         while True:
@@ -221,3 +222,31 @@ def test_a_record_that_is_not_json_is_a_protocol_error():
     reply = frame(call_id=1, message=item.SerializeToString()) + frame(call_id=1, status=status(0))
     with pytest.raises(synthd.ProtocolError):
         run_against(reply, lambda c: list(c.records("syn_job_x")))
+
+
+def test_a_server_that_never_answers_fails_the_call_after_the_deadline():
+    srv = OneShotServer(None)  # serves nothing by itself: the loop below reads calls and never answers
+
+    def silent(conn):
+        with conn:
+            conn.recv(65536)
+            conn.recv(1)  # until the client goes away
+
+    def run():
+        while True:
+            try:
+                conn, _ = srv.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=silent, args=(conn,), daemon=True).start()
+    srv.run = run
+    try:
+        threading.Thread(target=run, daemon=True).start()
+        c = synthd.Client("unix:" + srv.path, "sk_live_x", timeout=0.2)
+        import time
+        t0 = time.monotonic()
+        with pytest.raises(synthd.DeadlineExceeded):
+            c.job("syn_job_x")
+        assert 5.0 <= time.monotonic() - t0 < 15  # the server's deadline plus a 5 s grace
+    finally:
+        srv.close()
