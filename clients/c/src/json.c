@@ -14,9 +14,11 @@
  * complete at every step, so that one protobuf_c_message_free_unpacked() frees it whether parsing
  * finished or failed half-way.
  */
+#define _GNU_SOURCE 1 /* newlocale, uselocale */
 #include "synthc_internal.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,7 +38,18 @@ struct jp {
 	char err[700];
 	int failed;
 	int oom;
+	locale_t c_locale; /* JSON numbers use '.', whatever the program's locale says */
 };
+
+/* strtod in the C locale. */
+static double jstrtod(struct jp *j, const char *t, char **endp)
+{
+	locale_t saved = j->c_locale ? uselocale(j->c_locale) : (locale_t)0;
+	double d = strtod(t, endp);
+	if (saved)
+		uselocale(saved);
+	return d;
+}
 
 static int jfail(struct jp *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -373,7 +386,7 @@ static int jinteger(struct jp *j, int is_signed, int64_t lo, int64_t hi, uint64_
 	/* 1e3 or 100.0: accepted when the value is whole. */
 	if (quoted && !(t[0] == '-' || (t[0] >= '0' && t[0] <= '9')))
 		return jfail(j, "expected an integer, got \"%s\"", t);
-	double d = strtod(t, &endp);
+	double d = jstrtod(j, t, &endp);
 	if (*endp || !isfinite(d) || d != floor(d))
 		return jfail(j, "expected an integer, got %s", t);
 	if (is_signed) {
@@ -414,9 +427,8 @@ static int jdouble(struct jp *j, double *out)
 	if (number_text(j, t, sizeof t, &quoted) != 0)
 		return -1;
 	char *endp;
-	/* JSON numbers use '.', whatever the locale. */
 	errno = 0;
-	double d = strtod(t, &endp);
+	double d = jstrtod(j, t, &endp);
 	if (*endp || (quoted && !(t[0] == '-' || (t[0] >= '0' && t[0] <= '9'))))
 		return jfail(j, "expected a number, got %s", t);
 	if (!isfinite(d))
@@ -743,7 +755,7 @@ static int parse_wkt_value(struct jp *j, Google__Protobuf__Value *v)
 		char t[400];
 		if (jnumber(j, t, sizeof t) != 0)
 			return -1;
-		double d = strtod(t, NULL);
+		double d = jstrtod(j, t, NULL);
 		if (!isfinite(d))
 			return jfail(j, "number out of range: %s", t);
 		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
@@ -970,13 +982,19 @@ ProtobufCMessage *synthc_message_from_json(const ProtobufCMessageDescriptor *d, 
 	j.start = j.p = json;
 	j.end = json + len;
 	*oom = 0;
+	j.c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
 	ProtobufCMessage *m = new_message(&j, d);
 	if (m != NULL && parse_message_into(&j, d, m) == 0) {
 		ws(&j);
-		if (j.p == j.end)
+		if (j.p == j.end) {
+			if (j.c_locale)
+				freelocale(j.c_locale);
 			return m;
+		}
 		jfail(&j, "unexpected text after the JSON value");
 	}
+	if (j.c_locale)
+		freelocale(j.c_locale);
 	if (m)
 		protobuf_c_message_free_unpacked(m, NULL);
 	snprintf(err, errlen, "%s", j.err);

@@ -4,12 +4,6 @@
 
 #include "synthc.h"
 
-/* Protobuf wire reading: a varint, and one field (key, then a varint value or a length-delimited
- * body; fixed-size values are skipped). 0, or -1 when the bytes are not valid protobuf. */
-int synthc_wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v);
-int synthc_wire_field(const uint8_t **p, const uint8_t *end, uint32_t *field, int *wt, uint64_t *v,
-		      const uint8_t **body, size_t *len);
-
 /* Writes the frame that opens a call (length prefix included) to `out` and returns its size; with
  * out == NULL only returns the size. Fields at their default value are left out and the others are
  * written in field-number order, so the bytes match the golden frames in proto/testdata. 0 on error. */

@@ -61,9 +61,20 @@ def run(cmd, timeout=300, **kw):
     return subprocess.run([str(c) for c in cmd], capture_output=True, timeout=timeout, **kw)
 
 
+def die_with_parent():
+    """In the child: SIGTERM when the test process dies, however it dies (Linux), so that a killed test
+    run leaves no server behind."""
+    os.setsid()
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def start_line(cmd, prefix, **kw):
     p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True,
-                         start_new_session=True, **kw)
+                         preexec_fn=die_with_parent, **kw)
     line = p.stdout.readline()
     if not line.startswith(prefix):
         stop(p)
