@@ -105,7 +105,8 @@ void synthc_set_timeout(synthc_client *c, uint64_t timeout_ms);
 /* The deadline of streams opened from now on, in ms (0: none, the default). */
 void synthc_set_stream_timeout(synthc_client *c, uint64_t timeout_ms);
 /* A local timeout on each socket read and write, in ms (0: block for ever, the default). When it
- * passes, the call fails with SYNTHC_ERR_IO / TIMEOUT and the connection is closed. */
+ * passes, the call fails with SYNTHC_ERR_IO / TIMEOUT and the connection is closed. A WatchJob
+ * stream is silent while its job makes no progress: keep this above the longest quiet spell. */
 int synthc_set_io_timeout(synthc_client *c, int timeout_ms);
 /* The largest frame accepted from synthd and sent to it. Default 16 MiB; at least 64 bytes. */
 int synthc_set_max_frame_size(synthc_client *c, uint32_t bytes);

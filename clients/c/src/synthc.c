@@ -792,8 +792,17 @@ static int read_frame(struct impl *c, struct frame *f)
 	}
 	c->rpos += c->consumed;
 	c->consumed = 0;
-	if (c->rpos == c->rlen)
+	if (c->rpos == c->rlen) {
 		c->rpos = c->rlen = 0;
+		/* Give back what one huge frame needed, once it is gone. */
+		if (c->rcap > 4 * RBUF_INITIAL) {
+			uint8_t *b = realloc(c->rbuf, RBUF_INITIAL);
+			if (b) {
+				c->rbuf = b;
+				c->rcap = RBUF_INITIAL;
+			}
+		}
+	}
 	if (fill(c, 4) != 0)
 		return -1;
 	const uint8_t *h = c->rbuf + c->rpos;

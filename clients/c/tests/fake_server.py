@@ -160,6 +160,9 @@ SCENARIOS = {
                                       + msg(c, w_record(1)) + ok(c), "serve"),
     "watch_big_record": lambda c: (msg(c, w_progress()) + msg(c, w_record(1, b'{"big":"' + b"a" * (5 << 20) + b'"}'))
                                    + msg(c, w_record(2)) + msg(c, w_progress("succeeded", 2)) + ok(c), "serve"),
+    # Sent in two parts with a pause between: the client's buffer empties after the big frame.
+    "watch_big_then_small": lambda c: ([msg(c, w_progress()) + msg(c, w_record(1, b'{"big":"' + b"b" * (3 << 20) + b'"}')),
+                                        msg(c, w_record(2)) + msg(c, w_progress("succeeded", 2)) + ok(c)], "serve"),
     "watch_many": lambda c: (msg(c, w_progress()) + b"".join(msg(c, w_record(i)) for i in range(1, 20001))
                              + msg(c, w_progress("succeeded", 20000)) + ok(c), "serve"),
     "splits_ok": lambda c: (msg(c, s_split("a", 2)) + msg(c, w_record(5)) + msg(c, w_record(2))
@@ -245,6 +248,12 @@ class Handler(socketserver.BaseRequestHandler):
             data, then = SCENARIOS[name](cid)
             if name.startswith("abandon_"):
                 streams.add(cid)
+            if isinstance(data, list):
+                for k, part in enumerate(data):
+                    if k:
+                        time.sleep(0.2)
+                    self.request.sendall(part)
+                continue
             if then == "drip":
                 for k in range(len(data)):
                     self.request.sendall(data[k:k + 1])

@@ -421,6 +421,7 @@ EXPECT = {
     "watch_immediate_error": ("err", "STATUS", "NOT_FOUND", "-", "1", "OK/-"),
     "watch_unknown_event": OK_,
     "watch_big_record": OK_,
+    "watch_big_then_small": OK_,
     "watch_many": OK_,
     "splits_ok": OK_,
     "splits_short": proto_err("BAD_SEQUENCE"),
@@ -477,6 +478,7 @@ def test_malformed_frames_are_refused_cleanly(tmp_path):
         "watch_closed_midstream": (4, [rec(i) for i in range(1, 4)]),
         "watch_unknown_event": (2, [rec(1)]),
         "watch_big_record": (4, [b'{"big":"' + b"a" * (5 << 20) + b'"}', rec(2)]),
+        "watch_big_then_small": (4, [b'{"big":"' + b"b" * (3 << 20) + b'"}', rec(2)]),
         "watch_many": (20002, [rec(i) for i in range(1, 20001)]),
         "splits_ok": (5, [rec(5), rec(2), rec(9)]),
     }
