@@ -223,7 +223,9 @@ class Connection:
         unpack = _LEN.unpack_from
         scan = _scan_once
         maxf = self.max_frame_size
-        recv = self.sock.recv if self.sock is not None else None
+        recv_into = self.sock.recv_into if self.sock is not None else None
+        rbuf = bytearray(RECV_SIZE)
+        rview = memoryview(rbuf)
         buf = self._buf
         pos = self._pos
         last_buf = None
@@ -335,15 +337,17 @@ class Connection:
                             yield out
                 if pos + 4 <= end:
                     self._check_length(unpack(buf, pos)[0])
-                if recv is None:
+                if recv_into is None:
                     raise ConnectionLost.because("the connection to synthd is closed")
                 try:
-                    chunk = recv(RECV_SIZE)
+                    # Into one reused buffer: a fresh RECV_SIZE allocation per read costs more than
+                    # the read itself when synthd's frames arrive a few at a time.
+                    got = recv_into(rbuf)
                 except OSError as e:
                     raise ConnectionLost.because(f"the connection to synthd failed: {e.strerror or e}") from None
-                if not chunk:
+                if not got:
                     raise ConnectionLost.because("synthd closed the connection before the call ended")
-                buf = buf[pos:] + chunk if pos < end else chunk
+                buf = buf[pos:] + rview[:got] if pos < end else bytes(rview[:got])
                 pos = 0
         except ConnectionLost as e:
             self.close()
