@@ -450,8 +450,13 @@ def test_malformed_frames_are_refused_cleanly(tmp_path):
     try:
         r = run(VALGRIND + [PROBE, "unix:" + sock, *EXPECT], timeout=600)
     finally:
-        p.stdin.close()
-        stop(p)
+        p.stdin.close()  # the fake server's signal to stop
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            stop(p)
+        if os.path.exists(sock):
+            os.unlink(sock)
     out = r.stdout.decode()
     assert r.returncode == 0, f"valgrind or the probe failed ({r.returncode}):\n{r.stderr.decode()[-6000:]}"
     got = {}
