@@ -297,15 +297,17 @@ def test_a_revoked_key_ends_a_live_watch(server):
     extra = admin.create_key("watcher")
     watcher = synthd.Client(server.unix_address, extra["key"])
     job = watcher.generate(request(20000))
-    stream = watcher.watch(job.job_id)
-    next(stream)
-    admin.revoke_key(extra["info"]["key_id"])
-    t0 = time.monotonic()
-    with pytest.raises(synthd.Unauthenticated):
-        for _ in stream:
-            pass
-    assert time.monotonic() - t0 < 15
-    admin.cancel(job.job_id)
+    try:
+        stream = watcher.watch(job.job_id)
+        next(stream)
+        admin.revoke_key(extra["info"]["key_id"])
+        t0 = time.monotonic()
+        with pytest.raises(synthd.Unauthenticated):
+            for _ in stream:
+                pass
+        assert time.monotonic() - t0 < 15
+    finally:
+        admin.cancel(job.job_id)
 
 
 def test_tcp_and_unix_give_the_same_answers(server, client, split_job):

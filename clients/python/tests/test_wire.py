@@ -250,3 +250,20 @@ def test_a_server_that_never_answers_fails_the_call_after_the_deadline():
         assert 5.0 <= time.monotonic() - t0 < 15  # the server's deadline plus a 5 s grace
     finally:
         srv.close()
+
+
+def test_records_of_every_size_and_seq_width_in_every_mode():
+    """The fast record path against records whose seq and JSON length need 1 to 4 varint bytes."""
+    cases = [(1, {"a": 1}), (127, {"b": "x" * 100}), (128, {"c": "é" * 70}), (16383, {"d": "y" * 20000}),
+             (16384, {"e": [1, 2.5, None, True]}), (2_097_152, {"f": "z" * 3_000_000}), (300_000_000, {})]
+    reply = b"".join(frame(call_id=1, message=pb.WatchJobResponse(record=pb.Record(seq=s, json=json.dumps(d).encode())).SerializeToString())
+                     for s, d in cases)
+    reply += frame(call_id=1, message=pb.WatchJobResponse(progress=pb.Job(job_id="j", status="succeeded")).SerializeToString())
+    reply += frame(call_id=1, status=status(0))
+    want_raw = [json.dumps(d).encode() for _, d in cases]
+    assert run_against(reply, lambda c: list(c.records("j"))) == [d for _, d in cases]
+    assert run_against(reply, lambda c: list(c.records("j", raw=True))) == want_raw
+    assert run_against(reply, lambda c: list(c.records("j", with_seq=True))) == cases
+    assert run_against(reply, lambda c: list(c.records("j", raw=True, with_seq=True))) == [(s, r) for (s, _), r in zip(cases, want_raw)]
+    events = run_against(reply, lambda c: list(c.watch("j")))
+    assert [(e.seq, e.data) for e in events[:-1]] == cases and events[-1].status == "succeeded"
