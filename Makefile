@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(if $(shell command -v swift),$(PATH),/opt/swift/usr/bin:$(PATH))
 PY := .venv/bin/python
 
-.PHONY: all build test test-swift test-proto test-c test-fake test-examples demo deps proto clean bench-engine
+.PHONY: all build test test-swift test-proto test-c test-c-client test-fake test-examples demo deps proto clean bench-engine
 
 all: build
 
@@ -17,7 +17,7 @@ build: deps
 ## Everything: Swift tests (wire, store, spec, server over real sockets), the generated-code and
 ## golden-frame checks in Swift, Python and C, the fake provider's own tests, and every documented
 ## request example run end to end through the CLI.
-test: deps test-swift test-proto test-c test-fake test-examples
+test: deps test-swift test-proto test-c test-fake test-examples test-c-client
 	@echo "make test: all passed"
 
 test-swift:
@@ -33,6 +33,10 @@ test-c:
 ## Every documented request example through `synth generate --request` against the fake provider.
 test-examples: test-swift
 	$(PY) tools/run-examples
+
+## The C client (clients/c) against a real synthd: every call, synth-c-watch, valgrind, bad frames.
+test-c-client: test-swift
+	$(MAKE) -C clients/c test
 
 test-fake:
 	$(PY) -m pytest -q -p no:cacheprovider tools/fake_provider/tests

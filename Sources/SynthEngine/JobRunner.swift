@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SynthLLM
 import SynthProto
+import SynthQuality
 import SynthSpec
 import SynthStore
 
@@ -11,6 +12,17 @@ struct StatsDelta {
     var rejections: [String: Int64] = [:]
     var stages: [String: PBStageUsage] = [:]
     var models: Set<String> = []
+    var cellRejections: [Int: Int64] = [:]
+    var formatProblems: [String: Int64] = [:]
+    var judgeSum = 0.0
+    var judgeCount: Int64 = 0
+    var invariantCheckFailures: Int64 = 0
+
+    mutating func reject(_ reason: Rejection, _ problem: FormatProblem?, cell: Int) {
+        rejections[reason.rawValue, default: 0] += 1
+        cellRejections[cell, default: 0] += 1
+        if let problem { formatProblems[problem.rawValue, default: 0] += 1 }
+    }
 
     mutating func add(_ c: ChatCompletion, stage: String) {
         var s = stages[stage] ?? PBStageUsage()
@@ -23,7 +35,7 @@ struct StatsDelta {
         models.insert(c.model)
     }
 
-    var isEmpty: Bool { generated == 0 && rejections.isEmpty && stages.isEmpty }
+    var isEmpty: Bool { generated == 0 && rejections.isEmpty && stages.isEmpty && invariantCheckFailures == 0 }
 
     func apply(to job: inout PBStoredJob) {
         job.job.generated += generated
@@ -47,6 +59,16 @@ struct StatsDelta {
             usage.providerCostUsd += d.providerCostUsd
         }
         job.job.usage = usage
+        if !cellRejections.isEmpty {
+            if job.cellRejected.count < job.plan.cells.count {
+                job.cellRejected += [Int64](repeating: 0, count: job.plan.cells.count - job.cellRejected.count)
+            }
+            for (cell, n) in cellRejections where cell < job.cellRejected.count { job.cellRejected[cell] += n }
+        }
+        for (k, v) in formatProblems { job.formatProblems[k, default: 0] += v }
+        job.judgeScoreSum += judgeSum
+        job.judgeScored += judgeCount
+        job.invariantCheckFailures += invariantCheckFailures
         for m in models.sorted() where !job.modelsAnswered.contains(m) { job.modelsAnswered.append(m) }
     }
 }
@@ -58,6 +80,7 @@ struct Accepted {
     var content: [(String, JSONValue)]
     var model: String
     var atMillis: Int64
+    var extras = QualityExtras()
 }
 
 /// What the generating tasks hand to the one committing task.
@@ -159,6 +182,10 @@ final class JobRunner: Sendable {
             throw EngineError(.providerNotConfigured, "no configured provider answers for model \(request.model.isEmpty ? request.models.generator.model : request.model)")
         }
         let prompts = PromptBuilder(request: request, plan: plan)
+        let gate = QualityGate(request: request, system: [prompts.system(for: slots.first ?? Slot(index: 0, cell: 0, hardNegative: false))],
+                               critic: engine.client(routes.critic.provider), criticModel: routes.critic.model, jobID: jobID,
+                               logger: logger)
+        if job.job.accepted > 0 { try restore(gate, schema: request.schema, accepted: job.job.accepted) }
         let budget = Int64(Double(plan.count) * engine.config.attemptsPerRecord) + Int64(engine.config.attemptSlack)
         let priorAttempts = job.attempts
         let startVariation = Int(job.job.generated) + Int(job.attempts)
@@ -186,7 +213,7 @@ final class JobRunner: Sendable {
                         let v = variation
                         group.addTask {
                             try await self.attempt(slot, variation: v, request: request, plan: plan, prompts: prompts, route: route,
-                                                   client: client, drives: drives, queue: queue)
+                                                   client: client, drives: drives, gate: gate, queue: queue)
                         }
                     }
                     while inFlight < concurrency, !todo.isEmpty { launch(todo.removeFirst()) }
@@ -208,14 +235,14 @@ final class JobRunner: Sendable {
 
     /// One request for one slot; true when it produced an accepted record.
     func attempt(_ slot: Slot, variation: Int, request: PBJobRequest, plan: PBPlan, prompts: PromptBuilder, route: ModelRoute,
-                 client: LLMClient, drives: [String: (String, String)], queue: CommitQueue) async throws -> (Slot, Bool) {
+                 client: LLMClient, drives: [String: (String, String)], gate: QualityGate, queue: CommitQueue) async throws -> (Slot, Bool) {
         let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: variation),
                                jsonSchema: prompts.jsonSchema(for: slot), schemaName: request.schema, maxTokens: prompts.maxTokens)
         let completion: ChatCompletion
         do {
             completion = try await client.complete(chat)
         } catch let e as ProviderError where e.kind == .unusable {
-            queue.add(nil) { $0.generated += 1; $0.rejections[Rejection.formatInvalid.rawValue, default: 0] += 1 }
+            queue.add(nil) { $0.generated += 1; $0.reject(.formatInvalid, .unusable, cell: slot.cell) }
             return (slot, false)
         } catch let e as ProviderError where e.kind == .exhausted {
             // Transient failures outlasted the retries of this one request: the slot goes back in
@@ -228,19 +255,51 @@ final class JobRunner: Sendable {
                                          axis: axis, drives: drives[axis], resolutionMode: request.conflictConfig.resolutionMode)
         switch shaped {
         case .success(let content):
-            queue.add(Accepted(slot: slot, cell: plan.cells[slot.cell], content: content, model: completion.model, atMillis: Clock.nowMillis())) {
-                $0.generated += 1
-                $0.add(completion, stage: "generate")
+            queue.add(nil) { $0.add(completion, stage: "generate") }
+            let verdict = try await gate.check(content) { answer, stage in queue.add(nil) { $0.add(answer, stage: stage) } }
+            switch verdict {
+            case .accept(let extras):
+                var record = Accepted(slot: slot, cell: plan.cells[slot.cell], content: content, model: completion.model,
+                                      atMillis: Clock.nowMillis())
+                record.extras = extras
+                queue.add(record) {
+                    $0.generated += 1
+                    if let overall = extras.overall {
+                        $0.judgeSum += overall
+                        $0.judgeCount += 1
+                    }
+                    if extras.invariantCheckFailed { $0.invariantCheckFailures += 1 }
+                }
+                return (slot, true)
+            case .reject(let reason, let problem):
+                queue.add(nil) {
+                    $0.generated += 1
+                    $0.reject(reason, problem, cell: slot.cell)
+                }
+                return (slot, false)
             }
-            return (slot, true)
         case .failure(let reason):
             queue.add(nil) {
                 $0.generated += 1
-                $0.rejections[reason.rawValue, default: 0] += 1
+                $0.reject(reason, completion.finishReason == "length" ? .truncated : .unusable, cell: slot.cell)
                 $0.add(completion, stage: "generate")
             }
             return (slot, false)
         }
+    }
+
+    /// Puts the accepted records of an earlier run back into the near-duplicate check.
+    func restore(_ gate: QualityGate, schema: String, accepted: Int64) throws {
+        var seq: UInt64 = 0
+        while true {
+            let batch = try store.records(jobID: jobID, after: seq, limit: 1000)
+            guard let last = batch.last else { break }
+            for r in batch {
+                if let text = RecordText.of(schema, storedJSON: r.json) { gate.restore(text) }
+            }
+            seq = last.seq
+        }
+        logger.info("near-duplicate check restored", metadata: ["job": "\(jobID)", "records": "\(accepted)"])
     }
 
     func commitLoop(_ queue: CommitQueue, request: PBJobRequest) async throws {
@@ -276,9 +335,12 @@ final class JobRunner: Sendable {
         guard let done = try store.job(id: jobID), done.job.status == JobStatus.running.rawValue else { return }
         // Every record is committed by now, so the split files can be hashed before the final write.
         let splits = try Manifest.splitInfos(job: done, store: store)
+        let leaks = try Manifest.crossSplitLeaks(job: done, splits: splits, store: store)
         let pricing = engine.pricing
         try store.succeedJob(id: jobID, { job in
             job.job.status = JobStatus.succeeded.rawValue
+            job.crossSplitLeaks = leaks
+            job.job.grade = Manifest.qualityReport(job).overallGrade
             job.finishedAtMs = Clock.nowMillis()
             job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
             job.job.costUsd = pricing.estimate(job.request, records: job.job.accepted).totalUsd

@@ -1,4 +1,5 @@
 import Foundation
+import SynthLLM
 import SynthProto
 import SynthSpec
 
@@ -7,7 +8,8 @@ enum PromptFiles {
     static let texts: [String: String] = {
         var out: [String: String] = [:]
         let names = ["system", "instruction_v1", "preference_v1", "eval_v1", "conflict_v1", "hard_negative", "user_instructions",
-                     "instruction_v1.schema", "preference_v1.schema", "eval_v1.schema", "conflict_v1.schema"]
+                     "instruction_v1.schema", "preference_v1.schema", "eval_v1.schema", "conflict_v1.schema",
+                     "judge", "judge.schema", "invariants", "invariants.schema"]
         for name in names {
             let ext = name.hasSuffix(".schema") ? "json" : "txt"
             if let url = Bundle.module.url(forResource: name, withExtension: ext, subdirectory: "Prompts"),
@@ -57,8 +59,7 @@ public struct PromptBuilder: Sendable {
         resolution["properties"] = resProps
         props["resolution"] = resolution
         root["properties"] = props
-        guard let data = try? JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]) else { return jsonSchema }
-        return String(decoding: data, as: UTF8.self)
+        return JSONText.write(root)
     }
 
     public func system(for slot: Slot) -> String {

@@ -1,5 +1,6 @@
 import Foundation
 import SynthProto
+import SynthQuality
 import SynthSpec
 import SynthStore
 
@@ -21,7 +22,7 @@ enum RecordAssembler {
             ("domain", .string(request.domain)),
             ("generated_at", .string(Clock.rfc3339(r.atMillis))),
             ("model", .string(r.model)),
-        ])))
+        ] + (r.extras.judge.map { [("quality", JSONValue.object($0))] } ?? []))))
         return JSONValue.object(top).serialized()
     }
 
@@ -43,13 +44,19 @@ enum RecordAssembler {
                 case .boolValue(let b): out.append((f.name, .bool(b)))
                 default: out.append((f.name, .null))
                 }
+            case "llm_assessed":
+                // From the judge pass; null when the judge gave no score for it.
+                out.append((f.name, r.extras.assessed[f.name].map { .number($0) } ?? .null))
             default:
-                break  // llm_assessed is filled by the judge pass
+                break
             }
         }
         func has(_ k: String) -> Bool { out.contains { $0.0 == k } }
         if let category = r.category, !has("category") { out.append(("category", .string(category))) }
         for (k, v) in r.coverage.sorted(by: { $0.key < $1.key }) { out.append(("coverage_\(k)", .string(v))) }
+        if request.advanced.invariants.contains(where: { $0.enforcement == "soft" }) {
+            out.append(("invariant_soft_flags", .array(r.extras.softFlags.map { .string($0) })))
+        }
         if request.advanced.hardNegatives.enabled {
             out.append(("hard_negative", .bool(cellInfo.hardNegative)))
             if let t = cellInfo.technique { out.append(("technique", .string(t))) }

@@ -42,7 +42,9 @@ public final class HTTPEngine: @unchecked Sendable {
         curl_global_init(Int(CURL_GLOBAL_DEFAULT))
         multi = curl_multi_init()!
         synth_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxConnections)
-        let thread = Thread { [unowned self] in self.run() }
+        // The loop keeps the engine alive until shutdown() ends it; an engine dropped without
+        // shutdown() lives on rather than leaving its thread with a dangling reference.
+        let thread = Thread { self.run() }
         thread.name = "synthd-http"
         self.thread = thread
         thread.start()

@@ -1,5 +1,7 @@
+import Foundation
+
 /// Writing JSON text directly, for request bodies built on every call.
-enum JSONText {
+public enum JSONText {
     /// `text` as a JSON string literal, quotes included.
     static func quote(_ text: String) -> String {
         var out = [UInt8]()
@@ -20,6 +22,56 @@ enum JSONText {
         }
         out.append(UInt8(ascii: "\""))
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// A value from JSONSerialization written back as JSON text, object keys in code-point order.
+    /// (JSONSerialization's own `.sortedKeys` builds a Locale on every call, which is slow and has
+    /// crashed under concurrent use.)
+    public static func write(_ value: Any) -> String {
+        var out = ""
+        write(value, into: &out)
+        return out
+    }
+
+    static func write(_ value: Any, into out: inout String) {
+        switch value {
+        case let d as [String: Any]:
+            out += "{"
+            for (i, key) in d.keys.sorted().enumerated() {
+                if i > 0 { out += "," }
+                out += quote(key) + ":"
+                write(d[key]!, into: &out)
+            }
+            out += "}"
+        case let a as [Any]:
+            out += "["
+            for (i, v) in a.enumerated() {
+                if i > 0 { out += "," }
+                write(v, into: &out)
+            }
+            out += "]"
+        case let s as String:
+            out += quote(s)
+        case let n as NSNumber:
+            // The stored C type tells a JSON boolean ("c") and a float ("d", "f") from an integer.
+            let type = String(cString: n.objCType)
+            if type == "c" || type == "B" {
+                out += n.boolValue ? "true" : "false"
+            } else if type == "d" || type == "f" {
+                let d = n.doubleValue
+                out += d.isFinite ? (d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d)) : "null"
+            } else {
+                out += n.stringValue
+            }
+        case let b as Bool:
+            out += b ? "true" : "false"
+        case let i as Int:
+            out += String(i)
+        case let d as Double:
+            out += d.isFinite ? String(d) : "null"
+        default:
+            out += "null"
+        }
     }
 
     /// A JSON object written member by member, in the order they are added.

@@ -204,8 +204,7 @@ public final class LLMClient: @unchecked Sendable {
             throw ProviderError(kind: .fatal, provider: config.name, status: 0, message: "the output schema is not a JSON object")
         }
         if let limit = config.stringMaxLength { object = Self.capStrings(object, limit) }
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        let prepared = String(decoding: data, as: UTF8.self)
+        let prepared = JSONText.write(object)
         lock.withLock { schemas[text] = prepared }
         return prepared
     }
@@ -255,8 +254,8 @@ public final class LLMClient: @unchecked Sendable {
         case .anthropic:
             let blocks = obj["content"] as? [[String: Any]] ?? []
             if let tool = blocks.first(where: { $0["type"] as? String == "tool_use" }), let input = tool["input"],
-               let data = try? JSONSerialization.data(withJSONObject: input, options: [.sortedKeys]) {
-                content = String(decoding: data, as: UTF8.self)
+               input is [String: Any] {
+                content = JSONText.write(input)
             } else {
                 content = blocks.compactMap { $0["type"] as? String == "text" ? $0["text"] as? String : nil }.joined()
             }

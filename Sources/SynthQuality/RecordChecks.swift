@@ -22,6 +22,9 @@ public struct RecordText: Sendable {
 /// detail is logged and kept in the report's format breakdown.
 public enum FormatProblem: String, Sendable, CaseIterable {
     case empty, placeholder, leakage, truncated, copyPaste = "copy_paste", tooShort = "too_short", tooLong = "too_long"
+    /// Not a record at all: no JSON object, missing or mistyped fields, a refusal, cut off by
+    /// the token limit.
+    case unusable
 }
 
 public struct FormatChecker: Sendable {

@@ -171,7 +171,7 @@ struct SplitsCommand: AsyncParsableCommand {
                     current = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
                     written.append((path, info.count, info.sha256))
                 case .record(let r):
-                    current?.write(r.json + Data([0x0A]))
+                    try current?.write(contentsOf: r.json + Data([0x0A]))
                 case nil:
                     break
                 }

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import SynthClient
 import SynthProto
@@ -11,6 +12,17 @@ enum Sink {
 
 /// Follows a job over WatchJob: writes records where asked and draws progress on stderr.
 enum Follow {
+    /// Writes records out. When the reader of stdout goes away (`synth results ID | head`), the
+    /// command ends quietly and successfully, as other command-line tools do.
+    static func emit(_ data: Data, _ out: FileHandle?) throws {
+        guard let out else { return }
+        do {
+            try out.write(contentsOf: data)
+        } catch where out === FileHandle.standardOutput {
+            throw ExitCode.success
+        }
+    }
+
     static func job(_ client: SynthClient, _ id: String, afterSeq: UInt64, records: Sink, json: Bool, quiet: Bool = false) async throws -> PBJob {
         var req = PBWatchJobRequest()
         req.jobID = id
@@ -33,12 +45,12 @@ enum Follow {
                 pending.append(r.json)
                 pending.append(0x0A)
                 if pending.count > 1 << 16 {
-                    out?.write(pending)
+                    try emit(pending, out)
                     pending.removeAll(keepingCapacity: true)
                 }
             case .progress(let job):
                 if !pending.isEmpty {
-                    out?.write(pending)
+                    try emit(pending, out)
                     pending.removeAll(keepingCapacity: true)
                 }
                 last = job
@@ -48,7 +60,7 @@ enum Follow {
                 break
             }
         }
-        if !pending.isEmpty { out?.write(pending) }
+        if !pending.isEmpty { try emit(pending, out) }
         if case .file(let path) = records {
             try out?.close()
             FileHandle.standardError.write(Data("wrote \(last.accepted) records to \(path)\n".utf8))

@@ -30,6 +30,8 @@ struct Common: ParsableArguments {
     var timeout: Double = 60
 
     func connect() async throws -> SynthClient {
+        // A closed pipe is an error to handle, not a signal that kills the process.
+        signal(SIGPIPE, SIG_IGN)
         let env = ProcessInfo.processInfo.environment
         let text = address ?? env["SYNTH_ADDRESS"] ?? Address.default.description
         guard let addr = Address(text) else {

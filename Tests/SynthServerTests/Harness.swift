@@ -71,26 +71,46 @@ final class FakeProvider: @unchecked Sendable {
 
     /// GET /stats: counters and the per-request log.
     func stats() throws -> [String: Any] {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())",
-                       "http://127.0.0.1:\(port)/stats"]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
+        let data = try http("GET", "/stats", nil)
         return (try JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
     }
 
     /// POSTs JSON to the fake's control endpoints.
     func post(_ path: String, _ json: String) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", "import urllib.request,sys; urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), headers={'Content-Type':'application/json'})).read()",
-                       "http://127.0.0.1:\(port)\(path)", json]
-        try p.run()
-        p.waitUntilExit()
+        _ = try http("POST", path, Array(json.utf8))
+    }
+
+    /// One HTTP/1.0 exchange over a plain socket (no child process: Foundation's Process is not
+    /// safe to use from many test tasks at once).
+    func http(_ method: String, _ path: String, _ body: [UInt8]?) throws -> Data {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TimeoutError(what: "socket") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let ok = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard ok == 0 else { throw TimeoutError(what: "connect to the fake provider") }
+        var request = Array("\(method) \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body?.count ?? 0)\r\n\r\n".utf8)
+        request += body ?? []
+        var sent = 0
+        while sent < request.count {
+            let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { throw TimeoutError(what: "send to the fake provider") }
+            sent += n
+        }
+        var response = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            response += buf[0..<n]
+        }
+        guard let end = response.firstRange(of: [13, 10, 13, 10]) else { throw TimeoutError(what: "an HTTP answer from the fake provider") }
+        return Data(response[end.upperBound...])
     }
 }
 

@@ -8,7 +8,7 @@ import Testing
     func client(_ kind: ProviderConfig.Kind, maxLength: Int? = nil) -> LLMClient {
         LLMClient(config: ProviderConfig(name: "p", kind: kind, baseURL: "http://127.0.0.1:1/v1/", apiKey: "sk-test-0123456789",
                                          sampling: ["top_p": 0.95, "frequency_penalty": 1], stringMaxLength: maxLength),
-                  engine: HTTPEngine(), logger: Logger(label: "test"))
+                  engine: sharedTestEngine, logger: Logger(label: "test"))
     }
 
     let hostile = "quote \" backslash \\ newline \n tab \t nul \u{0} bell \u{7} emoji 🙂 é </script>"
@@ -73,5 +73,13 @@ import Testing
         #expect(throws: ProviderError.self) {
             try c.build(ChatRequest(model: "m", system: "s", user: "u", jsonSchema: "[1,2"), mode: .jsonSchema)
         }
+    }
+}
+
+@Suite struct JSONTextTests {
+    @Test func writesParsedJSONBackExactly() throws {
+        let text = #"{"b":true,"a":[1,2.5,-3,false,null,"x\"y"],"c":{"z":0,"min":1,"max":10.0},"e":"é\n"}"#
+        let object = try JSONSerialization.jsonObject(with: Data(text.utf8))
+        #expect(JSONText.write(object) == #"{"a":[1,2.5,-3,false,null,"x\"y"],"b":true,"c":{"max":10,"min":1,"z":0},"e":"é\n"}"#)
     }
 }

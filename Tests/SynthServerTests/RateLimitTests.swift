@@ -67,13 +67,16 @@ import Testing
     }
 }
 
+/// One HTTP engine (one curl thread) for the tests that only need a client.
+let sharedTestEngine = HTTPEngine()
+
 /// The limits against the fake provider over real HTTP.
 @Suite(.serialized) struct RateLimitProviderTests {
     func client(_ fake: FakeProvider, rpm: Int? = nil, kind: ProviderConfig.Kind = .openai) -> LLMClient {
         let base = kind == .openai ? "http://127.0.0.1:\(fake.port)/v1" : "http://127.0.0.1:\(fake.port)"
         let config = ProviderConfig(name: "fake", kind: kind, baseURL: base, apiKey: "k", maxInFlight: 4, maxRetries: 6,
                                     requestTimeoutSeconds: 20, requestsPerMinute: rpm)
-        return LLMClient(config: config, engine: HTTPEngine(), logger: Logger(label: "test"))
+        return LLMClient(config: config, engine: sharedTestEngine, logger: Logger(label: "test"))
     }
 
     func run(_ client: LLMClient, _ n: Int) async throws {

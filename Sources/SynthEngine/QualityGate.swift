@@ -1,0 +1,220 @@
+import Foundation
+import Logging
+import SynthLLM
+import SynthProto
+import SynthQuality
+import SynthSpec
+
+/// What the quality gate adds to an accepted record.
+struct QualityExtras: Sendable {
+    /// The judge's scores, for `provenance.quality` (verified jobs).
+    var judge: [(String, JSONValue)]?
+    var overall: Double?
+    /// `llm_assessed` metadata values by field name.
+    var assessed: [String: Double] = [:]
+    /// Soft invariant rules the record broke, by rule text.
+    var softFlags: [String] = []
+    /// The invariant checker gave no answer, so the record passed unchecked (fail-open).
+    var invariantCheckFailed = false
+}
+
+/// The gate's answer for one generated record.
+enum Verdict: Sendable {
+    case accept(QualityExtras)
+    case reject(Rejection, FormatProblem?)
+}
+
+/// Runs the quality checks of one job on each generated record, in order of cost: format,
+/// preference, a first near-duplicate look, the judge, the invariant check, and finally admission
+/// to the near-duplicate index (under its lock, so that two similar records in flight at once
+/// cannot both get in).
+final class QualityGate: @unchecked Sendable {
+    let request: PBJobRequest
+    let format: FormatChecker
+    let critic: LLMClient?
+    let criticModel: String
+    let logger: Logger
+    let jobID: String
+    private let lock = NSLock()
+    /// Whole records, and the prompt side alone: a repeated question is a repeated example even
+    /// with a new answer, and it would leak across splits.
+    private let records = NearDuplicateIndex()
+    private let prompts = NearDuplicateIndex()
+
+    /// The judge's pass mark (the documentation's 6.0).
+    static let judgePassMark = 6.0
+
+    init(request: PBJobRequest, system: [String], critic: LLMClient?, criticModel: String, jobID: String, logger: Logger) {
+        self.request = request
+        let rc = request.advanced.responseConstraints
+        let c = request.constraints
+        let lo = rc.hasMinTokens ? rc.minTokens.value : (c.hasMinTokens ? c.minTokens.value : nil)
+        let hi = rc.hasMaxTokens ? rc.maxTokens.value : (c.hasMaxTokens ? c.maxTokens.value : nil)
+        format = FormatChecker(instructions: system, minTokens: lo.map(Int.init), maxTokens: hi.map(Int.init))
+        self.critic = critic
+        self.criticModel = criticModel
+        self.jobID = jobID
+        self.logger = logger
+    }
+
+    var assessedFields: [PBMetadataField] { request.advanced.metadataFields.filter { $0.type == "llm_assessed" } }
+    var needsJudge: Bool { request.verified || !assessedFields.isEmpty }
+
+    /// Adds an accepted record of an earlier run (a resumed job rebuilds its index this way).
+    func restore(_ text: RecordText) {
+        lock.withLock {
+            records.insert(text.fullText)
+            prompts.insert(text.promptText)
+        }
+    }
+
+    func check(_ content: [(String, JSONValue)], usage: (ChatCompletion, String) -> Void) async throws -> Verdict {
+        let text = RecordText.of(request.schema, content)
+        if let problem = format.check(text) { return .reject(.formatInvalid, problem) }
+        if request.schema == "preference_v1",
+           let problem = PreferenceCheck.check(chosen: text.responses[0].text, rejected: text.responses[1].text,
+                                               chosenScore: content.double("chosen_score"), rejectedScore: content.double("rejected_score")) {
+            return .reject(problem == .lowMargin ? .lowMargin : .tooSimilar, nil)
+        }
+        let full = text.fullText, prompt = text.promptText
+        if isDuplicate(full, prompt) { return .reject(.nearDuplicate, nil) }
+
+        var extras = QualityExtras()
+        if needsJudge {
+            guard let verdict = try await judge(content, usage: usage) else { return .reject(.judgeRejected, nil) }
+            extras.judge = verdict.scores
+            extras.overall = verdict.overall
+            extras.assessed = verdict.assessed
+            if request.verified, verdict.overall < Self.judgePassMark { return .reject(.judgeRejected, nil) }
+        }
+        if !request.advanced.invariants.isEmpty {
+            switch try await invariants(content, usage: usage) {
+            case .strict: return .reject(.invariantViolated, nil)
+            case .soft(let rules): extras.softFlags = rules
+            case .clean: break
+            case .checkerFailed: extras.invariantCheckFailed = true
+            }
+        }
+        let admitted = lock.withLock { () -> Bool in
+            if records.duplicate(of: full) != nil || prompts.duplicate(of: prompt) != nil { return false }
+            records.insert(full)
+            prompts.insert(prompt)
+            return true
+        }
+        return admitted ? .accept(extras) : .reject(.nearDuplicate, nil)
+    }
+
+    private func isDuplicate(_ full: String, _ prompt: String) -> Bool {
+        lock.withLock { records.duplicate(of: full) != nil || prompts.duplicate(of: prompt) != nil }
+    }
+
+    // MARK: - the critic
+
+    struct JudgeVerdict {
+        var scores: [(String, JSONValue)]
+        var overall: Double
+        var assessed: [String: Double]
+    }
+
+    /// The card every critic call starts with, then the record as JSON.
+    func card(_ kind: String, _ lines: [String], _ content: [(String, JSONValue)]) -> String {
+        (["SCHEMA: \(kind)", "DOMAIN: \(request.domain)", "RECORD SCHEMA: \(request.schema)"] + lines
+            + ["RECORD:", String(decoding: JSONValue.object(content).serialized(), as: UTF8.self)]).joined(separator: "\n")
+    }
+
+    /// The judge's scores, or nil when it gave no usable answer.
+    func judge(_ content: [(String, JSONValue)], usage: (ChatCompletion, String) -> Void) async throws -> JudgeVerdict? {
+        guard let critic else { return nil }
+        let lines = assessedFields.map { f in "ASSESS: \(f.name)" + (f.description_p.isEmpty ? "" : " - \(f.description_p)") }
+        let chat = ChatRequest(model: criticModel, system: PromptFiles.text("judge"), user: card("judge", lines, content),
+                               jsonSchema: PromptFiles.text("judge.schema"), schemaName: "judge", maxTokens: 300, temperature: 0,
+                               stage: "judge")
+        let answer: ChatCompletion
+        do {
+            answer = try await critic.complete(chat)
+        } catch let e as ProviderError where e.kind != .fatal {
+            logger.warning("judge gave no answer", metadata: ["job": "\(jobID)", "error": "\(e.description)"])
+            return nil
+        }
+        usage(answer, "judge")
+        guard let obj = JSONValue.parse(Array(answer.content.utf8)) else { return nil }
+        var scores: [(String, JSONValue)] = []
+        for k in ["relevance", "accuracy", "completeness", "overall"] {
+            guard let v = obj[k]?.doubleValue, (0...10).contains(v) else { return nil }
+            scores.append((k, .number(v)))
+        }
+        var assessed: [String: Double] = [:]
+        for f in assessedFields {
+            if let v = obj["assessments"]?[f.name]?.doubleValue, (0...10).contains(v) { assessed[f.name] = v }
+        }
+        scores.append(("judge_model", .string(answer.model)))
+        return JudgeVerdict(scores: scores, overall: obj["overall"]?.doubleValue ?? 0, assessed: assessed)
+    }
+
+    enum InvariantResult {
+        case clean, strict, soft([String]), checkerFailed
+    }
+
+    func invariants(_ content: [(String, JSONValue)], usage: (ChatCompletion, String) -> Void) async throws -> InvariantResult {
+        guard let critic else { return .checkerFailed }
+        let rules = request.advanced.invariants
+        let lines = rules.enumerated().map { "RULE \($0.offset): \($0.element.rule)" }
+        let chat = ChatRequest(model: criticModel, system: PromptFiles.text("invariants"), user: card("invariants", lines, content),
+                               jsonSchema: PromptFiles.text("invariants.schema"), schemaName: "invariants", maxTokens: 400,
+                               temperature: 0, stage: "invariants")
+        let answer: ChatCompletion
+        do {
+            answer = try await critic.complete(chat)
+        } catch let e as ProviderError {
+            logger.warning("invariant check failed; the record passes", metadata: ["job": "\(jobID)", "error": "\(e.description)"])
+            return .checkerFailed
+        }
+        usage(answer, "invariants")
+        guard let obj = JSONValue.parse(Array(answer.content.utf8)), case .array(let violations)? = obj["violations"] else {
+            return .checkerFailed
+        }
+        var soft: [String] = []
+        for v in violations {
+            guard let i = v["rule_index"]?.doubleValue.map(Int.init), rules.indices.contains(i) else { continue }
+            if rules[i].enforcement == "soft" {
+                if !soft.contains(rules[i].rule) { soft.append(rules[i].rule) }
+            } else {
+                return .strict
+            }
+        }
+        return soft.isEmpty ? .clean : .soft(soft)
+    }
+}
+
+extension RecordText {
+    /// A record's text fields in their roles, from its schema fields (the `data` of conflict_v1).
+    static func of(_ schema: String, _ content: [(String, JSONValue)]) -> RecordText {
+        func s(_ k: String) -> String { content.first { $0.0 == k }?.1.stringValue ?? "" }
+        switch schema {
+        case "preference_v1":
+            return RecordText(prompts: [("prompt", s("prompt"))], responses: [("chosen", s("chosen")), ("rejected", s("rejected"))])
+        case "eval_v1":
+            return RecordText(prompts: [("input", s("input"))], responses: [("ideal_output", s("ideal_output"))])
+        case "conflict_v1":
+            var responses: [(name: String, text: String)] = []
+            if case .array(let items)? = content.first(where: { $0.0 == "responses" })?.1 {
+                for (i, r) in items.enumerated() { responses.append(("responses[\(i)].output", r["output"]?.stringValue ?? "")) }
+            }
+            return RecordText(prompts: [("input", s("input"))], responses: responses)
+        default:
+            return RecordText(prompts: [("instruction", s("instruction")), ("input", s("input"))], responses: [("output", s("output"))])
+        }
+    }
+
+    /// The same from a stored record's JSON line.
+    static func of(_ schema: String, storedJSON: [UInt8]) -> RecordText? {
+        guard let obj = JSONValue.parse(storedJSON) else { return nil }
+        let fields = schema == "conflict_v1" ? obj["data"] : obj
+        guard case .object(let pairs)? = fields else { return nil }
+        return of(schema, pairs)
+    }
+}
+
+extension Array where Element == (String, JSONValue) {
+    func double(_ key: String) -> Double { first { $0.0 == key }?.1.doubleValue ?? 0 }
+}
