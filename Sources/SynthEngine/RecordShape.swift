@@ -12,7 +12,8 @@ public enum Rejection: String, Sendable, Error {
     case invariantViolated = "invariant_violated"
 }
 
-/// Reads a model's answer into the schema's fields, in the documented order.
+/// Reads a model's answer into the schema's fields, in the documented order. Empty texts pass
+/// here; the format check rejects them as `empty`.
 enum RecordShape {
     /// The schema's own fields of the record, or why they are unusable.
     static func content(_ schema: String, _ text: String, finishReason: String, slot: Slot, axis: String,
@@ -25,25 +26,26 @@ enum RecordShape {
         }
         switch schema {
         case "instruction_v1":
-            guard let instruction = str("instruction"), let output = str("output") else { return .failure(.formatInvalid) }
+            guard let instruction = str("instruction", allowEmpty: true), let output = str("output", allowEmpty: true) else { return .failure(.formatInvalid) }
             return .success([("instruction", .string(instruction)), ("input", .string(str("input", allowEmpty: true) ?? "")), ("output", .string(output))])
         case "preference_v1":
-            guard let prompt = str("prompt"), let chosen = str("chosen"), let rejected = str("rejected"),
+            guard let prompt = str("prompt", allowEmpty: true), let chosen = str("chosen", allowEmpty: true),
+                  let rejected = str("rejected", allowEmpty: true),
                   let cs = obj["chosen_score"]?.doubleValue, let rs = obj["rejected_score"]?.doubleValue,
                   (0...10).contains(cs), (0...10).contains(rs), let reasoning = str("reasoning")
             else { return .failure(.formatInvalid) }
             return .success([("prompt", .string(prompt)), ("chosen", .string(chosen)), ("rejected", .string(rejected)),
                              ("chosen_score", .number(cs)), ("rejected_score", .number(rs)), ("reasoning", .string(reasoning))])
         case "eval_v1":
-            guard let input = str("input"), let ideal = str("ideal_output"), case .array(let m)? = obj["metrics"] else { return .failure(.formatInvalid) }
+            guard let input = str("input", allowEmpty: true), let ideal = str("ideal_output", allowEmpty: true), case .array(let m)? = obj["metrics"] else { return .failure(.formatInvalid) }
             let metrics = m.compactMap(\.stringValue).filter { !$0.isEmpty }
             guard !metrics.isEmpty else { return .failure(.formatInvalid) }
             return .success([("input", .string(input)), ("ideal_output", .string(ideal)), ("metrics", .array(metrics.map { .string($0) }))])
         case "conflict_v1":
-            guard let input = str("input"), case .array(let responses)? = obj["responses"], responses.count == 2 else { return .failure(.formatInvalid) }
+            guard let input = str("input", allowEmpty: true), case .array(let responses)? = obj["responses"], responses.count == 2 else { return .failure(.formatInvalid) }
             var outResponses: [JSONValue] = []
             for r in responses {
-                guard let drive = r["drive"]?.stringValue, let output = r["output"]?.stringValue, !output.isEmpty else { return .failure(.formatInvalid) }
+                guard let drive = r["drive"]?.stringValue, let output = r["output"]?.stringValue else { return .failure(.formatInvalid) }
                 var viable = true
                 if case .bool(let v)? = r["viable"] { viable = v }
                 outResponses.append(.object([("drive", .string(drive)), ("output", .string(output)), ("viable", .bool(viable))]))

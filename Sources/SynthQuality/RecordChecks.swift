@@ -57,6 +57,9 @@ public struct FormatChecker: Sendable {
     }
 
     public func check(_ r: RecordText) -> FormatProblem? {
+        // The first prompt-side field is the question itself and must be there; an instruction's
+        // input may be empty.
+        if let first = r.prompts.first, first.text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { return .empty }
         for (_, text) in r.responses {
             let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
             if t.isEmpty { return .empty }
