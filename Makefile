@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(if $(shell command -v swift),$(PATH),/opt/swift/usr/bin:$(PATH))
 PY := .venv/bin/python
 
-.PHONY: all build test test-swift test-proto test-c test-c-client test-fake test-examples demo deps proto clean bench-engine
+.PHONY: all build test test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup
 
 all: build
 
@@ -17,7 +17,7 @@ build: deps
 ## Everything: Swift tests (wire, store, spec, server over real sockets), the generated-code and
 ## golden-frame checks in Swift, Python and C, the fake provider's own tests, and every documented
 ## request example run end to end through the CLI.
-test: deps test-swift test-proto test-c test-fake test-examples test-c-client
+test: deps test-swift test-proto test-c test-fake test-examples test-c-client test-python
 	@echo "make test: all passed"
 
 test-swift:
@@ -38,6 +38,10 @@ test-examples: test-swift
 test-c-client: test-swift
 	$(MAKE) -C clients/c test
 
+## The Python client (clients/python) against a real synthd and the fake provider.
+test-python: test-swift
+	tools/python-client-test
+
 test-fake:
 	$(PY) -m pytest -q -p no:cacheprovider tools/fake_provider/tests
 
@@ -57,3 +61,6 @@ clean:
 ## Benchmarks print measured figures; they are not part of make test.
 bench-engine: deps
 	$(PY) tools/bench-engine
+
+bench-dedup: deps
+	$(PY) tools/bench-dedup

@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "synthd", targets: ["synthd"]),
         .executable(name: "synth", targets: ["synth"]),
+        .executable(name: "dedup-bench", targets: ["dedup-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -44,6 +45,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        .executableTarget(name: "dedup-bench", dependencies: ["SynthQuality"]),
         .executableTarget(name: "synthd", dependencies: [
             "SynthServer", "SynthStore", "SynthEngine", "SynthSpec",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -12,11 +12,12 @@
 /// 3. The rest are verified by an exact overlap count that stops as soon as the threshold is out
 ///    of reach.
 ///
-/// The ranking must not change once sets are indexed, so it is frozen from the first
-/// `sampleSize` accepted texts (document frequency, then first appearance); until then the few
-/// accepted texts are compared directly. Tokens the sample never saw rank rarest. Rebuilding from
-/// the same accepted texts in the same order gives the same index, which is how a restarted job
-/// resumes its check.
+/// All indexed sets must share one ranking, so the ranking is computed from the first
+/// `sampleSize` accepted texts (document frequency, then first appearance) and everything is
+/// indexed again under a fresh ranking each time the accepted count has grown fourfold. Until
+/// the first ranking the few accepted texts are compared directly. Tokens the ranking never saw
+/// rank rarest. Any ranking gives exact answers; a good one only makes them faster. A restarted
+/// job rebuilds its index by inserting its accepted texts again.
 ///
 /// Not thread-safe: one owner calls it.
 public final class NearDuplicateIndex {
@@ -28,6 +29,7 @@ public final class NearDuplicateIndex {
     /// Frozen document frequency per token id (ids beyond it have frequency 0).
     private var frequency: [UInt32] = []
     private var frozen = false
+    private var nextFreeze: Int
     /// Accepted sets, as token ids sorted ascending.
     private var sets: [[UInt32]] = []
     /// Posting lists of the indexed prefixes, by token id: the set, and the token's position in
@@ -41,12 +43,18 @@ public final class NearDuplicateIndex {
     /// Per accepted set, the probe number that last reached it (candidate de-duplication).
     private var stamp: [UInt32] = []
     private var probes: UInt32 = 0
+    /// Per accepted set, the shared prefix tokens counted in the current probe (-1: dropped).
+    private var counted: [Int32] = []
+    /// Per accepted set, its size (kept flat for the probe loop).
+    private var sizes: [UInt32] = []
+    private var candidates: [UInt32] = []
 
     public private(set) var comparisons = 0
 
     public init(threshold: Threshold = .nearDuplicate, sampleSize: Int = 256) {
         self.threshold = threshold
         self.sampleSize = max(1, sampleSize)
+        nextFreeze = self.sampleSize
     }
 
     public var count: Int { sets.count }
@@ -118,19 +126,45 @@ public final class NearDuplicateIndex {
             for i in stamp.indices { stamp[i] = 0 }
             probes = 1
         }
-        for (i, token) in prefix(x).enumerated() where Int(token) < postings.count {
-            for p in postings[Int(token)] {
-                let jj = Int(p.set)
-                if stamp[jj] == probes { continue }
-                // The first shared token in the common order: whatever else is shared comes after
-                // it in both sets, so this settles the candidate either way.
-                stamp[jj] = probes
-                let m = sets[jj].count
-                guard threshold.lengthsCompatible(n, m),
-                      min(n - i, m - Int(p.position)) >= threshold.minOverlap(n, m) else { continue }
-                comparisons += 1
-                if verify(x, sets[jj]) { return jj }
+        // Each shared prefix token counts toward a candidate's overlap. At every one, the overlap
+        // can be at most what was counted plus what is left after it in both orders; once that
+        // is below what the threshold needs, the candidate is dropped for good.
+        candidates.removeAll(keepingCapacity: true)
+        let num = threshold.num, sum = threshold.num + threshold.den, den = threshold.den
+        let p = prefix(x)
+        sizes.withUnsafeBufferPointer { sizes in
+            stamp.withUnsafeMutableBufferPointer { stamp in
+                counted.withUnsafeMutableBufferPointer { counted in
+                    for (i, token) in p.enumerated() where Int(token) < postings.count {
+                        let left = n - i
+                        postings[Int(token)].withUnsafeBufferPointer { list in
+                            for entry in list {
+                                let jj = Int(entry.set)
+                                let m = Int(sizes[jj])
+                                if stamp[jj] != probes {
+                                    stamp[jj] = probes
+                                    // Length filter: min/max must exceed the threshold.
+                                    guard min(n, m) * den > num * max(n, m) else {
+                                        counted[jj] = -1
+                                        continue
+                                    }
+                                    counted[jj] = 0
+                                    candidates.append(UInt32(jj))
+                                }
+                                let c = Int(counted[jj])
+                                if c < 0 { continue }
+                                // Reachable overlap o must satisfy o·(den + num) > num·(n + m).
+                                let reachable = c + min(left, m - Int(entry.position))
+                                counted[jj] = reachable * sum > num * (n + m) ? Int32(c + 1) : -1
+                            }
+                        }
+                    }
+                }
             }
+        }
+        for j in candidates where counted[Int(j)] > 0 {
+            comparisons += 1
+            if verify(x, sets[Int(j)]) { return Int(j) }
         }
         return nil
     }
@@ -157,17 +191,24 @@ public final class NearDuplicateIndex {
     private func add(_ set: [UInt32]) {
         sets.append(set)
         stamp.append(0)
-        if frozen {
-            index(UInt32(sets.count - 1))
-        } else if sets.count >= sampleSize {
+        counted.append(0)
+        sizes.append(UInt32(set.count))
+        if sets.count >= nextFreeze {
             freeze()
+            nextFreeze *= 4
+        } else if frozen {
+            index(UInt32(sets.count - 1))
         }
     }
 
+    /// Ranks the tokens by their frequency among the accepted sets so far and indexes every set
+    /// again. Done at 256 sets, then each time the count has grown fourfold, so the ranking keeps
+    /// up with the job at a cost that stays proportional to the data.
     private func freeze() {
         frequency = [UInt32](repeating: 0, count: ids.count)
         for s in sets { for t in s { frequency[Int(t)] += 1 } }
         frozen = true
+        postings = []
         for j in sets.indices { index(UInt32(j)) }
     }
 

@@ -1,0 +1,37 @@
+// dedup-bench: runs synthd's near-duplicate join over texts, one per line of a file, in order, as a
+// job's records arrive, and reports which were near-duplicates and how long it took. With
+// --brute N it instead compares all pairs among the first N texts. Used by tools/bench-dedup.
+//
+//   dedup-bench TEXTS_FILE OUT_FILE [--brute N]
+//
+// OUT_FILE gets the 0-based line numbers of the near-duplicates, one per line. The time in
+// seconds is printed on stdout.
+import Foundation
+import SynthQuality
+
+let args = CommandLine.arguments
+guard args.count >= 3, let data = FileManager.default.contents(atPath: args[1]) else {
+    FileHandle.standardError.write(Data("usage: dedup-bench TEXTS_FILE OUT_FILE [--brute N]\n".utf8))
+    exit(2)
+}
+var texts = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+if texts.last == "" { texts.removeLast() }
+var duplicates: [Int] = []
+let clock = ContinuousClock()
+let took: Duration
+if args.count >= 5, args[3] == "--brute", let n = Int(args[4]) {
+    let sample = Array(texts.prefix(n))
+    let start = clock.now
+    let decisions = BruteForceNearDuplicates.decisions(sample)
+    took = clock.now - start
+    duplicates = decisions.indices.filter { decisions[$0] }
+} else {
+    let index = NearDuplicateIndex()
+    let start = clock.now
+    for (i, text) in texts.enumerated() where !index.admit(text) { duplicates.append(i) }
+    took = clock.now - start
+    FileHandle.standardError.write(Data("verified \(index.comparisons) candidate pairs\n".utf8))
+}
+try! Data(duplicates.map(String.init).joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: args[2]))
+let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
+print(String(format: "%.4f", seconds))
