@@ -32,3 +32,61 @@ struct FrameWriter: Sendable {
         try await outbound.write(allocator.buffer(bytes: bytes))
     }
 }
+
+extension CallContext {
+    /// Sends records of a stream (WatchJob or FetchSplits: both carry `Record record = 2`), many
+    /// frames to one flush. The frames are encoded directly, byte for byte what SwiftProtobuf
+    /// would write, without building a message per record.
+    func sendRecords(_ records: some Sequence<(seq: UInt64, json: [UInt8])>) async throws {
+        var buffers: [ByteBuffer] = []
+        for r in records {
+            buffers.append(writer.allocator.buffer(bytes: RecordFrame.encode(callID: callID, seq: r.seq, json: r.json)))
+        }
+        if !buffers.isEmpty { try await writer.outbound.write(contentsOf: buffers) }
+    }
+}
+
+/// Frame { call_id = 1; message = 3 } holding a response { record = 2 } holding
+/// Record { seq = 1; json = 2 }.
+enum RecordFrame {
+    static func varintSize(_ v: UInt64) -> Int {
+        var n = 1, x = v
+        while x >= 0x80 { x >>= 7; n += 1 }
+        return n
+    }
+
+    static func putVarint(_ v: UInt64, _ out: inout [UInt8]) {
+        var x = v
+        while x >= 0x80 {
+            out.append(UInt8(x & 0x7F) | 0x80)
+            x >>= 7
+        }
+        out.append(UInt8(x))
+    }
+
+    static func encode(callID: UInt64, seq: UInt64, json: [UInt8]) -> [UInt8] {
+        let record = (seq == 0 ? 0 : 1 + varintSize(seq)) + (json.isEmpty ? 0 : 1 + varintSize(UInt64(json.count)) + json.count)
+        let response = 1 + varintSize(UInt64(record)) + record
+        let frame = (callID == 0 ? 0 : 1 + varintSize(callID)) + 1 + varintSize(UInt64(response)) + response
+        var out = [UInt8]()
+        out.reserveCapacity(frame)
+        if callID != 0 {
+            out.append(0x08)
+            putVarint(callID, &out)
+        }
+        out.append(0x1A)
+        putVarint(UInt64(response), &out)
+        out.append(0x12)
+        putVarint(UInt64(record), &out)
+        if seq != 0 {
+            out.append(0x08)
+            putVarint(seq, &out)
+        }
+        if !json.isEmpty {
+            out.append(0x12)
+            putVarint(UInt64(json.count), &out)
+            out += json
+        }
+        return out
+    }
+}

@@ -5,7 +5,7 @@ import SynthSpec
 import SynthStore
 
 extension Service {
-    static let recordBatch = 256
+    static let recordBatch = 512
 
     /// Streams a job's records after `after_seq` and its progress, live, until the job ends.
     /// Every record goes exactly once and in order: the stream follows a cursor over the stored
@@ -40,15 +40,12 @@ extension Service {
                 job = try self.job(jobID, ctx)
                 if !req.progressOnly {
                     while cursor < job.job.lastSeq {
-                        let batch = try store.records(jobID: jobID, after: cursor, limit: Self.recordBatch)
+                        // Only up to the snapshot just read: the progress sent next then never
+                        // reports fewer records than were delivered.
+                        let batch = try store.records(jobID: jobID, after: cursor, limit: Self.recordBatch).filter { $0.seq <= job.job.lastSeq }
                         if batch.isEmpty { break }
-                        for (seq, json) in batch {
-                            var r = PBWatchJobResponse()
-                            r.record.seq = seq
-                            r.record.json = Data(json)
-                            try await ctx.send(r)
-                            cursor = seq
-                        }
+                        try await ctx.sendRecords(batch)
+                        cursor = batch.last!.seq
                         if ContinuousClock.now - lastKeyCheck >= recheck {
                             try ensureKeyActive(ctx)
                             lastKeyCheck = .now
@@ -105,12 +102,7 @@ extension Service {
             while i < seqs.count {
                 let slice = seqs[i..<min(seqs.count, i + Self.recordBatch)]
                 let records = try store.records(jobID: job.job.jobID, seqs: slice)
-                for (seq, json) in zip(slice, records) {
-                    var r = PBFetchSplitsResponse()
-                    r.record.seq = seq
-                    r.record.json = Data(json)
-                    try await ctx.send(r)
-                }
+                try await ctx.sendRecords(zip(slice, records).map { (seq: $0.0, json: $0.1) })
                 i += slice.count
             }
         }

@@ -178,6 +178,9 @@ final class Service: Sendable {
             throw RPCError.invalid("status must be one of \(JobStatus.allCases.map(\.rawValue).joined(separator: ", ")), got \(req.status.prefix(32))")
         }
         guard req.limit >= 0, req.limit <= 500 else { throw RPCError.invalid("limit must be between 1 and 500 (0 means 50), got \(req.limit)") }
+        if !req.pageToken.isEmpty, !Store.isPageToken(req.pageToken, org: ctx.org) {
+            throw RPCError.invalid("page_token is not a token this server gave for this list; start again without one")
+        }
         let page = try store.listJobs(org: ctx.org, status: req.status.isEmpty ? nil : req.status,
                                       limit: req.limit == 0 ? 50 : Int(req.limit), pageToken: req.pageToken)
         var out = PBListJobsResponse()

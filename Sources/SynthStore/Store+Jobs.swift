@@ -61,6 +61,11 @@ extension Store {
         }
     }
 
+    /// Whether `token` is a page token of `org`'s job list.
+    public static func isPageToken(_ token: String, org: String) -> Bool {
+        decodeToken(token).map { $0.starts(with: Keys.text(org) + [0]) } ?? false
+    }
+
     /// One page of `org`'s jobs, newest first. The page token is the index key to resume after.
     public func listJobs(org: String, status: String?, limit: Int, pageToken: String) throws -> (jobs: [PBStoredJob], next: String) {
         try read { txn in
@@ -90,7 +95,7 @@ extension Store {
         key.map { String(format: "%02x", $0) }.joined()
     }
 
-    static func decodeToken(_ token: String) -> [UInt8]? {
+    public static func decodeToken(_ token: String) -> [UInt8]? {
         guard token.count % 2 == 0, token.count <= 1024 else { return nil }
         var out: [UInt8] = []
         var it = token.makeIterator()

@@ -105,6 +105,23 @@ import SynthSpec
                 for try await _ in a.call(method == "CancelJob" ? "GetJob" : method, request: req) {}
             }
             #expect(try await b.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.isEmpty)
+            // A page token is good only for the list it came from: garbage, or org a's token in
+            // org b's hands, is refused rather than read as "from the start".
+            var first = PBListJobsRequest()
+            first.limit = 1
+            _ = try await h.generate(a, count: 1)
+            let token = try await a.unary("ListJobs", first, as: PBListJobsResponse.self).nextPageToken
+            #expect(!token.isEmpty)
+            for (client, bad) in [(a, "garbage"), (b, token)] {
+                var req = PBListJobsRequest()
+                req.pageToken = bad
+                do {
+                    _ = try await client.unary("ListJobs", req, as: PBListJobsResponse.self)
+                    Issue.record("page token \(bad) was accepted")
+                } catch let e as ClientError {
+                    #expect(e.code == .invalidArgument)
+                }
+            }
             await a.close()
             await b.close()
         }
