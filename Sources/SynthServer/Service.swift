@@ -93,8 +93,16 @@ final class Service: Sendable {
     }
 
     /// The validated, effective request and its plan.
-    func prepare(_ request: PBJobRequest) throws -> (PBJobRequest, PBPlan) {
+    func prepare(_ request: PBJobRequest, domainConfirmed: Bool) throws -> (PBJobRequest, PBPlan) {
         try validator.validate(request)
+        if !domainConfirmed {
+            let suspects = DomainSpellCheck.shared.suspects(in: request.domain)
+            if !suspects.isEmpty {
+                let list = suspects.map { "\($0.word) (did you mean \($0.suggestions.joined(separator: ", "))?)" }.joined(separator: "; ")
+                throw SpecError(.domainSpelling, "possible typo in domain: \(list). Correct it, or confirm the spelling with domain_confirmed "
+                                + "(synth generate --confirm-domain)", suggestions: suspects)
+            }
+        }
         let effective = Planner.effective(request)
         var plan = Planner.plan(effective)
         let routes = engine.routes(for: effective)
@@ -118,7 +126,7 @@ final class Service: Sendable {
     }
 
     func generate(_ req: PBGenerateRequest, _ ctx: CallContext) throws -> PBGenerateResponse {
-        let (effective, plan) = try prepare(req.request)
+        let (effective, plan) = try prepare(req.request, domainConfirmed: req.domainConfirmed)
         // Deterministic ordering: the same body must always hash the same, whatever its map order.
         var options = BinaryEncodingOptions()
         options.useDeterministicOrdering = true
@@ -159,7 +167,7 @@ final class Service: Sendable {
     }
 
     func plan(_ req: PBPlanRequest, _ ctx: CallContext) throws -> PBPlanResponse {
-        let (effective, plan) = try prepare(req.request)
+        let (effective, plan) = try prepare(req.request, domainConfirmed: req.domainConfirmed)
         var out = PBPlanResponse()
         out.plan = plan
         out.cost = engine.pricing.estimate(effective)

@@ -194,16 +194,32 @@ struct Report: AsyncParsableCommand {
             let resp = try await client.unary("GetQualityReport", req, as: PBGetQualityReportResponse.self, timeout: common.deadline)
             if common.json { print(String(decoding: resp.json, as: UTF8.self)); return }
             let r = resp.report
+            func letter(_ measure: String) -> String { r.measureGrades[measure].map { "  (\($0))" } ?? "" }
             var rows: [[String]] = [
                 ["total generated", "\(r.totalGenerated)"], ["total accepted", "\(r.totalAccepted)"], ["total rejected", "\(r.totalRejected)"],
-                ["pass rate", String(format: "%.1f%%", r.passRate * 100)],
+                ["pass rate", String(format: "%.1f%%", r.passRate * 100) + letter("pass_rate")],
+                ["diversity score", String(format: "%.3f", r.diversityScore) + letter("diversity_score")],
             ]
-            if !r.diversityDefinition.isEmpty { rows.append(["diversity score", String(format: "%.3f", r.diversityScore)]) }
-            if r.hasMeanJudgeScore { rows.append(["mean judge score", String(format: "%.2f / 10", r.meanJudgeScore.value)]) }
+            if r.hasMeanJudgeScore { rows.append(["mean judge score", String(format: "%.2f / 10", r.meanJudgeScore.value) + letter("mean_judge_score")]) }
             rows.append(["grade", r.overallGrade.isEmpty ? "(not graded yet)" : r.overallGrade])
             for (k, v) in r.rejectionBreakdown.sorted(by: { $0.key < $1.key }) { rows.append(["rejected: \(k)", "\(v)"]) }
+            for (k, v) in r.formatProblems.sorted(by: { $0.key < $1.key }) { rows.append(["  format: \(k)", "\(v)"]) }
+            if r.invariantCheckFailures > 0 { rows.append(["invariant checks failed (passed)", "\(r.invariantCheckFailures)"]) }
+            rows.append(["cross-split leaks", "\(r.crossSplitLeaks)"])
             print(Output.table(["quality", "value"], rows))
-            if !r.diversityDefinition.isEmpty { print("diversity: \(r.diversityDefinition)") }
+            if !r.coverage.isEmpty {
+                let cells = r.coverage.map { c -> [String] in
+                    var name = c.category
+                    if !c.coverage.isEmpty { name += (name.isEmpty ? "" : " ") + c.coverage.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ") }
+                    if !c.axis.isEmpty { name += (name.isEmpty ? "" : " ") + "axis=\(c.axis)" }
+                    return [name.isEmpty ? "(all)" : name, "\(c.planned)", "\(c.delivered)", "\(c.rejected)"]
+                }
+                print("")
+                print(Output.table(["cell", "planned", "delivered", "rejected"], cells))
+            }
+            print("")
+            print("diversity: \(r.diversityDefinition)")
+            print("grade: \(r.gradeRule)")
         }
     }
 }

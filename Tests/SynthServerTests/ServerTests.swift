@@ -57,6 +57,38 @@ import SynthSpec
         }
     }
 
+    @Test func aMisspeltDomainIsQueriedBeforeAnyJobExists() async throws {
+        try await withHarness { h in
+            let client = try await h.client(try h.org("acme"))
+            var req = Harness.request(count: 3)
+            req.request.domain = "custmer suport for a SaaS product"
+            for method in ["Generate", "Plan"] {
+                do {
+                    if method == "Generate" {
+                        _ = try await client.unary(method, req, as: PBGenerateResponse.self)
+                    } else {
+                        var plan = PBPlanRequest()
+                        plan.request = req.request
+                        _ = try await client.unary(method, plan, as: PBPlanResponse.self)
+                    }
+                    Issue.record("\(method) took a misspelt domain")
+                } catch let e as ClientError {
+                    #expect(e.code == .invalidArgument)
+                    #expect(e.status.errorCode == "DOMAIN_SPELL_CHECK")
+                    #expect(e.status.suggestions.map(\.word) == ["custmer", "suport"])
+                    #expect(e.status.suggestions[1].suggestions.contains("support"))
+                }
+            }
+            #expect(try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.isEmpty)
+            // Confirmed as spelt: the job is made.
+            req.domainConfirmed = true
+            let job = try await client.unary("Generate", req, as: PBGenerateResponse.self).job
+            #expect(job.domain == "custmer suport for a SaaS product")
+            _ = try await h.waitForEnd(client, job.jobID)
+            await client.close()
+        }
+    }
+
     @Test func keysAreRequiredExceptForHealthAndPricing() async throws {
         try await withHarness { h in
             _ = try h.org("acme")
