@@ -125,6 +125,48 @@ final class Service: Sendable {
         return (effective, plan)
     }
 
+    /// Whether the org's plan can take one more job of `request`: checked with the job's insert,
+    /// in one transaction. Unfinished jobs count at their full estimate until they are billed.
+    func admission(_ request: PBJobRequest, tier: String) -> (PBStoredOrg?, PBStoredUsage, [PBStoredJob]) throws -> Void {
+        let pricing = engine.pricing
+        return { org, month, unfinished in
+            guard let org else { return }
+            let need = pricing.estimate(request)
+            func refuse(_ what: String) -> RPCError {
+                RPCError(.resourceExhausted, what, errorCode: "INSUFFICIENT_BALANCE")
+            }
+            switch org.plan {
+            case "free":
+                let limit = org.monthlyQuota > 0 ? org.monthlyQuota : 100
+                let used = month.records + unfinished.reduce(0) { $0 + $1.job.count }
+                let left = max(0, limit - used)
+                if request.count > left {
+                    throw refuse("this job needs \(request.count) records; the free plan has \(limit) a month and \(left) are left this month")
+                }
+            case "subscription":
+                if tier == "deep" {
+                    throw RPCError(.permissionDenied, "the deep tier is pay-as-you-go only; subscription plans cannot use it", errorCode: "PLAN_NOT_ALLOWED")
+                }
+                let used = month.quotaRecords + unfinished.reduce(0) { $0 + pricing.estimate($1.request).quotaRecords }
+                let left = max(0, Double(org.monthlyQuota) - used)
+                if need.quotaRecords > left + 1e-9 {
+                    throw refuse("this job needs \(Self.figure(need.quotaRecords)) quota records (verified counts 1.5 each); "
+                                 + "\(Self.figure(left)) of the monthly \(org.monthlyQuota) are left")
+                }
+            default:
+                let reserved = unfinished.reduce(0) { $0 + Int64((pricing.estimate($1.request).totalUsd * 1_000_000).rounded(.up)) }
+                let left = org.balanceMicroUsd - reserved
+                let needed = Int64((need.totalUsd * 1_000_000).rounded(.up))
+                if needed > left {
+                    throw refuse(String(format: "this job costs up to $%.4f; the balance has $%.4f left after the jobs still running", Double(needed) / 1e6,
+                                        Double(max(0, left)) / 1e6))
+                }
+            }
+        }
+    }
+
+    static func figure(_ v: Double) -> String { v == v.rounded() ? String(Int64(v)) : String(format: "%.1f", v) }
+
     func generate(_ req: PBGenerateRequest, _ ctx: CallContext) throws -> PBGenerateResponse {
         let (effective, plan) = try prepare(req.request, domainConfirmed: req.domainConfirmed)
         // Deterministic ordering: the same body must always hash the same, whatever its map order.
@@ -149,7 +191,7 @@ final class Service: Sendable {
         job.job.createdAt = Clock.rfc3339(job.createdAtMs)
         let stored: PBStoredJob
         do {
-            stored = try store.insertJob(job)
+            stored = try store.insertJob(job, admit: admission(effective, tier: plan.tier))
         } catch let e as StoreError where e.code == .conflict {
             throw RPCError(.failedPrecondition, e.message, errorCode: "IDEMPOTENCY_CONFLICT")
         }

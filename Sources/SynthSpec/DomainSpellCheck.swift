@@ -31,6 +31,11 @@ public final class DomainSpellCheck: Sendable {
         "hyperparameter", "hyperparameters", "inference", "multilingual", "multimodal", "async", "runtime", "middleware", "login",
         "signup", "username", "usernames", "email", "emails", "chargeback", "chargebacks", "kyc", "aml", "gdpr", "hipaa", "soc",
         "telehealth", "telemedicine", "ehr", "emr", "crm", "erp", "hr", "b2b", "b2c", "esg", "roi", "kpi", "kpis", "okr", "okrs",
+        "helpdesk", "helpdesks", "walkthrough", "walkthroughs", "dropdown", "codebase", "codebases", "repo", "repos", "github",
+        "gitlab", "jira", "wifi", "bluetooth", "uptime", "timeout", "timeouts", "copywriting", "refactoring", "preprocessing",
+        "postprocessing", "deduplication", "smartphone", "smartphones", "app", "apps", "signup", "signups", "checkout",
+        "screenshot", "screenshots", "hotfix", "hotfixes", "changelog", "lookup", "autocomplete", "geolocation", "crowdfunding",
+        "cryptocurrencies", "biotech", "medtech", "proptech", "agritech", "ebook", "ebooks", "podcast", "podcasts", "vlog",
     ]
 
     public init(path: String = DomainSpellCheck.defaultPath) {

@@ -13,19 +13,38 @@ extension Store {
     /// idempotency key. When the org already used that idempotency key, nothing is written: the
     /// earlier job comes back if its request digest matches, else `.conflict` is thrown. The check
     /// and the insert are one transaction, so two racing calls cannot both create a job.
-    public func insertJob(_ job: PBStoredJob) throws -> PBStoredJob {
+    ///
+    /// `admit` sees the org, its usage this month and its unfinished jobs, inside the same
+    /// transaction, and throws when the job must not start (a quota or a balance it would break).
+    public func insertJob(_ job: PBStoredJob,
+                          admit: ((_ org: PBStoredOrg?, _ month: PBStoredUsage, _ unfinished: [PBStoredJob]) throws -> Void)? = nil) throws -> PBStoredJob {
         try write { txn in
             var job = job
+            let ikey = Keys.join(Keys.text(job.org), Keys.text(job.idempotencyKey))
             if !job.idempotencyKey.isEmpty {
-                let ikey = Keys.join(Keys.text(job.org), Keys.text(job.idempotencyKey))
                 if let id = try txn.get(.idempotency, ikey), let existing = try self.job(id: String(decoding: id, as: UTF8.self), txn: txn) {
                     guard existing.requestDigest == job.requestDigest else {
                         throw StoreError(.conflict, "idempotency_key was already used with a different request")
                     }
                     return existing
                 }
-                try txn.put(.idempotency, ikey, Keys.text(job.job.jobID))
             }
+            if let admit {
+                let org = try txn.get(.orgs, Keys.text(job.org)).map { try PBStoredOrg(serializedBytes: $0) }
+                let month = try txn.get(.usage, Keys.join(Keys.text(job.org), Keys.text(Clock.month(job.createdAtMs))))
+                    .map { try PBStoredUsage(serializedBytes: $0) } ?? PBStoredUsage()
+                var unfinished: [PBStoredJob] = []
+                let prefix = Keys.text(job.org) + [0]
+                try txn.scan(.jobIndex, prefix: prefix) { key, _ in
+                    let id = String(decoding: key[(prefix.count + 8)...], as: UTF8.self)
+                    if let j = try self.job(id: id, txn: txn), let status = JobStatus(rawValue: j.job.status), !status.isTerminal {
+                        unfinished.append(j)
+                    }
+                    return true
+                }
+                try admit(org, month, unfinished)
+            }
+            if !job.idempotencyKey.isEmpty { try txn.put(.idempotency, ikey, Keys.text(job.job.jobID)) }
             try appendEvent(&job, kind: "created", seq: 0, detail: "", txn: txn)
             try txn.put(.jobs, Keys.text(job.job.jobID), try job.serializedBytes())
             try txn.put(.jobIndex, Self.indexKey(job), [])
@@ -145,6 +164,11 @@ extension Store {
             row.costMicroUsd += u.costMicroUSD
             row.jobs += 1
             try txn.put(.usage, key, try row.serializedBytes())
+            // Pay-as-you-go: the accepted records are paid from the balance.
+            if var org = try txn.get(.orgs, Keys.text(job.org)).map({ try PBStoredOrg(serializedBytes: $0) }), org.plan == "payg" {
+                org.balanceMicroUsd -= u.costMicroUSD
+                try txn.put(.orgs, Keys.text(job.org), try org.serializedBytes())
+            }
             return job
         }
     }

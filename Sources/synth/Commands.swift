@@ -139,10 +139,26 @@ struct Results: AsyncParsableCommand {
     @OptionGroup var common: Common
     @Argument(help: "The job id.") var id: String
     @Option(help: "Output file ('-' for stdout).") var out: String = "-"
+    @Option(help: "Write each record in a trainer's format: \(TrainerFormat.names).") var format: String?
+    @Option(help: "A system prompt for the formats that have a place for one.") var system: String?
 
     func run() async throws {
+        var transform: (([UInt8]) throws -> [UInt8])?
+        if let format {
+            guard let f = TrainerFormat(rawValue: format) else {
+                throw ValidationError("--format must be one of \(TrainerFormat.names), got \(format)")
+            }
+            do {
+                try f.check(system: system)
+            } catch let e as TrainerFormat.Refused {
+                throw ValidationError(e.description)
+            }
+            let system = self.system
+            transform = { try f.convert($0, system: system) }
+        }
         try await common.run { client in
-            _ = try await Follow.job(client, id, afterSeq: 0, records: out == "-" ? .stdout : .file(out), json: false, quiet: out == "-")
+            _ = try await Follow.job(client, id, afterSeq: 0, records: out == "-" ? .stdout : .file(out), json: false, quiet: out == "-",
+                                     transform: transform)
         }
     }
 }

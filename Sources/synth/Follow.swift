@@ -23,7 +23,8 @@ enum Follow {
         }
     }
 
-    static func job(_ client: SynthClient, _ id: String, afterSeq: UInt64, records: Sink, json: Bool, quiet: Bool = false) async throws -> PBJob {
+    static func job(_ client: SynthClient, _ id: String, afterSeq: UInt64, records: Sink, json: Bool, quiet: Bool = false,
+                    transform: (([UInt8]) throws -> [UInt8])? = nil) async throws -> PBJob {
         var req = PBWatchJobRequest()
         req.jobID = id
         req.afterSeq = afterSeq
@@ -42,7 +43,11 @@ enum Follow {
         for try await event in client.stream("WatchJob", req, as: PBWatchJobResponse.self) {
             switch event.event {
             case .record(let r):
-                pending.append(r.json)
+                if let transform {
+                    pending.append(contentsOf: try transform(Array(r.json)))
+                } else {
+                    pending.append(r.json)
+                }
                 pending.append(0x0A)
                 if pending.count > 1 << 16 {
                     try emit(pending, out)

@@ -60,6 +60,9 @@ struct Common: ParsableArguments {
             Output.error("status: INVALID_ARGUMENT\nerror code: \(e.code.rawValue)\nmessage: \(e.message)" +
                 e.fieldErrors.map { "\nfield \($0.field): \($0.rule)" + ($0.value.isEmpty ? "" : " (got \($0.value))") }.joined())
             throw ExitCode(2)
+        } catch let e as TrainerFormat.Refused {
+            Output.error("error: \(e.description)")
+            throw ExitCode(2)
         }
     }
 }

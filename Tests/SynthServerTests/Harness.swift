@@ -202,8 +202,8 @@ final class Harness: @unchecked Sendable {
     }
 
     /// An org with one key.
-    func org(_ name: String) throws -> String {
-        _ = try store.createOrg(name: name)
+    func org(_ name: String, plan: String = "payg", quota: Int64 = 0, balanceMicroUSD: Int64 = 1_000_000_000) throws -> String {
+        _ = try store.createOrg(name: name, plan: plan, monthlyQuota: quota, balanceMicroUSD: balanceMicroUSD)
         return try store.createKey(org: name).key
     }
 

@@ -55,7 +55,7 @@ import SynthStore
          "critic": {"provider": "openai", "model": "fake"}, "job_concurrency": \(concurrency)}}
         """.utf8).write(to: URL(fileURLWithPath: config))
         let store = try Store(path: dir + "/data")
-        _ = try store.createOrg(name: "acme")
+        _ = try store.createOrg(name: "acme", balanceMicroUSD: 100_000_000)
         return (dir, fake, config, try store.createKey(org: "acme").key)
     }
 

@@ -57,6 +57,53 @@ import SynthSpec
         }
     }
 
+    @Test func plansKeepEachOrgInsideItsQuotaOrBalance() async throws {
+        try await withHarness(seconds: 180) { h in
+            func refused(_ client: SynthClient, _ req: PBGenerateRequest, _ code: PBStatusCode, _ errorCode: String, _ words: [String]) async {
+                do {
+                    _ = try await client.unary("Generate", req, as: PBGenerateResponse.self)
+                    Issue.record("a job past the plan was accepted: \(req.request.count) records")
+                } catch let e as ClientError {
+                    #expect(e.code == code)
+                    #expect(e.status.errorCode == errorCode)
+                    for w in words { #expect(e.status.message.contains(w), "\(e.status.message) lacks \(w)") }
+                } catch {
+                    Issue.record("\(error)")
+                }
+            }
+            // Free: 100 records a month, running jobs included.
+            let free = try await h.client(try h.org("free-org", plan: "free", quota: 100))
+            let first = try await h.generate(free, count: 60)
+            await refused(free, Harness.request(count: 50), .resourceExhausted, "INSUFFICIENT_BALANCE", ["50 records", "40 are left"])
+            _ = try await h.waitForEnd(free, first.jobID)
+            await refused(free, Harness.request(count: 41), .resourceExhausted, "INSUFFICIENT_BALANCE", ["40 are left"])
+            _ = try await h.waitForEnd(free, try await h.generate(free, count: 40).jobID)
+            #expect(try await free.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.count == 2)
+
+            // Subscription: a monthly quota in records, verified counts 1.5 each, deep is refused.
+            let sub = try await h.client(try h.org("sub-org", plan: "subscription", quota: 100))
+            var verified = Harness.request(count: 70)
+            verified.request.verified = true
+            await refused(sub, verified, .resourceExhausted, "INSUFFICIENT_BALANCE", ["105 quota records", "100 are left"])
+            var deep = Harness.request(count: 5)
+            deep.request.model = "deep"
+            await refused(sub, deep, .permissionDenied, "PLAN_NOT_ALLOWED", ["pay-as-you-go"])
+            _ = try await h.waitForEnd(sub, try await h.generate(sub, count: 70).jobID)
+            verified.request.count = 20
+            _ = try await h.waitForEnd(sub, try await sub.unary("Generate", verified, as: PBGenerateResponse.self).job.jobID)
+            await refused(sub, Harness.request(count: 1), .resourceExhausted, "INSUFFICIENT_BALANCE", ["0 of the monthly 100"])
+
+            // Pay-as-you-go: $0.10 pays for 200 fast records ($0.50 per 1,000), not 1,000; the
+            // accepted records are paid from the balance when the job succeeds.
+            let pay = try await h.client(try h.org("pay-org", plan: "payg", balanceMicroUSD: 100_000))
+            await refused(pay, Harness.request(count: 1000), .resourceExhausted, "INSUFFICIENT_BALANCE", ["$0.5000", "$0.1000"])
+            _ = try await h.waitForEnd(pay, try await h.generate(pay, count: 100).jobID)
+            #expect(try h.store.org(named: "pay-org")?.balanceMicroUsd == 50_000)
+            await refused(pay, Harness.request(count: 101), .resourceExhausted, "INSUFFICIENT_BALANCE", ["$0.0500 left"])
+            for c in [free, sub, pay] { await c.close() }
+        }
+    }
+
     @Test func aMisspeltDomainIsQueriedBeforeAnyJobExists() async throws {
         try await withHarness { h in
             let client = try await h.client(try h.org("acme"))

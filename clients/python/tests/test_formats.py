@@ -133,3 +133,30 @@ def test_to_dataset_dict_has_every_split(client, split_job):
     assert {k: v.num_rows for k, v in dd.items()} == {"train": 210, "validation": 60, "test": 30}
     assert dd["test"].to_list() == [formats.convert(r, "alpaca") for r in client.records(split_job.job_id, "test")]
     assert json.dumps(dd["train"][0])  # plain JSON-able rows
+
+
+@pytest.mark.parametrize("schema,fmt", VALID)
+def test_synth_results_format_matches_the_python_converters(server, client, schema_jobs, recs, schema, fmt):
+    """`synth results ID --format F` (the Swift CLI) writes exactly what `synthd.formats` makes."""
+    import subprocess
+    from harness import bin_dir
+    system = None if fmt in ("trl-prompt-completion", "trl-dpo") else "Be brief."
+    cmd = [str(bin_dir() / "synth"), "results", schema_jobs[schema].job_id, "--format", fmt,
+           "--address", server.unix_address, "--api-key", server.key]
+    if system:
+        cmd += ["--system", system]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows == [formats.convert(r, fmt, system=system) for r in recs[schema]]
+
+
+def test_synth_results_format_refuses_what_makes_no_sense(server, schema_jobs):
+    import subprocess
+    from harness import bin_dir
+    base = [str(bin_dir() / "synth"), "results", "--address", server.unix_address, "--api-key", server.key]
+    r = subprocess.run(base + [schema_jobs["instruction_v1"].job_id, "--format", "trl-dpo"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "preference_v1 or conflict_v1" in r.stderr
+    r = subprocess.run(base + [schema_jobs["instruction_v1"].job_id, "--format", "csv-ish"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "trl-messages" in r.stderr
+    r = subprocess.run(base + [schema_jobs["conflict_none"].job_id, "--format", "alpaca"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "no preferred response" in r.stderr
