@@ -12,14 +12,20 @@ public struct ServerConfig: Sendable {
     public var maxCallsPerConnection: Int
     /// How often a watch stream re-checks that its key is still valid.
     public var keyRecheckInterval: Duration
+    /// Calls per org per minute (0: no limit), and how many may come at once.
+    public var rateLimitPerMinute: Int
+    public var rateLimitBurst: Int
 
     public init(unixPath: String? = nil, tcp: String? = nil, maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
-                idleTimeout: Duration = .seconds(300), maxCallsPerConnection: Int = 1024, keyRecheckInterval: Duration = .seconds(2)) {
+                idleTimeout: Duration = .seconds(300), maxCallsPerConnection: Int = 1024, keyRecheckInterval: Duration = .seconds(2),
+                rateLimitPerMinute: Int = 60, rateLimitBurst: Int = 60) {
         self.unixPath = unixPath
         self.tcp = tcp
         self.maxFrameSize = maxFrameSize
         self.idleTimeout = idleTimeout
         self.maxCallsPerConnection = maxCallsPerConnection
         self.keyRecheckInterval = keyRecheckInterval
+        self.rateLimitPerMinute = rateLimitPerMinute
+        self.rateLimitBurst = rateLimitBurst
     }
 }

@@ -17,12 +17,15 @@ final class Service: Sendable {
 
     static let publicMethods: Set<String> = ["Health", "GetPricing"]
 
+    let limiter: OrgRateLimiter?
+
     init(store: Store, engine: Engine, validator: Validator, config: ServerConfig, logger: Logger) {
         self.store = store
         self.engine = engine
         self.validator = validator
         self.config = config
         self.logger = logger
+        limiter = OrgRateLimiter(perMinute: config.rateLimitPerMinute, burst: config.rateLimitBurst)
     }
 
     func handle(_ open: PBCallOpen, callID: UInt64, writer: FrameWriter) async throws {
@@ -32,6 +35,12 @@ final class Service: Sendable {
         var org = "", keyID = ""
         if !Self.publicMethods.contains(open.method) {
             (org, keyID) = try authenticate(open.apiKey)
+            if let wait = limiter?.admit(org) {
+                var e = RPCError(.resourceExhausted, "rate limit: \(config.rateLimitPerMinute) calls a minute per org; retry after the time given",
+                                 errorCode: "RATE_LIMITED")
+                e.status.retryAfterMs = UInt64(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)
+                throw e
+            }
         }
         let ctx = CallContext(callID: callID, method: open.method, org: org, keyID: keyID, writer: writer)
         let body = open.request
@@ -99,8 +108,13 @@ final class Service: Sendable {
             let suspects = DomainSpellCheck.shared.suspects(in: request.domain)
             if !suspects.isEmpty {
                 let list = suspects.map { "\($0.word) (did you mean \($0.suggestions.joined(separator: ", "))?)" }.joined(separator: "; ")
-                throw SpecError(.domainSpelling, "possible typo in domain: \(list). Correct it, or confirm the spelling with domain_confirmed "
-                                + "(synth generate --confirm-domain)", suggestions: suspects)
+                // The whole domain with each suspect word replaced by its closest suggestion.
+                var corrected = request.domain
+                for s in suspects {
+                    if let best = s.suggestions.first { corrected = corrected.replacingOccurrences(of: s.word, with: best) }
+                }
+                throw SpecError(.domainSpelling, "possible typo in domain: \(list). Did you mean \"\(corrected)\"? Correct it, or confirm "
+                                + "the spelling with domain_confirmed (synth generate --confirm-domain)", suggestions: suspects)
             }
         }
         let effective = Planner.effective(request)

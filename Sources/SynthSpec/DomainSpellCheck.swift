@@ -89,7 +89,7 @@ public final class DomainSpellCheck: Sendable {
         return false
     }
 
-    /// Listed words within 1 edit (words up to 4 letters) or 2 edits, closest first, at most 3.
+    /// Listed words within 1 edit (words up to 4 letters) or 2 edits, at most 3.
     func suggestions(for w: String) -> [String] {
         let limit = w.count <= 4 ? 1 : 2
         var found: [(Int, String)] = []
@@ -100,7 +100,14 @@ public final class DomainSpellCheck: Sendable {
                 if d <= limit { found.append((d, candidate)) }
             }
         }
-        return found.sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }.prefix(3).map(\.1)
+        // Closest first; among equals, a word at least as long (a dropped letter is the commonest
+        // typo), then the same first letter, then alphabetical.
+        func rank(_ c: String) -> (Int, Int) { (c.count >= w.count ? 0 : 1, c.first == w.first ? 0 : 1) }
+        return found.sorted {
+            if $0.0 != $1.0 { return $0.0 < $1.0 }
+            let a = rank($0.1), b = rank($1.1)
+            return a != b ? a < b : $0.1 < $1.1
+        }.prefix(3).map(\.1)
     }
 
     /// Optimal string alignment distance (a swap of neighbours counts one), stopping early once

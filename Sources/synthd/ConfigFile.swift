@@ -10,11 +10,15 @@ struct ConfigFile: Decodable {
         var tcp: String?
         var maxFrameSize: Int?
         var idleTimeoutSeconds: Double?
+        var rateLimitPerMinute: Int?
+        var rateLimitBurst: Int?
 
         enum CodingKeys: String, CodingKey {
             case unix, tcp
             case maxFrameSize = "max_frame_size"
             case idleTimeoutSeconds = "idle_timeout_seconds"
+            case rateLimitPerMinute = "rate_limit_per_minute"
+            case rateLimitBurst = "rate_limit_burst"
         }
     }
 
@@ -50,6 +54,8 @@ struct ConfigFile: Decodable {
         c.tcp = server?.tcp
         if let m = server?.maxFrameSize { c.maxFrameSize = m }
         if let t = server?.idleTimeoutSeconds { c.idleTimeout = .milliseconds(Int64(t * 1000)) }
+        if let r = server?.rateLimitPerMinute { c.rateLimitPerMinute = max(0, r) }
+        if let b = server?.rateLimitBurst { c.rateLimitBurst = max(1, b) }
         return c
     }
 }

@@ -158,7 +158,8 @@ final class Harness: @unchecked Sendable {
     static let providerSecret = "sk-provider-secret-never-logged-0123456789"
 
     init(fakeArgs: [String] = [], idleTimeout: Duration = .seconds(300), maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
-         jobConcurrency: Int = 16, providerTimeout: Double = 20, maxRetries: Int = 4) async throws {
+         jobConcurrency: Int = 16, providerTimeout: Double = 20, maxRetries: Int = 4,
+         rateLimit: (perMinute: Int, burst: Int) = (0, 1)) async throws {
         dir = "/tmp/sd-" + String(UUID().uuidString.prefix(8))
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         fake = try FakeProvider(fakeArgs)
@@ -170,7 +171,7 @@ final class Harness: @unchecked Sendable {
                               critic: route, jobConcurrency: jobConcurrency)
         store = try Store(path: dir + "/data")
         serverConfig = ServerConfig(unixPath: dir + "/s.sock", tcp: "127.0.0.1:0", maxFrameSize: maxFrameSize, idleTimeout: idleTimeout,
-                                    keyRecheckInterval: .milliseconds(500))
+                                    keyRecheckInterval: .milliseconds(500), rateLimitPerMinute: rateLimit.perMinute, rateLimitBurst: rateLimit.burst)
         let logger = logs.logger()
         engine = Engine(store: store, config: config, logger: logger)
         server = Server(config: serverConfig, store: store, engine: engine, validator: Validator(), logger: logger)
@@ -245,9 +246,10 @@ final class Harness: @unchecked Sendable {
 /// Runs `body` against a fresh harness and always shuts it down, within a time limit.
 func withHarness(fakeArgs: [String] = [], idleTimeout: Duration = .seconds(300), maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
                  jobConcurrency: Int = 16, providerTimeout: Double = 20, maxRetries: Int = 4, seconds: Double = 120,
+                 rateLimit: (perMinute: Int, burst: Int) = (0, 1),
                  _ body: @escaping @Sendable (Harness) async throws -> Void) async throws {
     let h = try await Harness(fakeArgs: fakeArgs, idleTimeout: idleTimeout, maxFrameSize: maxFrameSize, jobConcurrency: jobConcurrency,
-                              providerTimeout: providerTimeout, maxRetries: maxRetries)
+                              providerTimeout: providerTimeout, maxRetries: maxRetries, rateLimit: rateLimit)
     do {
         try await withTimeout(seconds, "test body") { try await body(h) }
     } catch {

@@ -52,7 +52,8 @@ import SynthStore
         {"engine": {"providers": {"openai": {"kind": "openai", "base_url": "http://127.0.0.1:\(fake.port)/v1", "max_in_flight": 64}},
          "tiers": {"fast": {"provider": "openai", "model": "fake"}, "balanced": {"provider": "openai", "model": "fake"},
                    "diverse": {"provider": "openai", "model": "fake"}, "deep": {"provider": "openai", "model": "fake"}},
-         "critic": {"provider": "openai", "model": "fake"}, "job_concurrency": \(concurrency)}}
+         "critic": {"provider": "openai", "model": "fake"}, "job_concurrency": \(concurrency)},
+         "server": {"rate_limit_per_minute": 0}}
         """.utf8).write(to: URL(fileURLWithPath: config))
         let store = try Store(path: dir + "/data")
         _ = try store.createOrg(name: "acme", balanceMicroUSD: 100_000_000)

@@ -104,6 +104,44 @@ import SynthSpec
         }
     }
 
+    @Test func theRateLimitLetsThroughBurstPlusRateAndOnlyForTheFloodingOrg() async throws {
+        // 60 calls a minute with a burst of 10: a 10-second flood of 200 calls gets 10 + 10.
+        try await withHarness(seconds: 60, rateLimit: (60, 10)) { h in
+            let flood = try await h.client(try h.org("flood"))
+            let calm = try await h.client(try h.org("calm"))
+            let started = ContinuousClock.now
+            var ok = 0, limited = 0, calmOK = 0
+            var retryAfter: UInt64 = 0
+            for i in 0..<200 {
+                // One call every 50 ms for 10 seconds.
+                try await Task.sleep(until: started + .milliseconds(50 * i))
+                do {
+                    _ = try await flood.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self)
+                    ok += 1
+                } catch let e as ClientError {
+                    #expect(e.code == .resourceExhausted && e.status.errorCode == "RATE_LIMITED")
+                    retryAfter = max(retryAfter, e.status.retryAfterMs)
+                    limited += 1
+                }
+                if i % 20 == 0 {
+                    _ = try await calm.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self)
+                    calmOK += 1
+                }
+            }
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let expected = 10 + Int(seconds)   // burst + rate x elapsed
+            #expect(abs(ok - expected) <= 1, "\(ok) calls got through in \(seconds) s; expected \(expected)")
+            #expect(ok + limited == 200)
+            #expect(calmOK == 10)
+            #expect(retryAfter > 0 && retryAfter <= 1000)
+            // Health and GetPricing need no key and are not counted.
+            _ = try await flood.unary("GetPricing", PBGetPricingRequest(), as: PBGetPricingResponse.self)
+            await flood.close()
+            await calm.close()
+        }
+    }
+
     @Test func aMisspeltDomainIsQueriedBeforeAnyJobExists() async throws {
         try await withHarness { h in
             let client = try await h.client(try h.org("acme"))
@@ -124,6 +162,7 @@ import SynthSpec
                     #expect(e.status.errorCode == "DOMAIN_SPELL_CHECK")
                     #expect(e.status.suggestions.map(\.word) == ["custmer", "suport"])
                     #expect(e.status.suggestions[1].suggestions.contains("support"))
+                    #expect(e.status.message.contains("\"customer support for a SaaS product\""), "\(e.status.message)")
                 }
             }
             #expect(try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.isEmpty)
@@ -153,6 +192,70 @@ import SynthSpec
                 }
                 await client.close()
             }
+        }
+    }
+
+    /// Every keyed method, with no key, a malformed key, a wrong key, a revoked key and another
+    /// org's key: the first four get UNAUTHENTICATED; the last sees none of the first org's data.
+    @Test func authMatrixOverEveryMethod() async throws {
+        try await withHarness { h in
+            _ = try h.org("a")
+            let keyA = try h.store.createKey(org: "a")
+            let owner = try await h.client(keyA.key)
+            let job = try await h.generate(owner, count: 3, split: true)
+            _ = try await h.waitForEnd(owner, job.jobID)
+            let revoked = try h.store.createKey(org: "a")
+            _ = try h.store.revokeKey(org: "a", keyID: revoked.info.keyID)
+            let keyB = try h.org("b")
+            var get = PBGetJobRequest(); get.jobID = job.jobID
+            var watch = PBWatchJobRequest(); watch.jobID = job.jobID
+            var cancel = PBCancelJobRequest(); cancel.jobID = job.jobID
+            var splits = PBFetchSplitsRequest(); splits.jobID = job.jobID
+            var manifest = PBGetManifestRequest(); manifest.jobID = job.jobID
+            var report = PBGetQualityReportRequest(); report.jobID = job.jobID
+            var revoke = PBRevokeApiKeyRequest(); revoke.keyID = keyA.info.keyID
+            var plan = PBPlanRequest(); plan.request = Harness.request(count: 2).request
+            let calls: [(String, any SwiftProtobuf.Message)] = [
+                ("Generate", Harness.request(count: 2)), ("Plan", plan), ("GetJob", get), ("ListJobs", PBListJobsRequest()),
+                ("CancelJob", cancel), ("WatchJob", watch), ("FetchSplits", splits), ("GetQualityReport", report),
+                ("GetManifest", manifest), ("CreateApiKey", PBCreateApiKeyRequest()), ("ListApiKeys", PBListApiKeysRequest()),
+                ("RevokeApiKey", revoke),
+            ]
+            let bad = ["": "no key", "sk_live_": "malformed", "not a key": "malformed",
+                       "sk_live_" + String(keyA.key.dropFirst(8).reversed()): "wrong", revoked.key: "revoked"]
+            for (key, what) in bad {
+                let c = try await h.client(key)
+                for (method, req) in calls {
+                    do {
+                        for try await _ in c.call(method, request: req) { Issue.record("\(method) sent a message with a \(what) key") }
+                        Issue.record("\(method) answered with a \(what) key")
+                    } catch let e as ClientError {
+                        #expect(e.code == .unauthenticated, "\(method) with a \(what) key: \(e.code)")
+                    }
+                }
+                await c.close()
+            }
+            // Org b's key: org a's job is not found, its lists hold only org b's, and org a's key
+            // cannot be revoked from org b.
+            let b = try await h.client(keyB)
+            for (method, req) in calls where !["Generate", "Plan", "ListJobs", "CreateApiKey", "ListApiKeys"].contains(method) {
+                var received = 0
+                do {
+                    for try await _ in b.call(method, request: req) { received += 1 }
+                    Issue.record("org b could call \(method) on org a's \(method == "RevokeApiKey" ? "key" : "job")")
+                } catch let e as ClientError {
+                    #expect(e.code == .notFound, "\(method): \(e.code)")
+                    #expect(!e.status.message.contains(keyA.info.keyID) || method == "RevokeApiKey")
+                }
+                #expect(received == 0, "\(method) sent org b \(received) messages")
+            }
+            #expect(try await b.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.isEmpty)
+            let keys = try await b.unary("ListApiKeys", PBListApiKeysRequest(), as: PBListApiKeysResponse.self)
+            #expect(keys.keys.count == 1 && !keys.keys.contains { $0.keyID == keyA.info.keyID })
+            // The owner's key still works, and its job is untouched.
+            #expect(try await owner.unary("GetJob", get, as: PBGetJobResponse.self).job.status == "succeeded")
+            await owner.close()
+            await b.close()
         }
     }
 

@@ -13,7 +13,8 @@ import Testing
         let s = check.suspects(in: "custmer suport for a SaaS prodcut")
         #expect(s.map(\.word) == ["custmer", "suport", "prodcut"])
         #expect(s[0].suggestions.contains("customer"))
-        #expect(s[1].suggestions.first == "support" || s[1].suggestions.contains("support"))
+        #expect(s[0].suggestions.first == "customer")
+        #expect(s[1].suggestions.first == "support")
         #expect(s[2].suggestions.contains("product"))   // a swap of neighbours is one edit
         #expect(s.allSatisfy { $0.suggestions.count <= 3 })
     }

@@ -123,7 +123,7 @@ class Synthd:
                 "anthropic": {"kind": "anthropic", "base_url": f"http://127.0.0.1:{provider.port}", "max_in_flight": 32},
             },
             "job_concurrency": 16,
-        }}
+        }, "server": {"rate_limit_per_minute": 0}}   # many calls a second from one org
         self.config = self.work / "config.json"
         self.config.write_text(json.dumps(config))
         self.proc = None
