@@ -20,10 +20,38 @@ public enum RequestJSON {
 
     public static func parse(_ text: String) throws -> PBJobRequest { try parse(Array(text.utf8)) }
 
+    /// Where a key stands in the body, as a field path (`advanced.shuffle`): the first place it
+    /// occurs, outside the maps whose keys are the user's own names.
+    static func path(of key: String, in bytes: [UInt8]) -> String? {
+        guard let root = JSONValue.parse(bytes) else { return nil }
+        let userMaps: Set<String> = ["categories", "output_split", "response_policy", "axis_distribution"]
+        func search(_ v: JSONValue, _ prefix: String) -> String? {
+            switch v {
+            case .object(let pairs):
+                for (k, _) in pairs where k == key { return prefix.isEmpty ? k : prefix + "." + k }
+                for (k, child) in pairs {
+                    let here = prefix.isEmpty ? k : prefix + "." + k
+                    if userMaps.contains(k), case .object(let entries) = child {
+                        // The map's keys are names; its values may be messages.
+                        for (name, value) in entries { if let found = search(value, here + "." + name) { return found } }
+                    } else if let found = search(child, here) {
+                        return found
+                    }
+                }
+            case .array(let items):
+                for (i, item) in items.enumerated() { if let found = search(item, "\(prefix)[\(i)]") { return found } }
+            default:
+                break
+            }
+            return nil
+        }
+        return search(root, "")
+    }
+
     static func fieldError(_ error: JSONDecodingError, _ bytes: [UInt8]) -> PBFieldError {
         switch error {
         case .unknownField(let name):
-            return PBFieldError(name, "unknown field: not part of the request", name)
+            return PBFieldError(path(of: name, in: bytes) ?? name, "unknown field: not part of the request", name)
         case .malformedNumber, .numberRange:
             return PBFieldError("(body)", "a number is malformed or out of range for its field", String(describing: error))
         case .unquotedMapKey, .malformedString, .malformedBool, .illegalNull, .missingFieldNames:

@@ -125,7 +125,7 @@ import SynthProto
 
     @Test func unknownFieldsAreRefusedByName() {
         #expect(errors(#"{"schema":"instruction_v1","domain":"d","count":1,"model":"fast","colour":"red"}"#) == ["colour"])
-        #expect(errors(#"{"schema":"instruction_v1","domain":"d","count":1,"model":"fast","advanced":{"categorys":{}}}"#) == ["categorys"])
+        #expect(errors(#"{"schema":"instruction_v1","domain":"d","count":1,"model":"fast","advanced":{"categorys":{}}}"#) == ["advanced.categorys"])
     }
 
     @Test func conflictNeedsItsConfig() {
