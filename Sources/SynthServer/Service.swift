@@ -79,6 +79,14 @@ final class Service: Sendable {
         guard message.unknownFields.data.isEmpty else {
             throw RPCError.invalid("the request has fields that \(M.protoMessageName) does not define")
         }
+        // Unknown fields deeper down survive a decode too: decoding again without them and
+        // comparing sizes finds them wherever they are.
+        var options = BinaryDecodingOptions()
+        options.discardUnknownFields = true
+        if let stripped = try? M(serializedBytes: bytes, options: options),
+           let a: [UInt8] = try? stripped.serializedBytes(), let b: [UInt8] = try? message.serializedBytes(), a.count != b.count {
+            throw RPCError.invalid("the request has fields inside it that \(M.protoMessageName) does not define")
+        }
         return message
     }
 

@@ -63,3 +63,63 @@ public struct Pricing: Sendable {
         return out
     }
 }
+
+extension Pricing: Decodable {
+    /// The `pricing` part of the config file; whatever it leaves out keeps its documented value:
+    /// `{"tiers": {"fast": {"instruction_per_1k": 0.5, "preference_per_1k": null}}, "verified_per_1k": 5,
+    /// "invariants_per_1k": 0.04, "llm_assessed_per_1k": 5, "subscription_verified_multiplier": 1.5}`.
+    enum CodingKeys: String, CodingKey {
+        case tiers
+        case verifiedPer1K = "verified_per_1k"
+        case invariantsPer1K = "invariants_per_1k"
+        case llmAssessedPer1K = "llm_assessed_per_1k"
+        case subscriptionVerifiedMultiplier = "subscription_verified_multiplier"
+    }
+
+    enum TierKeys: String, CodingKey {
+        case instructionPer1K = "instruction_per_1k"
+        case preferencePer1K = "preference_per_1k"
+        case inSubscription = "in_subscription"
+    }
+
+    public init(from decoder: Decoder) throws {
+        var p = Pricing.documented
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        if c.contains(.tiers) {
+            let tiers = try c.nestedContainer(keyedBy: DynamicKey.self, forKey: .tiers)
+            for key in tiers.allKeys {
+                guard let tier = Tier(rawValue: key.stringValue) else {
+                    throw DecodingError.dataCorruptedError(forKey: key, in: tiers,
+                                                           debugDescription: "unknown tier \(key.stringValue): fast, balanced, diverse or deep")
+                }
+                let t = try tiers.nestedContainer(keyedBy: TierKeys.self, forKey: key)
+                var price = p.tiers[tier]!
+                if let v = try t.decodeIfPresent(Double.self, forKey: .instructionPer1K) { price.instructionPer1K = try Self.price(v) }
+                if t.contains(.preferencePer1K) {
+                    price.preferencePer1K = try t.decodeNil(forKey: .preferencePer1K) ? nil : try Self.price(t.decode(Double.self, forKey: .preferencePer1K))
+                }
+                if let v = try t.decodeIfPresent(Bool.self, forKey: .inSubscription) { price.inSubscription = v }
+                p.tiers[tier] = price
+            }
+        }
+        if let v = try c.decodeIfPresent(Double.self, forKey: .verifiedPer1K) { p.verifiedPer1K = try Self.price(v) }
+        if let v = try c.decodeIfPresent(Double.self, forKey: .invariantsPer1K) { p.invariantsPer1K = try Self.price(v) }
+        if let v = try c.decodeIfPresent(Double.self, forKey: .llmAssessedPer1K) { p.llmAssessedPer1K = try Self.price(v) }
+        if let v = try c.decodeIfPresent(Double.self, forKey: .subscriptionVerifiedMultiplier) { p.subscriptionVerifiedMultiplier = try Self.price(v) }
+        self = p
+    }
+
+    static func price(_ v: Double) throws -> Double {
+        guard v.isFinite, v >= 0 else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "a price must be a number of dollars, 0 or more"))
+        }
+        return v
+    }
+
+    struct DynamicKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+}

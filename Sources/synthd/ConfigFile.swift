@@ -1,5 +1,6 @@
 import Foundation
 import SynthEngine
+import SynthSpec
 import SynthServer
 import SynthWire
 
@@ -24,18 +25,21 @@ struct ConfigFile: Decodable {
 
     var server: ServerPart?
     var engine: EngineConfig
+    var pricing: Pricing
 
-    enum CodingKeys: String, CodingKey { case server, engine }
+    enum CodingKeys: String, CodingKey { case server, engine, pricing }
 
     init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         server = try c.decodeIfPresent(ServerPart.self, forKey: .server)
         engine = try c.decodeIfPresent(EngineConfig.self, forKey: .engine) ?? .documented
+        pricing = try c.decodeIfPresent(Pricing.self, forKey: .pricing) ?? .documented
     }
 
     init() {
         server = nil
         engine = .documented
+        pricing = .documented
     }
 
     static func load(_ path: String?) throws -> ConfigFile {

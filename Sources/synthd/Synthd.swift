@@ -60,7 +60,7 @@ struct Serve: AsyncParsableCommand {
         }
 
         let store = try Store(path: data.path)
-        let engine = Engine(store: store, config: file.engine, logger: logger)
+        let engine = Engine(store: store, config: file.engine, pricing: file.pricing, logger: logger)
         let server = Server(config: serverConfig, store: store, engine: engine,
                             validator: Validator(maxCount: file.engine.maxCount), logger: logger)
         let bound = try await server.start()

@@ -53,7 +53,8 @@ import SynthStore
          "tiers": {"fast": {"provider": "openai", "model": "fake"}, "balanced": {"provider": "openai", "model": "fake"},
                    "diverse": {"provider": "openai", "model": "fake"}, "deep": {"provider": "openai", "model": "fake"}},
          "critic": {"provider": "openai", "model": "fake"}, "job_concurrency": \(concurrency)},
-         "server": {"rate_limit_per_minute": 0}}
+         "server": {"rate_limit_per_minute": 0},
+         "pricing": {"tiers": {"fast": {"instruction_per_1k": 0.75}}}}
         """.utf8).write(to: URL(fileURLWithPath: config))
         let store = try Store(path: dir + "/data")
         _ = try store.createOrg(name: "acme", balanceMicroUSD: 100_000_000)
@@ -70,6 +71,10 @@ import SynthStore
         defer { Self.tearDown(dir, fake) }
         var server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
         var client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
+        // The config's price table is what GetPricing gives.
+        let prices = try await client.unary("GetPricing", PBGetPricingRequest(), as: PBGetPricingResponse.self)
+        #expect(prices.tiers.first { $0.tier == "fast" }?.instructionPer1KUsd == 0.75)
+        #expect(prices.tiers.first { $0.tier == "balanced" }?.instructionPer1KUsd == 3.0)
         var gen = PBGenerateRequest()
         gen.request.schema = "instruction_v1"
         gen.request.domain = "customer support for a SaaS product"

@@ -259,6 +259,62 @@ import SynthSpec
         }
     }
 
+    @Test func unknownFieldsInsideABinaryRequestAreRefused() async throws {
+        try await withHarness { h in
+            let client = try await h.client(try h.org("acme"))
+            func varint(_ n: Int) -> [UInt8] {
+                var out: [UInt8] = [], x = n
+                while x >= 0x80 { out.append(UInt8(x & 0x7F) | 0x80); x >>= 7 }
+                return out + [UInt8(x)]
+            }
+            var req = Harness.request(count: 2, split: true)
+            // Field 99 (varint 1) inside JobRequest.advanced (field 8) inside GenerateRequest.request (field 1).
+            let advanced: [UInt8] = try req.request.advanced.serializedBytes() + [0x98, 0x06, 0x01]
+            req.request.clearAdvanced()
+            let job: [UInt8] = try req.request.serializedBytes() + [0x42] + varint(advanced.count) + advanced
+            let body: [UInt8] = [0x0A] + varint(job.count) + job
+            let tampered = try PBGenerateRequest(serializedBytes: body)   // keeps the unknown field
+            do {
+                _ = try await client.unary("Generate", tampered, as: PBGenerateResponse.self)
+                Issue.record("a nested unknown field was accepted")
+            } catch let e as ClientError {
+                #expect(e.code == .invalidArgument && e.status.message.contains("does not define"))
+            }
+            #expect(try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.isEmpty)
+            await client.close()
+        }
+    }
+
+    @Test func keysAreShownOnceAndListedWithoutTheSecret() async throws {
+        try await withHarness { h in
+            let first = try await h.client(try h.org("acme"))
+            var create = PBCreateApiKeyRequest()
+            create.name = "trainer"
+            let made = try await first.unary("CreateApiKey", create, as: PBCreateApiKeyResponse.self)
+            #expect(made.key.hasPrefix("sk_live_") && made.key.count > 30)
+            // The new key works; its use is recorded.
+            let second = try await h.client(made.key)
+            _ = try await second.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self)
+            let listed = try await first.unary("ListApiKeys", PBListApiKeysRequest(), as: PBListApiKeysResponse.self)
+            let info = try #require(listed.keys.first { $0.keyID == made.info.keyID })
+            #expect(info.name == "trainer" && !info.createdAt.isEmpty && !info.lastUsedAt.isEmpty && !info.revoked)
+            #expect(!info.prefix.isEmpty && made.key.hasPrefix(info.prefix) && info.prefix.count < made.key.count - 16)
+            // Nothing in the listing carries the secret part.
+            let secret = String(made.key.dropFirst(info.prefix.count))
+            let bytes: [UInt8] = try listed.serializedBytes()
+            #expect(!String(decoding: bytes, as: UTF8.self).contains(secret))
+            // Revoked: refused on its next call, listed as revoked.
+            var revoke = PBRevokeApiKeyRequest()
+            revoke.keyID = made.info.keyID
+            _ = try await first.unary("RevokeApiKey", revoke, as: PBRevokeApiKeyResponse.self)
+            await #expect(throws: ClientError.self) { try await second.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self) }
+            let after = try await first.unary("ListApiKeys", PBListApiKeysRequest(), as: PBListApiKeysResponse.self)
+            #expect(after.keys.first { $0.keyID == made.info.keyID }?.revoked == true)
+            await first.close()
+            await second.close()
+        }
+    }
+
     @Test func anotherOrgsJobIsNotFound() async throws {
         try await withHarness { h in
             let a = try await h.client(try h.org("a"))

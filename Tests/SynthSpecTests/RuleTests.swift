@@ -88,3 +88,24 @@ import Testing
         #expect(errors.count == 10)
     }
 }
+
+@Suite struct PricingConfigTests {
+    @Test func thePriceTableIsConfigurationWithTheDocumentedDefaults() throws {
+        let none = try JSONDecoder().decode(Pricing.self, from: Data("{}".utf8))
+        #expect(none.tiers[.fast]?.instructionPer1K == 0.50 && none.tiers[.deep]?.preferencePer1K == 30 && none.verifiedPer1K == 5)
+        let some = try JSONDecoder().decode(Pricing.self, from: Data(#"""
+            {"tiers": {"fast": {"instruction_per_1k": 0.75, "preference_per_1k": 1.5}, "deep": {"in_subscription": true}},
+             "verified_per_1k": 4}
+            """#.utf8))
+        #expect(some.tiers[.fast]?.instructionPer1K == 0.75 && some.tiers[.fast]?.preferencePer1K == 1.5)
+        #expect(some.tiers[.deep]?.inSubscription == true && some.tiers[.deep]?.instructionPer1K == 25)
+        #expect(some.verifiedPer1K == 4 && some.invariantsPer1K == 0.04)
+        var r = try RequestJSON.parse(#"{"schema":"instruction_v1","domain":"d","count":1000,"model":"fast","verified":true}"#)
+        #expect(abs(some.estimate(r).totalUsd - 4.75) < 1e-9)
+        r.verified = false
+        #expect(abs(Pricing.documented.estimate(r).totalUsd - 0.50) < 1e-9)
+        for bad in [#"{"tiers": {"turbo": {}}}"#, #"{"verified_per_1k": -1}"#, #"{"tiers": {"fast": {"instruction_per_1k": "cheap"}}}"#] {
+            #expect(throws: DecodingError.self) { try JSONDecoder().decode(Pricing.self, from: Data(bad.utf8)) }
+        }
+    }
+}
