@@ -90,6 +90,7 @@ public final class LLMClient: @unchecked Sendable {
         let wait = limiter.reserve(tokens: estimate)
         if wait > .zero { try await Task.sleep(for: wait) }
         lock.withLock { inFlight += 1 }
+        let sentAt = ContinuousClock.now
         let response: HTTPResponse
         do {
             response = try await engine.send(http)
@@ -98,7 +99,7 @@ public final class LLMClient: @unchecked Sendable {
             throw error
         }
         let others = lock.withLock { inFlight -= 1; return inFlight }
-        limiter.observe(headers: response.headers, inFlight: others)
+        limiter.observe(headers: response.headers, inFlight: others, sentAt: sentAt)
         return response
     }
 

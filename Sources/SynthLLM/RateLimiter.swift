@@ -46,6 +46,8 @@ public final class RateLimiter: @unchecked Sendable {
         var resetAt: ContinuousClock.Instant?
         /// For a window assumed to follow a spent one: requests in it wait until it opens.
         var opensAt: ContinuousClock.Instant?
+        /// Answers to requests sent before this moment describe an earlier window and are ignored.
+        var since: ContinuousClock.Instant? = nil
     }
 
     private let lock = NSLock()
@@ -95,7 +97,7 @@ public final class RateLimiter: @unchecked Sendable {
                 window = nil
                 return nil
             }
-            w = Window(limit: limit, remaining: limit, resetAt: nil, opensAt: nil)
+            w = Window(limit: limit, remaining: limit, resetAt: nil, opensAt: nil, since: now)
         }
         if w.remaining >= cost {
             w.remaining -= cost
@@ -109,7 +111,7 @@ public final class RateLimiter: @unchecked Sendable {
         }
         let go = reset + margin
         if let limit = w.limit {
-            window = Window(limit: limit, remaining: max(0, limit - cost), resetAt: nil, opensAt: go)
+            window = Window(limit: limit, remaining: max(0, limit - cost), resetAt: nil, opensAt: go, since: go)
         } else {
             window = nil
         }
@@ -128,7 +130,7 @@ public final class RateLimiter: @unchecked Sendable {
 
     /// Reads the provider's rate-limit headers. `inFlight` requests were sent after the provider
     /// counted this one; they are taken off the reported remainder.
-    public func observe(headers: [String: String], inFlight: Int) {
+    public func observe(headers: [String: String], inFlight: Int, sentAt: ContinuousClock.Instant? = nil) {
         guard let report = RateLimitHeaders.parse(headers) else { return }
         lock.withLock {
             let now = clock.now
@@ -136,6 +138,10 @@ public final class RateLimiter: @unchecked Sendable {
                 guard let r, let remaining = r.remaining else { return }
                 let resetAt = r.resetIn.map { now + $0 }
                 let left = max(0, remaining - pending)
+                if let since = window?.since, let sentAt, sentAt < since {
+                    // An answer to a request sent in a window that has since ended.
+                    return
+                }
                 if let w = window, let opens = w.opensAt, let reported = resetAt, reported <= opens {
                     // A late answer from the window that is already spent.
                     return
@@ -147,7 +153,7 @@ public final class RateLimiter: @unchecked Sendable {
                     w.resetAt = reported
                     window = w
                 } else {
-                    window = Window(limit: r.limit, remaining: left, resetAt: resetAt, opensAt: nil)
+                    window = Window(limit: r.limit, remaining: left, resetAt: resetAt, opensAt: nil, since: window?.since)
                 }
             }
             apply(&requestWindow, report.requests, Double(inFlight))
