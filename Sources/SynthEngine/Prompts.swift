@@ -118,7 +118,10 @@ public struct PromptBuilder: Sendable {
         return lines.joined(separator: "\n")
     }
 
-    func lengthBounds() -> (Int64?, Int64?)? {
+    func lengthBounds() -> (Int64?, Int64?)? { Self.lengthBounds(request) }
+
+    /// The response length bounds in tokens: `advanced.response_constraints`, else `constraints`.
+    static func lengthBounds(_ request: PBJobRequest) -> (Int64?, Int64?)? {
         let rc = request.advanced.responseConstraints
         let c = request.constraints
         let lo = rc.hasMinTokens ? rc.minTokens.value : (c.hasMinTokens ? c.minTokens.value : nil)

@@ -46,11 +46,8 @@ final class QualityGate: @unchecked Sendable {
 
     init(request: PBJobRequest, system: [String], critic: LLMClient?, criticModel: String, jobID: String, logger: Logger) {
         self.request = request
-        let rc = request.advanced.responseConstraints
-        let c = request.constraints
-        let lo = rc.hasMinTokens ? rc.minTokens.value : (c.hasMinTokens ? c.minTokens.value : nil)
-        let hi = rc.hasMaxTokens ? rc.maxTokens.value : (c.hasMaxTokens ? c.maxTokens.value : nil)
-        format = FormatChecker(instructions: system, minTokens: lo.map(Int.init), maxTokens: hi.map(Int.init))
+        let bounds = PromptBuilder.lengthBounds(request)
+        format = FormatChecker(instructions: system, minTokens: bounds?.0.map(Int.init), maxTokens: bounds?.1.map(Int.init))
         self.critic = critic
         self.criticModel = criticModel
         self.jobID = jobID
