@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "synthd", targets: ["synthd"]),
         .executable(name: "synth", targets: ["synth"]),
         .executable(name: "dedup-bench", targets: ["dedup-bench"]),
+        .executable(name: "stream-bench-seed", targets: ["stream-bench-seed"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -46,6 +47,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .executableTarget(name: "dedup-bench", dependencies: ["SynthQuality"]),
+        .executableTarget(name: "stream-bench-seed", dependencies: ["SynthEngine", "SynthStore", "SynthSpec", "SynthProto"]),
         .executableTarget(name: "synthd", dependencies: [
             "SynthServer", "SynthStore", "SynthEngine", "SynthSpec",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -133,7 +133,7 @@ public enum Manifest {
     }
 
     /// manifest.json of a finished job, given its split files.
-    static func build(job: PBStoredJob, splits: [PBSplitInfo]) -> [UInt8] {
+    public static func build(job: PBStoredJob, splits: [PBSplitInfo]) -> [UInt8] {
         let report = qualityReport(job)
         let manifest = JSONValue.object([
             ("job_id", .string(job.job.jobID)),
