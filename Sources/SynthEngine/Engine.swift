@@ -11,6 +11,8 @@ public final class Engine: @unchecked Sendable {
     public let config: EngineConfig
     public let pricing: Pricing
     public let hub = JobHub()
+    /// The llama.cpp server synthd runs itself, when it does (shown by Health).
+    public let localModel: LocalModel?
     let logger: Logger
     let http: HTTPEngine
     let clients: [String: LLMClient]
@@ -18,7 +20,8 @@ public final class Engine: @unchecked Sendable {
     private var runners: [String: Task<Void, Never>] = [:]
     private var stopping = false
 
-    public init(store: Store, config: EngineConfig, pricing: Pricing = .documented, logger: Logger) {
+    public init(store: Store, config: EngineConfig, pricing: Pricing = .documented, localModel: LocalModel? = nil, logger: Logger) {
+        self.localModel = localModel
         self.store = store
         self.config = config
         self.pricing = pricing

@@ -316,6 +316,12 @@ final class Service: Sendable {
         engineHealth.status = "ok"
         engineHealth.detail = "\(engine.runningJobs) running jobs"
         out.components = [storeHealth, engineHealth]
+        if let local = engine.localModel {
+            var c = PBComponentHealth()
+            c.name = "local_model"
+            (c.status, c.detail) = local.health()
+            out.components.append(c)
+        }
         for (tier, route) in engine.config.tiers.sorted(by: { $0.key < $1.key }) {
             var c = PBComponentHealth()
             c.name = "tier:\(tier)"

@@ -26,14 +26,34 @@ struct ConfigFile: Decodable {
     var server: ServerPart?
     var engine: EngineConfig
     var pricing: Pricing
+    /// The local model synthd runs itself (see LocalModel).
+    var localModel: LocalModelConfig?
+    /// Whether the file has an `engine` part: without one, and with no cloud key in the
+    /// environment, synthd runs the bundled local model.
+    var hasEngine = false
 
-    enum CodingKeys: String, CodingKey { case server, engine, pricing }
+    enum CodingKeys: String, CodingKey {
+        case server, engine, pricing
+        case localModel = "local_model"
+    }
 
     init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         server = try c.decodeIfPresent(ServerPart.self, forKey: .server)
-        engine = try c.decodeIfPresent(EngineConfig.self, forKey: .engine) ?? .documented
+        let engine = try c.decodeIfPresent(EngineConfig.self, forKey: .engine)
+        hasEngine = engine != nil
+        self.engine = engine ?? .documented
         pricing = try c.decodeIfPresent(Pricing.self, forKey: .pricing) ?? .documented
+        localModel = try c.decodeIfPresent(LocalModelConfig.self, forKey: .localModel)
+    }
+
+    /// The local model to run: the one the file configures (unless `enabled` is false), or, when
+    /// the file configures no providers and the environment holds no cloud key or base URL, the
+    /// bundled one. `explicit` tells whether the file asked for it (then a missing model is an error).
+    func localModelChoice(environment env: [String: String]) -> (config: LocalModelConfig, explicit: Bool)? {
+        if let local = localModel { return local.enabled == false ? nil : (local, true) }
+        let cloud = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"].contains { !(env[$0] ?? "").isEmpty }
+        return hasEngine || cloud ? nil : (LocalModelConfig(), false)
     }
 
     init() {

@@ -60,7 +60,21 @@ struct Serve: AsyncParsableCommand {
         }
 
         let store = try Store(path: data.path)
-        let engine = Engine(store: store, config: file.engine, pricing: file.pricing, logger: logger)
+        var local: LocalModel?
+        if let choice = file.localModelChoice(environment: ProcessInfo.processInfo.environment) {
+            do {
+                let model = try LocalModel(config: choice.config, dataDirectory: data.path, logger: logger)
+                logger.info("starting the local model", metadata: ["server": "\(model.serverPath)", "model": "\(model.modelPath)",
+                                                                   "slots": "\(model.parallel)", "log": "\(data.path)/local-model.log"])
+                try model.start()
+                file.engine = model.engineConfig(over: file.engine, keepRoutes: file.hasEngine)
+                local = model
+            } catch let e as LocalModelError where !choice.explicit {
+                logger.warning("no cloud provider key (OPENAI_API_KEY, ANTHROPIC_API_KEY) and no local model: jobs will fail until one is configured",
+                               metadata: ["local_model": "\(e.message)"])
+            }
+        }
+        let engine = Engine(store: store, config: file.engine, pricing: file.pricing, localModel: local, logger: logger)
         let server = Server(config: serverConfig, store: store, engine: engine,
                             validator: Validator(maxCount: file.engine.maxCount), logger: logger)
         let bound = try await server.start()
@@ -77,6 +91,7 @@ struct Serve: AsyncParsableCommand {
         logger.info("shutting down", metadata: ["signal": "\(signal)"])
         await server.stop()
         await engine.shutdown()
+        local?.stop()
         store.sync()
         if let p = bound.unixPath { unlink(p) }
         logger.info("stopped; running jobs resume at the next start")

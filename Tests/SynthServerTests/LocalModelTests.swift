@@ -1,0 +1,164 @@
+import Foundation
+import Testing
+import SynthClient
+import SynthProto
+import SynthSpec
+import SynthStore
+
+/// synthd running its own local model server. llama.cpp's server is too slow to build in CI, so
+/// these tests hand synthd, as `local_model.server`, a launcher that starts the fake provider on
+/// the port synthd chose (the fake speaks the same OpenAI wire format and has /health). What is
+/// tested is synthd's side: start, health wait, routing every tier to it, restart, stop.
+@Suite(.serialized) struct LocalModelTests {
+    static func setUp(extra: String = "") throws -> (dir: String, config: String, key: String) {
+        let dir = "/tmp/sdl-" + String(UUID().uuidString.prefix(8))
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let launcher = dir + "/llama-server"
+        try Data("""
+        #!/bin/sh
+        # Takes llama-server's arguments, keeps --port, runs the fake provider there.
+        while [ $# -gt 0 ]; do case "$1" in --port) port=$2; shift;; esac; shift; done
+        exec python3 \(repoRoot.appendingPathComponent("tools/fake_provider/server.py").path) --port "$port" --seed 3
+        """.utf8).write(to: URL(fileURLWithPath: launcher))
+        chmod(launcher, 0o755)
+        FileManager.default.createFile(atPath: dir + "/tiny-model.gguf", contents: Data("GGUF".utf8))
+        let config = dir + "/config.json"
+        try Data("""
+        {"local_model": {"server": "\(launcher)", "model": "\(dir)/tiny-model.gguf", "parallel": 3\(extra)},
+         "server": {"rate_limit_per_minute": 0}}
+        """.utf8).write(to: URL(fileURLWithPath: config))
+        let store = try Store(path: dir + "/data")
+        _ = try store.createOrg(name: "acme", balanceMicroUSD: 100_000_000)
+        return (dir, config, try store.createKey(org: "acme").key)
+    }
+
+    static func childPID(_ dir: String) -> pid_t? {
+        (try? String(contentsOfFile: dir + "/data/local-model.pid", encoding: .utf8))
+            .flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    static func alive(_ pid: pid_t) -> Bool {
+        // A zombie has exited already.
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+        return !stat.contains(") Z ")
+    }
+
+    static func waitGone(_ pid: pid_t) async throws {
+        try await withTimeout(15, "llama-server \(pid) to stop") {
+            while alive(pid) { try await Task.sleep(for: .milliseconds(50)) }
+        }
+    }
+
+    static func runJob(_ client: SynthClient, count: Int64) async throws -> PBJob {
+        var gen = PBGenerateRequest()
+        gen.request.schema = "instruction_v1"
+        gen.request.domain = "customer support for a SaaS product"
+        gen.request.count = count
+        gen.request.model = "balanced"
+        let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
+        var watch = PBWatchJobRequest()
+        watch.jobID = job.jobID
+        watch.progressOnly = true
+        let request = watch
+        return try await withTimeout(60, "the job") {
+            var last = PBJob()
+            for try await e in client.stream("WatchJob", request, as: PBWatchJobResponse.self) {
+                if case .progress(let j) = e.event { last = j }
+            }
+            return last
+        }
+    }
+
+    static func health(_ client: SynthClient) async throws -> [String: PBComponentHealth] {
+        let h = try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self)
+        return Dictionary(h.components.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    @Test func startsRoutesEveryTierRestartsAfterACrashAndStopsWithSynthd() async throws {
+        let (dir, config, key) = try Self.setUp()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = try ProcessTests.Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
+        // LISTENING comes after the health check passed: the model answers from the first call.
+        var h = try await Self.health(client)
+        let local = try #require(h["local_model"])
+        #expect(local.status == "ok")
+        #expect(local.detail.contains("model tiny-model") && local.detail.contains("3 slots"))
+        for tier in ["fast", "balanced", "diverse", "deep"] {
+            #expect(h["tier:\(tier)"]?.detail == "local (openai) model tiny-model")
+        }
+        let first = try #require(Self.childPID(dir))
+        #expect(Self.alive(first))
+
+        let job = try await Self.runJob(client, count: 6)
+        #expect(job.status == "succeeded" && job.accepted == 6)
+
+        // The model server dies: synthd starts it again on the same port, and jobs go on.
+        kill(first, SIGKILL)
+        let second = try await withTimeout(20, "the restart") {
+            while true {
+                if let p = Self.childPID(dir), p != first, Self.alive(p), (try await Self.health(client))["local_model"]?.status == "ok" {
+                    return p
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        h = try await Self.health(client)
+        #expect(h["local_model"]?.detail.contains("restarted 1 times") == true)
+        let again = try await Self.runJob(client, count: 4)
+        #expect(again.status == "succeeded" && again.accepted == 4)
+        await client.close()
+
+        // synthd's shutdown stops it, and removes the pid file.
+        #expect(try await server.stop(SIGTERM) == 0)
+        try await Self.waitGone(second)
+        #expect(Self.childPID(dir) == nil)
+    }
+
+    @Test func aKilledSynthdTakesItsModelServerWithIt() async throws {
+        let (dir, config, _) = try Self.setUp()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = try ProcessTests.Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        let child = try #require(Self.childPID(dir))
+        #expect(Self.alive(child))
+        #expect(try await server.stop(SIGKILL) != 0)
+        try await Self.waitGone(child)
+    }
+
+    @Test func aMissingServerIsAClearStartupError() async throws {
+        let (dir, config, _) = try Self.setUp()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.removeItem(atPath: dir + "/llama-server")
+        let p = Process()
+        p.executableURL = ProcessTests.bin.appendingPathComponent("synthd")
+        p.arguments = ["serve", "--data", dir + "/data", "--unix", dir + "/s.sock", "--config", config]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus != 0)
+        #expect(text.contains("no llama-server found at \(dir)/llama-server"))
+        #expect(text.contains("local_model.server"))
+    }
+
+    @Test func aServerThatExitsAtOnceFailsStartupWithItsLog() async throws {
+        let (dir, config, _) = try Self.setUp()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Data("#!/bin/sh\necho 'error: model file is not a GGUF file' >&2\nexit 3\n".utf8)
+            .write(to: URL(fileURLWithPath: dir + "/llama-server"))
+        let p = Process()
+        p.executableURL = ProcessTests.bin.appendingPathComponent("synthd")
+        p.arguments = ["serve", "--data", dir + "/data", "--unix", dir + "/s.sock", "--config", config]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus != 0)
+        #expect(text.contains("llama-server exited with status 3"))
+        #expect(text.contains("model file is not a GGUF file"))
+    }
+}
