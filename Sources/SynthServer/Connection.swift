@@ -16,6 +16,8 @@ struct Connection {
             try await channel.executeThenClose { inbound, outbound in
                 let writer = FrameWriter(outbound: outbound, allocator: channel.channel.allocator)
                 let state = ConnectionState()
+                server.register(state)
+                defer { server.unregister(state) }
                 try await withThrowingDiscardingTaskGroup { group in
                     group.addTask { await idleWatchdog(state) }
                     do {
@@ -52,6 +54,10 @@ struct Connection {
                 try await sendStatus(writer, id, RPCError(.invalidArgument, "call id 0 is reserved").status)
                 return
             }
+            guard !server.service.isStopping else {
+                try await sendStatus(writer, id, Service.stoppingStatus)
+                return
+            }
             guard let control = state.open(id, limit: server.config.maxCallsPerConnection) else {
                 let why = state.isOpen(id) ? "call id \(id) is already open on this connection" :
                     "too many open calls on this connection (at most \(server.config.maxCallsPerConnection))"
@@ -81,12 +87,14 @@ struct Connection {
                     return PBStatus()
                 } catch {
                     if Task.isCancelled, control.isCancelled { return nil }
+                    if Task.isCancelled, service.isStopping { return Service.stoppingStatus }
                     return RPCError.from(error).status
                 }
             }
             g.addTask {
                 await control.waitCancelled()
-                return Task.isCancelled ? nil : RPCError(.cancelled, "call cancelled by the client").status
+                if Task.isCancelled { return nil }
+                return control.byServer ? Service.stoppingStatus : RPCError(.cancelled, "call cancelled by the client").status
             }
             if open.timeoutMs > 0 {
                 let timeout = open.timeoutMs
@@ -104,7 +112,7 @@ struct Connection {
                 result = next
             }
             g.cancelAll()
-            return result ?? RPCError(.cancelled, "call cancelled").status
+            return result ?? (service.isStopping ? Service.stoppingStatus : RPCError(.cancelled, "call cancelled").status)
         }
     }
 
@@ -168,12 +176,20 @@ final class ConnectionState: @unchecked Sendable {
     func isIdle(for timeout: Duration) -> Bool {
         lock.withLock { calls.isEmpty && ContinuousClock.now - lastActivity > timeout }
     }
+
+    /// The server is stopping: every open call ends with UNAVAILABLE (SHUTTING_DOWN).
+    func endCallsForShutdown() {
+        for c in lock.withLock({ Array(calls.values) }) { c.cancel(byServer: true) }
+    }
+
+    var openCalls: Int { lock.withLock { calls.count } }
 }
 
 /// Lets a Cancel frame reach the task running its call.
 final class CallControl: @unchecked Sendable {
     private let lock = NSLock()
     private var cancelled = false
+    private var server = false
     private let stream: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
 
@@ -182,9 +198,14 @@ final class CallControl: @unchecked Sendable {
     }
 
     var isCancelled: Bool { lock.withLock { cancelled } }
+    /// Cancelled because the server is stopping, not by the client.
+    var byServer: Bool { lock.withLock { server } }
 
-    func cancel() {
-        lock.withLock { cancelled = true }
+    func cancel(byServer: Bool = false) {
+        lock.withLock {
+            cancelled = true
+            server = server || byServer
+        }
         continuation.finish()
     }
 

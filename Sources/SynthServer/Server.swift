@@ -23,6 +23,10 @@ public final class Server: @unchecked Sendable {
     private let lock = NSLock()
     private var runTask: Task<Void, Never>?
     private var listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>] = []
+    private var connections: [ObjectIdentifier: ConnectionState] = [:]
+
+    func register(_ state: ConnectionState) { lock.withLock { connections[ObjectIdentifier(state)] = state } }
+    func unregister(_ state: ConnectionState) { _ = lock.withLock { connections.removeValue(forKey: ObjectIdentifier(state)) } }
 
     public init(config: ServerConfig, store: Store, engine: Engine, validator: Validator, logger: Logger,
                 group: MultiThreadedEventLoopGroup = .singleton) {
@@ -101,10 +105,20 @@ public final class Server: @unchecked Sendable {
         }
     }
 
-    /// Stops accepting, ends every connection (open calls end CANCELLED) and returns when all are closed.
+    /// Stops accepting, ends every connection (open calls end UNAVAILABLE, SHUTTING_DOWN) and
+    /// returns when all are closed.
     public func stop() async {
+        service.isStopping = true
         let (task, listeners) = lock.withLock { (runTask, self.listeners) }
         for l in listeners { try? await l.channel.close() }
+        // Open calls end with a status that tells the client to retry; the connections close once
+        // those statuses are written (or after 2 seconds).
+        let open = lock.withLock { Array(connections.values) }
+        for c in open { c.endCallsForShutdown() }
+        let deadline = ContinuousClock.now + .seconds(2)
+        while ContinuousClock.now < deadline, open.contains(where: { $0.openCalls > 0 }) {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
         task?.cancel()
         await task?.value
     }

@@ -6,6 +6,7 @@ import SynthEngine
 import SynthProto
 import SynthSpec
 import SynthStore
+import Synchronization
 
 /// The methods. Each decodes its request, checks who is calling, and answers through the context.
 final class Service: Sendable {
@@ -18,6 +19,15 @@ final class Service: Sendable {
     static let publicMethods: Set<String> = ["Health", "GetPricing"]
 
     let limiter: OrgRateLimiter?
+    private let stopping = Atomic<Bool>(false)
+
+    /// Set when the server begins to stop: calls still open end UNAVAILABLE, which clients retry.
+    var isStopping: Bool {
+        get { stopping.load(ordering: .acquiring) }
+        set { stopping.store(newValue, ordering: .releasing) }
+    }
+    static let stoppingStatus = RPCError(.unavailable, "the server is shutting down; retry the call (a watch resumes with after_seq)",
+                                         errorCode: "SHUTTING_DOWN").status
 
     init(store: Store, engine: Engine, validator: Validator, config: ServerConfig, logger: Logger) {
         self.store = store

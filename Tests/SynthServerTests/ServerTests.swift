@@ -44,6 +44,38 @@ import SynthSpec
         }
     }
 
+    @Test func openCallsEndUnavailableWhenTheServerStops() async throws {
+        try await withHarness(fakeArgs: ["--latency-ms", "50"]) { h in
+            let client = try await h.client(try h.org("acme"))
+            let job = try await h.generate(client, count: 2000)
+            var req = PBWatchJobRequest()
+            req.jobID = job.jobID
+            let watch = Task {
+                var records = 0
+                do {
+                    for try await e in client.stream("WatchJob", req, as: PBWatchJobResponse.self) {
+                        if case .record = e.event { records += 1 }
+                    }
+                    return (records, PBStatus())
+                } catch let e as ClientError {
+                    return (records, e.status)
+                }
+            }
+            // Some records arrive, then the server stops under the open watch.
+            try await withTimeout(30, "records to flow") {
+                while (try h.store.job(id: job.jobID)?.job.accepted ?? 0) < 20 { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            await h.stopServing()
+            let (records, status) = try await withTimeout(10, "the watch to end") { try await watch.value }
+            #expect(records > 0)
+            #expect(status.code == .unavailable)
+            #expect(status.errorCode == "SHUTTING_DOWN")
+            #expect(status.message.contains("shutting down"))
+            await client.close()
+            try await h.restart()
+        }
+    }
+
     @Test func unknownMethodIsUnimplemented() async throws {
         try await withHarness { h in
             let client = try await h.client(try h.org("acme"))
