@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(if $(shell command -v swift),$(PATH),/opt/swift/usr/bin:$(PATH))
 PY := .venv/bin/python
 
-.PHONY: all build test test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup
+.PHONY: all build test test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup bench-stream
 
 all: build
 
@@ -64,3 +64,9 @@ bench-engine: deps
 
 bench-dedup: deps
 	$(PY) tools/bench-dedup
+
+## Reads a stored job of 1,000,000 records back with synth-c-watch and the Python client (Unix socket
+## and TCP) against cat and a json.loads loop on the same JSONL, and synthd's RSS under a slow reader.
+## BENCH_ARGS go to the script, e.g. BENCH_ARGS="--bin-dir .build/debug --records 100000".
+bench-stream: deps
+	$(PY) tools/bench-stream $(BENCH_ARGS)
