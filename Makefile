@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(if $(shell command -v swift),$(PATH),/opt/swift/usr/bin:$(PATH))
 PY := .venv/bin/python
 
-.PHONY: all build test test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup bench-stream
+.PHONY: all build test test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup bench-stream bench-local
 
 all: build
 
@@ -70,3 +70,7 @@ bench-dedup: deps
 ## BENCH_ARGS go to the script, e.g. BENCH_ARGS="--bin-dir .build/debug --records 100000".
 bench-stream: deps
 	$(PY) tools/bench-stream $(BENCH_ARGS)
+
+## The same 40-record job on the bundled local model through synthd and as direct calls to llama-server.
+bench-local: deps
+	$(PY) tools/bench-local $(BENCH_ARGS)

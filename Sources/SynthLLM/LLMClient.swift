@@ -90,6 +90,7 @@ public final class LLMClient: @unchecked Sendable {
         let wait = limiter.reserve(tokens: estimate)
         if wait > .zero { try await Task.sleep(for: wait) }
         lock.withLock { inFlight += 1 }
+        RequestLog.shared?.append(http.body)
         let sentAt = ContinuousClock.now
         let response: HTTPResponse
         do {
@@ -312,5 +313,28 @@ public enum JSONRepair {
             start = open + 1
         }
         return nil
+    }
+}
+
+/// With SYNTHD_REQUEST_LOG=FILE in the environment, every request body sent to a provider is
+/// appended to FILE, one JSON document per line (bodies only: headers, and so keys, never). For
+/// replaying a job's exact requests straight at a provider (tools/bench-local) and for debugging
+/// prompts.
+final class RequestLog: @unchecked Sendable {
+    static let shared: RequestLog? = ProcessInfo.processInfo.environment["SYNTHD_REQUEST_LOG"].flatMap { RequestLog(path: $0) }
+
+    private let lock = NSLock()
+    private let handle: FileHandle
+
+    init?(path: String) {
+        guard !path.isEmpty, FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
+              let h = FileHandle(forWritingAtPath: path) else { return nil }
+        handle = h
+    }
+
+    func append(_ body: [UInt8]) {
+        var line = body.filter { $0 != 0x0A }
+        line.append(0x0A)
+        lock.withLock { handle.write(Data(line)) }
     }
 }
