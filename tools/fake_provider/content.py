@@ -65,19 +65,43 @@ class PromptInfo:
     assess: list[str] = field(default_factory=list)            # judge: ASSESS lines, every one
 
 
-def parse_prompt(text: str, hint: str | None = None) -> PromptInfo:
+_SCANS: dict[str, tuple[list, list]] = {}   # prompt part -> (directive matches, ASSESS names)
+_SCANS_MAX = 1024
+
+
+def _scan(part: str) -> tuple[list, list]:
+    got = _SCANS.get(part)
+    if got is None:
+        got = ([(m.group(1), m.group(2)) for m in _DIRECTIVE.finditer(part)],
+               [m.group(1) for m in _ASSESS.finditer(part)])
+        if len(_SCANS) >= _SCANS_MAX:
+            _SCANS.clear()
+        _SCANS[part] = got
+    return got
+
+
+def parse_prompt(text: str, hint: str | None = None, parts=None) -> PromptInfo:
     """Read the directive lines.  The first occurrence of each key wins.
 
     `hint` (a tool name or response_format schema name) is used when there is
     no SCHEMA line; unknown names fall back to instruction_v1.
+
+    `parts`, if given, is the same text split at line ends ("\n".join(parts) == text), e.g. one
+    part per message.  Directives never span lines, so the parts are read one by one, and each
+    part's reading is cached: a long system prompt sent with every request is read once.
     """
+    if parts is None:
+        parts = (text,)
     info = PromptInfo()
     seen: dict[str, str] = {}
-    for m in _DIRECTIVE.finditer(text):
-        key, value = m.group(1), m.group(2)
-        if key not in seen:
-            seen[key] = value
-            info.directive_lines.append(f"{key}: {value}")
+    assess: list[str] = []
+    for part in parts:
+        directives, names = _scan(part)
+        for key, value in directives:
+            if key not in seen:
+                seen[key] = value
+                info.directive_lines.append(f"{key}: {value}")
+        assess += names
     schema = seen.get("SCHEMA", "").strip().lower()
     if schema not in SCHEMAS:
         schema = hint if hint in SCHEMAS else DEFAULT_SCHEMA
@@ -90,7 +114,7 @@ def parse_prompt(text: str, hint: str | None = None) -> PromptInfo:
     info.drives = drives
     if not info.directive_lines:
         info.directive_lines = [f"SCHEMA: {schema}"]
-    info.assess = [m.group(1) for m in _ASSESS.finditer(text)]
+    info.assess = assess
     return info
 
 
@@ -158,6 +182,51 @@ INSTRUCTIONS = [
 ]
 
 _SLOT = re.compile(r"\{(\w+)\}")
+_AN = re.compile(r"\b([Aa]) ([aeiou])")
+
+# ---- compiled templates
+# Filling templates is most of the fake's CPU time per request, so each template is compiled once
+# into a %-format string and its slots [(kind, word list, len, bit length), ...].  The words are
+# drawn exactly as random.Random.choice draws them (see _draw_index_ok), in slot order, so the
+# text is the same as filling the template slot by slot with rng.choice.
+_CHOICE, _NOUN, _NOUNS, _TOPIC = 0, 1, 2, 3
+
+
+def _compile(template: str) -> tuple[str, list[tuple]]:
+    pieces = _SLOT.split(template)
+    fmt = [pieces[0].replace("%", "%%")]
+    ops = []
+    for i in range(1, len(pieces), 2):
+        s = pieces[i]
+        fmt.append("%s" + pieces[i + 1].replace("%", "%%"))
+        if s == "N":
+            ops.append((_NOUN, None, 0, 0))
+        elif s == "Ns":
+            ops.append((_NOUNS, None, 0, 0))
+        elif s == "TOPIC":
+            ops.append((_TOPIC, None, 0, 0))
+        else:
+            words = _SLOT_WORDS.get(s)
+            if words is None:
+                raise KeyError(s)
+            ops.append((_CHOICE, words, len(words), len(words).bit_length()))
+    return "".join(fmt), ops
+
+
+def _draw_index_ok() -> bool:
+    """True if drawing getrandbits(n.bit_length()) until below n gives exactly rng.choice's index
+    (CPython's Random._randbelow_with_getrandbits), checked on this interpreter at import."""
+    a, b = random.Random(20240601), random.Random(20240601)
+    for n in (1, 2, 3, 5, 7, 8, 10, 14, 16, 20, 42, 213, 218, 490, 1000):
+        seq = range(n)
+        k = n.bit_length()
+        for _ in range(40):
+            r = b.getrandbits(k)
+            while r >= n:
+                r = b.getrandbits(k)
+            if a.choice(seq) != r:
+                return False
+    return a.random() == b.random()
 
 
 class TextGen:
@@ -174,41 +243,56 @@ class TextGen:
             return self.rng.choice(self.topic_words)
         return self.rng.choice(V.NOUNS)
 
-    def _fill(self, template: str) -> str:
+    def _fill(self, template) -> str:
+        """Fill a template (a string, or a _compile result) with words from the RNG."""
+        if isinstance(template, str):
+            template = _COMPILED.get(template) or _compile(template)
+        fmt, ops = template
         r = self.rng
-
-        def slot(m: re.Match) -> str:
-            s = m.group(1)
-            if s == "N":
-                return self._noun()
-            if s == "Ns":
-                return plural(self._noun())
-            if s == "V":
-                return r.choice(V.VERBS)
-            if s == "V3":
-                return third_person(r.choice(V.VERBS))
-            if s == "A":
-                return r.choice(V.ADJECTIVES)
-            if s == "R":
-                return r.choice(V.ADVERBS)
-            if s == "P":
-                return r.choice(V.PREPOSITIONS)
-            if s == "D":
-                return r.choice(DETERMINERS)
-            if s == "DP":
-                return r.choice(PLURAL_DETERMINERS)
-            if s == "G":
-                return r.choice(V.GENRES)
-            if s == "TOPIC":
-                return f" in {self.domain}" if self.domain and r.random() < 0.7 else ""
-            raise KeyError(s)
-
-        text = _SLOT.sub(slot, template)
-        text = re.sub(r"\b([Aa]) ([aeiou])", r"\1n \2", text)
+        words: list[str] = []
+        put = words.append
+        if _FAST_DRAW:
+            bits = r.getrandbits
+            topic = self.topic_words
+            for kind, seq, n, k in ops:
+                if kind == _CHOICE:
+                    i = bits(k)
+                    while i >= n:
+                        i = bits(k)
+                    put(seq[i])
+                elif kind == _TOPIC:
+                    put(f" in {self.domain}" if self.domain and r.random() < 0.7 else "")
+                elif topic and r.random() < 0.08:          # _NOUN / _NOUNS: see _noun()
+                    w = r.choice(topic)
+                    put(w if kind == _NOUN else plural(w))
+                else:
+                    i = bits(_NOUNS_K)
+                    while i >= _NOUNS_N:
+                        i = bits(_NOUNS_K)
+                    put(V.NOUNS[i] if kind == _NOUN else _NOUN_PLURALS[i])
+        else:            # the same with rng.choice, for an interpreter whose choice draws differently
+            for kind, seq, n, k in ops:
+                if kind == _CHOICE:
+                    put(r.choice(seq))
+                elif kind == _TOPIC:
+                    put(f" in {self.domain}" if self.domain and r.random() < 0.7 else "")
+                elif kind == _NOUN:
+                    put(self._noun())
+                else:
+                    put(plural(self._noun()))
+        text = fmt % tuple(words)
+        if "a " in text or "A " in text:
+            text = _AN.sub(r"\1n \2", text)
         return text[0].upper() + text[1:]
 
     def sentence(self) -> str:
-        return self._fill(self.rng.choice(SENTENCES))
+        if _FAST_DRAW:       # self.rng.choice(_SENTENCES_C), inlined
+            bits = self.rng.getrandbits
+            i = bits(_SENTENCES_K)
+            while i >= _SENTENCES_N:
+                i = bits(_SENTENCES_K)
+            return self._fill(_SENTENCES_C[i])
+        return self._fill(self.rng.choice(_SENTENCES_C))
 
     def paragraph(self, lo: int, hi: int) -> str:
         """Whole sentences, total length in [lo, hi] (hi >= lo + 130)."""
@@ -228,7 +312,7 @@ class TextGen:
         return " ".join(parts)
 
     def instruction(self, info: PromptInfo) -> str:
-        text = self._fill(self.rng.choice(INSTRUCTIONS))
+        text = self._fill(self.rng.choice(_INSTRUCTIONS_C))
         extras = []
         if info.category:
             extras.append(f"Treat it as a {_human(info.category)} task.")
@@ -242,6 +326,18 @@ class TextGen:
 
     def scenario(self) -> str:
         return self.paragraph(80, 300)
+
+
+_NOUN_PLURALS = [plural(w) for w in V.NOUNS]        # index i: plural of V.NOUNS[i]
+_VERBS_3RD = [third_person(w) for w in V.VERBS]     # index i: V.VERBS[i] + s
+_SLOT_WORDS = {"V": V.VERBS, "V3": _VERBS_3RD, "A": V.ADJECTIVES, "R": V.ADVERBS, "P": V.PREPOSITIONS,
+               "D": DETERMINERS, "DP": PLURAL_DETERMINERS, "G": V.GENRES}
+_NOUNS_N, _NOUNS_K = len(V.NOUNS), len(V.NOUNS).bit_length()
+_SENTENCES_C = [_compile(t) for t in SENTENCES]
+_SENTENCES_N, _SENTENCES_K = len(SENTENCES), len(SENTENCES).bit_length()
+_INSTRUCTIONS_C = [_compile(t) for t in INSTRUCTIONS]
+_COMPILED = dict(zip(SENTENCES + INSTRUCTIONS, _SENTENCES_C + _INSTRUCTIONS_C))
+_FAST_DRAW = _draw_index_ok()
 
 
 # ---------------------------------------------------------------- records
@@ -407,6 +503,16 @@ def _swap_one_word(text: str, rng: random.Random) -> str:
     while new == m.group(0):
         new = rng.choice(V.NOUNS)
     return text[: m.start()] + new + text[m.end():]
+
+
+def copy_record(record):
+    """A copy of a JSON-like record (dicts, lists, immutable leaves): copy.deepcopy without its
+    bookkeeping."""
+    if type(record) is dict:
+        return {k: copy_record(v) for k, v in record.items()}
+    if type(record) is list:
+        return [copy_record(v) for v in record]
+    return record
 
 
 def near_duplicate(record: dict, schema: str, rng: random.Random) -> dict:

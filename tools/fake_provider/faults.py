@@ -47,7 +47,7 @@ FAULT_KEYS = ("request", "prompt")
 
 def rng_for(*parts: object) -> random.Random:
     """A random.Random seeded from a stable hash of the parts."""
-    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
@@ -171,13 +171,26 @@ def _coerce(key: str, value, current_plant: dict):
 
 
 # ---------------------------------------------------------------- decisions
-@dataclass
 class Decision:
-    fault: str | None        # one of TRANSPORT_FAULTS without "rate_", or None
-    plants: list[str]        # PLANT_KINDS chosen for this request
-    near_dup: bool
-    delay_s: float           # latency + jitter to wait before answering
-    rng: random.Random       # for sub-choices (malformed variant, cut point, ...)
+    """One request's draws.  `rng` (for sub-choices: malformed variant, cut point, plants, ...)
+    is made on first use: most requests never need it."""
+
+    __slots__ = ("fault", "plants", "near_dup", "delay_s", "_rng", "_rng_parts")
+
+    def __init__(self, fault: str | None, plants: list[str], near_dup: bool, delay_s: float,
+                 rng_parts: tuple = ()):
+        self.fault = fault            # one of TRANSPORT_FAULTS without "rate_", or None
+        self.plants = plants          # PLANT_KINDS chosen for this request
+        self.near_dup = near_dup
+        self.delay_s = delay_s        # latency + jitter to wait before answering
+        self._rng = None
+        self._rng_parts = rng_parts
+
+    @property
+    def rng(self) -> random.Random:
+        if self._rng is None:
+            self._rng = rng_for(*self._rng_parts)
+        return self._rng
 
 
 def decide(cfg: FaultConfig, key: str) -> Decision:
@@ -201,4 +214,4 @@ def decide(cfg: FaultConfig, key: str) -> Decision:
     jitter = rng.random() * cfg.jitter_ms
     delay_s = (cfg.latency_ms + jitter) / 1000.0
     return Decision(fault=fault, plants=plants, near_dup=near_dup, delay_s=delay_s,
-                    rng=rng_for(cfg.seed, "sub", key))
+                    rng_parts=(cfg.seed, "sub", key))

@@ -20,9 +20,13 @@ the per-request decision, this file is the HTTP side.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import collections
 import copy
 import dataclasses
+import email.utils
 import hashlib
+import html
 import json
 import os
 import signal
@@ -31,7 +35,8 @@ import struct
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import traceback
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -59,14 +64,15 @@ class ProviderError(Exception):
 
 # ====================================================================== state
 class State:
-    """Everything shared between request threads.  Guarded by self.lock."""
+    """Everything shared by the requests of one process.  Guarded by self.lock (the requests run
+    on one event loop thread, so the lock is never contended; it keeps State safe to share)."""
 
     def __init__(self, cfg: F.FaultConfig, log_limit: int, verbose: bool):
         self.cfg = cfg
+        self._snapshot: F.FaultConfig | None = None
         self.log_limit = log_limit
         self.verbose = verbose
         self.lock = threading.Lock()
-        self.stop = threading.Event()
         self.in_flight = 0
         self.reset_counters()
         self.reset_stats()
@@ -94,6 +100,18 @@ class State:
     def config_snapshot(self) -> F.FaultConfig:
         with self.lock:
             return dataclasses.replace(self.cfg, plant=dict(self.cfg.plant))
+
+    def snapshot(self) -> F.FaultConfig:
+        """The config for one request (lock held by caller).  Shared, read-only: a copy made once
+        per config change rather than once per request."""
+        if self._snapshot is None:
+            self._snapshot = dataclasses.replace(self.cfg, plant=dict(self.cfg.plant))
+        return self._snapshot
+
+    def update_config(self, changes: dict) -> None:
+        """POST /config (lock held by caller)."""
+        self.cfg.update(changes)
+        self._snapshot = None
 
     def roll_window(self, now: float) -> None:
         if now - self.window_start >= self.cfg.rpm_window:
@@ -143,6 +161,48 @@ class State:
 
 def _bump(d: dict, key: str) -> None:
     d[key] = d.get(key, 0) + 1
+
+
+def new_entry(path: str, body: bytes, seq: int | None) -> dict:
+    return {"seq": seq, "t": time.monotonic(), "path": path, "status": None,
+            "retry_after": None, "request_id": None,
+            "body_sha": hashlib.sha256(body).hexdigest(),
+            "fault": None, "planted": [], "near_dup_of": None, "schema": None, "usage": None}
+
+
+def prompt_digest(system, messages: list) -> str:
+    """The prompt's identity for the content RNG and the per-prompt counter: the sha256 of
+    json.dumps({"system": system, "messages": messages}, sort_keys=True, ensure_ascii=False),
+    put together from each part's JSON, with the JSON of plain text messages (the same long
+    system prompt on every request) cached."""
+    canon = ('{"messages": [' + ", ".join(map(_json_of, messages)) + '], "system": '
+             + _json_of(system) + "}")
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+_JSON_CACHE: dict = {}
+_JSON_CACHE_MAX = 1024
+
+
+def _json_of(value) -> str:
+    """json.dumps(value, sort_keys=True, ensure_ascii=False), cached for a string or a
+    {"role", "content"} message with string values."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        key = value
+    elif (type(value) is dict and len(value) == 2 and type(value.get("role")) is str
+          and type(value.get("content")) is str):
+        key = (value["role"], value["content"])
+    else:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    text = _JSON_CACHE.get(key)
+    if text is None:
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+        if len(_JSON_CACHE) >= _JSON_CACHE_MAX:
+            _JSON_CACHE.clear()
+        _JSON_CACHE[key] = text
+    return text
 
 
 # ================================================================ wire helpers
@@ -200,72 +260,332 @@ def format_seconds(value: float) -> str:
     return str(int(value)) if value == int(value) else f"{value:g}"
 
 
-# ==================================================================== handler
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "fake-provider/1.0"
-    timeout = 300  # idle keep-alive connections are dropped after this
-    # TCP_NODELAY: with Nagle on, the body (a second write after the headers) waits for the
-    # client's delayed ACK, adding up to 40 ms to every answer.
-    disable_nagle_algorithm = True
+# ================================================================= HTTP layer
+# One asyncio event loop per process serves every connection, with plain callbacks (no tasks):
+#   arrival   parse the request, answer at once if it fails a check, else draw its faults and
+#             set a timer for its latency (counted from the arrival);
+#   waiting   make its record and, for a clean answer, its body (Server.work, one request per
+#             turn of the loop, so this never holds up an answer that is due);
+#   timer     everything that reads shared state (history, near-duplicates, plants, rate-limit
+#             window), then record it in /stats and write the answer in one piece.
+# A thread per connection with a sleeping thread per request used twice the CPU, and a burst of
+# 128 arrivals delayed the answers that were due by tens of milliseconds.
+RESPONSES = BaseHTTPRequestHandler.responses   # reason phrases, as http.server sends them
+SERVER_HEADER = "fake-provider/1.0"
+IDLE_TIMEOUT = 300.0      # idle keep-alive connections are dropped after this
+MAX_HEAD = 1 << 20        # request line and header fields
+MAX_HEADERS = 100
 
-    @property
-    def state(self) -> State:
-        return self.server.state  # type: ignore[attr-defined]
 
-    def version_string(self) -> str:
-        return self.server_version
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
 
-    def log_message(self, fmt, *args):  # noqa: D401 - quiet unless --verbose
-        if self.state.verbose:
-            super().log_message(fmt, *args)
 
-    # ------------------------------------------------------------ plumbing
-    def read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size_line = self.rfile.readline()
-                size = int(size_line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+class Headers(dict):
+    """Request header fields by lower-case name; the first of repeated fields wins.  get() is
+    case-insensitive, like http.server's message object."""
+
+    def get(self, name: str, default=None):
+        return dict.get(self, name.lower(), default)
+
+
+def parse_head(head: bytes) -> tuple[str, str, str, tuple[int, int], Headers]:
+    """Request line and header fields (CRLF or bare LF line ends)."""
+    lines = head.decode("iso-8859-1").split("\n")
+    request_line = lines[0].rstrip("\r")
+    words = request_line.split()
+    if len(words) != 3:
+        raise BadRequest(400, f"Bad request syntax ({request_line!r})")
+    method, target, version = words
+    try:
+        if not version.startswith("HTTP/"):
+            raise ValueError
+        major, minor = version[5:].split(".")
+        if not (major.isdigit() and minor.isdigit()):
+            raise ValueError
+        ver = (int(major), int(minor))
+    except ValueError:
+        raise BadRequest(400, f"Bad request version ({version!r})") from None
+    if ver >= (2, 0):
+        raise BadRequest(505, f"Invalid HTTP version ({version})")
+    if len(lines) > MAX_HEADERS + 1:
+        raise BadRequest(431, "Too many headers")
+    headers = Headers()
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            key = name.strip().lower()
+            if key not in headers:
+                headers[key] = value.strip()
+    return request_line, method, target, ver, headers
+
+
+def parse_chunked(buf: bytearray, pos: int) -> tuple[bytes, int] | None:
+    """A chunked body starting at buf[pos]: (body, index after it), or None while incomplete.
+    Raises ValueError on a bad chunk size."""
+    chunks = []
+    while True:
+        eol = buf.find(b"\n", pos)
+        if eol < 0:
+            return None
+        size = int(bytes(buf[pos:eol]).split(b";")[0].strip() or b"0", 16)
+        if size < 0:
+            raise ValueError("negative chunk size")
+        pos = eol + 1
+        if size == 0:
+            while True:                     # trailer fields, up to an empty line
+                eol = buf.find(b"\n", pos)
+                if eol < 0:
+                    return None
+                empty = eol == pos or (eol == pos + 1 and buf[pos] == 13)
+                pos = eol + 1
+                if empty:
+                    return b"".join(chunks), pos
+        if len(buf) < pos + size:
+            return None
+        chunks.append(bytes(buf[pos:pos + size]))
+        pos += size
+        eol = buf.find(b"\n", pos)
+        if eol < 0:
+            return None
+        pos = eol + 1
+
+
+def find_head_end(buf: bytearray) -> tuple[int, int]:
+    """(end of the header block, start of the body), or (-1, -1)."""
+    crlf = buf.find(b"\r\n\r\n")
+    lf = buf.find(b"\n\n", 0, crlf if crlf >= 0 else len(buf))
+    if lf >= 0:
+        return lf, lf + 2
+    if crlf >= 0:
+        return crlf, crlf + 4
+    return -1, -1
+
+
+_date_cache = [0, ""]
+
+
+def http_date() -> str:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0], _date_cache[1] = now, email.utils.formatdate(now, usegmt=True)
+    return _date_cache[1]
+
+
+# Faults that answer 200 with content (None: a clean answer); the others need no record.
+CONTENT_FAULTS = (None, "malformed", "truncate", "refusal")
+
+
+class Plan:
+    """A generation request between its fault decision and its answer (the latency wait)."""
+
+    __slots__ = ("api", "cfg", "entry", "rid", "req", "prompt_text", "prompt_parts", "tool", "hint",
+                 "max_tokens", "prompt_hash", "k", "decision", "info", "fresh", "prebuilt", "due")
+
+    def __init__(self, api, cfg, entry, rid, req, prompt_text, prompt_parts, tool, hint, max_tokens,
+                 prompt_hash, k, decision):
+        self.api, self.cfg, self.entry, self.rid, self.req = api, cfg, entry, rid, req
+        self.prompt_text, self.prompt_parts, self.tool, self.hint = prompt_text, prompt_parts, tool, hint
+        self.max_tokens, self.prompt_hash, self.k, self.decision = max_tokens, prompt_hash, k, decision
+        # Made while waiting (Connection.make_content), else when answering:
+        self.info = None             # PromptInfo
+        self.fresh = None            # the freshly generated record
+        self.prebuilt = None         # (status, body, content type) of a clean answer
+        self.due = False             # the answer is being (or has been) made: no more waiting work
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: HTTP/1.1 keep-alive, one request at a time (pipelined requests wait
+    in the buffer), `Content-Length` answers written in one piece."""
+
+    def __init__(self, server: "Server"):
+        self.server = server
+        self.state = server.state
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.busy = False            # a request is waiting for its timer
+        self.closed = False
+        self.eof = False
+        self.close_after = False     # close once the current answer is written
+        self.continue_sent = False
+        self.headers = Headers()
+        self.requestline = ""
+        self.command = ""
+        self.client = "-"
+        self.last_active = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.pending_entry: dict | None = None
+        self.scheduled = False       # process() is due on the next turn of the loop
+        self.arrived = 0.0           # when the latest bytes came in (loop.time())
+
+    # ---------------------------------------------------------- transport
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0] if peer else "-"
+        self.last_active = self.server.loop.time()
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        # Keep the socket open to answer the requests in progress or still to be read.
+        return self.busy or self.scheduled or bool(self.buf)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self.arrived = self.last_active = self.server.loop.time()
+        if not self.busy and not self.scheduled:
+            # Read it on the next turn of the loop: the answers that are due now (timers, which run
+            # after this turn's reads) go out first, not after this request's parsing.
+            self.scheduled = True
+            self.server.loop.call_soon(self.process_soon)
+
+    def process_soon(self) -> None:
+        self.scheduled = False
+        if not self.busy:
+            self.process()
+
+    def process(self) -> None:
+        """Serve every complete request in the buffer, until one has to wait."""
+        while not self.busy and not self.closed and self.buf:
+            buf = self.buf
+            if buf[0] in (13, 10):   # stray line ends between requests
+                del buf[:len(buf) - len(buf.lstrip(b"\r\n"))]
+                continue
+            end, body_start = find_head_end(buf)
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    self.send_error(431, "Request header fields too large", close=True)
+                    self.resume()
+                elif self.eof:
+                    self.transport.close()
+                return
+            try:
+                self.requestline, method, target, version, headers = parse_head(bytes(buf[:end]))
+            except BadRequest as e:
+                self.command = ""
+                self.requestline = bytes(buf[:buf.find(b"\n")]).decode("iso-8859-1").rstrip("\r")
+                self.send_error(e.status, e.message, close=True)
+                self.resume()
+                return
+            self.headers = headers
+            self.command = method
+            try:
+                if "chunked" in headers.get("transfer-encoding", "").lower():
+                    got = parse_chunked(buf, body_start)
+                else:
+                    length = int(headers.get("content-length") or 0)
+                    if length < 0:
+                        raise ValueError("negative Content-Length")
+                    after = body_start + length
+                    got = (bytes(buf[body_start:after]), after) if len(buf) >= after else None
+            except ValueError:
+                self.send_error(400, "Bad request body framing", close=True)
+                self.resume()
+                return
+            if got is None:          # the body is still on its way
+                if self.eof:
+                    self.transport.close()
+                elif (not self.continue_sent and version >= (1, 1)
+                        and headers.get("expect", "").lower() == "100-continue"):
+                    self.continue_sent = True
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                return
+            body, after = got
+            del buf[:after]
+            self.continue_sent = False
+            conntype = headers.get("connection", "").lower()
+            self.close_after = version < (1, 1)
+            if conntype == "close":
+                self.close_after = True
+            elif conntype == "keep-alive":
+                self.close_after = False
+            self.dispatch(method, target, body)
+            if not self.busy:
+                self.resume()
+                if self.close_after:
+                    return
+
+    def resume(self) -> None:
+        """After an answer: close if asked to, else go on with the buffer."""
+        if self.closed:
+            return
+        if self.close_after or (self.eof and not self.buf):
+            self.close_after = True
+            self.transport.close()
+            return
+        if self.busy:                # called from a timer: the request is done now
+            self.busy = False
+            self.process()
 
     def send_bytes(self, status: int, body: bytes, content_type: str = "application/json",
                    headers: list[tuple[str, str]] = ()) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in headers:
-                self.send_header(k, v)
-            # end_headers() without its flush, so that headers and body leave in one write.
-            self._headers_buffer.append(b"\r\n" + body)
-            self.flush_headers()
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        phrase = RESPONSES[status][0] if status in RESPONSES else ""
+        head = [f"HTTP/1.1 {status} {phrase}\r\nServer: {SERVER_HEADER}\r\nDate: {http_date()}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"]
+        for k, v in headers:
+            head.append(f"{k}: {v}\r\n")
+        if self.close_after:
+            head.append("Connection: close\r\n")
+        head.append("\r\n")
+        if self.state.verbose:
+            self.log_request(status)
+        if not self.closed and not self.transport.is_closing():
+            self.transport.write("".join(head).encode("latin-1") + body)
 
     def send_json(self, status: int, obj, headers: list[tuple[str, str]] = ()) -> None:
         self.send_bytes(status, json.dumps(obj).encode(), "application/json", headers)
 
+    def send_error(self, status: int, message: str, close: bool = False) -> None:
+        if close:
+            self.close_after = True
+        body = b""
+        if self.command != "HEAD":
+            body = ('<!DOCTYPE HTML>\n<html lang="en">\n<head><meta charset="utf-8">'
+                    "<title>Error response</title></head>\n<body><h1>Error response</h1>"
+                    f"<p>Error code: {status}</p><p>Message: {html.escape(message)}.</p></body></html>\n").encode()
+        self.send_bytes(status, body, "text/html;charset=utf-8")
+
+    def log_request(self, status) -> None:
+        sys.stderr.write('%s - - [%s] "%s" %s -\n' % (
+            self.client, time.strftime("%d/%b/%Y %H:%M:%S"), self.requestline, status))
+
     def abort_connection(self) -> None:
         """Close with RST and no response (SO_LINGER 0)."""
-        self.close_connection = True
+        self.close_after = True
+        if self.closed:
+            return
+        sock = self.transport.get_extra_info("socket")
         try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError:
             pass
-        self.rfile.close()
-        self.connection.close()
+        self.transport.abort()
 
     # -------------------------------------------------------------- routes
-    def do_GET(self):
-        url = urlsplit(self.path)
+    def dispatch(self, method: str, target: str, body: bytes) -> None:
+        try:
+            if method == "POST":
+                self.do_POST(target, body)
+            elif method == "GET":
+                self.do_GET(target)
+            else:
+                self.send_error(501, f"Unsupported method ({method!r})")
+        except Exception:            # a bug: say so on stderr, answer 500, keep serving
+            traceback.print_exc()
+            if self.pending_entry is not None:
+                self.finish(self.pending_entry, None)
+            self.busy = False
+            self.send_error(500, "Internal error in the fake provider", close=True)
+
+    def do_GET(self, target: str) -> None:
+        url = urlsplit(target)
         if url.path == "/health":
             self.send_json(200, {"status": "ok"})
         elif url.path in MODEL_PATHS:
@@ -281,9 +601,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(404, {"error": {"message": f"Unknown request URL: GET {url.path}",
                                            "type": "invalid_request_error", "code": "unknown_url"}})
 
-    def do_POST(self):
-        body = self.read_body()
-        path = urlsplit(self.path).path
+    def do_POST(self, target: str, body: bytes) -> None:
+        path = urlsplit(target).path
         if path in OPENAI_PATHS:
             self.generation("openai", path, body)
         elif path in ANTHROPIC_PATHS:
@@ -300,7 +619,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             changes = json.loads(body or b"{}")
             with self.state.lock:
-                self.state.cfg.update(changes)
+                self.state.update_config(changes)
         except (ValueError, TypeError) as e:
             self.send_json(400, {"error": str(e)})
             return
@@ -319,7 +638,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def models(self, path: str) -> None:
         api = "anthropic" if self.headers.get("anthropic-version") else "openai"
-        entry = self.new_entry(path, b"", seq=None)
+        entry = new_entry(path, b"", seq=None)
         try:
             self.check_key(api, self.state.config_snapshot())
             created = int(time.time())
@@ -331,22 +650,21 @@ class Handler(BaseHTTPRequestHandler):
                 obj = {"object": "list",
                        "data": [{"id": m, "object": "model", "created": created, "owned_by": "fake-provider"}
                                 for m in MODELS]}
-            self.send_json(200, obj)
             entry["status"] = 200
         except ProviderError as err:
-            self.send_json(err.status, error_body(api, err))
+            obj = error_body(api, err)
             entry["status"] = err.status
-        finally:
-            with self.state.lock:
-                self.state.record(entry)
+        with self.state.lock:
+            self.state.record(entry)
+        self.send_json(entry["status"], obj)
 
     # ------------------------------------------------------- generation
-    def new_entry(self, path: str, body: bytes, seq: int | None) -> dict:
-        return {"seq": seq, "t": time.monotonic(), "path": path, "status": None,
-                "retry_after": None, "request_id": None,
-                "body_sha": hashlib.sha256(body).hexdigest(),
-                "fault": None, "planted": [], "near_dup_of": None, "schema": None, "usage": None}
-
+    # A generation request runs in steps (see the HTTP layer's comment): on arrival (prepare), the
+    # checks that answer at once (limits, key, parsing) and the fault decision; while it waits
+    # (make_content), what depends on the request alone; when its timer fires (deliver), the fault
+    # or the content.  The result is the same as doing it all at the end, as the threaded server
+    # did.  The answer is recorded in /stats before it is sent, so a client that reads /stats
+    # after its answer arrives always finds it there.
     def generation(self, api: str, path: str, body: bytes) -> None:
         st = self.state
         with st.lock:
@@ -355,28 +673,76 @@ class Handler(BaseHTTPRequestHandler):
             st.in_flight += 1
             st.max_in_flight = max(st.max_in_flight, st.in_flight)
             in_flight = st.in_flight
-            cfg = dataclasses.replace(st.cfg, plant=dict(st.cfg.plant))
-        entry = self.new_entry(path, body, n)
+            cfg = st.snapshot()
+        entry = new_entry(path, body, n)
+        self.pending_entry = entry
         rid = hashlib.sha256(f"{cfg.seed}:{n}:{entry['t']}".encode()).hexdigest()[:24]
         entry["request_id"] = f"req_{rid}"
-        # The answer is recorded in /stats before it is sent, so a client that reads /stats after
-        # its answer arrives always finds it there.
-        answer = None
         try:
-            answer = self.generate_response(api, body, n, cfg, in_flight, entry, rid)
+            plan = self.prepare(api, body, n, cfg, in_flight, entry, rid)
         except ProviderError as err:
-            headers = self.ratelimit_headers(api, cfg, entry)
-            if err.status == 429:
-                headers += self.retry_headers(entry, entry["retry_after"] or cfg.retry_after)
-            answer = (err.status, json.dumps(error_body(api, err)).encode(), "application/json", headers)
-            entry["status"] = err.status
-        finally:
-            with st.lock:
-                st.in_flight -= 1
-                entry["t_end"] = time.monotonic()
-                st.record(entry)
+            self.finish(entry, self.error_answer(api, cfg, entry, err))
+            return
+        if plan.decision.delay_s > 0:
+            # The latency counts from the request's arrival: the work done since is part of it.
+            self.busy = True
+            arrived = min(self.arrived, entry["t"])
+            self.timer = self.server.loop.call_at(arrived + plan.decision.delay_s, self.after_delay, plan)
+            if plan.decision.fault in CONTENT_FAULTS:
+                self.server.defer(self, plan)
+        else:
+            self.after_delay(plan)
+
+    def after_delay(self, plan: Plan) -> None:
+        self.timer = None
+        plan.due = True
+        from_timer = self.busy       # else called from process(), which goes on by itself
+        try:
+            answer = self.deliver(plan)
+        except ProviderError as err:
+            answer = self.error_answer(plan.api, plan.cfg, plan.entry, err)
+        except Exception:
+            if not from_timer:
+                raise                # dispatch() reports it
+            traceback.print_exc()
+            self.finish(plan.entry, None)
+            self.abort_connection()
+            return
+        if answer == "hang":         # no answer; the socket is closed after --hang-seconds
+            self.busy = True
+            self.timer = self.server.loop.call_later(plan.cfg.hang_seconds, self.end_hang, plan.entry)
+            return
+        if answer == "reset":
+            self.finish(plan.entry, None)
+            self.abort_connection()
+            return
+        self.finish(plan.entry, answer)
+        if from_timer:
+            self.resume()
+
+    def end_hang(self, entry: dict) -> None:
+        self.timer = None
+        self.finish(entry, None)
+        self.close_after = True
+        self.resume()
+
+    def finish(self, entry: dict, answer) -> None:
+        """Record a generation request in /stats, then send its answer (if any)."""
+        st = self.state
+        self.pending_entry = None
+        with st.lock:
+            st.in_flight -= 1
+            entry["t_end"] = time.monotonic()
+            st.record(entry)
         if answer is not None:
             self.send_bytes(*answer)
+
+    def error_answer(self, api: str, cfg: F.FaultConfig, entry: dict, err: ProviderError):
+        headers = self.ratelimit_headers(api, cfg, entry)
+        if err.status == 429:
+            headers += self.retry_headers(entry, entry["retry_after"] or cfg.retry_after)
+        entry["status"] = err.status
+        return err.status, json.dumps(error_body(api, err)).encode(), "application/json", headers
 
     def retry_headers(self, entry: dict, seconds: float) -> list[tuple[str, str]]:
         entry["retry_after"] = seconds
@@ -426,7 +792,8 @@ class Handler(BaseHTTPRequestHandler):
                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
             raise ProviderError(401, "invalid_request_error", msg, "invalid_api_key")
 
-    def generate_response(self, api, body, n, cfg, in_flight, entry, rid) -> None:
+    def prepare(self, api, body, n, cfg, in_flight, entry, rid) -> Plan:
+        """Steps 1-3 of a generation request, on arrival: limits, key, parsing, fault decision."""
         st = self.state
         # 1. capacity limits (before anything else, like a real gateway)
         if cfg.max_concurrency and in_flight > cfg.max_concurrency:
@@ -449,21 +816,42 @@ class Handler(BaseHTTPRequestHandler):
             raise error_for(api, 400, "We could not parse the JSON body of your request.") from None
         if not isinstance(req, dict):
             raise error_for(api, 400, "Request body must be a JSON object.")
-        prompt_text, tool, hint, max_tokens = (self.parse_anthropic(req) if api == "anthropic"
-                                               else self.parse_openai(req))
-        model = req["model"]
+        prompt_parts, tool, hint, max_tokens = (self.parse_anthropic(req) if api == "anthropic"
+                                                else self.parse_openai(req))
+        prompt_text = "\n".join(prompt_parts)     # what the directives are read from
 
         # 3. decide faults
-        canon = json.dumps({"system": req.get("system"), "messages": req["messages"]},
-                           sort_keys=True, ensure_ascii=False)
-        prompt_hash = hashlib.sha256(canon.encode()).hexdigest()
+        prompt_hash = prompt_digest(req.get("system"), req["messages"])
         with st.lock:
             k = st.prompt_counts[prompt_hash] = st.prompt_counts.get(prompt_hash, 0) + 1
         key = f"request:{n}" if cfg.fault_key == "request" else f"prompt:{prompt_hash}:{k}"
         decision = F.decide(cfg, key)
-        if decision.delay_s > 0 and st.stop.wait(decision.delay_s):
-            self.close_connection = True   # shutting down
-            return
+        plan = Plan(api=api, cfg=cfg, entry=entry, rid=rid, req=req, prompt_text=prompt_text,
+                    prompt_parts=prompt_parts, tool=tool,
+                    hint=hint, max_tokens=max_tokens, prompt_hash=prompt_hash, k=k, decision=decision)
+        return plan
+
+    def make_content(self, plan: Plan) -> None:
+        """While a request waits out its latency: the parts of its answer that depend on nothing but
+        the request (see Server.work).  The fresh record depends only on (seed, prompt, k); whether
+        it is used, or a near-duplicate of an earlier record instead, is decided when answering, as
+        is everything that reads shared state (history, rate-limit window).  A clean answer without
+        plants or a near-duplicate draw is serialised here too."""
+        cfg, decision = plan.cfg, plan.decision
+        plan.info = info = C.parse_prompt(plan.prompt_text, plan.hint, plan.prompt_parts)
+        maybe_dup = decision.near_dup and C.supports_near_dup(info.schema)
+        if maybe_dup and self.state.history.get(info.schema):
+            return                   # a near-duplicate for sure: history only grows (until /reset)
+        plan.fresh = C.generate(info, F.rng_for(cfg.seed, "content", plan.prompt_hash, plan.k if cfg.vary else 0))
+        if decision.fault is None and not decision.plants and not maybe_dup:
+            plan.entry["schema"] = info.schema
+            plan.prebuilt = self.build_body(plan, plan.fresh)
+
+    def deliver(self, plan: Plan):
+        """Step 4, after the latency: the answer (status, body, content type, headers), or "hang"
+        or "reset" for those faults.  Raises ProviderError for an error answer."""
+        st = self.state
+        api, cfg, entry, rid, decision = plan.api, plan.cfg, plan.entry, plan.rid, plan.decision
         fault = decision.fault
         entry["fault"] = fault
         if fault == "400":
@@ -478,18 +866,20 @@ class Handler(BaseHTTPRequestHandler):
             if api == "anthropic":
                 raise error_for(api, 529, "Overloaded")
             raise error_for(api, 503, "The engine is currently overloaded, please try again later.")
-        if fault == "hang":
-            st.stop.wait(cfg.hang_seconds)
-            self.close_connection = True
-            return
-        if fault == "reset":
-            self.abort_connection()
-            return
+        if fault in ("hang", "reset"):
+            return fault
 
         # 4. content
-        info = C.parse_prompt(prompt_text, hint)
+        info = plan.info or C.parse_prompt(plan.prompt_text, plan.hint, plan.prompt_parts)
         entry["schema"] = info.schema
-        content_rng = F.rng_for(cfg.seed, "content", prompt_hash, k if cfg.vary else 0)
+        if plan.prebuilt is not None:
+            # A clean answer, serialised while waiting.  Nothing plants in the record: it goes into
+            # the history as it is.
+            with st.lock:
+                hist = st.history.setdefault(info.schema, [])
+                hist.append((entry["request_id"], plan.fresh))
+                del hist[:-HISTORY_PER_SCHEMA]
+            return self.finish_body(plan, plan.prebuilt)
         record = None
         if decision.near_dup and C.supports_near_dup(info.schema):
             with st.lock:
@@ -499,25 +889,36 @@ class Handler(BaseHTTPRequestHandler):
                 record = C.near_duplicate(src, info.schema, decision.rng)
                 entry["near_dup_of"] = src_id
         if record is None:
-            record = C.generate(info, content_rng)
+            record = plan.fresh
+            if record is None:
+                record = C.generate(info, F.rng_for(cfg.seed, "content", plan.prompt_hash,
+                                                    plan.k if cfg.vary else 0))
             if fault is None:
                 with st.lock:
                     hist = st.history.setdefault(info.schema, [])
-                    hist.append((entry["request_id"], copy.deepcopy(record)))
+                    hist.append((entry["request_id"], C.copy_record(record)))
                     del hist[:-HISTORY_PER_SCHEMA]
-            entry["planted"] = C.apply_plants(record, info, decision.plants, decision.rng)
+            if decision.plants:
+                entry["planted"] = C.apply_plants(record, info, decision.plants, decision.rng)
 
-        if api == "anthropic":
-            status, payload, ctype = self.anthropic_body(record, fault, tool, model, rid, prompt_text,
-                                                         max_tokens, decision, entry)
-        else:
-            status, payload, ctype = self.openai_body(record, fault, tool, model, rid, prompt_text,
-                                                      max_tokens, decision, entry)
+        return self.finish_body(plan, self.build_body(plan, record))
+
+    def build_body(self, plan: Plan, record: dict) -> tuple[int, bytes, str]:
+        """(status, body, content type) of a 200 answer carrying `record`; sets the entry's usage."""
+        model = plan.req["model"]
+        body = self.anthropic_body if plan.api == "anthropic" else self.openai_body
+        return body(record, plan.decision.fault, plan.tool, model, plan.rid, plan.prompt_text,
+                    plan.max_tokens, plan.decision, plan.entry)
+
+    def finish_body(self, plan: Plan, built: tuple[int, bytes, str]):
+        """The answer for a built body: the token window and the rate-limit headers, as of now."""
+        st, entry = self.state, plan.entry
+        status, payload, ctype = built
         if entry["usage"]:
             with st.lock:
                 st.window_tokens += entry["usage"]["prompt_tokens"] + entry["usage"]["completion_tokens"]
         entry["status"] = status
-        return status, payload, ctype, self.ratelimit_headers(api, cfg, entry)
+        return status, payload, ctype, self.ratelimit_headers(plan.api, plan.cfg, entry)
 
     # ----------------------------------------------------------- requests
     def parse_openai(self, req: dict):
@@ -546,8 +947,8 @@ class Handler(BaseHTTPRequestHandler):
             tool = (tools[0].get("function") or {}).get("name")
         if tool:
             hint = hint or tool
-        text = "\n".join(text_of(m.get("content")) for m in messages)
-        return text, tool, hint, max_tokens
+        parts = [text_of(m.get("content")) for m in messages]
+        return parts, tool, hint, max_tokens
 
     def parse_anthropic(self, req: dict):
         if not self.headers.get("anthropic-version"):
@@ -575,8 +976,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise error_for("anthropic", 400, f"tool_choice.name: tool {tool!r} is not in tools")
         elif isinstance(tc, dict) and tc.get("type") == "any" and names:
             tool = names[0]
-        text = "\n".join([text_of(req.get("system"))] + [text_of(m.get("content")) for m in messages])
-        return text, tool, tool, max_tokens
+        parts = [text_of(req.get("system"))] + [text_of(m.get("content")) for m in messages]
+        return parts, tool, tool, max_tokens
 
     # ---------------------------------------------------------- responses
     @staticmethod
@@ -608,7 +1009,7 @@ class Handler(BaseHTTPRequestHandler):
         return rec
 
     def openai_body(self, record, fault, tool, model, rid, prompt_text, max_tokens, decision, entry):
-        rng = decision.rng
+        rng = decision.rng if fault in ("malformed", "truncate") else None   # made on first use
         if fault == "malformed" and rng.random() < 0.5:
             body, ctype = self.malformed_body("openai", rid, rng)
             return 200, body, ctype
@@ -644,7 +1045,7 @@ class Handler(BaseHTTPRequestHandler):
         return 200, json.dumps(obj, ensure_ascii=False).encode(), "application/json"
 
     def anthropic_body(self, record, fault, tool, model, rid, prompt_text, max_tokens, decision, entry):
-        rng = decision.rng
+        rng = decision.rng if fault in ("malformed", "truncate") else None   # made on first use
         if fault == "malformed" and rng.random() < 0.5:
             body, ctype = self.malformed_body("anthropic", rid, rng)
             return 200, body, ctype
@@ -674,14 +1075,87 @@ class Handler(BaseHTTPRequestHandler):
 
 
 # ======================================================================= main
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 128
+LISTEN_BACKLOG = 1024
 
-    def __init__(self, addr, state: State):
+
+class Server:
+    """The event loop of one process, serving the shared listening socket."""
+
+    def __init__(self, sock: socket.socket, state: State):
+        self.sock = sock
         self.state = state
-        super().__init__(addr, Handler)
+        self.connections: set[Connection] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.backlog: collections.deque = collections.deque()   # (connection, plan) to make content for
+        self.working = False
+
+    def defer(self, conn: "Connection", plan: "Plan") -> None:
+        """Make a waiting request's content in the background (see work)."""
+        self.backlog.append((conn, plan))
+        if not self.working:
+            self.working = True
+            self.loop.call_soon(self.work)
+
+    def work(self) -> None:
+        """Content for one waiting request per turn of the event loop: each turn first reads what
+        arrived and sends the answers that are due, so a burst of arrivals never holds up an
+        answer by more than one record's making.  A request whose answer comes due first simply
+        makes its content then."""
+        while self.backlog:
+            conn, plan = self.backlog.popleft()
+            if not plan.due and not conn.closed:
+                try:
+                    conn.make_content(plan)
+                except Exception:    # reported, and made again when answering
+                    traceback.print_exc()
+                    plan.info = plan.fresh = plan.prebuilt = None
+                break
+        if self.backlog:
+            self.loop.call_soon(self.work)
+        else:
+            self.working = False
+
+    async def serve(self, on_ready=None) -> None:
+        """Serve until SIGTERM or SIGINT."""
+        self.loop = loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+
+        def on_signal():
+            if not stop.done():
+                stop.set_result(None)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        server = await loop.create_server(lambda: Connection(self), sock=self.sock, backlog=LISTEN_BACKLOG)
+        sweeper = loop.call_later(IDLE_TIMEOUT / 10, self.sweep)
+        if on_ready is not None:
+            on_ready()
+        await stop
+        # Stop at once: hung and waiting requests are dropped with their connections.
+        sweeper.cancel()
+        server.close()
+        for conn in list(self.connections):
+            if conn.timer is not None:
+                conn.timer.cancel()
+            conn.transport.abort()
+
+    def sweep(self) -> None:
+        """Drop keep-alive connections idle for IDLE_TIMEOUT."""
+        now = self.loop.time()
+        for conn in list(self.connections):
+            if not conn.busy and now - conn.last_active > IDLE_TIMEOUT:
+                conn.transport.close()
+        self.loop.call_later(IDLE_TIMEOUT / 10, self.sweep)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(LISTEN_BACKLOG)
+    sock.setblocking(False)
+    return sock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -739,52 +1213,43 @@ def main(argv=None) -> int:
     except ValueError as e:
         parser.error(str(e))
     state = State(cfg, args.log_limit, args.verbose)
-    server = Server((args.host, args.port), state)
-    port = server.server_address[1]
-    # More processes on the one listening socket, for load benchmarks: each has its own GIL, and
-    # its own counters, history and /stats.
+    sock = listen(args.host, args.port)
+    port = sock.getsockname()[1]
+    # A parent that spawned us from a thread with signals blocked (libdispatch workers do) passes
+    # that mask on: unblock, or SIGTERM would never arrive.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    # More processes on the one listening socket, for load benchmarks: each has its own event
+    # loop, and its own counters, history and /stats.
     children = []
     for _ in range(args.workers - 1):
         pid = os.fork()
         if pid == 0:
-            children = None
             _die_with_parent()
-            break
+            try:
+                asyncio.run(Server(sock, state).serve())
+            finally:
+                os._exit(0)
         children.append(pid)
 
-    def on_signal(signum, frame):
-        state.stop.set()
+    def ready():
+        if args.port_file:
+            tmp = f"{args.port_file}.tmp{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.write(f"{port}\n")
+            os.replace(tmp, args.port_file)
+        sys.stdout.write(f"LISTENING {port}\n")
+        sys.stdout.flush()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    # A parent that spawned us from a thread with signals blocked (libdispatch workers do) passes
-    # that mask on: unblock, or SIGTERM would never arrive.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    if children is None:   # a worker: serve until told to stop
-        while not state.stop.wait(0.1):
-            pass
-        os._exit(0)
-    if args.port_file:
-        tmp = f"{args.port_file}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(f"{port}\n")
-        os.replace(tmp, args.port_file)
-    sys.stdout.write(f"LISTENING {port}\n")
-    sys.stdout.flush()
-
-    while not state.stop.wait(0.1):
-        pass
-    for pid in children:
-        try:
-            os.kill(pid, signal.SIGTERM)
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
-    server.shutdown()
-    server.server_close()
+    try:
+        asyncio.run(Server(sock, state).serve(ready))
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        sock.close()
     return 0
 
 

@@ -721,3 +721,244 @@ def test_require_key(provider):
     assert status == 401 and json.loads(body)["error"]["type"] == "authentication_error"
     assert p.anthropic(headers={"x-api-key": "sk-right"})[0] == 200
     assert p.request("GET", "/v1/models")[0] == 401
+
+
+# ------------------------------------------------------- event loop server
+def _raw_exchange(port: int, data: bytes, answers: int, timeout: float = 5.0, shut_wr: bool = False):
+    """Send raw bytes, read `answers` HTTP answers (Content-Length framed); returns
+    ([(status line, headers, body)], whether the server closed the connection afterwards)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        if shut_wr:
+            s.shutdown(socket.SHUT_WR)
+        buf, out = b"", []
+        while len(out) < answers:
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                head = buf[:end].decode("latin-1").split("\r\n")
+                headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
+                n = int(headers.get("content-length", 0))
+                if len(buf) >= end + 4 + n:
+                    out.append((head[0], headers, buf[end + 4:end + 4 + n]))
+                    buf = buf[end + 4 + n:]
+                    continue
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        try:
+            s.settimeout(0.5)
+            closed = s.recv(1) == b""
+        except (socket.timeout, TimeoutError):
+            closed = False
+        except ConnectionResetError:
+            closed = True
+        return out, closed
+    finally:
+        s.close()
+
+
+def _post(path: str, obj, extra: str = "", version: str = "HTTP/1.1") -> bytes:
+    body = json.dumps(obj).encode()
+    return (f"POST {path} {version}\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def _chat(schema: str, user: str = "x") -> dict:
+    return {"model": "m", "messages": [{"role": "system", "content": f"SCHEMA: {schema}"},
+                                       {"role": "user", "content": user}]}
+
+
+def test_pipelined_requests_answered_in_order(provider):
+    p = provider("--latency-ms", "50")
+    data = _post("/v1/chat/completions", _chat("judge")) + _post("/v1/chat/completions", _chat("invariants"))
+    t0 = time.monotonic()
+    answers, closed = _raw_exchange(p.port, data, 2)
+    assert time.monotonic() - t0 >= 0.1          # one at a time, each with its latency
+    assert [a[0] for a in answers] == ["HTTP/1.1 200 OK"] * 2 and not closed
+    first, second = (json.loads(json.loads(a[2])["choices"][0]["message"]["content"]) for a in answers)
+    assert "overall" in first and second == {"violations": []}
+
+
+def test_http10_bad_requests_and_methods(provider):
+    p = provider()
+    answers, closed = _raw_exchange(p.port, b"GET /health HTTP/1.0\r\n\r\n", 1)
+    assert answers[0][0] == "HTTP/1.1 200 OK" and json.loads(answers[0][2]) == {"status": "ok"}
+    assert closed, "HTTP/1.0 without keep-alive: the answer ends the connection"
+    answers, closed = _raw_exchange(p.port, b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" * 2, 2)
+    assert len(answers) == 2 and not closed
+    answers, closed = _raw_exchange(p.port, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n", 1)
+    assert answers[0][1]["connection"] == "close" and closed
+    answers, closed = _raw_exchange(p.port, b"NONSENSE\r\n\r\n", 1)
+    assert answers[0][0].startswith("HTTP/1.1 400") and closed
+    answers, _ = _raw_exchange(p.port, b"PUT /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 1)
+    assert answers[0][0].startswith("HTTP/1.1 501")
+    answers, closed = _raw_exchange(p.port, b"POST /reset HTTP/1.1\r\nContent-Length: x\r\n\r\n", 1)
+    assert answers[0][0].startswith("HTTP/1.1 400") and closed
+    assert p.get_json("/health") == {"status": "ok"}
+
+
+def test_half_closed_client_still_gets_its_answer(provider):
+    p = provider("--latency-ms", "100")
+    answers, closed = _raw_exchange(p.port, _post("/v1/chat/completions", _chat("judge")), 1, shut_wr=True)
+    assert answers and answers[0][0] == "HTTP/1.1 200 OK" and closed
+
+
+def test_expect_continue_before_body(provider):
+    p = provider()
+    body = json.dumps(_chat("judge")).encode()
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    try:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        assert s.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += s.recv(65536)
+        assert got.startswith(b"HTTP/1.1 200 OK")
+    finally:
+        s.close()
+
+
+def test_concurrent_requests_wait_together(provider):
+    p = provider("--latency-ms", "300")
+    results, lock = [], threading.Lock()
+
+    def call(i):
+        t0 = time.monotonic()
+        r = p.anthropic(user=f"c{i}", system="SCHEMA: preference_v1") if i % 2 else p.openai(user=f"c{i}")
+        with lock:
+            results.append((i, time.monotonic() - t0, r))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(40)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.monotonic() - t0 < 6          # 40 x 0.3 s one after the other would be 12 s
+    assert len(results) == 40 and all(took >= 0.29 for _, took, _ in results)
+    for i, _, r in results:
+        if i % 2:
+            check_schema("preference_v1", anthropic_record(r))
+        else:
+            check_schema("instruction_v1", openai_record(r))
+    assert p.stats()["max_in_flight"] > 1
+
+
+def test_latency_does_not_change_answers_or_stats(provider):
+    """Content made while a request waits, and answers built then, are what answering at the end
+    gives: a server with latency and one without answer a sequence of requests the same way."""
+    flags = ("--seed", "11", "--near-dup-rate", "0.3", "--plant", "leakage:0.2", "--plant", "low_margin:0.5",
+             "--rate-truncate", "0.1", "--rate-malformed", "0.1", "--rate-500", "0.1")
+    slow, fast = provider(*flags, "--latency-ms", "15", "--jitter-ms", "5"), provider(*flags)
+
+    def run(p):
+        out = []
+        for i in range(40):
+            schema = C.SCHEMAS[i % 4]
+            status, _, body = (p.openai(system=f"SCHEMA: {schema}", user=f"u{i % 7}") if i % 3
+                               else p.anthropic(system=f"SCHEMA: {schema}", user=f"u{i % 7}"))
+            try:
+                obj = json.loads(body)
+            except ValueError:
+                out.append((status, re.sub(rb"[0-9a-f]{24}", b"ID", body)))   # malformed: no ids
+                continue
+            for k in ("id", "created"):
+                obj.pop(k, None)
+            for block in obj.get("content", []):
+                block.pop("id", None)
+            out.append((status, obj))
+        stats = p.stats()
+        ids = {e["request_id"]: i for i, e in enumerate(stats["log"])}
+        log = [(e["status"], e["fault"], e["planted"], ids.get(e["near_dup_of"]), e["schema"], e["usage"])
+               for e in stats["log"]]
+        return out, log, stats["near_dups"], stats["planted"], stats["by_fault"]
+
+    a, b = run(slow), run(fast)
+    assert a == b
+    assert a[2] > 0 and a[3] and a[4]      # near-duplicates, plants and faults all came up
+
+
+def test_workers_share_the_port_and_stop_together(provider):
+    p = provider("--workers", "2")
+
+    def children():
+        kids = []
+        for path in os.listdir(f"/proc/{p.proc.pid}/task"):
+            with open(f"/proc/{p.proc.pid}/task/{path}/children") as f:
+                kids += [int(x) for x in f.read().split()]
+        return kids
+
+    kids = children()
+    assert len(kids) == 1
+    assert [p.openai(user=str(i))[0] for i in range(6)] == [200] * 6
+    assert p.stop() == 0
+    for pid in kids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                assert f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")   # exited (maybe not reaped yet)
+        except FileNotFoundError:
+            pass
+
+
+# ------------------------------------------------------------ fast paths
+def test_fast_word_draws_match_random_choice(monkeypatch):
+    import random
+    assert C._draw_index_ok(), "the fast path should be the one in use on CPython"
+    infos = [C.parse_prompt(f"SCHEMA: {s}\nDOMAIN: a customer portal\nCATEGORY: io_e\nDRIVES: x, y\nASSESS: t")
+             for s in C.SCHEMAS]
+    fast = [C.generate(info, random.Random(seed)) for info in infos for seed in range(40)]
+    monkeypatch.setattr(C, "_FAST_DRAW", False)
+    slow = [C.generate(info, random.Random(seed)) for info in infos for seed in range(40)]
+    assert fast == slow
+
+
+def test_parse_prompt_by_parts_matches_whole_text():
+    import random
+    rng = random.Random(3)
+    lines = ["SCHEMA: judge", "  SCHEMA : eval_v1", "CATEGORY: qa", "DOMAIN: a b c", "ASSESS: x", "ASSESS: y.z",
+             "DRIVES: p, q", "AXIS: s_t", "text SCHEMA: no", "", "TECHNIQUE:\tfew_shot  ", "\r", "DOMAIN: later"]
+    for _ in range(300):
+        parts = ["\n".join(rng.choice(lines) for _ in range(rng.randint(0, 5))) for _ in range(rng.randint(1, 4))]
+        text = "\n".join(parts)
+        hint = rng.choice([None, "conflict_v1", "bogus"])
+        whole = C.parse_prompt(text, hint)
+        assert C.parse_prompt(text, hint, parts).__dict__ == whole.__dict__
+        assert C.parse_prompt(text, hint, parts).__dict__ == whole.__dict__   # from the cache
+
+
+def test_prompt_digest_is_the_canonical_json_hash():
+    import hashlib
+    import server as S
+    cases = [
+        (None, [{"role": "user", "content": "x"}]),
+        ("sys ünïcode \u2028", [{"role": "user", "content": "a\nb"}, {"role": "assistant", "content": "c"}]),
+        ([{"type": "text", "text": "s"}], [{"role": "user", "content": [{"type": "text", "text": "t"}]}]),
+        (None, [{"role": "system", "content": "s", "name": "n"}, {"content": "x", "role": "user"}]),
+        (None, [{"role": "user", "content": None}, {"role": "user", "content": 3.5}]),
+    ]
+    for system, messages in cases:
+        for _ in range(2):         # the second time from the cache
+            want = hashlib.sha256(json.dumps({"system": system, "messages": messages}, sort_keys=True,
+                                             ensure_ascii=False).encode()).hexdigest()
+            assert S.prompt_digest(system, messages) == want
+
+
+def test_copy_record_is_a_deep_copy():
+    rec = {"a": [1, {"b": "c"}], "d": {"e": ["f"]}, "g": 1.5, "h": None}
+    dup = C.copy_record(rec)
+    assert dup == rec
+    dup["a"][1]["b"] = "changed"
+    dup["d"]["e"].append("g")
+    assert rec == {"a": [1, {"b": "c"}], "d": {"e": ["f"]}, "g": 1.5, "h": None}
+
+
+def test_decision_rng_is_made_on_first_use():
+    import faults as F
+    d = F.decide(F.FaultConfig(seed=9, jitter_ms=10), "request:3")
+    assert d._rng is None
+    want = F.rng_for(9, "sub", "request:3")
+    assert [d.rng.random() for _ in range(3)] == [want.random() for _ in range(3)]
