@@ -175,7 +175,8 @@ public final class LocalModel: @unchecked Sendable {
     }
 
     var arguments: [String] {
-        var args = ["--model", modelPath, "--host", "127.0.0.1", "--port", String(port), "--parallel", String(parallel)]
+        // --alias: answers name the model, not the path of its file.
+        var args = ["--model", modelPath, "--alias", modelName, "--host", "127.0.0.1", "--port", String(port), "--parallel", String(parallel)]
         if let n = config.contextSize { args += ["--ctx-size", String(n)] }
         return args + (config.extraArgs ?? [])
     }
