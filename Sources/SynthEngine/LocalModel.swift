@@ -24,8 +24,12 @@ public struct LocalModelConfig: Sendable, Codable, Equatable {
     /// Sampling fields sent with every request (default: temperature 0.8, frequency_penalty 0.8,
     /// which keep a 135M model from repeating itself).
     public var sampling: [String: Double]?
-    /// maxLength put on every string of the structured-output schema (default 400).
+    /// maxLength and minLength put on every string of the structured-output schema (default 400
+    /// and 12: without a floor a small model answers a field with one word).
     public var stringMaxLength: Int?
+    public var stringMinLength: Int?
+    /// Attempts per planned record before a job gives up (default 12; the engine's default is 3).
+    public var attemptsPerRecord: Double?
     /// `false` turns the local model off even when no cloud key is configured.
     public var enabled: Bool?
 
@@ -38,6 +42,8 @@ public struct LocalModelConfig: Sendable, Codable, Equatable {
         case startupTimeoutSeconds = "startup_timeout_seconds"
         case extraArgs = "extra_args"
         case stringMaxLength = "string_max_length"
+        case stringMinLength = "string_min_length"
+        case attemptsPerRecord = "attempts_per_record"
     }
 }
 
@@ -164,12 +170,14 @@ public final class LocalModel: @unchecked Sendable {
             name: "local", kind: .openai, baseURL: baseURL, maxInFlight: parallel, maxRetries: 4,
             requestTimeoutSeconds: 300,
             sampling: config.sampling ?? ["temperature": 0.8, "frequency_penalty": 0.8],
-            stringMaxLength: config.stringMaxLength ?? 400)
+            stringMaxLength: config.stringMaxLength ?? 400, stringMinLength: config.stringMinLength ?? 12)
         let route = ModelRoute(provider: "local", model: modelName)
         if !keepRoutes {
             for tier in ["fast", "balanced", "diverse", "deep"] { c.tiers[tier] = route }
             c.critic = route
             c.jobConcurrency = parallel
+            // A 135M model's answers fail the checks far more often than a large model's.
+            c.attemptsPerRecord = max(c.attemptsPerRecord, config.attemptsPerRecord ?? 12)
         }
         return c
     }

@@ -205,25 +205,25 @@ public final class LLMClient: @unchecked Sendable {
         guard var object = try? JSONSerialization.jsonObject(with: Data(text.utf8)), object is [String: Any] else {
             throw ProviderError(kind: .fatal, provider: config.name, status: 0, message: "the output schema is not a JSON object")
         }
-        if let limit = config.stringMaxLength { object = Self.capStrings(object, limit) }
+        if let limit = config.stringMaxLength { object = Self.capStrings(object, limit, min: config.stringMinLength ?? 1) }
         let prepared = JSONText.write(object)
         lock.withLock { schemas[text] = prepared }
         return prepared
     }
 
-    /// The schema with `maxLength` (and `minLength` 1) on every free-text string.
-    static func capStrings(_ schema: Any, _ limit: Int) -> Any {
+    /// The schema with `maxLength` (and `minLength`, 1 unless given) on every free-text string.
+    static func capStrings(_ schema: Any, _ limit: Int, min: Int = 1) -> Any {
         if var obj = schema as? [String: Any] {
             for (k, v) in obj where k == "properties" || k == "items" || v is [String: Any] || v is [Any] {
-                obj[k] = capStrings(v, limit)
+                obj[k] = capStrings(v, limit, min: min)
             }
             if obj["type"] as? String == "string", obj["enum"] == nil {
                 if obj["maxLength"] == nil { obj["maxLength"] = limit }
-                if obj["minLength"] == nil { obj["minLength"] = 1 }
+                if obj["minLength"] == nil { obj["minLength"] = Swift.min(min, limit) }
             }
             return obj
         }
-        if let arr = schema as? [Any] { return arr.map { capStrings($0, limit) } }
+        if let arr = schema as? [Any] { return arr.map { capStrings($0, limit, min: min) } }
         return schema
     }
 

@@ -25,6 +25,9 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     /// models otherwise tend to repeat themselves until the token limit; grammar-constrained
     /// servers (llama.cpp, vLLM) enforce it. Leave unset for OpenAI, whose strict mode refuses it.
     public var stringMaxLength: Int?
+    /// minLength on those strings (default 1): a small model otherwise answers a field with one
+    /// word. Only applied together with `stringMaxLength`.
+    public var stringMinLength: Int?
     /// Requests and tokens per minute this provider allows; nil leaves only the limits that the
     /// provider reports in its rate-limit headers.
     public var requestsPerMinute: Int?
@@ -42,7 +45,8 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     public init(name: String, kind: Kind, baseURL: String, apiKey: String = "", maxInFlight: Int = 64, maxRetries: Int = 8,
                 connectTimeoutSeconds: Double = 10, requestTimeoutSeconds: Double = 120, pricesPerMillion: [String: TokenPrice] = [:],
                 sampling: [String: Double] = [:], stringMaxLength: Int? = nil, requestsPerMinute: Int? = nil,
-                tokensPerMinute: Int? = nil) {
+                tokensPerMinute: Int? = nil, stringMinLength: Int? = nil) {
+        self.stringMinLength = stringMinLength
         self.name = name
         self.kind = kind
         self.baseURL = baseURL
@@ -69,6 +73,7 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         case pricesPerMillion = "prices_per_million"
         case sampling
         case stringMaxLength = "string_max_length"
+        case stringMinLength = "string_min_length"
         case requestsPerMinute = "requests_per_minute"
         case tokensPerMinute = "tokens_per_minute"
     }
@@ -88,7 +93,8 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
             sampling: try c.decodeIfPresent([String: Double].self, forKey: .sampling) ?? [:],
             stringMaxLength: try c.decodeIfPresent(Int.self, forKey: .stringMaxLength),
             requestsPerMinute: try c.decodeIfPresent(Int.self, forKey: .requestsPerMinute),
-            tokensPerMinute: try c.decodeIfPresent(Int.self, forKey: .tokensPerMinute))
+            tokensPerMinute: try c.decodeIfPresent(Int.self, forKey: .tokensPerMinute),
+            stringMinLength: try c.decodeIfPresent(Int.self, forKey: .stringMinLength))
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -102,6 +108,7 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         try c.encode(pricesPerMillion, forKey: .pricesPerMillion)
         try c.encode(sampling, forKey: .sampling)
         try c.encodeIfPresent(stringMaxLength, forKey: .stringMaxLength)
+        try c.encodeIfPresent(stringMinLength, forKey: .stringMinLength)
         try c.encodeIfPresent(requestsPerMinute, forKey: .requestsPerMinute)
         try c.encodeIfPresent(tokensPerMinute, forKey: .tokensPerMinute)
     }

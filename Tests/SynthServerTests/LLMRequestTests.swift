@@ -37,9 +37,20 @@ import Testing
         #expect(inner["name"] as? String == "rec" && inner["strict"] as? Bool == true)
         let props = try #require((inner["schema"] as? [String: Any])?["properties"] as? [String: [String: Any]])
         #expect(props["a"]?["maxLength"] as? Int == 300)
+        #expect(props["a"]?["minLength"] as? Int == 1)
         #expect(props["b"]?["maxLength"] == nil)  // enums are left alone
         // The same request gives the same bytes, so a retry is identical.
         #expect(try c.build(req, mode: .jsonSchema).body == http.body)
+    }
+
+    @Test func aStringFloorGoesOnEveryFreeTextString() throws {
+        let c = LLMClient(config: ProviderConfig(name: "p", kind: .openai, baseURL: "http://127.0.0.1:1/v1", stringMaxLength: 400, stringMinLength: 12),
+                          engine: sharedTestEngine, logger: Logger(label: "test"))
+        let body = try json(try c.build(ChatRequest(model: "m", system: "s", user: "u", jsonSchema: schema), mode: .jsonSchema))
+        let inner = try #require((body["response_format"] as? [String: Any])?["json_schema"] as? [String: Any])
+        let props = try #require((inner["schema"] as? [String: Any])?["properties"] as? [String: [String: Any]])
+        #expect(props["a"]?["minLength"] as? Int == 12 && props["a"]?["maxLength"] as? Int == 400)
+        #expect(props["b"]?["minLength"] == nil)
     }
 
     @Test func fallbackModesPutTheSchemaInThePrompt() throws {
