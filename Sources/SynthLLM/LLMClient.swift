@@ -211,7 +211,8 @@ public final class LLMClient: @unchecked Sendable {
         return prepared
     }
 
-    /// The schema with `maxLength` (and `minLength`, 1 unless given) on every free-text string.
+    /// For grammar-constrained servers: the schema with `maxLength` (and `minLength`, 1 unless
+    /// given) on every free-text string, and wide-ranged numbers as integers.
     static func capStrings(_ schema: Any, _ limit: Int, min: Int = 1) -> Any {
         if var obj = schema as? [String: Any] {
             for (k, v) in obj where k == "properties" || k == "items" || v is [String: Any] || v is [Any] {
@@ -220,6 +221,11 @@ public final class LLMClient: @unchecked Sendable {
             if obj["type"] as? String == "string", obj["enum"] == nil {
                 if obj["maxLength"] == nil { obj["maxLength"] = limit }
                 if obj["minLength"] == nil { obj["minLength"] = Swift.min(min, limit) }
+            }
+            // Grammar-constrained servers enforce the range of an integer but not of a number: a
+            // score of 1 to 10 is asked for as an integer there (a fraction like 0 to 1 is left alone).
+            if obj["type"] as? String == "number", let lo = obj["minimum"] as? Int, let hi = obj["maximum"] as? Int, hi - lo >= 2 {
+                obj["type"] = "integer"
             }
             return obj
         }

@@ -46,11 +46,15 @@ import Testing
     @Test func aStringFloorGoesOnEveryFreeTextString() throws {
         let c = LLMClient(config: ProviderConfig(name: "p", kind: .openai, baseURL: "http://127.0.0.1:1/v1", stringMaxLength: 400, stringMinLength: 12),
                           engine: sharedTestEngine, logger: Logger(label: "test"))
+        let schema = #"{"type":"object","properties":{"a":{"type":"string"},"b":{"type":"string","enum":["x"]},"#
+            + #""score":{"type":"number","minimum":1,"maximum":10},"confidence":{"type":"number","minimum":0,"maximum":1}}}"#
         let body = try json(try c.build(ChatRequest(model: "m", system: "s", user: "u", jsonSchema: schema), mode: .jsonSchema))
         let inner = try #require((body["response_format"] as? [String: Any])?["json_schema"] as? [String: Any])
         let props = try #require((inner["schema"] as? [String: Any])?["properties"] as? [String: [String: Any]])
         #expect(props["a"]?["minLength"] as? Int == 12 && props["a"]?["maxLength"] as? Int == 400)
         #expect(props["b"]?["minLength"] == nil)
+        #expect(props["score"]?["type"] as? String == "integer" && props["score"]?["maximum"] as? Int == 10)
+        #expect(props["confidence"]?["type"] as? String == "number")
     }
 
     @Test func fallbackModesPutTheSchemaInThePrompt() throws {
