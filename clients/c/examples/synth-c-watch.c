@@ -9,7 +9,7 @@
  *   --api-key KEY      the API key (default $SYNTH_API_KEY)
  *   --after-seq N      watch: start after record N
  *   --progress         watch: print each progress snapshot to stderr
- *   --retry-for SECS   watch: on a dropped connection, reconnect and resume for up to SECS (default 10; 0: never)
+ *   --retry-for SECS   watch: on a dropped connection or UNAVAILABLE, reconnect and resume for up to SECS (default 10; 0: never)
  *   --split NAME       splits: only this split
  *   --dir DIR          splits: write NAME.jsonl per split into DIR instead of stdout
  *
@@ -226,8 +226,11 @@ static int watch(synthc_client *c, const char *job_id, uint64_t after_seq, int p
 		}
 		if (r == 0)
 			break;
-		/* A dropped connection: resume after the last record written, for a while. */
-		if (c->err != SYNTHC_ERR_IO || retry_for <= 0)
+		/* A dropped connection, or a server that ended the call UNAVAILABLE as it stopped:
+		 * resume after the last record written, for a while. */
+		int retryable = c->err == SYNTHC_ERR_IO ||
+				(c->err == SYNTHC_ERR_STATUS && c->code == SYNTHD__V1__STATUS_CODE__UNAVAILABLE);
+		if (!retryable || retry_for <= 0)
 			return report(c);
 		if (retry_until == 0) {
 			retry_until = now_s() + retry_for;

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 from google.protobuf.message import DecodeError
 
 from ._address import Address
-from .errors import ConnectionLost, ProtocolError, StatusCode, from_status
+from .errors import Cancelled, ConnectionLost, ProtocolError, StatusCode, Unavailable, from_status
 from .v1 import frame_pb2
 
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
@@ -349,8 +349,11 @@ class Connection:
                     raise ConnectionLost.because("synthd closed the connection before the call ended")
                 buf = buf[pos:] + rview[:got] if pos < end else bytes(rview[:got])
                 pos = 0
-        except ConnectionLost as e:
-            self.close()
+        except (ConnectionLost, Cancelled, Unavailable) as e:
+            # A dropped connection, or a server that ended the call as it stopped: either way the
+            # error says which record came last, so that a resumed stream starts after it.
+            if isinstance(e, ConnectionLost):
+                self.close()
             e.last_seq = _frame_seq(last_buf, last_pos, response_type) if last_buf is not None else None
             raise
         except (UnicodeDecodeError, StopIteration, ValueError) as e:

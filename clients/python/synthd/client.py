@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from . import _wire
 from ._address import Address, resolve_address
 from .errors import (Cancelled, ConnectionLost, DeadlineExceeded, FieldError, InvalidArgument, StatusCode,
-                     SynthError)
+                     SynthError, Unavailable)
 from .models import Job, JobList, Record, SplitInfo, to_dict
 from .v1 import request_pb2, service_pb2 as pb
 
@@ -253,7 +253,7 @@ class Client:
 
     def _resilient(self, method: str, make_request, response_type, mode: int, on_item, resume) -> Iterator[Any]:
         """Runs a server stream on a connection of its own. When the connection drops (or the
-        server ends the call CANCELLED as it shuts down) it reconnects, with backoff, for up to
+        server ends the call UNAVAILABLE or CANCELLED as it shuts down) it reconnects, with backoff, for up to
         ``reconnect_timeout`` seconds, and asks ``resume(last_seq)`` where to pick up:
         ``make_request()`` is then called again."""
         down_since = None
@@ -277,10 +277,11 @@ class Client:
                 last_seq = getattr(e, "last_seq", None)
                 resume.lost(last_seq)
                 failure: SynthError = e
-            except Cancelled as e:
-                # This client never cancels a stream it is still reading: the server is going away.
-                last_seq = None
-                resume.lost(None)
+            except (Cancelled, Unavailable) as e:
+                # This client never cancels a stream it is still reading: the server is going away
+                # (it ends open calls UNAVAILABLE / SHUTTING_DOWN as it stops).
+                last_seq = getattr(e, "last_seq", None)
+                resume.lost(last_seq)
                 failure = e
             finally:
                 if conn is not None:

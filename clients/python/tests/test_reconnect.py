@@ -49,7 +49,7 @@ def test_watch_survives_synthd_killed_mid_job(own_server):
 
 
 def test_records_survive_synthd_stopping_and_starting(own_server):
-    """SIGTERM ends open streams CANCELLED; the client takes that as the server going away."""
+    """SIGTERM ends open streams UNAVAILABLE (SHUTTING_DOWN); the client resumes after the last record it yielded."""
     client = synthd.Client(own_server.unix_address, own_server.key)
     job = client.generate(request(800))
     got = []
