@@ -1,223 +1,515 @@
+import Dispatch
+
 /// Online exact near-duplicate detection: each new text is checked against every text accepted
 /// so far, and it is a near-duplicate when its trigram Jaccard similarity with any of them is above
-/// the threshold. The answers are exactly those of comparing all pairs, found with a set-similarity
-/// join instead:
+/// the threshold. The answers are exactly those of comparing all pairs.
 ///
-/// 1. Tokens (trigrams) are ranked rarest first. Any two sets above the threshold share a token
-///    among their first `prefixLength` tokens in that order, so only those prefixes are indexed
-///    and probed, and rare tokens have short posting lists.
-/// 2. Candidates whose sizes cannot reach the threshold are skipped (length filter), and so are
-///    those whose first shared token comes too late in either set for the overlap to be reached
-///    (positional filter).
-/// 3. The rest are verified by an exact overlap count that stops as soon as the threshold is out
-///    of reach.
+/// Signature schemes (prefix, positional, partition filters) do poorly here: texts of a few
+/// hundred characters have hundreds of trigrams, and even the rarest 5% of a text's trigrams are
+/// each in a few percent of all texts, so every probe still reaches most accepted texts, one
+/// posting at a time. Instead every accepted text of a compatible size is ruled out by a sketch a
+/// few dozen bytes long, compared sixteen counts per SIMD instruction (a count version of the
+/// bitmap filter of Sandes et al.):
 ///
-/// All indexed sets must share one ranking, so the ranking is computed from the first
-/// `sampleSize` accepted texts (document frequency, then first appearance) and everything is
-/// indexed again under a fresh ranking each time the accepted count has grown fourfold. Until
-/// the first ranking the few accepted texts are compared directly. Tokens the ranking never saw
-/// rank rarest. Any ranking gives exact answers; a good one only makes them faster. A restarted
-/// job rebuilds its index by inserting its accepted texts again.
+/// 1. Length filter: similarity above t = num/den needs min/max of the sizes above t. Accepted
+///    sets are kept in bins of nearly equal size (32 per octave) and only compatible bins are read.
+/// 2. Sketch filter: a hash of each trigram picks one of D parts (D a multiple of 32, about a
+///    quarter of the bin's set size), and a set is summarised by how many of its trigrams fall in
+///    each part, capped at 15. A trigram in the symmetric difference of x and y changes one
+///    part's count by one and capping only brings counts closer, so L = Σ|cx − cy| ≤ |x Δ y| =
+///    n + m − 2·overlap. Above the threshold, overlap ≥ minOverlap(n, m), so
+///    |x Δ y| ≤ n + m − 2·minOverlap(n, m) < (n + m)(den − num)/(den + num); any pair with L
+///    above that is ruled out. L is computed as Σcx + Σcy − 2·Σmin(cx, cy). On unrelated texts
+///    this leaves about one pair in ten thousand.
+/// 3. The pairs left are verified exactly: y's trigrams are looked up in the probe's hash set,
+///    stopping as soon as the overlap is reached or out of reach.
+///
+/// Bins are scanned from x's own size outwards, so a near-copy is usually found first; when there
+/// is much to scan, two threads share the bins (the answer is the one a single thread would
+/// give). Nothing depends on the order texts came in or on statistics of them, so a restarted job
+/// rebuilds the same index by inserting its accepted texts again.
 ///
 /// Not thread-safe: one owner calls it.
 public final class NearDuplicateIndex {
     public let threshold: Threshold
+    /// Kept for source compatibility: the sketch join needs no sample of the data to rank tokens.
     public let sampleSize: Int
-
-    /// Token ids by trigram, in order of first appearance.
-    private var ids: [UInt64: UInt32] = [:]
-    /// Frozen document frequency per token id (ids beyond it have frequency 0).
-    private var frequency: [UInt32] = []
-    private var frozen = false
-    private var nextFreeze: Int
-    /// Accepted sets, as token ids sorted ascending.
-    private var sets: [[UInt32]] = []
-    /// Posting lists of the indexed prefixes, by token id: the set, and the token's position in
-    /// that set's ranked order.
-    private var postings: [[Posting]] = []
-
-    struct Posting {
-        var set: UInt32
-        var position: UInt32
-    }
-    /// Per accepted set, the probe number that last reached it (candidate de-duplication).
-    private var stamp: [UInt32] = []
-    private var probes: UInt32 = 0
-    /// Per accepted set, the shared prefix tokens counted in the current probe (-1: dropped).
-    private var counted: [Int32] = []
-    /// Per accepted set, its size (kept flat for the probe loop).
-    private var sizes: [UInt32] = []
-    private var candidates: [UInt32] = []
-
-    public private(set) var comparisons = 0
+    private var join: SketchJoin
 
     public init(threshold: Threshold = .nearDuplicate, sampleSize: Int = 256) {
         self.threshold = threshold
         self.sampleSize = max(1, sampleSize)
-        nextFreeze = self.sampleSize
+        join = SketchJoin(threshold: threshold)
     }
 
-    public var count: Int { sets.count }
+    public var count: Int { join.count }
+    /// Pairs verified exactly.
+    public var comparisons: Int { join.comparisons }
+    /// Pairs compared by sketch (those that passed the length filter).
+    public var sketchComparisons: Int { join.sketchComparisons }
 
     /// The accepted text that `text` is a near-duplicate of (its position among accepted texts),
     /// or nil. Does not add `text`.
     public func duplicate(of text: String) -> Int? {
-        duplicate(ofSet: tokens(Trigrams.set(text)))
+        join.load(text)
+        return join.duplicateOfLoaded()
     }
 
     /// Checks `text` and adds it when it is not a near-duplicate. True when it was added.
     @discardableResult
     public func admit(_ text: String) -> Bool {
-        let set = tokens(Trigrams.set(text))
-        if duplicate(ofSet: set) != nil { return false }
-        add(set)
-        return true
+        join.admit(text)
     }
 
     /// Adds `text` without checking it (rebuilding from texts that were accepted before).
     public func insert(_ text: String) {
-        add(tokens(Trigrams.set(text)))
+        join.load(text)
+        join.addLoaded()
+    }
+}
+
+/// The state and work of `NearDuplicateIndex`, kept in a struct so that the hot loops touch it
+/// without dynamic exclusivity checks.
+struct SketchJoin {
+    let threshold: Threshold
+    /// The text being checked or added.
+    private var probe = ProbeTrigrams()
+    /// Accepted sets' trigrams, one set after another: in `narrow` as `Self.narrow` codes when
+    /// all of a set's trigrams have one (as ASCII text's all do), else in `wide` as packed.
+    private var narrow: [UInt32] = []
+    private var wide: [UInt64] = []
+    private var spans: [Span] = []
+
+    struct Span {
+        var start: Int
+        var end: Int
+        var wide: Bool
+    }
+    /// Accepted sets by size bin (`bin(_:)`).
+    private var bins: [Bin] = []
+
+    struct Bin {
+        /// Per set, its sketch: `dimensions(g) / 32` vectors (g the bin's group), whose byte k
+        /// of vector v holds the capped counts of dimensions 32v + k (low four bits) and
+        /// 32v + 16 + k (high four).
+        var sketches: [SIMD16<UInt8>] = []
+        /// Per set, the sum of its capped counts.
+        var sums: [UInt32] = []
+        /// Per set, its size.
+        var sizes: [UInt32] = []
+        /// Per set, its position among the accepted sets.
+        var sets: [UInt32] = []
     }
 
-    // MARK: - internals
+    /// The loaded text's sketches by bin group, one count per byte, valid where `probeLoad` is
+    /// `loads`.
+    private var probeSketches: [[SIMD16<UInt8>]] = []
+    private var probeSums: [Int] = []
+    private var probeLoad: [UInt64] = []
+    /// How many texts have been loaded, and the last one.
+    private var loads: UInt64 = 0
+    private var loaded: String?
 
-    private func tokens(_ trigrams: [UInt64]) -> [UInt32] {
-        var out = [UInt32]()
-        out.reserveCapacity(trigrams.count)
-        for t in trigrams {
-            if let id = ids[t] {
-                out.append(id)
-            } else {
-                let id = UInt32(ids.count)
-                ids[t] = id
-                out.append(id)
-            }
+    private(set) var comparisons = 0
+    private(set) var sketchComparisons = 0
+
+    init(threshold: Threshold) {
+        self.threshold = threshold
+    }
+
+    var count: Int { spans.count }
+
+    /// Loads `text` as the probe, unless it is already (the engine checks a text, then adds it).
+    mutating func load(_ text: String) {
+        // Byte for byte: String's == would equate canonically equivalent texts whose scalars,
+        // and so trigrams, differ.
+        if let loaded, loaded.utf8.elementsEqual(text.utf8) { return }
+        probe.load(text)
+        loaded = text
+        loads += 1
+    }
+
+    mutating func admit(_ text: String) -> Bool {
+        load(text)
+        if duplicateOfLoaded() != nil { return false }
+        addLoaded()
+        return true
+    }
+
+    /// Size bins: one per size below 64, then 32 per octave, so that a bin never straddles a
+    /// power of two.
+    @inline(__always) static func bin(_ m: Int) -> Int {
+        if m < 64 { return m }
+        let b = Int.bitWidth - 1 - m.leadingZeroBitCount
+        return 32 * (b - 4) + ((m - (1 << b)) >> (b - 5))
+    }
+
+    /// The largest size in bin i.
+    @inline(__always) static func binMax(_ i: Int) -> Int {
+        if i < 64 { return i }
+        let b = i / 32 + 4
+        return (1 << b) + ((i % 32 + 1) << (b - 5)) - 1
+    }
+
+    /// Bins share their sketch dimensions by fours (eight groups per octave of sizes).
+    @inline(__always) static func group(_ bin: Int) -> Int { bin / 4 }
+
+    /// The number of sketch dimensions for bin group g: a multiple of 32 of about a quarter of
+    /// the group's largest size, and at least 64. Any choice is exact; this one rules out nearly
+    /// all unrelated pairs with the fewest bytes to read.
+    @inline(__always) static func dimensions(_ g: Int) -> Int {
+        max(64, (binMax(4 * g + 3) / 4 + 31) / 32 * 32)
+    }
+
+    /// The loaded text's sketch for bin group g (built once per text), and its sum.
+    private mutating func probeSketch(_ g: Int) -> Int {
+        if probeLoad.count <= g {
+            let more = g + 1 - probeLoad.count
+            probeLoad.append(contentsOf: repeatElement(0, count: more))
+            probeSums.append(contentsOf: repeatElement(0, count: more))
+            probeSketches.append(contentsOf: repeatElement([], count: more))
         }
-        out.sort()
-        return out
-    }
-
-    /// The rank key of a token: rarer first, then first appearance.
-    @inline(__always) private func key(_ id: UInt32) -> UInt64 {
-        let f = Int(id) < frequency.count ? frequency[Int(id)] : 0
-        return UInt64(f) << 32 | UInt64(id)
-    }
-
-    private func prefix(_ set: [UInt32]) -> ArraySlice<UInt32> {
-        let p = min(set.count, threshold.prefixLength(set.count))
-        guard p > 0 else { return [] }
-        var ranked = set
-        ranked.sort { key($0) < key($1) }
-        return ranked[0..<p]
-    }
-
-    private func duplicate(ofSet x: [UInt32]) -> Int? {
-        let n = x.count
-        guard n > 0 else { return nil }
-        if !frozen {
-            for (j, y) in sets.enumerated() where threshold.lengthsCompatible(n, y.count) {
-                comparisons += 1
-                if verify(x, y) { return j }
-            }
-            return nil
-        }
-        probes &+= 1
-        if probes == 0 {  // wrapped: clear the stamps once every 4 billion probes
-            for i in stamp.indices { stamp[i] = 0 }
-            probes = 1
-        }
-        // Each shared prefix token counts toward a candidate's overlap. At every one, the overlap
-        // can be at most what was counted plus what is left after it in both orders; once that
-        // is below what the threshold needs, the candidate is dropped for good.
-        candidates.removeAll(keepingCapacity: true)
-        let num = threshold.num, sum = threshold.num + threshold.den, den = threshold.den
-        let p = prefix(x)
-        sizes.withUnsafeBufferPointer { sizes in
-            stamp.withUnsafeMutableBufferPointer { stamp in
-                counted.withUnsafeMutableBufferPointer { counted in
-                    for (i, token) in p.enumerated() where Int(token) < postings.count {
-                        let left = n - i
-                        postings[Int(token)].withUnsafeBufferPointer { list in
-                            for entry in list {
-                                let jj = Int(entry.set)
-                                let m = Int(sizes[jj])
-                                if stamp[jj] != probes {
-                                    stamp[jj] = probes
-                                    // Length filter: min/max must exceed the threshold.
-                                    guard min(n, m) * den > num * max(n, m) else {
-                                        counted[jj] = -1
-                                        continue
-                                    }
-                                    counted[jj] = 0
-                                    candidates.append(UInt32(jj))
-                                }
-                                let c = Int(counted[jj])
-                                if c < 0 { continue }
-                                // Reachable overlap o must satisfy o·(den + num) > num·(n + m).
-                                let reachable = c + min(left, m - Int(entry.position))
-                                counted[jj] = reachable * sum > num * (n + m) ? Int32(c + 1) : -1
-                            }
-                        }
+        if probeLoad[g] != loads {
+            probeLoad[g] = loads
+            let dims = Self.dimensions(g)
+            probeSketches[g].removeAll(keepingCapacity: true)
+            probeSketches[g].append(contentsOf: repeatElement(SIMD16<UInt8>(), count: dims / 16))
+            var sum = 0
+            let d64 = UInt64(dims)
+            probeSketches[g].withUnsafeMutableBytes { counts in
+                for h in probe.hashes {
+                    let d = Int(truncatingIfNeeded: (UInt64(h) &* d64) >> 32)
+                    if counts[d] < 15 {
+                        counts[d] += 1
+                        sum += 1
                     }
                 }
             }
+            probeSums[g] = sum
         }
-        for j in candidates where counted[Int(j)] > 0 {
-            comparisons += 1
-            if verify(x, sets[Int(j)]) { return Int(j) }
-        }
-        return nil
+        return probeSums[g]
     }
 
-    /// Whether the overlap of x and y exceeds the threshold; stops once it cannot.
-    private func verify(_ x: [UInt32], _ y: [UInt32]) -> Bool {
-        let need = threshold.minOverlap(x.count, y.count)
-        var i = 0, j = 0, o = 0
-        while i < x.count, j < y.count {
-            if o + min(x.count - i, y.count - j) < need { return false }
-            let a = x[i], b = y[j]
-            if a == b {
-                o += 1; i += 1; j += 1
-                if o >= need { return true }
-            } else if a < b {
-                i += 1
+    /// A packed trigram (three 21-bit scalars) in 30 bits when all three scalars are below 1024,
+    /// else `.max`.
+    @inline(__always) static func narrow(_ trigram: UInt64) -> UInt32 {
+        let a = trigram >> 42, b = trigram >> 21 & 0x1F_FFFF, c = trigram & 0x1F_FFFF
+        return a | b | c < 1024 ? UInt32(truncatingIfNeeded: a << 20 | b << 10 | c) : .max
+    }
+
+    @inline(__always) static func wide(_ code: UInt32) -> UInt64 {
+        let c = UInt64(code)
+        return (c >> 20) << 42 | (c >> 10 & 0x3FF) << 21 | c & 0x3FF
+    }
+
+    /// The loaded text's sketch for bin group g packed two counts a byte, as stored.
+    private mutating func packedSketch(_ g: Int) -> [SIMD16<UInt8>] {
+        _ = probeSketch(g)
+        let x = probeSketches[g]
+        return (0..<x.count / 2).map { v in x[2 * v] | x[2 * v + 1] &<< 4 }
+    }
+
+    /// Below this much sketch work (16-byte vectors to compare) a probe runs on the calling
+    /// thread alone; above it, the compatible bins are shared with a second thread.
+    static let parallelWork = 60_000
+
+    mutating func duplicateOfLoaded() -> Int? {
+        let n = probe.count
+        guard n > 0 else { return nil }
+        let num = threshold.num, den = threshold.den
+        // Compatible sizes m: min(n, m)·den > num·max(n, m).
+        let lo = num * n / den + 1
+        let hi = (n * den - 1) / num
+        let first = Self.bin(lo), last = min(Self.bin(hi), bins.count - 1)
+        guard first <= last else { return nil }
+        // Bins from n's outwards, so that a near-copy (usually of about the same size) comes early.
+        var order: [Int] = []
+        var work = 0
+        let own = min(Self.bin(n), last)
+        var down = own, up = own + 1
+        while down >= first || up <= last {
+            let i: Int
+            if up > last || (down >= first && own - down <= up - own) {
+                i = down
+                down -= 1
             } else {
-                j += 1
+                i = up
+                up += 1
+            }
+            if bins[i].sets.isEmpty { continue }
+            order.append(i)
+            _ = probeSketch(Self.group(i))
+            work += bins[i].sets.count * Self.dimensions(Self.group(i)) / 32
+        }
+        if work >= Self.parallelWork {
+            return inParallel(order, n, lo, hi)
+        }
+        let r = context(n, lo, hi).scan(order)
+        comparisons += r.comparisons
+        sketchComparisons += r.scanned
+        return r.found?.set
+    }
+
+    /// Scans the bins in `order` on two threads. Each stops at its first near-duplicate, and the
+    /// one earlier in `order` is the answer, as one thread would have found.
+    private mutating func inParallel(_ order: [Int], _ n: Int, _ lo: Int, _ hi: Int) -> Int? {
+        // Alternate the bins so that both halves take about as long.
+        var halves: [[Int]] = [[], []]
+        var load = [0, 0]
+        for i in order {
+            let t = load[0] <= load[1] ? 0 : 1
+            halves[t].append(i)
+            load[t] += bins[i].sets.count * Self.dimensions(Self.group(i)) / 32
+        }
+        let context = context(n, lo, hi), parts = halves
+        let results = Results()
+        DispatchQueue.concurrentPerform(iterations: 2) { t in
+            results.set(t, context.scan(parts[t]))
+        }
+        var best: (position: Int, set: Int)?
+        for t in 0..<2 {
+            let r = results.get(t)
+            comparisons += r.comparisons
+            sketchComparisons += r.scanned
+            if let (i, j) = r.found {
+                let position = order.firstIndex(of: i)!
+                if best == nil || position < best!.position { best = (position, j) }
             }
         }
-        return o >= need
+        return best?.set
     }
 
-    private func add(_ set: [UInt32]) {
-        sets.append(set)
-        stamp.append(0)
-        counted.append(0)
-        sizes.append(UInt32(set.count))
-        if sets.count >= nextFreeze {
-            freeze()
-            nextFreeze *= 4
-        } else if frozen {
-            index(UInt32(sets.count - 1))
+    /// Two threads' answers, each written by its own thread, read after both have finished.
+    private final class Results: @unchecked Sendable {
+        private let slots = UnsafeMutablePointer<ScanContext.Result>.allocate(capacity: 2)
+
+        init() {
+            slots.initialize(repeating: ScanContext.Result(), count: 2)
+        }
+
+        deinit {
+            slots.deinitialize(count: 2)
+            slots.deallocate()
+        }
+
+        func set(_ t: Int, _ r: ScanContext.Result) { slots[t] = r }
+        func get(_ t: Int) -> ScanContext.Result { slots[t] }
+    }
+
+    private func context(_ n: Int, _ lo: Int, _ hi: Int) -> ScanContext {
+        ScanContext(threshold: threshold, n: n, lo: lo, hi: hi, bins: bins, probeSketches: probeSketches, probeSums: probeSums,
+                    probe: probe, narrow: narrow, wide: wide, spans: spans)
+    }
+
+    mutating func addLoaded() {
+        let m = probe.count
+        let j = UInt32(count)
+        let codes = probe.keys.map(Self.narrow)
+        if codes.allSatisfy({ $0 != .max }) {
+            spans.append(Span(start: narrow.count, end: narrow.count + m, wide: false))
+            narrow.append(contentsOf: codes)
+        } else {
+            spans.append(Span(start: wide.count, end: wide.count + m, wide: true))
+            wide.append(contentsOf: probe.keys)
+        }
+        guard m > 0 else { return }
+        let i = Self.bin(m)
+        if bins.count <= i { bins.append(contentsOf: repeatElement(Bin(), count: i + 1 - bins.count)) }
+        let g = Self.group(i)
+        let sum = probeSketch(g)
+        bins[i].sketches.append(contentsOf: packedSketch(g))
+        bins[i].sums.append(UInt32(sum))
+        bins[i].sizes.append(UInt32(m))
+        bins[i].sets.append(j)
+    }
+}
+
+/// One probe's read-only view of the index, which two threads can scan at once.
+struct ScanContext: Sendable {
+    let threshold: Threshold
+    /// The probe's size, and the compatible sizes.
+    let n: Int, lo: Int, hi: Int
+    let bins: [SketchJoin.Bin]
+    let probeSketches: [[SIMD16<UInt8>]]
+    let probeSums: [Int]
+    let probe: ProbeTrigrams
+    let narrow: [UInt32]
+    let wide: [UInt64]
+    let spans: [SketchJoin.Span]
+
+    struct Result: Sendable {
+        /// The near-duplicate found: its bin, and its position among the accepted sets.
+        var found: (bin: Int, set: Int)?
+        var comparisons = 0
+        var scanned = 0
+    }
+
+    /// Scans the bins in `order` and verifies the pairs their sketches leave, up to the first
+    /// near-duplicate.
+    func scan(_ order: [Int]) -> Result {
+        var result = Result()
+        let num = threshold.num, den = threshold.den
+        for i in order {
+            let bin = bins[i]
+            let g = SketchJoin.group(i)
+            // Above the threshold, |x Δ y| = n + m − 2·overlap ≤ n + m − 2·minOverlap(n, m),
+            // which is below (n + m)(den − num)/(den + num), so at most `slack` for every m in
+            // the bin. Kept when Σcx + Σcy − 2·Σmin(cx, cy) ≤ slack, i.e. 2·Σmin ≥ base + Σcy.
+            let slack = (n + min(SketchJoin.binMax(i), hi)) * (den - num) / (den + num)
+            let base = probeSums[g] - slack
+            let vectors = SketchJoin.dimensions(g) / 32
+            let count = bin.sets.count
+            result.scanned += count
+            var entry = 0
+            while entry < count {
+                let e = bin.sketches.withUnsafeBufferPointer { sketches in
+                    bin.sums.withUnsafeBufferPointer { sums in
+                        probeSketches[g].withUnsafeBufferPointer { x in
+                            let k = Sketches(sketches: sketches.baseAddress!, sums: sums.baseAddress!, x: x.baseAddress!, base: base)
+                            return Self.nextCandidate(k, entry, count, vectors)
+                        }
+                    }
+                }
+                if e >= count { break }
+                let m = Int(bin.sizes[e])
+                if m >= lo && m <= hi && threshold.lengthsCompatible(n, m) {
+                    result.comparisons += 1
+                    let j = Int(bin.sets[e])
+                    if verify(j, threshold.minOverlap(n, m)) {
+                        result.found = (i, j)
+                        return result
+                    }
+                }
+                entry = e + 1
+            }
+        }
+        return result
+    }
+
+    /// A bin's sketches and their sums, and the probe's sketch and what a pair's sums and
+    /// minima must reach (`base`).
+    struct Sketches {
+        let sketches: UnsafePointer<SIMD16<UInt8>>, sums: UnsafePointer<UInt32>
+        let x: UnsafePointer<SIMD16<UInt8>>, base: Int
+    }
+
+    /// The first entry in from..<count whose sketch does not rule it out, or `count`.
+    /// `vectors`: the sketches' length.
+    @inline(__always)
+    private static func nextCandidate(_ k: Sketches, _ from: Int, _ count: Int, _ vectors: Int) -> Int {
+        // Fixed lengths let the compiler unroll the loops.
+        switch vectors {
+        case 2: return Kernel<Vectors2>.next(k, from, count)
+        case 3: return Kernel<Vectors3>.next(k, from, count)
+        case 4: return Kernel<Vectors4>.next(k, from, count)
+        case 5: return Kernel<Vectors5>.next(k, from, count)
+        case 6: return Kernel<Vectors6>.next(k, from, count)
+        case 7: return Kernel<Vectors7>.next(k, from, count)
+        case 8: return Kernel<Vectors8>.next(k, from, count)
+        case 9: return Kernel<Vectors9>.next(k, from, count)
+        case 10: return Kernel<Vectors10>.next(k, from, count)
+        case 11: return Kernel<Vectors11>.next(k, from, count)
+        case 12: return Kernel<Vectors12>.next(k, from, count)
+        case 13: return Kernel<Vectors13>.next(k, from, count)
+        case 14: return Kernel<Vectors14>.next(k, from, count)
+        case 15: return Kernel<Vectors15>.next(k, from, count)
+        case 16: return Kernel<Vectors16>.next(k, from, count)
+        default: return Kernel<AnyVectors>.next(k, from, count, vectors)
         }
     }
 
-    /// Ranks the tokens by their frequency among the accepted sets so far and indexes every set
-    /// again. Done at 256 sets, then each time the count has grown fourfold, so the ranking keeps
-    /// up with the job at a cost that stays proportional to the data.
-    private func freeze() {
-        frequency = [UInt32](repeating: 0, count: ids.count)
-        for s in sets { for t in s { frequency[Int(t)] += 1 } }
-        frozen = true
-        postings = []
-        for j in sets.indices { index(UInt32(j)) }
+    /// Whether accepted set j shares at least `need` trigrams with the probe; stops once it does
+    /// or cannot.
+    private func verify(_ j: Int, _ need: Int) -> Bool {
+        let span = spans[j]
+        var o = 0
+        var left = span.end - span.start
+        @inline(__always) func count(_ shared: Bool) -> Bool? {
+            left -= 1
+            if shared {
+                o += 1
+                if o >= need { return true }
+            } else if o + left < need {
+                return false
+            }
+            return nil
+        }
+        if span.wide {
+            for trigram in wide[span.start..<span.end] {
+                if let r = count(probe.contains(trigram)) { return r }
+            }
+        } else {
+            for code in narrow[span.start..<span.end] {
+                if let r = count(probe.contains(SketchJoin.wide(code))) { return r }
+            }
+        }
+        return false
+    }
+}
+
+/// A sketch length in vectors, fixed at compile time so that loops over it unroll.
+fileprivate protocol SketchLength { static var vectors: Int { get } }
+fileprivate enum Vectors2: SketchLength { static var vectors: Int { 2 } }
+fileprivate enum Vectors3: SketchLength { static var vectors: Int { 3 } }
+fileprivate enum Vectors4: SketchLength { static var vectors: Int { 4 } }
+fileprivate enum Vectors5: SketchLength { static var vectors: Int { 5 } }
+fileprivate enum Vectors6: SketchLength { static var vectors: Int { 6 } }
+fileprivate enum Vectors7: SketchLength { static var vectors: Int { 7 } }
+fileprivate enum Vectors8: SketchLength { static var vectors: Int { 8 } }
+fileprivate enum Vectors9: SketchLength { static var vectors: Int { 9 } }
+fileprivate enum Vectors10: SketchLength { static var vectors: Int { 10 } }
+fileprivate enum Vectors11: SketchLength { static var vectors: Int { 11 } }
+fileprivate enum Vectors12: SketchLength { static var vectors: Int { 12 } }
+fileprivate enum Vectors13: SketchLength { static var vectors: Int { 13 } }
+fileprivate enum Vectors14: SketchLength { static var vectors: Int { 14 } }
+fileprivate enum Vectors15: SketchLength { static var vectors: Int { 15 } }
+fileprivate enum Vectors16: SketchLength { static var vectors: Int { 16 } }
+/// Any other length, given at run time.
+fileprivate enum AnyVectors: SketchLength { static var vectors: Int { 0 } }
+
+/// The sketch comparison: Σ min(cx, cy) over packed counts, against what the pair needs.
+fileprivate enum Kernel<Length: SketchLength> {
+    @inline(__always)
+    static func next(_ k: ScanContext.Sketches, _ from: Int, _ count: Int, _ length: Int = 0) -> Int {
+        let vectors = Length.vectors > 0 ? Length.vectors : length
+        var e = from
+        var p = k.sketches + e * vectors
+        while e < count {
+            if 2 * sumOfMinima(p, k.x, vectors) >= k.base + Int(k.sums[e]) { return e }
+            e += 1
+            p += vectors
+        }
+        return count
     }
 
-    private func index(_ j: UInt32) {
-        for (position, token) in prefix(sets[Int(j)]).enumerated() {
-            let t = Int(token)
-            if t >= postings.count { postings.append(contentsOf: repeatElement([], count: t - postings.count + 1)) }
-            postings[t].append(Posting(set: j, position: UInt32(position)))
+    /// Σ min(cx, cy) over a packed sketch of `vectors` vectors (Length.vectors when fixed),
+    /// whose byte k of vector v holds the counts of dimensions 32v + k (low four bits) and
+    /// 32v + 16 + k (high four), and the probe's counts one a byte.
+    @inline(__always)
+    static func sumOfMinima(_ p: UnsafePointer<SIMD16<UInt8>>, _ x: UnsafePointer<SIMD16<UInt8>>, _ vectors: Int) -> Int {
+        var total = 0
+        var acc = SIMD16<UInt8>()
+        for v in 0..<(Length.vectors > 0 ? Length.vectors : vectors) {
+            let y = p[v]
+            let lo = y & 0x0F, hi = (y &>> 4) & 0x0F
+            let a = x[2 * v], b = x[2 * v + 1]
+            acc &+= lo.replacing(with: a, where: a .< lo)
+            acc &+= hi.replacing(with: b, where: b .< hi)
+            // Each lane adds at most 16 minima of counts capped at 15 before this: at most 240.
+            if v & 7 == 7 {
+                total += horizontalSum(acc)
+                acc = SIMD16<UInt8>()
+            }
         }
+        return total + horizontalSum(acc)
+    }
+
+    @inline(__always) static func horizontalSum(_ v: SIMD16<UInt8>) -> Int {
+        let w = unsafeBitCast(v, to: SIMD2<UInt64>.self)
+        let m: UInt64 = 0x00FF_00FF_00FF_00FF
+        // Four 16-bit lanes of at most 4·255, then their sum in the top lane.
+        let s = (w[0] & m) &+ ((w[0] &>> 8) & m) &+ (w[1] & m) &+ ((w[1] &>> 8) & m)
+        return Int(truncatingIfNeeded: (s &* 0x0001_0001_0001_0001) &>> 48)
     }
 }
 

@@ -1,0 +1,151 @@
+/// The distinct trigrams of one text at a time, with a hash of each and a membership test: the
+/// input side of `NearDuplicateIndex`.
+///
+/// `load` gives exactly the set `Trigrams.set` gives, in order of first appearance instead of
+/// sorted. ASCII texts (almost all of them) are read byte by byte with the same normalisation and
+/// de-duplicated in a small hash table as they are read; any other text goes through
+/// `Trigrams.set` itself.
+struct ProbeTrigrams {
+    /// The distinct trigrams (packed as `Trigrams.set` packs them), in order of first appearance.
+    private(set) var keys: [UInt64] = []
+    /// Per trigram, `mix(trigram)` truncated: its top bits pick its sketch dimensions.
+    private(set) var hashes: [UInt32] = []
+    /// Open addressing with linear probing, at most half full: trigram + 1 (0 is empty; a packed
+    /// trigram uses 63 bits, so + 1 cannot wrap), at the top bits of `mix(trigram)`.
+    private var table: [UInt64] = Array(repeating: 0, count: 1 << 10)
+    private var shift: UInt64 = 64 - 10
+    /// Where each of `keys` sits in `table`, to empty it for the next text.
+    private var slots: [Int] = []
+
+    var count: Int { keys.count }
+
+    /// Makes the trigrams of `string` the loaded ones.
+    mutating func load(_ string: String) {
+        clear()
+        let ascii = string.utf8.withContiguousStorageIfAvailable { bytes in
+            reserve(bytes.count)
+            return fill(bytes.count) { add in Self.asciiTrigrams(bytes, add) }
+        } ?? false
+        if !ascii {
+            clear()
+            let trigrams = Trigrams.set(string)
+            reserve(trigrams.count)
+            _ = fill(trigrams.count) { add in
+                for trigram in trigrams { add(trigram) }
+                return true
+            }
+        }
+    }
+
+    /// Whether `trigram` is one of the loaded text's.
+    @inline(__always) func contains(_ trigram: UInt64) -> Bool {
+        table.withUnsafeBufferPointer { table in
+            let key = trigram &+ 1
+            let mask = table.count - 1
+            var i = Int(truncatingIfNeeded: Self.mix(trigram) >> shift)
+            while true {
+                let k = table[i]
+                if k == key { return true }
+                if k == 0 { return false }
+                i = (i + 1) & mask
+            }
+        }
+    }
+
+    /// `Trigrams.set`'s normalisation for ASCII bytes: ASCII whitespace runs become one space,
+    /// trimmed at both ends, and A-Z are lower-cased. Calls `add` with each trigram, repeats
+    /// included. False when the text is not ASCII.
+    @inline(__always)
+    private static func asciiTrigrams(_ bytes: UnsafeBufferPointer<UInt8>, _ add: (UInt64) -> Void) -> Bool {
+        var a: UInt64 = 0, b: UInt64 = 0
+        var have = 0
+        var pendingSpace = false
+        for byte in bytes {
+            if byte >= 0x80 { return false }
+            if byte == 0x20 || byte &- 0x09 <= 0x0D - 0x09 {
+                pendingSpace = have > 0
+                continue
+            }
+            if pendingSpace {
+                if have >= 2 { add(a << 42 | b << 21 | 0x20) }
+                a = b
+                b = 0x20
+                have += 1
+                pendingSpace = false
+            }
+            let c = UInt64(byte &- 0x41 <= 0x5A - 0x41 ? byte | 0x20 : byte)
+            if have >= 2 { add(a << 42 | b << 21 | c) }
+            a = b
+            b = c
+            have += 1
+        }
+        return true
+    }
+
+    /// Empties the table of the loaded text's trigrams.
+    private mutating func clear() {
+        table.withUnsafeMutableBufferPointer { table in
+            for i in slots { table[i] = 0 }
+        }
+        keys.removeAll(keepingCapacity: true)
+        hashes.removeAll(keepingCapacity: true)
+        slots.removeAll(keepingCapacity: true)
+    }
+
+    /// A table at most half full with `n` more trigrams in it (it only grows, and only while empty).
+    private mutating func reserve(_ n: Int) {
+        guard n * 2 > table.count else { return }
+        var bits = 10
+        while (1 << bits) < n * 2 { bits += 1 }
+        table = Array(repeating: 0, count: 1 << bits)
+        shift = UInt64(64 - bits)
+    }
+
+    /// Runs `body`, which adds at most `capacity` trigrams, keeping the distinct ones.
+    private mutating func fill(_ capacity: Int, _ body: ((UInt64) -> Void) -> Bool) -> Bool {
+        var keys = [UInt64](repeating: 0, count: capacity)
+        var hashes = [UInt32](repeating: 0, count: capacity)
+        var slots = [Int](repeating: 0, count: capacity)
+        var k = 0
+        let shift = shift
+        let ok = table.withUnsafeMutableBufferPointer { table in
+            keys.withUnsafeMutableBufferPointer { keys in
+                hashes.withUnsafeMutableBufferPointer { hashes in
+                    slots.withUnsafeMutableBufferPointer { slots in
+                        let mask = table.count - 1
+                        return body { trigram in
+                            let key = trigram &+ 1
+                            let h = Self.mix(trigram)
+                            var i = Int(truncatingIfNeeded: h >> shift)
+                            while true {
+                                let t = table[i]
+                                if t == key { return }
+                                if t == 0 { break }
+                                i = (i + 1) & mask
+                            }
+                            table[i] = key
+                            keys[k] = trigram
+                            hashes[k] = UInt32(truncatingIfNeeded: h)
+                            slots[k] = i
+                            k += 1
+                        }
+                    }
+                }
+            }
+        }
+        keys.removeLast(capacity - k)
+        hashes.removeLast(capacity - k)
+        slots.removeLast(capacity - k)
+        self.keys = keys
+        self.hashes = hashes
+        self.slots = slots
+        return ok
+    }
+
+    @inline(__always) static func mix(_ x: UInt64) -> UInt64 {
+        var z = x &* 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
