@@ -1,5 +1,6 @@
 import Foundation
 import SynthProto
+import SynthQuality
 import SynthSpec
 
 /// Why a generated answer was not accepted, under the documentation's reason names.
@@ -21,7 +22,7 @@ enum RecordShape {
         if finishReason == "length" || finishReason == "refusal" { return .failure(.formatInvalid) }
         guard let obj = JSONValue.parse(Array(text.utf8)) else { return .failure(.formatInvalid) }
         func str(_ k: String, allowEmpty: Bool = false) -> String? {
-            guard let s = obj[k]?.stringValue?.trimmingCharacters(in: .whitespacesAndNewlines) else { return nil }
+            guard let s = obj[k]?.stringValue.map(FastText.trimmed) else { return nil }
             return s.isEmpty && !allowEmpty ? nil : s
         }
         switch schema {

@@ -40,14 +40,23 @@ public final class DomainSpellCheck: Sendable {
 
     public init(path: String = DomainSpellCheck.defaultPath) {
         var words = Set<String>()
-        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            for line in text.split(separator: "\n") {
-                let w = line.lowercased()
-                if !w.contains("'") { words.insert(w) }
+        var byLength: [Int: [String]] = [:]
+        // On bytes: most lines are ASCII, and String's Unicode-aware lowercasing and counting of
+        // 100,000 lines took a quarter of a second.
+        if let data = FileManager.default.contents(atPath: path) {
+            words.reserveCapacity(data.count / 9)
+            for line in data.split(separator: UInt8(ascii: "\n")) {
+                if line.contains(UInt8(ascii: "'")) { continue }
+                let ascii = !line.contains { $0 >= 0x80 }
+                let w = ascii ? String(decoding: line.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
+                              : String(decoding: line, as: UTF8.self).lowercased()
+                if w.isEmpty || !words.insert(w).inserted { continue }
+                let length = ascii ? w.utf8.count : w.count
+                if length >= 2 { byLength[length, default: []].append(w) }
             }
         }
         self.words = words
-        byLength = Dictionary(grouping: words.filter { $0.count >= 2 }, by: \.count)
+        self.byLength = byLength
     }
 
     /// Shared, loaded on first use.

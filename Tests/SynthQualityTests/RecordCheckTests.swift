@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import SynthQuality
 
@@ -33,6 +34,37 @@ import Testing
     ] as [(String, FormatProblem)])
     func eachProblemIsFound(output: String, problem: FormatProblem) {
         #expect(checker.check(record(output)) == problem)
+    }
+
+    /// The byte fast paths answer exactly what the Unicode-aware String operations answer.
+    @Test(arguments: [
+        "", "   ", "\t\n\r\u{0B}\u{0C} ", "Plain ASCII text.", "  Mixed   CASE\tand\r\nlines \n", "x",
+        "Caf\u{E9} au lait \u{00A0}with a no-break space\u{2003}", "\u{2028}line separator\u{2029}", "\u{0085}next line\u{0085}",
+        "\u{00C9}COLE NORMALE", "\u{0130}stanbul", "emoji \u{1F600} end", "e\u{301} combining", "...", "\u{2026}", " .\u{2026}?- ",
+        "\u{1C}\u{1D}unit separators\u{1F}",
+    ])
+    func fastTextMatchesStringOperations(_ text: String) {
+        #expect(FastText.trimmed(text) == text.trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(FastText.lowercasedBytes(text) == Array(text.lowercased().utf8))
+        #expect(FastText.normalisedBytes(text) == Array(FormatChecker.normalise(text).utf8))
+        #expect(FastText.wordCount(text) == text.split(whereSeparator: { $0.isWhitespace }).count)
+    }
+
+    @Test func byteSearchFindsAndCounts() {
+        let hay = Array("a```b```c``` and ``` more ````".utf8)
+        #expect(ByteSearch.count(hay, of: Array("```".utf8)) == 5)
+        #expect(ByteSearch.contains(hay, Array("and".utf8)))
+        #expect(!ByteSearch.contains(hay, Array("andx".utf8)))
+        #expect(ByteSearch.contains(Array("abc".utf8), Array("abc".utf8)))
+        #expect(!ByteSearch.contains(Array("ab".utf8), Array("abc".utf8)))
+        #expect(ByteSearch.count(Array("aaaa".utf8), of: Array("aa".utf8)) == 2)
+    }
+
+    @Test func longPunctuationAroundAPlaceholderIsStillAPlaceholder() {
+        #expect(FormatChecker.isPlaceholder(String(repeating: ".", count: 80) + "N/A" + String(repeating: "\u{2026}", count: 30)))
+        #expect(FormatChecker.isPlaceholder(String(repeating: "\u{2026}", count: 40)))
+        #expect(!FormatChecker.isPlaceholder(String(repeating: "word ", count: 30)))
+        #expect(FormatChecker.isPlaceholder(String(repeating: "word ", count: 30) + "[Insert details]"))
     }
 
     @Test func responsesCopiedIntoEachOther() {
