@@ -191,6 +191,11 @@ final class JobRunner: Sendable {
         let startVariation = Int(job.job.generated) + Int(job.attempts)
         let queue = CommitQueue()
         let concurrency = max(1, min(engine.config.jobConcurrency, client.config.maxInFlight))
+        // `concurrency` bounds the requests in flight; an attempt gives its permit back as soon as
+        // its answer is in, so the next request leaves while the answer is still being checked.
+        // Up to twice as many attempts exist at once: the others are being checked or waiting.
+        let requests = AsyncSemaphore(concurrency)
+        let attemptsAtOnce = 2 * concurrency
         let drives: [String: (String, String)] = Dictionary(uniqueKeysWithValues: plan.cells.compactMap { cell in
             prompts.drivePair(axis: cell.axis).map { (cell.axis, ($0.0.name, $0.1.name)) }
         })
@@ -213,10 +218,10 @@ final class JobRunner: Sendable {
                         let v = variation
                         group.addTask {
                             try await self.attempt(slot, variation: v, request: request, plan: plan, prompts: prompts, route: route,
-                                                   client: client, drives: drives, gate: gate, queue: queue)
+                                                   client: client, requests: requests, drives: drives, gate: gate, queue: queue)
                         }
                     }
-                    while inFlight < concurrency, !todo.isEmpty { launch(todo.removeFirst()) }
+                    while inFlight < attemptsAtOnce, !todo.isEmpty { launch(todo.removeFirst()) }
                     while let (slot, ok) = try await group.next() {
                         inFlight -= 1
                         if !ok { todo.append(slot) }
@@ -224,7 +229,7 @@ final class JobRunner: Sendable {
                             group.cancelAll()
                             throw EngineError(.invalidState, "gave up after \(attempts) attempts for \(plan.count) records: too many answers were rejected")
                         }
-                        while inFlight < concurrency, !todo.isEmpty { launch(todo.removeFirst()) }
+                        while inFlight < attemptsAtOnce, !todo.isEmpty { launch(todo.removeFirst()) }
                     }
                 }
             }
@@ -235,11 +240,14 @@ final class JobRunner: Sendable {
 
     /// One request for one slot; true when it produced an accepted record.
     func attempt(_ slot: Slot, variation: Int, request: PBJobRequest, plan: PBPlan, prompts: PromptBuilder, route: ModelRoute,
-                 client: LLMClient, drives: [String: (String, String)], gate: QualityGate, queue: CommitQueue) async throws -> (Slot, Bool) {
+                 client: LLMClient, requests: AsyncSemaphore, drives: [String: (String, String)], gate: QualityGate,
+                 queue: CommitQueue) async throws -> (Slot, Bool) {
         let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: variation),
                                jsonSchema: prompts.jsonSchema(for: slot), schemaName: request.schema, maxTokens: prompts.maxTokens)
         let completion: ChatCompletion
         do {
+            try await requests.acquire()
+            defer { requests.release() }
             completion = try await client.complete(chat)
         } catch let e as ProviderError where e.kind == .unusable {
             queue.add(nil) { $0.generated += 1; $0.reject(.formatInvalid, .unusable, cell: slot.cell) }
