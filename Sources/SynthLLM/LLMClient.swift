@@ -223,9 +223,14 @@ public final class LLMClient: @unchecked Sendable {
                 if obj["minLength"] == nil { obj["minLength"] = Swift.min(min, limit) }
             }
             // Grammar-constrained servers enforce the range of an integer but not of a number: a
-            // score of 1 to 10 is asked for as an integer there (a fraction like 0 to 1 is left alone).
-            if obj["type"] as? String == "number", let lo = obj["minimum"] as? Int, let hi = obj["maximum"] as? Int, hi - lo >= 2 {
-                obj["type"] = "integer"
+            // score of 1 to 10 is asked for as an integer there, and a narrow range (a confidence
+            // of 0 to 1) as one of 21 evenly spaced values, which the grammar enforces as an enum.
+            if obj["type"] as? String == "number", obj["enum"] == nil {
+                if let lo = obj["minimum"] as? Int, let hi = obj["maximum"] as? Int, hi - lo >= 2 {
+                    obj["type"] = "integer"
+                } else if let lo = obj["minimum"] as? Double, let hi = obj["maximum"] as? Double, hi > lo {
+                    obj["enum"] = (0...20).map { step -> Double in ((lo + (hi - lo) * Double(step) / 20) * 1000).rounded() / 1000 }
+                }
             }
             return obj
         }

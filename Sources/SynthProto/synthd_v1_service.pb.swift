@@ -527,6 +527,11 @@ public nonisolated struct PBWatchJobRequest: Sendable {
   /// leave the records out
   public var progressOnly: Bool = false
 
+  /// 0: one Record per record. Above 0: the records come as RecordBatch events of about this many
+  /// bytes each (4096 to 8388608; a value outside is moved to the nearer end), which readers that
+  /// want JSONL write out as they are.
+  public var batchBytes: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -555,13 +560,45 @@ public nonisolated struct PBWatchJobResponse: Sendable {
     set {event = .record(newValue)}
   }
 
+  public var batch: PBRecordBatch {
+    get {
+      if case .batch(let v)? = event {return v}
+      return PBRecordBatch()
+    }
+    set {event = .batch(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Event: Equatable, Sendable {
     case progress(PBJob)
     case record(PBRecord)
+    case batch(PBRecordBatch)
 
   }
+
+  public init() {}
+}
+
+/// Consecutive records as the lines of the results file: each record's exact JSON followed by "\n".
+/// A record larger than the batch size travels alone.
+public nonisolated struct PBRecordBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// WatchJob: the first and last record's sequence numbers
+  public var firstSeq: UInt64 = 0
+
+  /// (FetchSplits: 0, split order is not sequence order)
+  public var lastSeq: UInt64 = 0
+
+  /// records in the batch, at least 1
+  public var count: UInt32 = 0
+
+  public var jsonl: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -590,6 +627,9 @@ public nonisolated struct PBFetchSplitsRequest: Sendable {
 
   /// empty: every split
   public var split: String = String()
+
+  /// as in WatchJobRequest; a batch never spans two splits
+  public var batchBytes: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -620,12 +660,21 @@ public nonisolated struct PBFetchSplitsResponse: Sendable {
     set {item = .record(newValue)}
   }
 
+  public var batch: PBRecordBatch {
+    get {
+      if case .batch(let v)? = item {return v}
+      return PBRecordBatch()
+    }
+    set {item = .batch(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Item: Equatable, Sendable {
     /// announces the records that follow, until the next SplitInfo
     case split(PBSplitInfo)
     case record(PBRecord)
+    case batch(PBRecordBatch)
 
   }
 
@@ -2030,7 +2079,7 @@ nonisolated extension PBCancelJobResponse: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension PBWatchJobRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WatchJobRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}after_seq\0\u{3}progress_only\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}after_seq\0\u{3}progress_only\0\u{3}batch_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2041,6 +2090,7 @@ nonisolated extension PBWatchJobRequest: SwiftProtobuf.Message, SwiftProtobuf._M
       case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.afterSeq) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.progressOnly) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.batchBytes) }()
       default: break
       }
     }
@@ -2056,6 +2106,9 @@ nonisolated extension PBWatchJobRequest: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.progressOnly != false {
       try visitor.visitSingularBoolField(value: self.progressOnly, fieldNumber: 3)
     }
+    if self.batchBytes != 0 {
+      try visitor.visitSingularUInt32Field(value: self.batchBytes, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2063,6 +2116,7 @@ nonisolated extension PBWatchJobRequest: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.jobID != rhs.jobID {return false}
     if lhs.afterSeq != rhs.afterSeq {return false}
     if lhs.progressOnly != rhs.progressOnly {return false}
+    if lhs.batchBytes != rhs.batchBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2070,7 +2124,7 @@ nonisolated extension PBWatchJobRequest: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension PBWatchJobResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WatchJobResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}progress\0\u{1}record\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}progress\0\u{1}record\0\u{1}batch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2104,6 +2158,19 @@ nonisolated extension PBWatchJobResponse: SwiftProtobuf.Message, SwiftProtobuf._
           self.event = .record(v)
         }
       }()
+      case 3: try {
+        var v: PBRecordBatch?
+        var hadOneofValue = false
+        if let current = self.event {
+          hadOneofValue = true
+          if case .batch(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.event = .batch(v)
+        }
+      }()
       default: break
       }
     }
@@ -2123,6 +2190,10 @@ nonisolated extension PBWatchJobResponse: SwiftProtobuf.Message, SwiftProtobuf._
       guard case .record(let v)? = self.event else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     }()
+    case .batch?: try {
+      guard case .batch(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -2130,6 +2201,51 @@ nonisolated extension PBWatchJobResponse: SwiftProtobuf.Message, SwiftProtobuf._
 
   public static func ==(lhs: PBWatchJobResponse, rhs: PBWatchJobResponse) -> Bool {
     if lhs.event != rhs.event {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBRecordBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}first_seq\0\u{3}last_seq\0\u{1}count\0\u{1}jsonl\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.firstSeq) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.lastSeq) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.count) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.jsonl) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.firstSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.firstSeq, fieldNumber: 1)
+    }
+    if self.lastSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastSeq, fieldNumber: 2)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt32Field(value: self.count, fieldNumber: 3)
+    }
+    if !self.jsonl.isEmpty {
+      try visitor.visitSingularBytesField(value: self.jsonl, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBRecordBatch, rhs: PBRecordBatch) -> Bool {
+    if lhs.firstSeq != rhs.firstSeq {return false}
+    if lhs.lastSeq != rhs.lastSeq {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.jsonl != rhs.jsonl {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2172,7 +2288,7 @@ nonisolated extension PBRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImp
 
 nonisolated extension PBFetchSplitsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FetchSplitsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}split\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}split\0\u{3}batch_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2182,6 +2298,7 @@ nonisolated extension PBFetchSplitsRequest: SwiftProtobuf.Message, SwiftProtobuf
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.split) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.batchBytes) }()
       default: break
       }
     }
@@ -2194,12 +2311,16 @@ nonisolated extension PBFetchSplitsRequest: SwiftProtobuf.Message, SwiftProtobuf
     if !self.split.isEmpty {
       try visitor.visitSingularStringField(value: self.split, fieldNumber: 2)
     }
+    if self.batchBytes != 0 {
+      try visitor.visitSingularUInt32Field(value: self.batchBytes, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: PBFetchSplitsRequest, rhs: PBFetchSplitsRequest) -> Bool {
     if lhs.jobID != rhs.jobID {return false}
     if lhs.split != rhs.split {return false}
+    if lhs.batchBytes != rhs.batchBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2207,7 +2328,7 @@ nonisolated extension PBFetchSplitsRequest: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension PBFetchSplitsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FetchSplitsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}split\0\u{1}record\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}split\0\u{1}record\0\u{1}batch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2241,6 +2362,19 @@ nonisolated extension PBFetchSplitsResponse: SwiftProtobuf.Message, SwiftProtobu
           self.item = .record(v)
         }
       }()
+      case 3: try {
+        var v: PBRecordBatch?
+        var hadOneofValue = false
+        if let current = self.item {
+          hadOneofValue = true
+          if case .batch(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.item = .batch(v)
+        }
+      }()
       default: break
       }
     }
@@ -2259,6 +2393,10 @@ nonisolated extension PBFetchSplitsResponse: SwiftProtobuf.Message, SwiftProtobu
     case .record?: try {
       guard case .record(let v)? = self.item else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .batch?: try {
+      guard case .batch(let v)? = self.item else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     }()
     case nil: break
     }

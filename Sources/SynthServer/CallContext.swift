@@ -90,3 +90,86 @@ enum RecordFrame {
         return out
     }
 }
+
+extension CallContext {
+    /// Sends a frame payload made elsewhere (a record batch).
+    func sendPayload(_ payload: ByteBuffer) async throws {
+        try await writer.outbound.write(payload)
+    }
+}
+
+/// Builds one frame of a record batch in place: Frame { call_id = 1; message = 3 } holding a
+/// response { batch = 3 } (WatchJobResponse and FetchSplitsResponse alike) holding
+/// RecordBatch { first_seq = 1; last_seq = 2; count = 3; jsonl = 4 }. The JSON lines are copied
+/// once, from the database into the frame; the headers, whose lengths depend on them, are written
+/// into room kept in front of them.
+struct RecordBatchBuilder {
+    /// The most the three headers take: varints of at most 10 bytes, each behind a 1-byte tag.
+    static let headroom = 64
+    /// What a client may ask for, as the proto says.
+    static let sizes: ClosedRange<UInt32> = 4096...8_388_608
+
+    private(set) var buffer: ByteBuffer
+    private(set) var first: UInt64 = 0
+    private(set) var last: UInt64 = 0
+    private(set) var count: UInt32 = 0
+    let limit: Int
+
+    /// `requested` is the call's batch_bytes; `maxFrameSize` the connection's frame limit.
+    init(allocator: ByteBufferAllocator, requested: UInt32, maxFrameSize: Int) {
+        let size = Int(min(max(requested, Self.sizes.lowerBound), Self.sizes.upperBound))
+        limit = max(1, min(size, maxFrameSize - Self.headroom))
+        buffer = allocator.buffer(capacity: Self.headroom + limit + 1024)
+        buffer.moveWriterIndex(forwardBy: Self.headroom)
+        buffer.moveReaderIndex(forwardBy: Self.headroom)
+    }
+
+    /// Adds a record's line unless the batch is full. An empty batch takes any record, so a record
+    /// above the batch size travels alone.
+    mutating func add(seq: UInt64, json: UnsafeRawBufferPointer) -> Bool {
+        if count > 0, buffer.readableBytes + json.count + 1 > limit { return false }
+        buffer.writeBytes(json)
+        buffer.writeInteger(UInt8(0x0A))
+        if count == 0 { first = seq }
+        last = seq
+        count += 1
+        return true
+    }
+
+    /// The frame payload, made in place: the builder is done after this. `sequenced` false leaves
+    /// first_seq and last_seq out (split order).
+    mutating func payload(callID: UInt64, sequenced: Bool) -> ByteBuffer {
+        let jsonl = buffer.readableBytes
+        var batch: [UInt8] = []
+        if sequenced, first != 0 {
+            batch.append(0x08)
+            RecordFrame.putVarint(first, &batch)
+        }
+        if sequenced, last != 0 {
+            batch.append(0x10)
+            RecordFrame.putVarint(last, &batch)
+        }
+        if count != 0 {
+            batch.append(0x18)
+            RecordFrame.putVarint(UInt64(count), &batch)
+        }
+        batch.append(0x22)
+        RecordFrame.putVarint(UInt64(jsonl), &batch)
+        let batchSize = batch.count + jsonl
+        var head: [UInt8] = []
+        if callID != 0 {
+            head.append(0x08)
+            RecordFrame.putVarint(callID, &head)
+        }
+        let response = 1 + RecordFrame.varintSize(UInt64(batchSize)) + batchSize
+        head.append(0x1A)
+        RecordFrame.putVarint(UInt64(response), &head)
+        head.append(0x1A)
+        RecordFrame.putVarint(UInt64(batchSize), &head)
+        head += batch
+        let start = buffer.readerIndex - head.count
+        buffer.setBytes(head, at: start)
+        buffer.moveReaderIndex(to: start)
+        return buffer
+    }
+}

@@ -47,7 +47,7 @@ public final class Server: @unchecked Sendable {
         let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, ByteBuffer>> = { child in
             child.eventLoop.makeCompletedFuture {
                 try child.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrame)))
-                try child.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder(maxFrameSize: maxFrame)))
+                try child.pipeline.syncOperations.addHandler(FrameOutboundHandler(maxFrameSize: maxFrame))
                 return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
             }
         }

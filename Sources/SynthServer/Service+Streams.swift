@@ -38,7 +38,21 @@ extension Service {
                     lastKeyCheck = .now
                 }
                 job = try self.job(jobID, ctx)
-                if !req.progressOnly {
+                if !req.progressOnly, req.batchBytes > 0 {
+                    let upTo = job.job.lastSeq
+                    while cursor < upTo {
+                        var batch = RecordBatchBuilder(allocator: ctx.writer.allocator, requested: req.batchBytes,
+                                                       maxFrameSize: config.maxFrameSize)
+                        try store.visitRecords(jobID: jobID, after: cursor) { seq, json in seq <= upTo && batch.add(seq: seq, json: json) }
+                        if batch.count == 0 { break }
+                        cursor = batch.last
+                        try await ctx.sendPayload(batch.payload(callID: ctx.callID, sequenced: true))
+                        if ContinuousClock.now - lastKeyCheck >= recheck {
+                            try ensureKeyActive(ctx)
+                            lastKeyCheck = .now
+                        }
+                    }
+                } else if !req.progressOnly {
                     while cursor < job.job.lastSeq {
                         // Only up to the snapshot just read: the progress sent next then never
                         // reports fewer records than were delivered.
@@ -99,6 +113,12 @@ extension Service {
             head.split.sha256 = hashes[name] ?? ""
             try await ctx.send(head)
             var i = 0
+            while req.batchBytes > 0, i < seqs.count {
+                var batch = RecordBatchBuilder(allocator: ctx.writer.allocator, requested: req.batchBytes, maxFrameSize: config.maxFrameSize)
+                try store.visitRecords(jobID: job.job.jobID, seqs: seqs[i...]) { seq, json in batch.add(seq: seq, json: json) }
+                i += Int(batch.count)
+                try await ctx.sendPayload(batch.payload(callID: ctx.callID, sequenced: false))
+            }
             while i < seqs.count {
                 let slice = seqs[i..<min(seqs.count, i + Self.recordBatch)]
                 let records = try store.records(jobID: job.job.jobID, seqs: slice)

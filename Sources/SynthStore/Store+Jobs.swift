@@ -226,6 +226,30 @@ extension Store {
         }
     }
 
+    /// Visits the records with sequence numbers above `afterSeq`, in order, with their stored
+    /// JSON in place, until `body` returns false. The bytes are borrowed from the database for the
+    /// call only: copy what must outlive it.
+    public func visitRecords(jobID: String, after afterSeq: UInt64, _ body: (UInt64, UnsafeRawBufferPointer) throws -> Bool) throws {
+        try read { txn in
+            let prefix = Keys.jobPrefix(jobID)
+            try txn.scan(.records, prefix: prefix, from: Keys.sequenced(jobID, afterSeq + 1)) { key, value in
+                try body(Keys.readU64(key, at: prefix.count), value)
+            }
+        }
+    }
+
+    /// Visits the records with the given sequence numbers, in the order asked, with their stored
+    /// JSON in place (borrowed, as in `visitRecords(jobID:after:)`), until `body` returns false.
+    public func visitRecords(jobID: String, seqs: ArraySlice<UInt64>, _ body: (UInt64, UnsafeRawBufferPointer) throws -> Bool) throws {
+        try read { txn in
+            for seq in seqs {
+                let found = try txn.withValue(.records, Keys.sequenced(jobID, seq)) { try body(seq, $0) }
+                guard let goOn = found else { throw StoreError(.corrupt, "job \(jobID) is missing record \(seq)") }
+                if !goOn { return }
+            }
+        }
+    }
+
     /// The records with the given sequence numbers, in the order asked.
     public func records(jobID: String, seqs: ArraySlice<UInt64>) throws -> [[UInt8]] {
         try read { txn in

@@ -22,6 +22,19 @@ public struct Transaction {
         }
     }
 
+    /// Calls `body` with the value stored under `key`, in place (borrowed for the call only);
+    /// nil when there is none.
+    public func withValue<T>(_ table: Store.Table, _ key: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T? {
+        try key.withUnsafeBytes { kb in
+            var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+            var v = MDB_val()
+            let rc = mdb_get(txn, store.dbi(table), &k, &v)
+            if rc == MDB_NOTFOUND { return nil }
+            try StoreError.check(rc, "mdb_get \(table.rawValue)")
+            return try body(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+        }
+    }
+
     public func put(_ table: Store.Table, _ key: [UInt8], _ value: [UInt8]) throws {
         try key.withUnsafeBytes { kb in
             try value.withUnsafeBytes { vb in

@@ -188,6 +188,8 @@ struct SplitsCommand: AsyncParsableCommand {
                     written.append((path, info.count, info.sha256))
                 case .record(let r):
                     try current?.write(contentsOf: r.json + Data([0x0A]))
+                case .batch(let b):
+                    try current?.write(contentsOf: b.jsonl)
                 case nil:
                     break
                 }

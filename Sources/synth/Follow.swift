@@ -53,6 +53,12 @@ enum Follow {
                     try emit(pending, out)
                     pending.removeAll(keepingCapacity: true)
                 }
+            case .batch(let b):
+                // Not asked for here, but a batch is its records' lines.
+                for line in b.jsonl.split(separator: 0x0A) {
+                    pending.append(contentsOf: try transform?(Array(line)) ?? Array(line))
+                    pending.append(0x0A)
+                }
             case .progress(let job):
                 if !pending.isEmpty {
                     try emit(pending, out)

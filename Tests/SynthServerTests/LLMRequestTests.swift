@@ -55,6 +55,10 @@ import Testing
         #expect(props["b"]?["minLength"] == nil)
         #expect(props["score"]?["type"] as? String == "integer" && props["score"]?["maximum"] as? Int == 10)
         #expect(props["confidence"]?["type"] as? String == "number")
+        // A narrow range becomes 21 evenly spaced values, which a grammar can enforce.
+        let steps = try #require(props["confidence"]?["enum"] as? [Double])
+        #expect(steps.count == 21 && steps.first == 0 && steps.last == 1 && steps[1] == 0.05 && steps[7] == 0.35)
+        #expect(props["score"]?["enum"] == nil)
     }
 
     @Test func fallbackModesPutTheSchemaInThePrompt() throws {

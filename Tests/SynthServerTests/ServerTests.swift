@@ -643,15 +643,65 @@ import SynthSpec
             var splits = PBFetchSplitsRequest()
             splits.jobID = job.jobID
             var counts: [String: Int] = [:]
+            var lines: [String: [UInt8]] = [:]
             var current = ""
             for try await item in client.stream("FetchSplits", splits, as: PBFetchSplitsResponse.self) {
                 switch item.item {
                 case .split(let s): current = s.name
-                case .record: counts[current, default: 0] += 1
-                case nil: break
+                case .record(let r):
+                    counts[current, default: 0] += 1
+                    lines[current, default: []] += Array(r.json) + [0x0A]
+                case .batch, nil: break
                 }
             }
             #expect(counts == ["train": 240, "validation": 60])
+
+            // The same splits in batches: the same bytes, no batch above the size unless it holds
+            // one record, and the counts add up.
+            splits.batchBytes = 4096
+            var batched: [String: [UInt8]] = [:]
+            var batchedCounts: [String: Int] = [:]
+            for try await item in client.stream("FetchSplits", splits, as: PBFetchSplitsResponse.self) {
+                switch item.item {
+                case .split(let s): current = s.name
+                case .batch(let b):
+                    #expect(b.count >= 1 && (b.jsonl.count <= 4096 || b.count == 1))
+                    #expect(b.jsonl.filter { $0 == 0x0A }.count == Int(b.count) && b.jsonl.last == 0x0A)
+                    #expect(b.firstSeq == 0 && b.lastSeq == 0)
+                    batched[current, default: []] += Array(b.jsonl)
+                    batchedCounts[current, default: 0] += Int(b.count)
+                case .record: Issue.record("a record on a batched stream")
+                case nil: break
+                }
+            }
+            #expect(batchedCounts == counts)
+            #expect(batched == lines)
+
+            // WatchJob in batches, from the start and from the middle: every record once, in
+            // order, byte for byte what the store holds.
+            let stored: [UInt8] = records.flatMap { r -> [UInt8] in r.json + [0x0A] }
+            for after: UInt64 in [0, 150] {
+                var watch = PBWatchJobRequest()
+                watch.jobID = job.jobID
+                watch.afterSeq = after
+                watch.batchBytes = 10
+                var got: [UInt8] = []
+                var next = after + 1
+                var batches = 0
+                for try await event in client.stream("WatchJob", watch, as: PBWatchJobResponse.self) {
+                    guard case .batch(let b) = event.event else { continue }
+                    #expect(b.firstSeq == next && b.lastSeq == b.firstSeq + UInt64(b.count) - 1)
+                    next = b.lastSeq + 1
+                    got += Array(b.jsonl)
+                    batches += 1
+                }
+                let expected: [UInt8] = records.filter { $0.seq > after }.flatMap { r -> [UInt8] in r.json + [0x0A] }
+                #expect(got == expected)
+                #expect(next == 301)
+                // 10 bytes is below the least size (4096), which is used instead.
+                #expect(batches > 1 && batches < Int(300 - after))
+                if after == 0 { #expect(got == stored) }
+            }
             await client.close()
         }
     }

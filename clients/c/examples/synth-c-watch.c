@@ -12,6 +12,8 @@
  *   --retry-for SECS   watch: on a dropped connection or UNAVAILABLE, reconnect and resume for up to SECS (default 10; 0: never)
  *   --split NAME       splits: only this split
  *   --dir DIR          splits: write NAME.jsonl per split into DIR instead of stdout
+ *   --batch-bytes N    ask for the records in batches of about N bytes (default 1048576), written
+ *                      out as they arrive; 0: one message per record
  *
  * Each split's SHA-256 is checked against the one synthd announces.
  *
@@ -47,8 +49,8 @@ static const char *prog = "synth-c-watch";
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: %s [--address ADDR] [--api-key KEY] [--after-seq N] [--progress] [--retry-for SECS] JOB_ID\n"
-		"       %s --splits [--split NAME] [--dir DIR] [--address ADDR] [--api-key KEY] JOB_ID\n",
+		"usage: %s [--address ADDR] [--api-key KEY] [--after-seq N] [--progress] [--retry-for SECS] [--batch-bytes N] JOB_ID\n"
+		"       %s --splits [--split NAME] [--dir DIR] [--address ADDR] [--api-key KEY] [--batch-bytes N] JOB_ID\n",
 		prog, prog);
 }
 
@@ -171,12 +173,17 @@ static void sha256_hex(sha256 *s, char out[65])
 
 /* ---- Modes -------------------------------------------------------------------------------------- */
 
+/* A RECORD item's line, or a BATCH item's lines as they are. */
 static int write_record(FILE *out, const synthc_item *it)
 {
-	if (FWRITE(it->json, 1, it->json_len, out) != it->json_len || PUTC('\n', out) == EOF)
+	if (FWRITE(it->json, 1, it->json_len, out) != it->json_len)
+		return -1;
+	if (it->kind == SYNTHC_ITEM_RECORD && PUTC('\n', out) == EOF)
 		return -1;
 	return 0;
 }
+
+static uint32_t batch_bytes = 1u << 20;
 
 static void sleep_ms(int ms)
 {
@@ -198,15 +205,17 @@ static int watch(synthc_client *c, const char *job_id, uint64_t after_seq, int p
 	uint64_t last = after_seq;
 	double retry_until = 0;
 	for (;;) {
-		synthc_stream *s = synthc_is_connected(c) ? synthc_watch_job(c, job_id, last, 0) : NULL;
+		synthc_stream *s = !synthc_is_connected(c) ? NULL
+				   : batch_bytes ? synthc_watch_job_batches(c, job_id, last, batch_bytes)
+						 : synthc_watch_job(c, job_id, last, 0);
 		synthc_item it;
 		int r = -1;
 		while (s && (r = synthc_stream_next(s, &it)) == 1) {
 			retry_until = 0;
-			if (it.kind == SYNTHC_ITEM_RECORD) {
+			if (it.kind == SYNTHC_ITEM_RECORD || it.kind == SYNTHC_ITEM_BATCH) {
 				if (write_record(stdout, &it) != 0)
 					break;
-				last = it.seq;
+				last = it.kind == SYNTHC_ITEM_BATCH ? it.last_seq : it.seq;
 			} else if (it.kind == SYNTHC_ITEM_PROGRESS) {
 				/* Hand what has arrived to the reader at each snapshot: live, yet buffered. */
 				if (fflush(stdout) != 0)
@@ -283,7 +292,8 @@ static int splits(synthc_client *c, const char *job_id, const char *split, const
 		fprintf(stderr, "%s: cannot create %s: %s\n", prog, dir, strerror(errno));
 		return 1;
 	}
-	synthc_stream *s = synthc_fetch_splits(c, job_id, split);
+	synthc_stream *s = batch_bytes ? synthc_fetch_splits_batches(c, job_id, split, batch_bytes)
+				       : synthc_fetch_splits(c, job_id, split);
 	if (s == NULL)
 		return report(c);
 	synthc_item it;
@@ -317,9 +327,10 @@ static int splits(synthc_client *c, const char *job_id, const char *split, const
 			} else {
 				out = stdout;
 			}
-		} else if (it.kind == SYNTHC_ITEM_RECORD) {
+		} else if (it.kind == SYNTHC_ITEM_RECORD || it.kind == SYNTHC_ITEM_BATCH) {
 			sha256_update(&h, it.json, it.json_len);
-			sha256_update(&h, "\n", 1);
+			if (it.kind == SYNTHC_ITEM_RECORD)
+				sha256_update(&h, "\n", 1);
 			if (write_record(out, &it) != 0) {
 				fprintf(stderr, "%s: writing the records failed: %s\n", prog, strerror(errno));
 				rc = 1;
@@ -366,6 +377,15 @@ int main(int argc, char **argv)
 				fprintf(stderr, "%s: --retry-for needs a number of seconds\n", prog);
 				return 64;
 			}
+		} else if (strcmp(a, "--batch-bytes") == 0 && has_value) {
+			char *end;
+			errno = 0;
+			unsigned long long n = strtoull(argv[++i], &end, 10);
+			if (errno || *end || argv[i][0] == '-' || argv[i][0] == '\0' || n > UINT32_MAX) {
+				fprintf(stderr, "%s: --batch-bytes needs a number of bytes\n", prog);
+				return 64;
+			}
+			batch_bytes = (uint32_t)n;
 		} else if (strcmp(a, "--split") == 0 && has_value) {
 			split = argv[++i];
 			splits_mode = 1;

@@ -37,7 +37,9 @@
 #define RBUF_INITIAL (256u * 1024u)
 /* Reads of at most this much: the buffer's hot part stays in cache (measured: larger reads from a
  * Unix socket were slower). */
-#define RECV_MAX (128u * 1024u)
+#define RECV_MAX (1024u * 1024u)
+/* The read buffer keeps up to this much after a large frame. */
+#define RBUF_KEEP (8u * 1024u * 1024u)
 #define MIN_MAX_FRAME 64u
 
 /* Frame field numbers (frame.proto). */
@@ -60,6 +62,7 @@ struct synthc_stream {
 	int kind;
 	int state;
 	int progress_only;
+	int batches; /* asked for RecordBatch events (batch_bytes > 0) */
 	int cancelled;
 	int saw_progress;
 	int has_pending; /* the first message, read by the open call and not yet handed out */
@@ -692,8 +695,39 @@ static int decode_record(const uint8_t *p, size_t n, uint64_t *seq, const uint8_
 	return 0;
 }
 
+/* A RecordBatch {first_seq, last_seq, count, jsonl}. 0 or -1. */
+static int decode_batch(const uint8_t *p, size_t n, uint64_t *first, uint64_t *last, uint64_t *count,
+			const uint8_t **jsonl, size_t *jsonl_len)
+{
+	const uint8_t *end = p + n;
+	*first = *last = *count = 0;
+	*jsonl = (const uint8_t *)"";
+	*jsonl_len = 0;
+	while (p < end) {
+		uint32_t field;
+		int wt;
+		uint64_t v;
+		const uint8_t *body;
+		size_t len;
+		if (wire_field(&p, end, &field, &wt, &v, &body, &len) != 0)
+			return -1;
+		if (field >= 1 && field <= 3) {
+			if (wt != 0)
+				return -1;
+			*(field == 1 ? first : field == 2 ? last : count) = v;
+		} else if (field == 4) {
+			if (wt != 2)
+				return -1;
+			*jsonl = body;
+			*jsonl_len = len;
+		}
+	}
+	return 0;
+}
+
 /* WatchJobResponse and FetchSplitsResponse share their shape: a oneof of field 1 (a message: Job or
- * SplitInfo) and field 2 (Record). Returns the member present (0 for none) with its bytes. */
+ * SplitInfo), field 2 (Record) and field 3 (RecordBatch). Returns the member present (0 for none)
+ * with its bytes. */
 static int decode_event(const uint8_t *p, size_t n, int *which, const uint8_t **body, size_t *len)
 {
 	const uint8_t *end = p + n;
@@ -706,7 +740,7 @@ static int decode_event(const uint8_t *p, size_t n, int *which, const uint8_t **
 		size_t l;
 		if (wire_field(&p, end, &field, &wt, &v, &b, &l) != 0)
 			return -1;
-		if (field == 1 || field == 2) {
+		if (field >= 1 && field <= 3) {
 			if (wt != 2)
 				return -1;
 			*which = (int)field;
@@ -794,8 +828,9 @@ static int read_frame(struct impl *c, struct frame *f)
 	c->consumed = 0;
 	if (c->rpos == c->rlen) {
 		c->rpos = c->rlen = 0;
-		/* Give back what one huge frame needed, once it is gone. */
-		if (c->rcap > 4 * RBUF_INITIAL) {
+		/* Give back what one huge frame needed, once it is gone (record batches of up to a few
+		 * MiB keep their buffer: giving it back each time would cost a realloc per batch). */
+		if (c->rcap > RBUF_KEEP) {
 			uint8_t *b = realloc(c->rbuf, RBUF_INITIAL);
 			if (b) {
 				c->rbuf = b;
@@ -1350,6 +1385,43 @@ int synthc_stream_next(synthc_stream *s, synthc_item *item)
 			item->json_len = jl;
 			return 1;
 		}
+		if (which == 3) {
+			uint64_t first, last, count;
+			const uint8_t *jsonl;
+			size_t jl;
+			if (decode_batch(ev, evlen, &first, &last, &count, &jsonl, &jl) != 0)
+				STREAM_PROTO_FAIL(s, "MALFORMED_MESSAGE", "a record batch in the %s stream does not decode",
+						  stream_method(s));
+			if (!s->batches)
+				STREAM_PROTO_FAIL(s, "UNEXPECTED_FRAME", "synthd sent a record batch on a %s stream that asked for records",
+						  stream_method(s));
+			/* At least one record, and the lines whole: what a reader writes out must be JSONL. */
+			if (count == 0 || count > UINT32_MAX || jl < 2 * count || jsonl[jl - 1] != '\n')
+				STREAM_PROTO_FAIL(s, "MALFORMED_MESSAGE", "a record batch in the %s stream claims %llu records in %zu bytes",
+						  stream_method(s), (unsigned long long)count, jl);
+			if (s->kind == S_WATCH) {
+				if (s->progress_only)
+					STREAM_PROTO_FAIL(s, "UNEXPECTED_FRAME",
+							  "synthd sent records on a progress-only WatchJob stream");
+				if (first <= s->last_seq || last < first || last - first + 1 < count)
+					STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "batch of records %llu..%llu (%llu) after record %llu",
+							  (unsigned long long)first, (unsigned long long)last,
+							  (unsigned long long)count, (unsigned long long)s->last_seq);
+				s->last_seq = last;
+			} else {
+				if (s->split_left < (int64_t)count)
+					STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "a batch of %llu records is not part of an announced split",
+							  (unsigned long long)count);
+				s->split_left -= (int64_t)count;
+			}
+			item->kind = SYNTHC_ITEM_BATCH;
+			item->seq = first;
+			item->last_seq = last;
+			item->count = (uint32_t)count;
+			item->json = (const char *)jsonl;
+			item->json_len = jl;
+			return 1;
+		}
 		if (which == 1 && s->kind == S_WATCH) {
 			s->job = synthd__v1__job__unpack(NULL, evlen, ev);
 			if (s->job == NULL)
@@ -1380,7 +1452,7 @@ int synthc_stream_next(synthc_stream *s, synthc_item *item)
 }
 
 static synthc_stream *open_stream(struct impl *c, int kind, const char *method, const ProtobufCMessage *req,
-				  uint64_t after_seq, int progress_only)
+				  uint64_t after_seq, int progress_only, int batches)
 {
 	if (c == NULL || ready(c) != 0)
 		return NULL;
@@ -1393,6 +1465,7 @@ static synthc_stream *open_stream(struct impl *c, int kind, const char *method, 
 	s->kind = kind;
 	s->last_seq = after_seq;
 	s->progress_only = progress_only;
+	s->batches = batches;
 	s->split_left = -1;
 	s->id = open_call(c, method, req, c->stream_timeout_ms);
 	if (s->id == 0) {
@@ -1434,7 +1507,16 @@ synthc_stream *synthc_watch_job(synthc_client *pub, const char *job_id, uint64_t
 	req.job_id = str(job_id);
 	req.after_seq = after_seq;
 	req.progress_only = progress_only ? 1 : 0;
-	return open_stream(IMPL(pub), S_WATCH, "WatchJob", &req.base, after_seq, progress_only);
+	return open_stream(IMPL(pub), S_WATCH, "WatchJob", &req.base, after_seq, progress_only, 0);
+}
+
+synthc_stream *synthc_watch_job_batches(synthc_client *pub, const char *job_id, uint64_t after_seq, uint32_t batch_bytes)
+{
+	Synthd__V1__WatchJobRequest req = SYNTHD__V1__WATCH_JOB_REQUEST__INIT;
+	req.job_id = str(job_id);
+	req.after_seq = after_seq;
+	req.batch_bytes = batch_bytes ? batch_bytes : 1;
+	return open_stream(IMPL(pub), S_WATCH, "WatchJob", &req.base, after_seq, 0, 1);
 }
 
 synthc_stream *synthc_fetch_splits(synthc_client *pub, const char *job_id, const char *split)
@@ -1442,7 +1524,16 @@ synthc_stream *synthc_fetch_splits(synthc_client *pub, const char *job_id, const
 	Synthd__V1__FetchSplitsRequest req = SYNTHD__V1__FETCH_SPLITS_REQUEST__INIT;
 	req.job_id = str(job_id);
 	req.split = str(split);
-	return open_stream(IMPL(pub), S_SPLITS, "FetchSplits", &req.base, 0, 0);
+	return open_stream(IMPL(pub), S_SPLITS, "FetchSplits", &req.base, 0, 0, 0);
+}
+
+synthc_stream *synthc_fetch_splits_batches(synthc_client *pub, const char *job_id, const char *split, uint32_t batch_bytes)
+{
+	Synthd__V1__FetchSplitsRequest req = SYNTHD__V1__FETCH_SPLITS_REQUEST__INIT;
+	req.job_id = str(job_id);
+	req.split = str(split);
+	req.batch_bytes = batch_bytes ? batch_bytes : 1;
+	return open_stream(IMPL(pub), S_SPLITS, "FetchSplits", &req.base, 0, 0, 1);
 }
 
 int synthc_stream_cancel(synthc_stream *s)

@@ -79,6 +79,16 @@ def w_record(seq, json=None):  # WatchJobResponse{record} and FetchSplitsRespons
     return f_bytes(2, record(seq, rec_json(seq) if json is None else json))
 
 
+def w_batch(seqs, first=None, last=None, count=None, jsonl=None, sequenced=True):
+    """WatchJobResponse{batch} / FetchSplitsResponse{batch} holding the records `seqs` as JSONL."""
+    body = b"".join(rec_json(i) + b"\n" for i in seqs) if jsonl is None else jsonl
+    first = (seqs[0] if sequenced else 0) if first is None else first
+    last = (seqs[-1] if sequenced else 0) if last is None else last
+    count = len(seqs) if count is None else count
+    return f_bytes(3, (f_varint(1, first) if first else b"") + (f_varint(2, last) if last else b"")
+                   + (f_varint(3, count) if count else b"") + f_bytes(4, body))
+
+
 def w_progress(st="running", last_seq=0):
     return f_bytes(1, job(st=st, last_seq=last_seq))
 
@@ -172,6 +182,19 @@ SCENARIOS = {
     "splits_early_next": lambda c: (msg(c, s_split("a", 2)) + msg(c, w_record(1)) + msg(c, s_split("b", 1)), "hang"),
     "splits_record_first": lambda c: (msg(c, w_record(1)) + ok(c), "hang"),
     "splits_negative": lambda c: (msg(c, f_bytes(1, f_bytes(1, "a") + f_varint(2, (1 << 64) - 1))) + ok(c), "hang"),
+    # Batched streams (the probe asks for batches when the name starts with "b").
+    "bwatch_ok": lambda c: (msg(c, w_progress()) + msg(c, w_batch([1, 2, 3])) + msg(c, w_batch([4, 5]))
+                            + msg(c, w_progress("succeeded", 5)) + ok(c), "serve"),
+    "bwatch_records": lambda c: (watch_head(c) + msg(c, w_batch([4, 5])) + msg(c, w_progress("succeeded", 5)) + ok(c), "serve"),
+    "bwatch_overlap": lambda c: (msg(c, w_progress()) + msg(c, w_batch([1, 2, 3])) + msg(c, w_batch([3, 4])) + ok(c), "hang"),
+    "bwatch_count_zero": lambda c: (msg(c, w_progress()) + msg(c, w_batch([1], count=0)) + ok(c), "hang"),
+    "bwatch_count_above_span": lambda c: (msg(c, w_progress()) + msg(c, w_batch([1, 2], count=9, jsonl=b"{}\n" * 9)) + ok(c), "hang"),
+    "bwatch_cut_line": lambda c: (msg(c, w_progress()) + msg(c, w_batch([1, 2], jsonl=rec_json(1) + b"\n" + rec_json(2))) + ok(c), "hang"),
+    "bwatch_bad_batch": lambda c: (msg(c, w_progress()) + msg(c, f_bytes(3, f_bytes(1, b"x"))) + ok(c), "hang"),
+    "watch_unasked_batch": lambda c: (msg(c, w_progress()) + msg(c, w_batch([1, 2])) + ok(c), "hang"),
+    "bsplits_ok": lambda c: (msg(c, s_split("a", 2)) + msg(c, w_batch([5, 2], sequenced=False))
+                             + msg(c, s_split("b", 1)) + msg(c, w_batch([9], sequenced=False)) + ok(c), "serve"),
+    "bsplits_extra": lambda c: (msg(c, s_split("a", 1)) + msg(c, w_batch([1, 2], sequenced=False)) + ok(c), "hang"),
     # The client abandons the stream after one item: what still comes for it must be skipped.
     "abandon_watch": lambda c: (watch_head(c), "serve"),
 }

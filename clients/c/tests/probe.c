@@ -42,9 +42,13 @@ static void probe(const char *address, const char *name)
 	int ok = 0;
 	long items = 0, records = 0;
 	uint64_t bytes = 0, fnv = 14695981039346656037ull;
-	if (strncmp(name, "watch_", 6) == 0 || strncmp(name, "splits_", 7) == 0 || strncmp(name, "abandon_", 8) == 0) {
-		synthc_stream *s = name[0] == 's' ? synthc_fetch_splits(c, "syn_job_probe", NULL)
-						  : synthc_watch_job(c, "syn_job_probe", 0, 0);
+	int batched = strncmp(name, "bwatch_", 7) == 0 || strncmp(name, "bsplits_", 8) == 0;
+	if (strncmp(name, "watch_", 6) == 0 || strncmp(name, "splits_", 7) == 0 || strncmp(name, "abandon_", 8) == 0 || batched) {
+		const char *kind = batched ? name + 1 : name;
+		synthc_stream *s = kind[0] == 's' ? (batched ? synthc_fetch_splits_batches(c, "syn_job_probe", NULL, 4096)
+							     : synthc_fetch_splits(c, "syn_job_probe", NULL))
+						  : (batched ? synthc_watch_job_batches(c, "syn_job_probe", 0, 4096)
+							     : synthc_watch_job(c, "syn_job_probe", 0, 0));
 		synthc_item it;
 		int r = s ? 1 : -1;
 		while (s && (r = synthc_stream_next(s, &it)) == 1) {
@@ -54,6 +58,14 @@ static void probe(const char *address, const char *name)
 				bytes += it.json_len;
 				for (size_t i = 0; i <= it.json_len; i++) {
 					fnv ^= i < it.json_len ? (uint8_t)it.json[i] : '\n';
+					fnv *= 1099511628211ull;
+				}
+			} else if (it.kind == SYNTHC_ITEM_BATCH) {
+				/* The lines already end in newlines: counted as the records they hold. */
+				records += it.count;
+				bytes += it.json_len - it.count;
+				for (size_t i = 0; i < it.json_len; i++) {
+					fnv ^= (uint8_t)it.json[i];
 					fnv *= 1099511628211ull;
 				}
 			}

@@ -271,6 +271,10 @@ def test_watch_finished_job_and_tcp(server):
     r = watch(server, "--address", server.tcp, "--api-key", server.key, job, env_key=False)
     assert r.returncode == 0, r.stderr.decode()
     assert r.stdout == want
+    # Batches (the default, 1 MiB) against one message per record and small batches: the same bytes.
+    for size in ("0", "4096"):
+        r = watch(server, "--batch-bytes", size, job)
+        assert r.returncode == 0 and r.stdout == want, (size, r.stderr.decode())
     # Resume after a sequence number.
     r = watch(server, "--after-seq", "450", job)
     assert r.returncode == 0 and r.stdout == b"".join(want.splitlines(keepends=True)[450:])
@@ -302,6 +306,8 @@ def test_splits_equal_synth_splits(server):
     assert r.returncode == 0
     assert sorted(r.stdout.splitlines()) == sorted((theirs / "train.jsonl").read_bytes().splitlines()
                                                    + (theirs / "validation.jsonl").read_bytes().splitlines())
+    r = watch(server, "--split", "validation", "--batch-bytes", "0", job)
+    assert r.returncode == 0 and r.stdout == (theirs / "validation.jsonl").read_bytes()
     r = watch(server, "--split", "nope", job)
     assert r.returncode == 4 and b"NOT_FOUND" in r.stderr and r.stdout == b""
 
@@ -430,6 +436,16 @@ EXPECT = {
     "splits_record_first": proto_err("BAD_SEQUENCE"),
     "splits_negative": proto_err("BAD_SEQUENCE"),
     "abandon_watch": OK_,
+    "bwatch_ok": OK_,
+    "bwatch_records": OK_,
+    "bwatch_overlap": proto_err("BAD_SEQUENCE"),
+    "bwatch_count_zero": proto_err("MALFORMED_MESSAGE"),
+    "bwatch_count_above_span": proto_err("BAD_SEQUENCE"),
+    "bwatch_cut_line": proto_err("MALFORMED_MESSAGE"),
+    "bwatch_bad_batch": proto_err("MALFORMED_MESSAGE"),
+    "watch_unasked_batch": proto_err("UNEXPECTED_FRAME"),
+    "bsplits_ok": OK_,
+    "bsplits_extra": proto_err("BAD_SEQUENCE"),
 }
 
 
@@ -486,6 +502,9 @@ def test_malformed_frames_are_refused_cleanly(tmp_path):
         "watch_big_then_small": (4, [b'{"big":"' + b"b" * (3 << 20) + b'"}', rec(2)]),
         "watch_many": (20002, [rec(i) for i in range(1, 20001)]),
         "splits_ok": (5, [rec(5), rec(2), rec(9)]),
+        "bwatch_ok": (4, [rec(i) for i in range(1, 6)]),
+        "bwatch_records": (6, [rec(i) for i in range(1, 6)]),
+        "bsplits_ok": (4, [rec(5), rec(2), rec(9)]),
     }
     for name, (items, records) in stream_checks.items():
         g = got.get(name, {})
@@ -626,11 +645,11 @@ def test_install_and_pkg_config(server, tmp_path):
     pc_path = prefix / "lib/pkgconfig"
     for f in ["include/synthc/synthc.h", "include/synthc/synthd/v1/service.pb-c.h",
               "include/synthc/google/protobuf/struct.pb-c.h", "lib/libsynthc.a", "lib/libsynthc.so",
-              "lib/libsynthc.so.0", "lib/pkgconfig/synthc.pc", "bin/synth-c-watch"]:
+              "lib/libsynthc.so.1", "lib/pkgconfig/synthc.pc", "bin/synth-c-watch"]:
         assert (prefix / f).exists(), f
     env = dict(os.environ, PKG_CONFIG_PATH=str(pc_path), SYNTH_ADDRESS=server.address, SYNTH_API_KEY=server.key)
     pc = lambda *a: run(["pkg-config", *a, "synthc"], env=env).stdout.decode().split()  # noqa: E731
-    assert run(["pkg-config", "--modversion", "synthc"], env=env).stdout.decode().strip() == "0.1.0"
+    assert run(["pkg-config", "--modversion", "synthc"], env=env).stdout.decode().strip() == "0.2.0"
     src = tmp_path / "prog.c"
     src.write_text(PROGRAM)
     # Shared, through pkg-config alone.
@@ -638,8 +657,8 @@ def test_install_and_pkg_config(server, tmp_path):
     r = run(["cc", "-Wall", "-Wextra", "-Werror", "-o", shared, src, *pc("--cflags"), *pc("--libs")], env=env)
     assert r.returncode == 0, r.stderr.decode()
     r = run([shared], env=dict(env, LD_LIBRARY_PATH=str(prefix / "lib")))
-    assert r.returncode == 0 and r.stdout.decode().startswith("health ok 0.1.0"), r.stderr.decode()
-    assert b"libsynthc.so.0" in run(["ldd", shared], env=dict(env, LD_LIBRARY_PATH=str(prefix / "lib"))).stdout
+    assert r.returncode == 0 and r.stdout.decode().startswith("health ok 0.2.0"), r.stderr.decode()
+    assert b"libsynthc.so.1" in run(["ldd", shared], env=dict(env, LD_LIBRARY_PATH=str(prefix / "lib"))).stdout
     # Static.
     static = tmp_path / "prog-static"
     r = run(["cc", "-o", static, src, *pc("--cflags"), str(prefix / "lib/libsynthc.a"),

@@ -958,6 +958,51 @@ void   synthd__v1__watch_job_response__free_unpacked
   assert(message->base.descriptor == &synthd__v1__watch_job_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   synthd__v1__record_batch__init
+                     (Synthd__V1__RecordBatch         *message)
+{
+  static const Synthd__V1__RecordBatch init_value = SYNTHD__V1__RECORD_BATCH__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__record_batch__get_packed_size
+                     (const Synthd__V1__RecordBatch *message)
+{
+  assert(message->base.descriptor == &synthd__v1__record_batch__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__record_batch__pack
+                     (const Synthd__V1__RecordBatch *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__record_batch__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__record_batch__pack_to_buffer
+                     (const Synthd__V1__RecordBatch *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__record_batch__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__RecordBatch *
+       synthd__v1__record_batch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__RecordBatch *)
+     protobuf_c_message_unpack (&synthd__v1__record_batch__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__record_batch__free_unpacked
+                     (Synthd__V1__RecordBatch *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__record_batch__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   synthd__v1__record__init
                      (Synthd__V1__Record         *message)
 {
@@ -3466,7 +3511,7 @@ const ProtobufCMessageDescriptor synthd__v1__cancel_job_response__descriptor =
   (ProtobufCMessageInit) synthd__v1__cancel_job_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__watch_job_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor synthd__v1__watch_job_request__field_descriptors[4] =
 {
   {
     "job_id",
@@ -3504,16 +3549,29 @@ static const ProtobufCFieldDescriptor synthd__v1__watch_job_request__field_descr
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "batch_bytes",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__WatchJobRequest, batch_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__watch_job_request__field_indices_by_name[] = {
   1,   /* field[1] = after_seq */
+  3,   /* field[3] = batch_bytes */
   0,   /* field[0] = job_id */
   2,   /* field[2] = progress_only */
 };
 static const ProtobufCIntRange synthd__v1__watch_job_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor synthd__v1__watch_job_request__descriptor =
 {
@@ -3523,14 +3581,14 @@ const ProtobufCMessageDescriptor synthd__v1__watch_job_request__descriptor =
   "Synthd__V1__WatchJobRequest",
   "synthd.v1",
   sizeof(Synthd__V1__WatchJobRequest),
-  3,
+  4,
   synthd__v1__watch_job_request__field_descriptors,
   synthd__v1__watch_job_request__field_indices_by_name,
   1,  synthd__v1__watch_job_request__number_ranges,
   (ProtobufCMessageInit) synthd__v1__watch_job_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__watch_job_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor synthd__v1__watch_job_response__field_descriptors[3] =
 {
   {
     "progress",
@@ -3556,15 +3614,28 @@ static const ProtobufCFieldDescriptor synthd__v1__watch_job_response__field_desc
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "batch",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Synthd__V1__WatchJobResponse, event_case),
+    offsetof(Synthd__V1__WatchJobResponse, batch),
+    &synthd__v1__record_batch__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__watch_job_response__field_indices_by_name[] = {
+  2,   /* field[2] = batch */
   0,   /* field[0] = progress */
   1,   /* field[1] = record */
 };
 static const ProtobufCIntRange synthd__v1__watch_job_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor synthd__v1__watch_job_response__descriptor =
 {
@@ -3574,11 +3645,88 @@ const ProtobufCMessageDescriptor synthd__v1__watch_job_response__descriptor =
   "Synthd__V1__WatchJobResponse",
   "synthd.v1",
   sizeof(Synthd__V1__WatchJobResponse),
-  2,
+  3,
   synthd__v1__watch_job_response__field_descriptors,
   synthd__v1__watch_job_response__field_indices_by_name,
   1,  synthd__v1__watch_job_response__number_ranges,
   (ProtobufCMessageInit) synthd__v1__watch_job_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__record_batch__field_descriptors[4] =
+{
+  {
+    "first_seq",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__RecordBatch, first_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_seq",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__RecordBatch, last_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "count",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__RecordBatch, count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "jsonl",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__RecordBatch, jsonl),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__record_batch__field_indices_by_name[] = {
+  2,   /* field[2] = count */
+  0,   /* field[0] = first_seq */
+  3,   /* field[3] = jsonl */
+  1,   /* field[1] = last_seq */
+};
+static const ProtobufCIntRange synthd__v1__record_batch__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor synthd__v1__record_batch__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.RecordBatch",
+  "RecordBatch",
+  "Synthd__V1__RecordBatch",
+  "synthd.v1",
+  sizeof(Synthd__V1__RecordBatch),
+  4,
+  synthd__v1__record_batch__field_descriptors,
+  synthd__v1__record_batch__field_indices_by_name,
+  1,  synthd__v1__record_batch__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__record_batch__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor synthd__v1__record__field_descriptors[2] =
@@ -3632,7 +3780,7 @@ const ProtobufCMessageDescriptor synthd__v1__record__descriptor =
   (ProtobufCMessageInit) synthd__v1__record__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__fetch_splits_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor synthd__v1__fetch_splits_request__field_descriptors[3] =
 {
   {
     "job_id",
@@ -3658,15 +3806,28 @@ static const ProtobufCFieldDescriptor synthd__v1__fetch_splits_request__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "batch_bytes",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__FetchSplitsRequest, batch_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__fetch_splits_request__field_indices_by_name[] = {
+  2,   /* field[2] = batch_bytes */
   0,   /* field[0] = job_id */
   1,   /* field[1] = split */
 };
 static const ProtobufCIntRange synthd__v1__fetch_splits_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor synthd__v1__fetch_splits_request__descriptor =
 {
@@ -3676,14 +3837,14 @@ const ProtobufCMessageDescriptor synthd__v1__fetch_splits_request__descriptor =
   "Synthd__V1__FetchSplitsRequest",
   "synthd.v1",
   sizeof(Synthd__V1__FetchSplitsRequest),
-  2,
+  3,
   synthd__v1__fetch_splits_request__field_descriptors,
   synthd__v1__fetch_splits_request__field_indices_by_name,
   1,  synthd__v1__fetch_splits_request__number_ranges,
   (ProtobufCMessageInit) synthd__v1__fetch_splits_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__fetch_splits_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor synthd__v1__fetch_splits_response__field_descriptors[3] =
 {
   {
     "split",
@@ -3709,15 +3870,28 @@ static const ProtobufCFieldDescriptor synthd__v1__fetch_splits_response__field_d
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "batch",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Synthd__V1__FetchSplitsResponse, item_case),
+    offsetof(Synthd__V1__FetchSplitsResponse, batch),
+    &synthd__v1__record_batch__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__fetch_splits_response__field_indices_by_name[] = {
+  2,   /* field[2] = batch */
   1,   /* field[1] = record */
   0,   /* field[0] = split */
 };
 static const ProtobufCIntRange synthd__v1__fetch_splits_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor synthd__v1__fetch_splits_response__descriptor =
 {
@@ -3727,7 +3901,7 @@ const ProtobufCMessageDescriptor synthd__v1__fetch_splits_response__descriptor =
   "Synthd__V1__FetchSplitsResponse",
   "synthd.v1",
   sizeof(Synthd__V1__FetchSplitsResponse),
-  2,
+  3,
   synthd__v1__fetch_splits_response__field_descriptors,
   synthd__v1__fetch_splits_response__field_indices_by_name,
   1,  synthd__v1__fetch_splits_response__number_ranges,

@@ -39,6 +39,7 @@ typedef struct Synthd__V1__CancelJobRequest Synthd__V1__CancelJobRequest;
 typedef struct Synthd__V1__CancelJobResponse Synthd__V1__CancelJobResponse;
 typedef struct Synthd__V1__WatchJobRequest Synthd__V1__WatchJobRequest;
 typedef struct Synthd__V1__WatchJobResponse Synthd__V1__WatchJobResponse;
+typedef struct Synthd__V1__RecordBatch Synthd__V1__RecordBatch;
 typedef struct Synthd__V1__Record Synthd__V1__Record;
 typedef struct Synthd__V1__FetchSplitsRequest Synthd__V1__FetchSplitsRequest;
 typedef struct Synthd__V1__FetchSplitsResponse Synthd__V1__FetchSplitsResponse;
@@ -383,16 +384,23 @@ struct  Synthd__V1__WatchJobRequest
    * leave the records out
    */
   protobuf_c_boolean progress_only;
+  /*
+   * 0: one Record per record. Above 0: the records come as RecordBatch events of about this many
+   * bytes each (4096 to 8388608; a value outside is moved to the nearer end), which readers that
+   * want JSONL write out as they are.
+   */
+  uint32_t batch_bytes;
 };
 #define SYNTHD__V1__WATCH_JOB_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__watch_job_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, 0 }
 
 
 typedef enum {
   SYNTHD__V1__WATCH_JOB_RESPONSE__EVENT__NOT_SET = 0,
   SYNTHD__V1__WATCH_JOB_RESPONSE__EVENT_PROGRESS = 1,
-  SYNTHD__V1__WATCH_JOB_RESPONSE__EVENT_RECORD = 2
+  SYNTHD__V1__WATCH_JOB_RESPONSE__EVENT_RECORD = 2,
+  SYNTHD__V1__WATCH_JOB_RESPONSE__EVENT_BATCH = 3
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SYNTHD__V1__WATCH_JOB_RESPONSE__EVENT__CASE)
 } Synthd__V1__WatchJobResponse__EventCase;
 
@@ -403,11 +411,38 @@ struct  Synthd__V1__WatchJobResponse
   union {
     Synthd__V1__Job *progress;
     Synthd__V1__Record *record;
+    Synthd__V1__RecordBatch *batch;
   };
 };
 #define SYNTHD__V1__WATCH_JOB_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__watch_job_response__descriptor) \
     , SYNTHD__V1__WATCH_JOB_RESPONSE__EVENT__NOT_SET, {0} }
+
+
+/*
+ * Consecutive records as the lines of the results file: each record's exact JSON followed by "\n".
+ * A record larger than the batch size travels alone.
+ */
+struct  Synthd__V1__RecordBatch
+{
+  ProtobufCMessage base;
+  /*
+   * WatchJob: the first and last record's sequence numbers
+   */
+  uint64_t first_seq;
+  /*
+   * (FetchSplits: 0, split order is not sequence order)
+   */
+  uint64_t last_seq;
+  /*
+   * records in the batch, at least 1
+   */
+  uint32_t count;
+  ProtobufCBinaryData jsonl;
+};
+#define SYNTHD__V1__RECORD_BATCH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__record_batch__descriptor) \
+    , 0, 0, 0, {0,NULL} }
 
 
 /*
@@ -432,16 +467,21 @@ struct  Synthd__V1__FetchSplitsRequest
    * empty: every split
    */
   char *split;
+  /*
+   * as in WatchJobRequest; a batch never spans two splits
+   */
+  uint32_t batch_bytes;
 };
 #define SYNTHD__V1__FETCH_SPLITS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__fetch_splits_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 typedef enum {
   SYNTHD__V1__FETCH_SPLITS_RESPONSE__ITEM__NOT_SET = 0,
   SYNTHD__V1__FETCH_SPLITS_RESPONSE__ITEM_SPLIT = 1,
-  SYNTHD__V1__FETCH_SPLITS_RESPONSE__ITEM_RECORD = 2
+  SYNTHD__V1__FETCH_SPLITS_RESPONSE__ITEM_RECORD = 2,
+  SYNTHD__V1__FETCH_SPLITS_RESPONSE__ITEM_BATCH = 3
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SYNTHD__V1__FETCH_SPLITS_RESPONSE__ITEM__CASE)
 } Synthd__V1__FetchSplitsResponse__ItemCase;
 
@@ -455,6 +495,7 @@ struct  Synthd__V1__FetchSplitsResponse
      */
     Synthd__V1__SplitInfo *split;
     Synthd__V1__Record *record;
+    Synthd__V1__RecordBatch *batch;
   };
 };
 #define SYNTHD__V1__FETCH_SPLITS_RESPONSE__INIT \
@@ -1205,6 +1246,25 @@ Synthd__V1__WatchJobResponse *
 void   synthd__v1__watch_job_response__free_unpacked
                      (Synthd__V1__WatchJobResponse *message,
                       ProtobufCAllocator *allocator);
+/* Synthd__V1__RecordBatch methods */
+void   synthd__v1__record_batch__init
+                     (Synthd__V1__RecordBatch         *message);
+size_t synthd__v1__record_batch__get_packed_size
+                     (const Synthd__V1__RecordBatch   *message);
+size_t synthd__v1__record_batch__pack
+                     (const Synthd__V1__RecordBatch   *message,
+                      uint8_t             *out);
+size_t synthd__v1__record_batch__pack_to_buffer
+                     (const Synthd__V1__RecordBatch   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__RecordBatch *
+       synthd__v1__record_batch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__record_batch__free_unpacked
+                     (Synthd__V1__RecordBatch *message,
+                      ProtobufCAllocator *allocator);
 /* Synthd__V1__Record methods */
 void   synthd__v1__record__init
                      (Synthd__V1__Record         *message);
@@ -1722,6 +1782,9 @@ typedef void (*Synthd__V1__WatchJobRequest_Closure)
 typedef void (*Synthd__V1__WatchJobResponse_Closure)
                  (const Synthd__V1__WatchJobResponse *message,
                   void *closure_data);
+typedef void (*Synthd__V1__RecordBatch_Closure)
+                 (const Synthd__V1__RecordBatch *message,
+                  void *closure_data);
 typedef void (*Synthd__V1__Record_Closure)
                  (const Synthd__V1__Record *message,
                   void *closure_data);
@@ -1831,6 +1894,7 @@ extern const ProtobufCMessageDescriptor synthd__v1__cancel_job_request__descript
 extern const ProtobufCMessageDescriptor synthd__v1__cancel_job_response__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__watch_job_request__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__watch_job_response__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__record_batch__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__record__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__fetch_splits_request__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__fetch_splits_response__descriptor;
