@@ -21,8 +21,10 @@ public struct LocalModelConfig: Sendable, Codable, Equatable {
     public var startupTimeoutSeconds: Double?
     /// More llama-server arguments, passed as they are.
     public var extraArgs: [String]?
-    /// Sampling fields sent with every request (default: temperature 0.8, frequency_penalty 0.8,
-    /// which keep a 135M model from repeating itself).
+    /// Sampling fields sent with every request (default: temperature 0.8, min_p 0.1,
+    /// repeat_penalty 1.1 over the last 64 tokens, frequency_penalty 0). min_p keeps a 135M model
+    /// off implausible tokens and the short repeat window off loops; a frequency penalty over the
+    /// whole answer pushed it into digits and punctuation once the JSON's own tokens had repeated.
     public var sampling: [String: Double]?
     /// maxLength and minLength put on every string of the structured-output schema (default 400
     /// and 12: without a floor a small model answers a field with one word).
@@ -169,7 +171,8 @@ public final class LocalModel: @unchecked Sendable {
         c.providers["local"] = ProviderConfig(
             name: "local", kind: .openai, baseURL: baseURL, maxInFlight: parallel, maxRetries: 4,
             requestTimeoutSeconds: 300,
-            sampling: config.sampling ?? ["temperature": 0.8, "frequency_penalty": 0.8],
+            sampling: config.sampling ?? ["temperature": 0.8, "min_p": 0.1, "repeat_penalty": 1.1, "repeat_last_n": 64,
+                                          "frequency_penalty": 0],
             stringMaxLength: config.stringMaxLength ?? 400, stringMinLength: config.stringMinLength ?? 12)
         let route = ModelRoute(provider: "local", model: modelName)
         if !keepRoutes {

@@ -53,6 +53,8 @@ public struct PromptBuilder: Sendable {
         itemProps["drive"] = drives
         item["properties"] = itemProps
         responses["items"] = item
+        responses[LLMClient.onePerItem] = "drive"
+        props["axis"] = ["type": "string", "enum": [plan.cells[slot.cell].axis]]
         props["responses"] = responses
         resProps["preferred_drive"] = drives
         resProps["losing_drive"] = drives
@@ -112,7 +114,12 @@ public struct PromptBuilder: Sendable {
         if !c.tone.isEmpty { lines.append("TONE: \(c.tone)") }
         if !c.difficulty.isEmpty { lines.append("DIFFICULTY: \(c.difficulty)") }
         if let (lo, hi) = lengthBounds() {
-            lines.append("LENGTH: responses of about \(lo.map { "\($0 * 3 / 4)" } ?? "any")-\(hi.map { "\($0 * 3 / 4)" } ?? "any") words")
+            switch (lo.map { $0 * 3 / 4 }, hi.map { $0 * 3 / 4 }) {
+            case let (l?, h?): lines.append("LENGTH: responses of \(l) to \(h) words")
+            case let (l?, nil): lines.append("LENGTH: responses of at least \(l) words")
+            case let (nil, h?): lines.append("LENGTH: responses of at most \(h) words")
+            case (nil, nil): break
+            }
         }
         lines.append("VARIATION: \(variation)")
         return lines.joined(separator: "\n")

@@ -33,14 +33,21 @@ public enum JSONText {
         return out
     }
 
-    static func write(_ value: Any, into out: inout String) {
+    /// `first`: keys written before the others, in this order (the rest follow in code-point
+    /// order). A JSON schema's `properties` are written in the order of its `required` list, which
+    /// is the order a model is asked to write them in: a grammar-constrained server follows the
+    /// order of `properties`.
+    static func write(_ value: Any, into out: inout String, first: [String] = []) {
         switch value {
         case let d as [String: Any]:
             out += "{"
-            for (i, key) in d.keys.sorted().enumerated() {
+            let leading = first.filter { d[$0] != nil }
+            let rest = d.keys.filter { !leading.contains($0) }.sorted()
+            let required = d["required"] as? [String] ?? []
+            for (i, key) in (leading + rest).enumerated() {
                 if i > 0 { out += "," }
                 out += quote(key) + ":"
-                write(d[key]!, into: &out)
+                write(d[key]!, into: &out, first: key == "properties" ? required : [])
             }
             out += "}"
         case let a as [Any]:

@@ -162,7 +162,9 @@ public final class LLMClient: @unchecked Sendable {
         case .openai:
             url = base + "/chat/completions"
             if !config.apiKey.isEmpty { headers.append("Authorization: Bearer \(config.apiKey)") }
-            body.add("temperature", number: r.temperature)
+            // The provider's sampling settings win over the request's (one key each: a body with a
+            // key twice is read differently by different servers).
+            if config.sampling["temperature"] == nil { body.add("temperature", number: r.temperature) }
             for (k, v) in sampling { body.add(k, number: v) }
             var system = r.system
             if let schema, mode == .jsonSchema {
@@ -180,7 +182,7 @@ public final class LLMClient: @unchecked Sendable {
             url = base + "/v1/messages"
             if !config.apiKey.isEmpty { headers.append("x-api-key: \(config.apiKey)") }
             headers.append("anthropic-version: 2023-06-01")
-            body.add("temperature", number: min(1.0, r.temperature))
+            if config.sampling["temperature"] == nil { body.add("temperature", number: min(1.0, r.temperature)) }
             for (k, v) in sampling { body.add(k, number: v) }
             var system = r.system
             if let schema, mode != .prompt {
@@ -205,10 +207,28 @@ public final class LLMClient: @unchecked Sendable {
         guard var object = try? JSONSerialization.jsonObject(with: Data(text.utf8)), object is [String: Any] else {
             throw ProviderError(kind: .fatal, provider: config.name, status: 0, message: "the output schema is not a JSON object")
         }
-        if let limit = config.stringMaxLength { object = Self.capStrings(object, limit, min: config.stringMinLength ?? 1) }
+        if let limit = config.stringMaxLength {
+            object = Self.capStrings(object, limit, min: config.stringMinLength ?? 1)
+        } else {
+            object = Self.dropOnePerItem(object)
+        }
         let prepared = JSONText.write(object)
         lock.withLock { schemas[text] = prepared }
         return prepared
+    }
+
+    /// Marks an array whose items take one each of the values of the named property's enum.
+    /// Only grammar-constrained servers are told (as a tuple); for the others it is dropped.
+    public static let onePerItem = "x-one-per-item"
+
+    static func dropOnePerItem(_ schema: Any) -> Any {
+        if var obj = schema as? [String: Any] {
+            obj.removeValue(forKey: onePerItem)
+            for (k, v) in obj where v is [String: Any] || v is [Any] { obj[k] = dropOnePerItem(v) }
+            return obj
+        }
+        if let arr = schema as? [Any] { return arr.map(dropOnePerItem) }
+        return schema
     }
 
     /// For grammar-constrained servers: the schema with `maxLength` (and `minLength`, 1 unless
@@ -218,9 +238,22 @@ public final class LLMClient: @unchecked Sendable {
             for (k, v) in obj where k == "properties" || k == "items" || v is [String: Any] || v is [Any] {
                 obj[k] = capStrings(v, limit, min: min)
             }
-            if obj["type"] as? String == "string", obj["enum"] == nil {
+            if obj["type"] as? String == "string", obj["enum"] == nil, obj["pattern"] == nil {
                 if obj["maxLength"] == nil { obj["maxLength"] = limit }
                 if obj["minLength"] == nil { obj["minLength"] = Swift.min(min, limit) }
+            }
+            // "x-one-per-item": "drive" on an array of n items whose `drive` has n allowed values
+            // means one item per value. A grammar can hold a model to that as a tuple, each item
+            // with its own value, in the order of the values.
+            if let key = obj.removeValue(forKey: Self.onePerItem) as? String, var item = obj["items"] as? [String: Any],
+               var props = item["properties"] as? [String: Any], let values = (props[key] as? [String: Any])?["enum"] as? [Any],
+               obj["minItems"] as? Int == values.count, obj["maxItems"] as? Int == values.count {
+                obj["prefixItems"] = values.map { value -> Any in
+                    props[key] = ["enum": [value]]
+                    item["properties"] = props
+                    return item
+                }
+                obj.removeValue(forKey: "items")
             }
             // Grammar-constrained servers enforce the range of an integer but not of a number: a
             // score of 1 to 10 is asked for as an integer there, and a narrow range (a confidence

@@ -61,6 +61,35 @@ import Testing
         #expect(props["score"]?["enum"] == nil)
     }
 
+    @Test func oneItemPerValueIsATupleForGrammarServersAndUnseenByOthers() throws {
+        let schema = #"{"type":"object","properties":{"z":{"type":"string","pattern":"^[a-z]+$"},"a":{"type":"array","minItems":2,"#
+            + #""maxItems":2,"x-one-per-item":"drive","items":{"type":"object","properties":{"drive":{"type":"string","enum":["p","q"]},"#
+            + #""out":{"type":"string"}},"required":["drive","out"]}}},"required":["z","a"]}"#
+        func sent(_ config: ProviderConfig) throws -> (text: String, schema: [String: Any]) {
+            let c = LLMClient(config: config, engine: sharedTestEngine, logger: Logger(label: "test"))
+            let http = try c.build(ChatRequest(model: "m", system: "s", user: "u", jsonSchema: schema), mode: .jsonSchema)
+            let body = try json(http)
+            let inner = try #require((body["response_format"] as? [String: Any])?["json_schema"] as? [String: Any])
+            return (String(decoding: http.body, as: UTF8.self), try #require(inner["schema"] as? [String: Any]))
+        }
+        let grammar = try sent(ProviderConfig(name: "p", kind: .openai, baseURL: "http://127.0.0.1:1/v1", stringMaxLength: 400))
+        let a = try #require((grammar.schema["properties"] as? [String: Any])?["a"] as? [String: Any])
+        let tuple = try #require(a["prefixItems"] as? [[String: Any]])
+        #expect(tuple.count == 2 && a["items"] == nil && a["x-one-per-item"] == nil)
+        let drives = tuple.map { (($0["properties"] as? [String: Any])?["drive"] as? [String: Any])?["enum"] as? [String] }
+        #expect(drives == [["p"], ["q"]])
+        #expect(((tuple[1]["properties"] as? [String: Any])?["out"] as? [String: Any])?["maxLength"] as? Int == 400)
+        // A pattern is left to itself; properties go in the order of `required`.
+        let z = try #require((grammar.schema["properties"] as? [String: Any])?["z"] as? [String: Any])
+        #expect(z["maxLength"] == nil && z["pattern"] as? String == "^[a-z]+$")
+        let zAt = try #require(grammar.text.range(of: #""z":{"#)), aAt = try #require(grammar.text.range(of: #""a":{"#))
+        #expect(zAt.lowerBound < aAt.lowerBound)
+        // Anyone else gets the plain array, without the mark.
+        let plain = try sent(ProviderConfig(name: "p", kind: .openai, baseURL: "http://127.0.0.1:1/v1"))
+        #expect(!plain.text.contains("x-one-per-item") && !plain.text.contains("prefixItems"))
+        #expect(((plain.schema["properties"] as? [String: Any])?["a"] as? [String: Any])?["items"] != nil)
+    }
+
     @Test func fallbackModesPutTheSchemaInThePrompt() throws {
         let c = client(.openai)
         let req = ChatRequest(model: "m", system: "sys", user: "u", jsonSchema: schema)

@@ -125,10 +125,8 @@ import SynthStore
         try await Self.waitGone(child)
     }
 
-    @Test func aMissingServerIsAClearStartupError() async throws {
-        let (dir, config, _) = try Self.setUp()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try FileManager.default.removeItem(atPath: dir + "/llama-server")
+    /// Runs `synthd serve` on the set-up's config until it exits; its status and standard error.
+    static func serveUntilExit(_ dir: String, _ config: String) throws -> (status: Int32, stderr: String) {
         let p = Process()
         p.executableURL = ProcessTests.bin.appendingPathComponent("synthd")
         p.arguments = ["serve", "--data", dir + "/data", "--unix", dir + "/s.sock", "--config", config]
@@ -138,7 +136,15 @@ import SynthStore
         try p.run()
         let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
-        #expect(p.terminationStatus != 0)
+        return (p.terminationStatus, text)
+    }
+
+    @Test func aMissingServerIsAClearStartupError() async throws {
+        let (dir, config, _) = try Self.setUp()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.removeItem(atPath: dir + "/llama-server")
+        let (status, text) = try Self.serveUntilExit(dir, config)
+        #expect(status != 0)
         #expect(text.contains("no llama-server found at \(dir)/llama-server"))
         #expect(text.contains("local_model.server"))
     }
@@ -148,16 +154,8 @@ import SynthStore
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Data("#!/bin/sh\necho 'error: model file is not a GGUF file' >&2\nexit 3\n".utf8)
             .write(to: URL(fileURLWithPath: dir + "/llama-server"))
-        let p = Process()
-        p.executableURL = ProcessTests.bin.appendingPathComponent("synthd")
-        p.arguments = ["serve", "--data", dir + "/data", "--unix", dir + "/s.sock", "--config", config]
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus != 0)
+        let (status, text) = try Self.serveUntilExit(dir, config)
+        #expect(status != 0)
         #expect(text.contains("llama-server exited with status 3"))
         #expect(text.contains("model file is not a GGUF file"))
     }
