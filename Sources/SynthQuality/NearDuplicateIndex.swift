@@ -1,4 +1,14 @@
 import Dispatch
+#if canImport(Darwin)
+import Darwin
+#elseif canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
 
 /// Online exact near-duplicate detection: each new text is checked against every text accepted
 /// so far, and it is a near-duplicate when its trigram Jaccard similarity with any of them is above
@@ -105,6 +115,10 @@ struct SketchJoin {
     /// `loads`.
     private var probeSketches: [[SIMD16<UInt8>]] = []
     private var probeSums: [Int] = []
+    /// The same counts as compared with a packed sketch by byte sums of absolute differences:
+    /// per packed vector v, the counts of its low nibbles (`probeSketches[g][2v]`), then those of
+    /// its high nibbles times 16 (`probeSketches[g][2v + 1] << 4`).
+    private var probeSAD: [[SIMD16<UInt8>]] = []
     private var probeLoad: [UInt64] = []
     /// How many texts have been loaded, and the last one.
     private var loads: UInt64 = 0
@@ -168,6 +182,7 @@ struct SketchJoin {
             probeLoad.append(contentsOf: repeatElement(0, count: more))
             probeSums.append(contentsOf: repeatElement(0, count: more))
             probeSketches.append(contentsOf: repeatElement([], count: more))
+            probeSAD.append(contentsOf: repeatElement([], count: more))
         }
         if probeLoad[g] != loads {
             probeLoad[g] = loads
@@ -186,6 +201,11 @@ struct SketchJoin {
                 }
             }
             probeSums[g] = sum
+            probeSAD[g].removeAll(keepingCapacity: true)
+            for v in 0..<dims / 32 {
+                probeSAD[g].append(probeSketches[g][2 * v])
+                probeSAD[g].append(probeSketches[g][2 * v + 1] &<< 4)
+            }
         }
         return probeSums[g]
     }
@@ -242,7 +262,7 @@ struct SketchJoin {
             work += bins[i].sets.count * Self.dimensions(Self.group(i)) / 32
         }
         if work >= Self.parallelWork {
-            return inParallel(order, n, lo, hi)
+            return inParallel(order, work, n, lo, hi)
         }
         let r = context(n, lo, hi).scan(order)
         comparisons += r.comparisons
@@ -250,54 +270,88 @@ struct SketchJoin {
         return r.found?.set
     }
 
-    /// Scans the bins in `order` on two threads. Each stops at its first near-duplicate, and the
-    /// one earlier in `order` is the answer, as one thread would have found.
-    private mutating func inParallel(_ order: [Int], _ n: Int, _ lo: Int, _ hi: Int) -> Int? {
-        // Alternate the bins so that both halves take about as long.
-        var halves: [[Int]] = [[], []]
-        var load = [0, 0]
+    /// Scans the bins in `order` on the threads Dispatch gives, the calling one included. The bins
+    /// are cut into runs of about equal work, which the threads take in turn, so that a thread
+    /// the system holds back (the machine is shared) leaves its runs to the other. A run that
+    /// finds a near-duplicate stops the runs after it; the runs before it are all scanned, so the
+    /// answer is the one a single thread would give.
+    private mutating func inParallel(_ order: [Int], _ work: Int, _ n: Int, _ lo: Int, _ hi: Int) -> Int? {
+        var runs: [[Int]] = [[]]
+        var load = 0
+        let target = max(1, work / Self.parallelRuns)
         for i in order {
-            let t = load[0] <= load[1] ? 0 : 1
-            halves[t].append(i)
-            load[t] += bins[i].sets.count * Self.dimensions(Self.group(i)) / 32
+            if load >= target {
+                runs.append([])
+                load = 0
+            }
+            runs[runs.count - 1].append(i)
+            load += bins[i].sets.count * Self.dimensions(Self.group(i)) / 32
         }
-        let context = context(n, lo, hi), parts = halves
-        let results = Results()
-        DispatchQueue.concurrentPerform(iterations: 2) { t in
-            results.set(t, context.scan(parts[t]))
-        }
-        var best: (position: Int, set: Int)?
-        for t in 0..<2 {
-            let r = results.get(t)
-            comparisons += r.comparisons
-            sketchComparisons += r.scanned
-            if let (i, j) = r.found {
-                let position = order.firstIndex(of: i)!
-                if best == nil || position < best!.position { best = (position, j) }
+        let context = context(n, lo, hi), parts = runs
+        let shared = SharedScan()
+        DispatchQueue.concurrentPerform(iterations: parts.count) { k in
+            for i in parts[k] {
+                if shared.stopped(after: k) { return }
+                let r = context.scan([i])
+                shared.add(k, r)
+                if r.found != nil { return }
             }
         }
-        return best?.set
+        let r = shared.result()
+        comparisons += r.comparisons
+        sketchComparisons += r.scanned
+        return r.found?.set
     }
 
-    /// Two threads' answers, each written by its own thread, read after both have finished.
-    private final class Results: @unchecked Sendable {
-        private let slots = UnsafeMutablePointer<ScanContext.Result>.allocate(capacity: 2)
+    /// How many runs a probe's bins are cut into when it is scanned in parallel.
+    static let parallelRuns = 24
+
+    /// The runs' shared answer: the near-duplicate of the earliest run that found one, and the
+    /// counts, under a mutex.
+    private final class SharedScan: @unchecked Sendable {
+        private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        /// The earliest run that found a near-duplicate, or Int.max.
+        private var first = Int.max
+        private var total = ScanContext.Result()
 
         init() {
-            slots.initialize(repeating: ScanContext.Result(), count: 2)
+            mutex.initialize(to: pthread_mutex_t())
+            pthread_mutex_init(mutex, nil)
         }
 
         deinit {
-            slots.deinitialize(count: 2)
-            slots.deallocate()
+            pthread_mutex_destroy(mutex)
+            mutex.deinitialize(count: 1)
+            mutex.deallocate()
         }
 
-        func set(_ t: Int, _ r: ScanContext.Result) { slots[t] = r }
-        func get(_ t: Int) -> ScanContext.Result { slots[t] }
+        /// Whether a run before run k has found a near-duplicate, so that k need not go on.
+        func stopped(after k: Int) -> Bool {
+            pthread_mutex_lock(mutex)
+            defer { pthread_mutex_unlock(mutex) }
+            return first < k
+        }
+
+        func add(_ k: Int, _ r: ScanContext.Result) {
+            pthread_mutex_lock(mutex)
+            defer { pthread_mutex_unlock(mutex) }
+            total.comparisons += r.comparisons
+            total.scanned += r.scanned
+            if let found = r.found, k < first {
+                first = k
+                total.found = found
+            }
+        }
+
+        func result() -> ScanContext.Result {
+            pthread_mutex_lock(mutex)
+            defer { pthread_mutex_unlock(mutex) }
+            return total
+        }
     }
 
     private func context(_ n: Int, _ lo: Int, _ hi: Int) -> ScanContext {
-        ScanContext(threshold: threshold, n: n, lo: lo, hi: hi, bins: bins, probeSketches: probeSketches, probeSums: probeSums,
+        ScanContext(threshold: threshold, n: n, lo: lo, hi: hi, bins: bins, probeSketches: probeSketches, probeSums: probeSums, probeSAD: probeSAD,
                     probe: probe, narrow: narrow, wide: wide, spans: spans)
     }
 
@@ -332,6 +386,7 @@ struct ScanContext: Sendable {
     let bins: [SketchJoin.Bin]
     let probeSketches: [[SIMD16<UInt8>]]
     let probeSums: [Int]
+    let probeSAD: [[SIMD16<UInt8>]]
     let probe: ProbeTrigrams
     let narrow: [UInt32]
     let wide: [UInt64]
@@ -363,12 +418,18 @@ struct ScanContext: Sendable {
             var entry = 0
             while entry < count {
                 let e = bin.sketches.withUnsafeBufferPointer { sketches in
+                    #if arch(x86_64)
+                    probeSAD[g].withUnsafeBufferPointer { x in
+                        Self.nextCandidateSAD(sketches.baseAddress!, x.baseAddress!, slack, entry, count, vectors)
+                    }
+                    #else
                     bin.sums.withUnsafeBufferPointer { sums in
                         probeSketches[g].withUnsafeBufferPointer { x in
                             let k = Sketches(sketches: sketches.baseAddress!, sums: sums.baseAddress!, x: x.baseAddress!, base: base)
                             return Self.nextCandidate(k, entry, count, vectors)
                         }
                     }
+                    #endif
                 }
                 if e >= count { break }
                 let m = Int(bin.sizes[e])
@@ -417,6 +478,33 @@ struct ScanContext: Sendable {
         default: return Kernel<AnyVectors>.next(k, from, count, vectors)
         }
     }
+
+    #if arch(x86_64)
+    /// `nextCandidate` by sums of absolute differences: the first entry in from..<count whose
+    /// L = Σ|cx − cy| is at most `slack`, or `count`.
+    @inline(__always)
+    private static func nextCandidateSAD(_ p: UnsafePointer<SIMD16<UInt8>>, _ x: UnsafePointer<SIMD16<UInt8>>, _ slack: Int,
+                                         _ from: Int, _ count: Int, _ vectors: Int) -> Int {
+        switch vectors {
+        case 2: return SADKernel<Vectors2>.next(p, x, slack, from, count)
+        case 3: return SADKernel<Vectors3>.next(p, x, slack, from, count)
+        case 4: return SADKernel<Vectors4>.next(p, x, slack, from, count)
+        case 5: return SADKernel<Vectors5>.next(p, x, slack, from, count)
+        case 6: return SADKernel<Vectors6>.next(p, x, slack, from, count)
+        case 7: return SADKernel<Vectors7>.next(p, x, slack, from, count)
+        case 8: return SADKernel<Vectors8>.next(p, x, slack, from, count)
+        case 9: return SADKernel<Vectors9>.next(p, x, slack, from, count)
+        case 10: return SADKernel<Vectors10>.next(p, x, slack, from, count)
+        case 11: return SADKernel<Vectors11>.next(p, x, slack, from, count)
+        case 12: return SADKernel<Vectors12>.next(p, x, slack, from, count)
+        case 13: return SADKernel<Vectors13>.next(p, x, slack, from, count)
+        case 14: return SADKernel<Vectors14>.next(p, x, slack, from, count)
+        case 15: return SADKernel<Vectors15>.next(p, x, slack, from, count)
+        case 16: return SADKernel<Vectors16>.next(p, x, slack, from, count)
+        default: return SADKernel<AnyVectors>.next(p, x, slack, from, count, vectors)
+        }
+    }
+    #endif
 
     /// Whether accepted set j shares at least `need` trigrams with the probe; stops once it does
     /// or cannot.
@@ -512,6 +600,45 @@ fileprivate enum Kernel<Length: SketchLength> {
         return Int(truncatingIfNeeded: (s &* 0x0001_0001_0001_0001) &>> 48)
     }
 }
+
+#if arch(x86_64)
+/// The sketch comparison on x86-64: L = Σ|cx − cy| directly, with PSADBW. Equal to
+/// Σcx + Σcy − 2·Σmin(cx, cy), so it keeps exactly the entries `Kernel` keeps.
+fileprivate enum SADKernel<Length: SketchLength> {
+    @inline(__always)
+    static func next(_ sketches: UnsafePointer<SIMD16<UInt8>>, _ x: UnsafePointer<SIMD16<UInt8>>, _ slack: Int,
+                     _ from: Int, _ count: Int, _ length: Int = 0) -> Int {
+        let vectors = Length.vectors > 0 ? Length.vectors : length
+        var e = from
+        var p = sketches + e * vectors
+        while e < count {
+            if distance(p, x, vectors) <= slack { return e }
+            e += 1
+            p += vectors
+        }
+        return count
+    }
+
+    /// Σ|cx − cy| over a packed sketch of `vectors` vectors and the probe's `probeSAD` form.
+    @inline(__always)
+    static func distance(_ p: UnsafePointer<SIMD16<UInt8>>, _ x: UnsafePointer<SIMD16<UInt8>>, _ vectors: Int) -> Int {
+        let low = SIMD16<UInt8>(repeating: 0x0F), high = SIMD16<UInt8>(repeating: 0xF0)
+        var accLow = SIMD2<UInt64>(), accHigh = SIMD2<UInt64>()
+        for v in 0..<(Length.vectors > 0 ? Length.vectors : vectors) {
+            let y = p[v]
+            accLow &+= sad(y & low, x[2 * v])
+            accHigh &+= sad(y & high, x[2 * v + 1])
+        }
+        // The high nibbles' differences were summed times 16.
+        let total = accLow &+ (accHigh &>> 4)
+        return Int(truncatingIfNeeded: total[0] &+ total[1])
+    }
+
+    @inline(__always) static func sad(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD2<UInt64> {
+        unsafeBitCast(_mm_sad_epu8(unsafeBitCast(a, to: __m128i.self), unsafeBitCast(b, to: __m128i.self)), to: SIMD2<UInt64>.self)
+    }
+}
+#endif
 
 /// The reference answer: every new text compared with every accepted one.
 public enum BruteForceNearDuplicates {
