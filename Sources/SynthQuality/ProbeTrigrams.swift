@@ -3,8 +3,9 @@
 ///
 /// `load` gives exactly the set `Trigrams.set` gives, in order of first appearance instead of
 /// sorted. ASCII texts (almost all of them) are read byte by byte with the same normalisation and
-/// de-duplicated in a small hash table as they are read; any other text goes through
-/// `Trigrams.set` itself.
+/// de-duplicated as they are read in a bitmap of all 2^21 ASCII trigrams (a test and a set per
+/// trigram, without a branch); any other text goes through `Trigrams.set` itself and a small hash
+/// table.
 struct ProbeTrigrams {
     /// The distinct trigrams (packed as `Trigrams.set` packs them), in order of first appearance.
     private(set) var keys: [UInt64] = []
@@ -16,18 +17,20 @@ struct ProbeTrigrams {
     private var shift: UInt64 = 64 - 10
     /// Where each of `keys` sits in `table`, to empty it for the next text.
     private var slots: [Int] = []
+    /// The loaded ASCII text's trigrams as bits of `bitmap(_:)`, when `ascii`; else they are in
+    /// `table`. Allocated on the first ASCII text.
+    private var seen: [UInt64] = []
+    private var ascii = false
 
     var count: Int { keys.count }
 
     /// Makes the trigrams of `string` the loaded ones.
     mutating func load(_ string: String) {
         clear()
-        let ascii = string.utf8.withContiguousStorageIfAvailable { bytes in
-            reserve(bytes.count)
-            return fill(bytes.count) { add in Self.asciiTrigrams(bytes, add) }
-        } ?? false
+        let ascii = string.utf8.withContiguousStorageIfAvailable { bytes in fillASCII(bytes) } ?? false
         if !ascii {
             clear()
+            self.ascii = false
             let trigrams = Trigrams.set(string)
             reserve(trigrams.count)
             _ = fill(trigrams.count) { add in
@@ -39,7 +42,11 @@ struct ProbeTrigrams {
 
     /// Whether `trigram` is one of the loaded text's.
     @inline(__always) func contains(_ trigram: UInt64) -> Bool {
-        table.withUnsafeBufferPointer { table in
+        if ascii {
+            guard let i = Self.bitmap(trigram) else { return false }
+            return seen.withUnsafeBufferPointer { seen in seen[i >> 6] >> UInt64(i & 63) & 1 != 0 }
+        }
+        return table.withUnsafeBufferPointer { table in
             let key = trigram &+ 1
             let mask = table.count - 1
             var i = Int(truncatingIfNeeded: Self.mix(trigram) >> shift)
@@ -82,10 +89,48 @@ struct ProbeTrigrams {
         return true
     }
 
-    /// Empties the table of the loaded text's trigrams.
+    /// The bit of an ASCII trigram (three scalars below 128) in `seen`, else nil.
+    @inline(__always) static func bitmap(_ trigram: UInt64) -> Int? {
+        let a = trigram >> 42, b = trigram >> 21 & 0x1F_FFFF, c = trigram & 0x1F_FFFF
+        return a | b | c < 128 ? Int(truncatingIfNeeded: a << 14 | b << 7 | c) : nil
+    }
+
+    /// Loads an ASCII text's distinct trigrams through the bitmap. False (with what was read so
+    /// far loaded, for `clear` to remove) when the text is not ASCII.
+    private mutating func fillASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        if seen.isEmpty { seen = Array(repeating: 0, count: 1 << 15) }
+        ascii = true
+        var ok = true
+        let keys = [UInt64](unsafeUninitializedCapacity: Swift.max(1, bytes.count)) { out, count in
+            var k = 0
+            seen.withUnsafeMutableBufferPointer { seen in
+                ok = Self.asciiTrigrams(bytes) { trigram in
+                    // Three 7-bit scalars: a << 42 | b << 21 | c.
+                    let i = Int(truncatingIfNeeded: trigram >> 28 | (trigram >> 14) & 0x3F80 | trigram & 0x7F)
+                    let bit: UInt64 = 1 << UInt64(i & 63)
+                    let word = seen[i >> 6]
+                    seen[i >> 6] = word | bit
+                    out[k] = trigram
+                    k += word & bit == 0 ? 1 : 0
+                }
+            }
+            count = k
+        }
+        self.keys = keys
+        hashes = keys.map { UInt32(truncatingIfNeeded: Self.mix($0)) }
+        return ok
+    }
+
+    /// Empties the table (or the bitmap) of the loaded text's trigrams.
     private mutating func clear() {
-        table.withUnsafeMutableBufferPointer { table in
-            for i in slots { table[i] = 0 }
+        if ascii {
+            seen.withUnsafeMutableBufferPointer { seen in
+                for trigram in keys { seen[Self.bitmap(trigram)! >> 6] = 0 }
+            }
+        } else {
+            table.withUnsafeMutableBufferPointer { table in
+                for i in slots { table[i] = 0 }
+            }
         }
         keys.removeAll(keepingCapacity: true)
         hashes.removeAll(keepingCapacity: true)
