@@ -292,7 +292,7 @@ struct SketchJoin {
         DispatchQueue.concurrentPerform(iterations: parts.count) { k in
             for i in parts[k] {
                 if shared.stopped(after: k) { return }
-                let r = context.scan([i])
+                let r = context.scan(CollectionOfOne(i))
                 shared.add(k, r)
                 if r.found != nil { return }
             }
@@ -401,7 +401,7 @@ struct ScanContext: Sendable {
 
     /// Scans the bins in `order` and verifies the pairs their sketches leave, up to the first
     /// near-duplicate.
-    func scan(_ order: [Int]) -> Result {
+    func scan<Order: Sequence<Int>>(_ order: Order) -> Result {
         var result = Result()
         let num = threshold.num, den = threshold.den
         for i in order {
