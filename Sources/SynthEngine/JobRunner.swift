@@ -5,6 +5,7 @@ import SynthProto
 import SynthQuality
 import SynthSpec
 import SynthStore
+import Synchronization
 
 /// Counts gathered between two commits.
 struct StatsDelta {
@@ -195,6 +196,9 @@ final class JobRunner: Sendable {
         // its answer is in, so the next request leaves while the answer is still being checked.
         // Up to twice as many attempts exist at once: the others are being checked or waiting.
         let requests = AsyncSemaphore(concurrency)
+        // Set by the first fatal answer (400, 401, 403, quota) before it gives its permit back:
+        // attempts still waiting then never send, so a job that cannot go on stops at once.
+        let halted = HaltFlag()
         let attemptsAtOnce = 2 * concurrency
         let drives: [String: (String, String)] = Dictionary(uniqueKeysWithValues: plan.cells.compactMap { cell in
             prompts.drivePair(axis: cell.axis).map { (cell.axis, ($0.0.name, $0.1.name)) }
@@ -218,7 +222,8 @@ final class JobRunner: Sendable {
                         let v = variation
                         group.addTask {
                             try await self.attempt(slot, variation: v, request: request, plan: plan, prompts: prompts, route: route,
-                                                   client: client, requests: requests, drives: drives, gate: gate, queue: queue)
+                                                   client: client, requests: requests, halted: halted, drives: drives, gate: gate,
+                                                   queue: queue)
                         }
                     }
                     while inFlight < attemptsAtOnce, !todo.isEmpty { launch(todo.removeFirst()) }
@@ -240,15 +245,21 @@ final class JobRunner: Sendable {
 
     /// One request for one slot; true when it produced an accepted record.
     func attempt(_ slot: Slot, variation: Int, request: PBJobRequest, plan: PBPlan, prompts: PromptBuilder, route: ModelRoute,
-                 client: LLMClient, requests: AsyncSemaphore, drives: [String: (String, String)], gate: QualityGate,
-                 queue: CommitQueue) async throws -> (Slot, Bool) {
+                 client: LLMClient, requests: AsyncSemaphore, halted: HaltFlag, drives: [String: (String, String)],
+                 gate: QualityGate, queue: CommitQueue) async throws -> (Slot, Bool) {
         let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: variation),
                                jsonSchema: prompts.jsonSchema(for: slot), schemaName: request.schema, maxTokens: prompts.maxTokens)
         let completion: ChatCompletion
         do {
             try await requests.acquire()
             defer { requests.release() }
-            completion = try await client.complete(chat)
+            if let fatal = halted.error { throw fatal }
+            do {
+                completion = try await client.complete(chat)
+            } catch let e as ProviderError where e.kind == .fatal {
+                halted.set(e)
+                throw e
+            }
         } catch let e as ProviderError where e.kind == .unusable {
             queue.add(nil) { $0.generated += 1; $0.reject(.formatInvalid, .unusable, cell: slot.cell) }
             return (slot, false)
@@ -359,4 +370,12 @@ final class JobRunner: Sendable {
             return (job.job.accepted, cost.quotaRecords, Int64((cost.totalUsd * 1_000_000).rounded()))
         })
     }
+}
+
+/// The first fatal answer of a job, shared by its attempts: those still waiting to send end with
+/// it too, whichever of them the job hears of first.
+final class HaltFlag: Sendable {
+    private let first = Mutex<ProviderError?>(nil)
+    var error: ProviderError? { first.withLock { $0 } }
+    func set(_ e: ProviderError) { first.withLock { if $0 == nil { $0 = e } } }
 }
