@@ -12,14 +12,7 @@ public struct Transaction {
 
     /// The value stored under `key`, copied out; nil when there is none.
     public func get(_ table: Store.Table, _ key: [UInt8]) throws -> [UInt8]? {
-        try key.withUnsafeBytes { kb in
-            var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
-            var v = MDB_val()
-            let rc = mdb_get(txn, store.dbi(table), &k, &v)
-            if rc == MDB_NOTFOUND { return nil }
-            try StoreError.check(rc, "mdb_get \(table.rawValue)")
-            return Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
-        }
+        try withValue(table, key) { Array($0) }
     }
 
     /// Calls `body` with the value stored under `key`, in place (borrowed for the call only);
