@@ -31,12 +31,15 @@ extension Service {
             var cursor = req.afterSeq
             var lastSent: PBJob?
             var lastKeyCheck = ContinuousClock.now
+            // The key is checked again every `recheck`, also between batches of a long backlog.
+            func recheckKey() throws {
+                guard ContinuousClock.now - lastKeyCheck >= recheck else { return }
+                try ensureKeyActive(ctx)
+                lastKeyCheck = .now
+            }
             var wakes = wake.makeAsyncIterator()
             while true {
-                if ContinuousClock.now - lastKeyCheck >= recheck {
-                    try ensureKeyActive(ctx)
-                    lastKeyCheck = .now
-                }
+                try recheckKey()
                 job = try self.job(jobID, ctx)
                 if !req.progressOnly, req.batchBytes > 0 {
                     let upTo = job.job.lastSeq
@@ -47,10 +50,7 @@ extension Service {
                         if batch.count == 0 { break }
                         cursor = batch.last
                         try await ctx.sendPayload(batch.payload(callID: ctx.callID, sequenced: true))
-                        if ContinuousClock.now - lastKeyCheck >= recheck {
-                            try ensureKeyActive(ctx)
-                            lastKeyCheck = .now
-                        }
+                        try recheckKey()
                     }
                 } else if !req.progressOnly {
                     while cursor < job.job.lastSeq {
@@ -60,10 +60,7 @@ extension Service {
                         if batch.isEmpty { break }
                         try await ctx.sendRecords(batch)
                         cursor = batch.last!.seq
-                        if ContinuousClock.now - lastKeyCheck >= recheck {
-                            try ensureKeyActive(ctx)
-                            lastKeyCheck = .now
-                        }
+                        try recheckKey()
                     }
                 }
                 if lastSent != job.job {

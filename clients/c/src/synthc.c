@@ -666,60 +666,32 @@ static int decode_frame(const uint8_t *p, size_t n, struct frame *f)
 	return 0;
 }
 
-/* A Record {seq, json}. 0 or -1. */
-static int decode_record(const uint8_t *p, size_t n, uint64_t *seq, const uint8_t **json, size_t *json_len)
+/* A message of varint fields 1..nints (into ints[]) and one bytes field (field nints + 1, into
+ * *bytes and *len); other fields are skipped. Record {seq, json} and RecordBatch {first_seq,
+ * last_seq, count, jsonl} are both of this shape. 0 or -1. */
+static int decode_flat(const uint8_t *p, size_t n, uint64_t *ints, uint32_t nints, const uint8_t **bytes, size_t *len)
 {
 	const uint8_t *end = p + n;
-	*seq = 0;
-	*json = (const uint8_t *)"";
-	*json_len = 0;
+	memset(ints, 0, nints * sizeof *ints);
+	*bytes = (const uint8_t *)"";
+	*len = 0;
 	while (p < end) {
 		uint32_t field;
 		int wt;
 		uint64_t v;
 		const uint8_t *body;
-		size_t len;
-		if (wire_field(&p, end, &field, &wt, &v, &body, &len) != 0)
+		size_t l;
+		if (wire_field(&p, end, &field, &wt, &v, &body, &l) != 0)
 			return -1;
-		if (field == 1) {
+		if (field >= 1 && field <= nints) {
 			if (wt != 0)
 				return -1;
-			*seq = v;
-		} else if (field == 2) {
+			ints[field - 1] = v;
+		} else if (field == nints + 1) {
 			if (wt != 2)
 				return -1;
-			*json = body;
-			*json_len = len;
-		}
-	}
-	return 0;
-}
-
-/* A RecordBatch {first_seq, last_seq, count, jsonl}. 0 or -1. */
-static int decode_batch(const uint8_t *p, size_t n, uint64_t *first, uint64_t *last, uint64_t *count,
-			const uint8_t **jsonl, size_t *jsonl_len)
-{
-	const uint8_t *end = p + n;
-	*first = *last = *count = 0;
-	*jsonl = (const uint8_t *)"";
-	*jsonl_len = 0;
-	while (p < end) {
-		uint32_t field;
-		int wt;
-		uint64_t v;
-		const uint8_t *body;
-		size_t len;
-		if (wire_field(&p, end, &field, &wt, &v, &body, &len) != 0)
-			return -1;
-		if (field >= 1 && field <= 3) {
-			if (wt != 0)
-				return -1;
-			*(field == 1 ? first : field == 2 ? last : count) = v;
-		} else if (field == 4) {
-			if (wt != 2)
-				return -1;
-			*jsonl = body;
-			*jsonl_len = len;
+			*bytes = body;
+			*len = l;
 		}
 	}
 	return 0;
@@ -1362,7 +1334,7 @@ int synthc_stream_next(synthc_stream *s, synthc_item *item)
 			uint64_t seq;
 			const uint8_t *json;
 			size_t jl;
-			if (decode_record(ev, evlen, &seq, &json, &jl) != 0)
+			if (decode_flat(ev, evlen, &seq, 1, &json, &jl) != 0)
 				STREAM_PROTO_FAIL(s, "MALFORMED_MESSAGE", "a record in the %s stream does not decode",
 						  stream_method(s));
 			if (s->kind == S_WATCH) {
@@ -1386,12 +1358,13 @@ int synthc_stream_next(synthc_stream *s, synthc_item *item)
 			return 1;
 		}
 		if (which == 3) {
-			uint64_t first, last, count;
+			uint64_t b[3];
 			const uint8_t *jsonl;
 			size_t jl;
-			if (decode_batch(ev, evlen, &first, &last, &count, &jsonl, &jl) != 0)
+			if (decode_flat(ev, evlen, b, 3, &jsonl, &jl) != 0)
 				STREAM_PROTO_FAIL(s, "MALFORMED_MESSAGE", "a record batch in the %s stream does not decode",
 						  stream_method(s));
+			uint64_t first = b[0], last = b[1], count = b[2];
 			if (!s->batches)
 				STREAM_PROTO_FAIL(s, "UNEXPECTED_FRAME", "synthd sent a record batch on a %s stream that asked for records",
 						  stream_method(s));
