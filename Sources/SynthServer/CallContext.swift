@@ -1,6 +1,7 @@
 import NIOCore
 import SwiftProtobuf
 import SynthProto
+import SynthWire
 
 /// Who is calling and where the answers go.
 public struct CallContext: Sendable {
@@ -24,12 +25,12 @@ public struct CallContext: Sendable {
 /// and `write` suspends while the socket is not writable, so a slow reader holds back its
 /// writers instead of growing a buffer.
 struct FrameWriter: Sendable {
-    let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    let outbound: NIOAsyncChannelOutboundWriter<OutboundFrame>
     let allocator: ByteBufferAllocator
 
     func write(_ frame: PBFrame) async throws {
         let bytes: [UInt8] = try frame.serializedBytes()
-        try await outbound.write(allocator.buffer(bytes: bytes))
+        try await outbound.write(.payload(allocator.buffer(bytes: bytes)))
     }
 }
 
@@ -38,9 +39,9 @@ extension CallContext {
     /// frames to one flush. The frames are encoded directly, byte for byte what SwiftProtobuf
     /// would write, without building a message per record.
     func sendRecords(_ records: some Sequence<(seq: UInt64, json: [UInt8])>) async throws {
-        var buffers: [ByteBuffer] = []
+        var buffers: [OutboundFrame] = []
         for r in records {
-            buffers.append(writer.allocator.buffer(bytes: RecordFrame.encode(callID: callID, seq: r.seq, json: r.json)))
+            buffers.append(.payload(writer.allocator.buffer(bytes: RecordFrame.encode(callID: callID, seq: r.seq, json: r.json))))
         }
         if !buffers.isEmpty { try await writer.outbound.write(contentsOf: buffers) }
     }
@@ -94,7 +95,12 @@ enum RecordFrame {
 extension CallContext {
     /// Sends a frame payload made elsewhere (a record batch).
     func sendPayload(_ payload: ByteBuffer) async throws {
-        try await writer.outbound.write(payload)
+        try await writer.outbound.write(.payload(payload))
+    }
+
+    /// Sends a frame whose last bytes come straight from a file (a record batch from an export).
+    func sendPayload(_ head: ByteBuffer, fileTail: FileSlice) async throws {
+        try await writer.outbound.write(.withFileTail(head, fileTail))
     }
 }
 
@@ -117,11 +123,16 @@ struct RecordBatchBuilder {
 
     /// `requested` is the call's batch_bytes; `maxFrameSize` the connection's frame limit.
     init(allocator: ByteBufferAllocator, requested: UInt32, maxFrameSize: Int) {
-        let size = Int(min(max(requested, Self.sizes.lowerBound), Self.sizes.upperBound))
-        limit = max(1, min(size, maxFrameSize - Self.headroom))
+        limit = Self.limit(requested: requested, maxFrameSize: maxFrameSize)
         buffer = allocator.buffer(capacity: Self.headroom + limit + 1024)
         buffer.moveWriterIndex(forwardBy: Self.headroom)
         buffer.moveReaderIndex(forwardBy: Self.headroom)
+    }
+
+    /// The most JSON-line bytes in one batch (a single larger record still goes, alone).
+    static func limit(requested: UInt32, maxFrameSize: Int) -> Int {
+        let size = Int(min(max(requested, sizes.lowerBound), sizes.upperBound))
+        return max(1, min(size, maxFrameSize - headroom))
     }
 
     /// Adds a record's line unless the batch is full. An empty batch takes any record, so a record
@@ -139,23 +150,33 @@ struct RecordBatchBuilder {
     /// The frame payload, made in place: the builder is done after this. `sequenced` false leaves
     /// first_seq and last_seq out (split order).
     mutating func payload(callID: UInt64, sequenced: Bool) -> ByteBuffer {
-        let jsonl = buffer.readableBytes
+        let head = Self.head(callID: callID, first: sequenced ? first : 0, last: sequenced ? last : 0, count: UInt64(count),
+                             jsonlBytes: buffer.readableBytes)
+        let start = buffer.readerIndex - head.count
+        buffer.setBytes(head, at: start)
+        buffer.moveReaderIndex(to: start)
+        return buffer
+    }
+
+    /// Everything of a record-batch frame's payload before its JSON lines: the Frame, response
+    /// and RecordBatch headers, and the fields before `jsonl` (0 leaves a field out).
+    static func head(callID: UInt64, first: UInt64, last: UInt64, count: UInt64, jsonlBytes: Int) -> [UInt8] {
         var batch: [UInt8] = []
-        if sequenced, first != 0 {
+        if first != 0 {
             batch.append(0x08)
             RecordFrame.putVarint(first, &batch)
         }
-        if sequenced, last != 0 {
+        if last != 0 {
             batch.append(0x10)
             RecordFrame.putVarint(last, &batch)
         }
         if count != 0 {
             batch.append(0x18)
-            RecordFrame.putVarint(UInt64(count), &batch)
+            RecordFrame.putVarint(count, &batch)
         }
         batch.append(0x22)
-        RecordFrame.putVarint(UInt64(jsonl), &batch)
-        let batchSize = batch.count + jsonl
+        RecordFrame.putVarint(UInt64(jsonlBytes), &batch)
+        let batchSize = batch.count + jsonlBytes
         var head: [UInt8] = []
         if callID != 0 {
             head.append(0x08)
@@ -166,10 +187,6 @@ struct RecordBatchBuilder {
         RecordFrame.putVarint(UInt64(response), &head)
         head.append(0x1A)
         RecordFrame.putVarint(UInt64(batchSize), &head)
-        head += batch
-        let start = buffer.readerIndex - head.count
-        buffer.setBytes(head, at: start)
-        buffer.moveReaderIndex(to: start)
-        return buffer
+        return head + batch
     }
 }

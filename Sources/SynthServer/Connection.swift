@@ -7,7 +7,7 @@ import SynthWire
 /// One client connection: reads frames, runs each call as its own child task, writes the
 /// answers. Its errors are its own: they end this connection and nothing else.
 struct Connection {
-    let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    let channel: NIOAsyncChannel<ByteBuffer, OutboundFrame>
     let server: Server
 
     func run() async {

@@ -22,7 +22,7 @@ public final class Server: @unchecked Sendable {
     let group: MultiThreadedEventLoopGroup
     private let lock = NSLock()
     private var runTask: Task<Void, Never>?
-    private var listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>] = []
+    private var listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, OutboundFrame>, Never>] = []
     private var connections: [ObjectIdentifier: ConnectionState] = [:]
 
     func register(_ state: ConnectionState) { lock.withLock { connections[ObjectIdentifier(state)] = state } }
@@ -44,17 +44,17 @@ public final class Server: @unchecked Sendable {
         Task.detached(priority: .utility) { _ = DomainSpellCheck.shared.isAvailable }
         var bound = Bound()
         let maxFrame = config.maxFrameSize
-        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, ByteBuffer>> = { child in
+        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, OutboundFrame>> = { child in
             child.eventLoop.makeCompletedFuture {
                 try child.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrame)))
                 try child.pipeline.syncOperations.addHandler(FrameOutboundHandler(maxFrameSize: maxFrame))
-                return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
+                return try NIOAsyncChannel<ByteBuffer, OutboundFrame>(wrappingChannelSynchronously: child)
             }
         }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-        var listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>] = []
+        var listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, OutboundFrame>, Never>] = []
         do {
             if let path = config.unixPath {
                 try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -88,7 +88,7 @@ public final class Server: @unchecked Sendable {
         return (host.isEmpty ? "127.0.0.1" : host, port)
     }
 
-    private func serve(_ listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>]) async {
+    private func serve(_ listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, OutboundFrame>, Never>]) async {
         await withDiscardingTaskGroup { group in
             for listener in listeners {
                 group.addTask {

@@ -3,6 +3,7 @@ import SynthEngine
 import SynthProto
 import SynthSpec
 import SynthStore
+import SynthWire
 
 extension Service {
     static let recordBatch = 512
@@ -43,6 +44,11 @@ extension Service {
                 job = try self.job(jobID, ctx)
                 if !req.progressOnly, req.batchBytes > 0 {
                     let upTo = job.job.lastSeq
+                    // An ended job's records are final: they go from its export file when it can be had.
+                    if cursor < upTo, JobStatus(rawValue: job.job.status)?.isTerminal == true {
+                        cursor = try await sendFromExport(jobID: jobID, after: cursor, upTo: upTo, batchBytes: req.batchBytes, ctx,
+                                                          recheck: recheckKey)
+                    }
                     while cursor < upTo {
                         var batch = RecordBatchBuilder(allocator: ctx.writer.allocator, requested: req.batchBytes,
                                                        maxFrameSize: config.maxFrameSize)
@@ -76,6 +82,43 @@ extension Service {
             }
             group.cancelAll()
         }
+    }
+
+    /// Sends the records after `after`, up to `upTo`, of an ended job from its export
+    /// (RecordExport): batches whose JSON lines go from the file to the socket with sendfile.
+    /// Returns how far it got; when the export cannot be had, the caller goes on from there with
+    /// records read from the database.
+    func sendFromExport(jobID: String, after: UInt64, upTo: UInt64, batchBytes: UInt32, _ ctx: CallContext,
+                        recheck: () throws -> Void) async throws -> UInt64 {
+        let store = self.store
+        let export: RecordExport
+        do {
+            // Loading is quick; making one reads every record, so it runs off the cooperative pool.
+            export = try await withCheckedThrowingContinuation { done in
+                DispatchQueue.global().async { done.resume(with: Result { try store.recordExport(jobID: jobID, count: upTo) }) }
+            }
+        } catch {
+            logger.warning("no export of an ended job; its records are read from the database",
+                           metadata: ["job": "\(jobID)", "error": "\(error)"])
+            return after
+        }
+        let limit = RecordBatchBuilder.limit(requested: batchBytes, maxFrameSize: config.maxFrameSize)
+        var cursor = after
+        while let r = export.range(after: cursor, upTo: upTo, maxBytes: limit) {
+            let fd: CInt
+            do {
+                fd = try export.open(covering: r.offset + r.length)
+            } catch {
+                store.forgetExport(jobID: jobID)
+                logger.warning("an export went missing; the rest is read from the database", metadata: ["job": "\(jobID)", "error": "\(error)"])
+                return cursor
+            }
+            let head = RecordBatchBuilder.head(callID: ctx.callID, first: r.first, last: r.last, count: r.last - r.first + 1, jsonlBytes: r.length)
+            try await ctx.sendPayload(ctx.writer.allocator.buffer(bytes: head), fileTail: FileSlice(descriptor: fd, offset: r.offset, length: r.length))
+            cursor = r.last
+            try recheck()
+        }
+        return cursor
     }
 
     func ensureKeyActive(_ ctx: CallContext) throws {

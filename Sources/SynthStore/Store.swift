@@ -17,6 +17,8 @@ public final class Store: @unchecked Sendable {
     private let env: OpaquePointer
     private var dbis: [Table: MDB_dbi] = [:]
     private let writeLock = NSLock()
+    /// Exports of finished jobs loaded lately (RecordExport.swift).
+    let exports = ExportCache()
     // Readers hold it shared; a map resize holds it exclusively (LMDB requires no live transaction
     // in this process while the map size changes).
     private let resizeLock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)

@@ -7,6 +7,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         case corrupt
         case conflict
         case notFound
+        /// A file beside the database (an export) could not be read or written.
+        case io
     }
 
     public var code: Code

@@ -1,4 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
+import Synchronization
 
 /// Writes each outbound payload as one frame: its 4-byte big-endian length, then the bytes.
 public struct FrameEncoder: MessageToByteEncoder, Sendable {
@@ -28,13 +32,47 @@ public struct FrameEncoder: MessageToByteEncoder, Sendable {
     }
 }
 
+/// A byte range of an open file that ends a frame, sent from the page cache with sendfile(2).
+/// It owns its descriptor until `FrameOutboundHandler` takes it; a slice that is never written
+/// closes the descriptor when it is released.
+public final class FileSlice: Sendable {
+    private let descriptor: Mutex<CInt>
+    public let offset: Int
+    public let length: Int
+
+    public init(descriptor: CInt, offset: Int, length: Int) {
+        self.descriptor = Mutex(descriptor)
+        self.offset = offset
+        self.length = length
+    }
+
+    /// The descriptor, once: the caller closes it from then on.
+    func take() -> CInt? {
+        descriptor.withLock { fd in
+            defer { fd = -1 }
+            return fd >= 0 ? fd : nil
+        }
+    }
+
+    deinit {
+        if let fd = take() { close(fd) }
+    }
+}
+
+/// What a server writes: a whole frame payload, or a payload whose last bytes are a file slice
+/// (a record batch's JSON lines), which go from the file to the socket without being copied in.
+public enum OutboundFrame: Sendable {
+    case payload(ByteBuffer)
+    case withFileTail(ByteBuffer, FileSlice)
+}
+
 /// Writes each outbound payload as one frame, like `MessageToByteHandler(FrameEncoder)`, without
 /// copying a large payload: its 4-byte length goes as a buffer of its own, in front of the payload
 /// itself, and the socket gathers both in one write. Small payloads are still joined to their
-/// length in one buffer.
+/// length in one buffer. A frame with a file tail is its length and head, then a `FileRegion`.
 public final class FrameOutboundHandler: ChannelOutboundHandler, RemovableChannelHandler {
-    public typealias OutboundIn = ByteBuffer
-    public typealias OutboundOut = ByteBuffer
+    public typealias OutboundIn = OutboundFrame
+    public typealias OutboundOut = IOData
 
     /// Payloads below this are copied behind their length rather than written separately.
     static let joinBelow = 16 * 1024
@@ -45,25 +83,51 @@ public final class FrameOutboundHandler: ChannelOutboundHandler, RemovableChanne
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let payload = unwrapOutboundIn(data)
-        guard payload.readableBytes > 0 else {
+        switch unwrapOutboundIn(data) {
+        case .payload(let payload):
+            guard check(payload.readableBytes, promise) else { return }
+            if payload.readableBytes < Self.joinBelow {
+                context.write(wrapOutboundOut(.byteBuffer(joined(payload, size: payload.readableBytes, context))), promise: promise)
+            } else {
+                var head = context.channel.allocator.buffer(capacity: FrameDecoder.prefixSize)
+                head.writeInteger(UInt32(payload.readableBytes), endianness: .big)
+                context.write(wrapOutboundOut(.byteBuffer(head)), promise: nil)
+                context.write(wrapOutboundOut(.byteBuffer(payload)), promise: promise)
+            }
+        case .withFileTail(let head, let slice):
+            let size = head.readableBytes + slice.length
+            guard check(size, promise) else { return }
+            guard let fd = slice.take() else {
+                promise?.fail(WireError(.malformedFrame, "a file slice was written twice"))
+                return
+            }
+            context.write(wrapOutboundOut(.byteBuffer(joined(head, size: size, context))), promise: nil)
+            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
+            let region = FileRegion(fileHandle: handle, readerIndex: slice.offset, endIndex: slice.offset + slice.length)
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenComplete { _ in try? handle.close() }
+            if let promise { written.futureResult.cascade(to: promise) }
+            context.write(wrapOutboundOut(.fileRegion(region)), promise: written)
+        }
+    }
+
+    private func check(_ size: Int, _ promise: EventLoopPromise<Void>?) -> Bool {
+        guard size > 0 else {
             promise?.fail(WireError(.emptyFrame, "refusing to send an empty frame"))
-            return
+            return false
         }
-        guard payload.readableBytes <= maxFrameSize else {
-            promise?.fail(WireError.tooLarge(UInt32(clamping: payload.readableBytes), max: maxFrameSize))
-            return
+        guard size <= maxFrameSize else {
+            promise?.fail(WireError.tooLarge(UInt32(clamping: size), max: maxFrameSize))
+            return false
         }
-        if payload.readableBytes < Self.joinBelow {
-            var out = context.channel.allocator.buffer(capacity: FrameDecoder.prefixSize + payload.readableBytes)
-            out.writeInteger(UInt32(payload.readableBytes), endianness: .big)
-            out.writeImmutableBuffer(payload)
-            context.write(wrapOutboundOut(out), promise: promise)
-        } else {
-            var head = context.channel.allocator.buffer(capacity: FrameDecoder.prefixSize)
-            head.writeInteger(UInt32(payload.readableBytes), endianness: .big)
-            context.write(wrapOutboundOut(head), promise: nil)
-            context.write(wrapOutboundOut(payload), promise: promise)
-        }
+        return true
+    }
+
+    /// The frame's length (`size`, which may count bytes still to come) and then `bytes`.
+    private func joined(_ bytes: ByteBuffer, size: Int, _ context: ChannelHandlerContext) -> ByteBuffer {
+        var out = context.channel.allocator.buffer(capacity: FrameDecoder.prefixSize + bytes.readableBytes)
+        out.writeInteger(UInt32(size), endianness: .big)
+        out.writeImmutableBuffer(bytes)
+        return out
     }
 }

@@ -706,6 +706,70 @@ import SynthSpec
         }
     }
 
+    @Test func anEndedJobsBatchesComeFromItsExportAndADamagedExportIsNeverSent() async throws {
+        try await withHarness { h in
+            let key = try h.org("acme")
+            let client = try await h.client(key)
+            let tcpClient = try await h.client(key, over: h.tcp)
+            let job = try await h.generate(client, count: 40)
+            #expect(try await h.waitForEnd(client, job.jobID).status == "succeeded")
+            let records = try h.store.records(jobID: job.jobID, after: 0, limit: 1000)
+            func lines(after: UInt64) -> [UInt8] { records.filter { $0.seq > after }.flatMap { $0.json + [0x0A] } }
+            // Every record after `after` once, in order, in batches of at most 4096 bytes (or one record).
+            func watched(_ c: SynthClient, after: UInt64 = 0) async throws -> [UInt8] {
+                var watch = PBWatchJobRequest()
+                watch.jobID = job.jobID
+                watch.afterSeq = after
+                watch.batchBytes = 4096
+                var got: [UInt8] = []
+                var next = after + 1
+                var ended = false
+                for try await event in c.stream("WatchJob", watch, as: PBWatchJobResponse.self) {
+                    switch event.event {
+                    case .batch(let b):
+                        #expect(b.firstSeq == next && b.lastSeq == b.firstSeq + UInt64(b.count) - 1)
+                        #expect(b.jsonl.count <= 4096 || b.count == 1)
+                        #expect(b.jsonl.filter { $0 == 0x0A }.count == Int(b.count))
+                        next = b.lastSeq + 1
+                        got += Array(b.jsonl)
+                    case .progress(let p): ended = p.status == "succeeded"
+                    default: Issue.record("unexpected event \(event)")
+                    }
+                }
+                #expect(ended)
+                return got
+            }
+            let base = h.dir + "/data/exports/" + job.jobID
+            #expect(!FileManager.default.fileExists(atPath: base + ".jsonl"))
+            #expect(try await watched(client) == lines(after: 0))
+            // The first batched read of the ended job made its export: the same bytes.
+            #expect(FileManager.default.contents(atPath: base + ".jsonl").map { Array($0) } == lines(after: 0))
+            #expect(try await watched(tcpClient) == lines(after: 0))
+            #expect(try await watched(client, after: 17) == lines(after: 17))
+            #expect(try await watched(tcpClient, after: 39) == lines(after: 39))
+
+            // Cut short under the running server: that read comes from the database, and the next
+            // read makes the export again.
+            #expect(truncate(base + ".jsonl", 300) == 0)
+            #expect(!h.logs.text.contains("changed on disk"))
+            #expect(try await watched(client) == lines(after: 0))
+            #expect(h.logs.text.contains("changed on disk"))
+            #expect(try await watched(client) == lines(after: 0))
+            #expect(FileManager.default.contents(atPath: base + ".jsonl").map { Array($0) } == lines(after: 0))
+            // Deleted: the same.
+            try FileManager.default.removeItem(atPath: h.dir + "/data/exports")
+            #expect(try await watched(tcpClient) == lines(after: 0))
+            #expect(try await watched(client, after: 5) == lines(after: 5))
+            // An index that lies about its file (as after a crash mid-write elsewhere) is not trusted.
+            h.store.forgetExport(jobID: job.jobID)
+            #expect(FileManager.default.createFile(atPath: base + ".jsonl", contents: Data(repeating: 0x41, count: lines(after: 0).count - 1)))
+            #expect(try await watched(client) == lines(after: 0))
+            #expect(FileManager.default.contents(atPath: base + ".jsonl").map { Array($0) } == lines(after: 0))
+            await tcpClient.close()
+            await client.close()
+        }
+    }
+
     @Test func idempotencyPlanAndValidationOverTheWire() async throws {
         try await withHarness { h in
             let client = try await h.client(try h.org("acme"))

@@ -135,6 +135,52 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         #expect(events.filter { $0.kind == "record" }.map(\.seq) == Array(1...50))
     }
 
+    @Test func anExportHoldsTheRecordsInOrderAndIsRemadeWhenItDoesNotMatch() throws {
+        let dir = TempDir()
+        let store = try Store(path: dir.path)
+        try store.insertJob(makeJob("a", "syn_job_e", at: 1))
+        // Lines of 7 to 13 bytes, so that batch boundaries fall in different places.
+        try store.appendRecords(jobID: "syn_job_e", count: 30, build: { i, seq in Array("{\"n\":\(seq * 997)}".utf8) }) { _, _ in }
+        let lines = try store.records(jobID: "syn_job_e", after: 0, limit: 100).map { $0.json + [0x0A] }
+        let export = try store.recordExport(jobID: "syn_job_e", count: 30)
+        #expect(export.count == 30)
+        #expect(FileManager.default.contents(atPath: export.path).map { Array($0) } == lines.flatMap { $0 })
+
+        // Batches: as many whole lines as fit, at least one, never past `upTo`.
+        var after: UInt64 = 0
+        var joined: [UInt8] = []
+        let bytes = Array(FileManager.default.contents(atPath: export.path)!)
+        while let r = export.range(after: after, upTo: 30, maxBytes: 40) {
+            #expect(r.first == after + 1)
+            let size = lines[Int(r.first - 1)..<Int(r.last)].reduce(0) { $0 + $1.count }
+            #expect(r.length == size && (size <= 40 || r.first == r.last))
+            // One line more would not have fitted.
+            if r.last < 30 { #expect(size + lines[Int(r.last)].count > 40) }
+            joined += bytes[r.offset..<r.offset + r.length]
+            after = r.last
+        }
+        #expect(joined == bytes)
+        #expect(export.range(after: 0, upTo: 30, maxBytes: 1).map { [$0.first, $0.last] } == [1, 1])
+        #expect(export.range(after: 10, upTo: 12, maxBytes: 1 << 20).map { [$0.first, $0.last] } == [11, 12])
+        #expect(export.range(after: 30, upTo: 30, maxBytes: 1 << 20) == nil)
+
+        // Loaded from disk by a new process; not trusted when cut short or when it holds another count.
+        let base = dir.path + "/exports/syn_job_e"
+        #expect(try Store.loadExport(base: base, count: 30)?.count == 30)
+        #expect(try Store.loadExport(base: base, count: 29) == nil)
+        #expect(truncate(base + ".jsonl", 50) == 0)
+        #expect(try Store.loadExport(base: base, count: 30) == nil)
+        #expect(throws: StoreError.self) { try export.open(covering: 60) }
+        store.forgetExport(jobID: "syn_job_e")
+        let remade = try store.recordExport(jobID: "syn_job_e", count: 30)
+        #expect(FileManager.default.contents(atPath: remade.path).map { Array($0) } == bytes)
+        // No temporary files are left behind, and a job with fewer records than asked has no export.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/exports").sorted() == ["syn_job_e.idx", "syn_job_e.jsonl"])
+        #expect(throws: StoreError.self) { try store.recordExport(jobID: "syn_job_e", count: 31) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/exports").count == 2)
+        #expect(throws: StoreError.self) { try store.recordExport(jobID: "../x", count: 1) }
+    }
+
     @Test func fullMapGrowsInsteadOfFailing() throws {
         let dir = TempDir()
         let store = try Store(path: dir.path, initialMapSize: 256 * 1024)

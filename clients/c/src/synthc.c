@@ -40,6 +40,8 @@
 #define RECV_MAX (1024u * 1024u)
 /* The read buffer keeps up to this much after a large frame. */
 #define RBUF_KEEP (8u * 1024u * 1024u)
+/* Frames from this size on are read exactly (see fill). */
+#define BIG_FRAME (64u * 1024u)
 #define MIN_MAX_FRAME 64u
 
 /* Frame field numbers (frame.proto). */
@@ -760,7 +762,12 @@ static int fill(struct impl *c, size_t need)
 	}
 	while (c->rlen - c->rpos < need) {
 		size_t room = c->rcap - c->rlen;
-		ssize_t r = recv(c->fd, c->rbuf + c->rlen, room < RECV_MAX ? room : RECV_MAX, 0);
+		size_t want = room < RECV_MAX ? room : RECV_MAX;
+		/* A large frame is read up to its last byte and no further: the next frame then starts
+		 * at the front of the buffer, and record batches are never moved (memmove) once read. */
+		if (need >= BIG_FRAME && want > need - (c->rlen - c->rpos))
+			want = need - (c->rlen - c->rpos);
+		ssize_t r = recv(c->fd, c->rbuf + c->rlen, want, 0);
 		if (r > 0) {
 			c->rlen += (size_t)r;
 			continue;
