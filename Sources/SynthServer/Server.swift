@@ -54,6 +54,9 @@ public final class Server: @unchecked Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // A larger send buffer lets a stream of record batches reach a fast reader in fewer
+            // wake-ups (the kernel caps it at net.core.wmem_max).
+            .childChannelOption(.socketOption(.so_sndbuf), value: 2 << 20)
         var listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, OutboundFrame>, Never>] = []
         do {
             if let path = config.unixPath {
