@@ -212,7 +212,7 @@ final class JobRunner: Sendable {
                 defer { queue.finish() }
                 var todo = pending
                 var attempts = priorAttempts
-                try await withThrowingTaskGroup(of: (Slot, Bool).self) { group in
+                try await withThrowingTaskGroup(of: AttemptStep.self) { group in
                     var inFlight = 0
                     var variation = startVariation
                     func launch(_ slot: Slot) {
@@ -220,21 +220,30 @@ final class JobRunner: Sendable {
                         attempts += 1
                         inFlight += 1
                         let v = variation
-                        group.addTask {
-                            try await self.attempt(slot, variation: v, request: request, plan: plan, prompts: prompts, route: route,
-                                                   client: client, requests: requests, halted: halted, drives: drives, gate: gate,
-                                                   queue: queue)
+                        // Requests go at a higher priority than the checks of answers: a permit
+                        // given back wakes the next request at once, not behind the checking
+                        // work queued before it.
+                        group.addTask(priority: .high) {
+                            try await self.send(slot, variation: v, request: request, prompts: prompts, route: route, client: client,
+                                                requests: requests, halted: halted, queue: queue)
                         }
                     }
                     while inFlight < attemptsAtOnce, !todo.isEmpty { launch(todo.removeFirst()) }
-                    while let (slot, ok) = try await group.next() {
-                        inFlight -= 1
-                        if !ok { todo.append(slot) }
-                        if !todo.isEmpty, attempts >= budget {
-                            group.cancelAll()
-                            throw EngineError(.invalidState, "gave up after \(attempts) attempts for \(plan.count) records: too many answers were rejected")
+                    while let step = try await group.next() {
+                        switch step {
+                        case .answered(let slot, let completion):
+                            group.addTask(priority: .medium) {
+                                try await self.check(slot, completion, request: request, plan: plan, drives: drives, gate: gate, queue: queue)
+                            }
+                        case .done(let slot, let ok):
+                            inFlight -= 1
+                            if !ok { todo.append(slot) }
+                            if !todo.isEmpty, attempts >= budget {
+                                group.cancelAll()
+                                throw EngineError(.invalidState, "gave up after \(attempts) attempts for \(plan.count) records: too many answers were rejected")
+                            }
+                            while inFlight < attemptsAtOnce, !todo.isEmpty { launch(todo.removeFirst()) }
                         }
-                        while inFlight < attemptsAtOnce, !todo.isEmpty { launch(todo.removeFirst()) }
                     }
                 }
             }
@@ -243,10 +252,16 @@ final class JobRunner: Sendable {
         try await finish()
     }
 
-    /// One request for one slot; true when it produced an accepted record.
-    func attempt(_ slot: Slot, variation: Int, request: PBJobRequest, plan: PBPlan, prompts: PromptBuilder, route: ModelRoute,
-                 client: LLMClient, requests: AsyncSemaphore, halted: HaltFlag, drives: [String: (String, String)],
-                 gate: QualityGate, queue: CommitQueue) async throws -> (Slot, Bool) {
+    /// Where an attempt is: its request answered (to be checked), or over (true when it
+    /// produced an accepted record).
+    enum AttemptStep: Sendable {
+        case answered(Slot, ChatCompletion)
+        case done(Slot, Bool)
+    }
+
+    /// The request of one attempt at one slot, holding one of the job's request permits.
+    func send(_ slot: Slot, variation: Int, request: PBJobRequest, prompts: PromptBuilder, route: ModelRoute, client: LLMClient,
+              requests: AsyncSemaphore, halted: HaltFlag, queue: CommitQueue) async throws -> AttemptStep {
         let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: variation),
                                jsonSchema: prompts.jsonSchema(for: slot), schemaName: request.schema, maxTokens: prompts.maxTokens)
         let completion: ChatCompletion
@@ -262,13 +277,19 @@ final class JobRunner: Sendable {
             }
         } catch let e as ProviderError where e.kind == .unusable {
             queue.add(nil) { $0.generated += 1; $0.reject(.formatInvalid, .unusable, cell: slot.cell) }
-            return (slot, false)
+            return .done(slot, false)
         } catch let e as ProviderError where e.kind == .exhausted {
             // Transient failures outlasted the retries of this one request: the slot goes back in
             // the queue (the attempt budget bounds how often). Only fatal answers fail the job.
             engine.logger.warning("request gave up, slot requeued", metadata: ["job": "\(jobID)", "error": "\(e.description)"])
-            return (slot, false)
+            return .done(slot, false)
         }
+        return .answered(slot, completion)
+    }
+
+    /// Shapes and checks the answer of one attempt; true when it produced an accepted record.
+    func check(_ slot: Slot, _ completion: ChatCompletion, request: PBJobRequest, plan: PBPlan, drives: [String: (String, String)],
+               gate: QualityGate, queue: CommitQueue) async throws -> AttemptStep {
         let axis = plan.cells[slot.cell].axis
         let shaped = RecordShape.content(request.schema, completion.content, finishReason: completion.finishReason, slot: slot,
                                          axis: axis, drives: drives[axis], resolutionMode: request.conflictConfig.resolutionMode)
@@ -289,13 +310,13 @@ final class JobRunner: Sendable {
                     }
                     if extras.invariantCheckFailed { $0.invariantCheckFailures += 1 }
                 }
-                return (slot, true)
+                return .done(slot, true)
             case .reject(let reason, let problem):
                 queue.add(nil) {
                     $0.generated += 1
                     $0.reject(reason, problem, cell: slot.cell)
                 }
-                return (slot, false)
+                return .done(slot, false)
             }
         case .failure(let reason):
             queue.add(nil) {
@@ -303,7 +324,7 @@ final class JobRunner: Sendable {
                 $0.reject(reason, completion.finishReason == "length" ? .truncated : .unusable, cell: slot.cell)
                 $0.add(completion, stage: "generate")
             }
-            return (slot, false)
+            return .done(slot, false)
         }
     }
 
