@@ -6,9 +6,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-#if arch(x86_64)
-import _Builtin_intrinsics.intel
-#endif
+import CSketch
 
 /// Online exact near-duplicate detection: each new text is checked against every text accepted
 /// so far, and it is a near-duplicate when its trigram Jaccard similarity with any of them is above
@@ -30,7 +28,8 @@ import _Builtin_intrinsics.intel
 ///    n + m − 2·overlap. Above the threshold, overlap ≥ minOverlap(n, m), so
 ///    |x Δ y| ≤ n + m − 2·minOverlap(n, m) < (n + m)(den − num)/(den + num); any pair with L
 ///    above that is ruled out. L is computed directly with byte sums of absolute differences
-///    (PSADBW) on x86-64, elsewhere as Σcx + Σcy − 2·Σmin(cx, cy); both are the same number. On
+///    (PSADBW, two vectors at a time with AVX2; CSketch) on x86-64, elsewhere as
+///    Σcx + Σcy − 2·Σmin(cx, cy); both are the same number. On
 ///    unrelated texts this leaves about one pair in ten thousand. (This is close to the least
 ///    sketch that works here: unrelated texts share about 40% of their trigrams, and with D a
 ///    fifth of the size instead of a quarter sixty times as many pairs reach verification.)
@@ -422,8 +421,9 @@ struct ScanContext: Sendable {
             while entry < count {
                 let e = bin.sketches.withUnsafeBufferPointer { sketches in
                     #if arch(x86_64)
-                    probeSAD[g].withUnsafeBufferPointer { x in
-                        Self.nextCandidateSAD(sketches.baseAddress!, x.baseAddress!, slack, entry, count, vectors)
+                    probeSAD[g].withUnsafeBytes { x in
+                        csketch_next_within(UnsafeRawPointer(sketches.baseAddress!).assumingMemoryBound(to: UInt8.self),
+                                            x.baseAddress!.assumingMemoryBound(to: UInt8.self), slack, entry, count, vectors)
                     }
                     #else
                     bin.sums.withUnsafeBufferPointer { sums in
@@ -482,32 +482,6 @@ struct ScanContext: Sendable {
         }
     }
 
-    #if arch(x86_64)
-    /// `nextCandidate` by sums of absolute differences: the first entry in from..<count whose
-    /// L = Σ|cx − cy| is at most `slack`, or `count`.
-    @inline(__always)
-    private static func nextCandidateSAD(_ p: UnsafePointer<SIMD16<UInt8>>, _ x: UnsafePointer<SIMD16<UInt8>>, _ slack: Int,
-                                         _ from: Int, _ count: Int, _ vectors: Int) -> Int {
-        switch vectors {
-        case 2: return SADKernel<Vectors2>.next(p, x, slack, from, count)
-        case 3: return SADKernel<Vectors3>.next(p, x, slack, from, count)
-        case 4: return SADKernel<Vectors4>.next(p, x, slack, from, count)
-        case 5: return SADKernel<Vectors5>.next(p, x, slack, from, count)
-        case 6: return SADKernel<Vectors6>.next(p, x, slack, from, count)
-        case 7: return SADKernel<Vectors7>.next(p, x, slack, from, count)
-        case 8: return SADKernel<Vectors8>.next(p, x, slack, from, count)
-        case 9: return SADKernel<Vectors9>.next(p, x, slack, from, count)
-        case 10: return SADKernel<Vectors10>.next(p, x, slack, from, count)
-        case 11: return SADKernel<Vectors11>.next(p, x, slack, from, count)
-        case 12: return SADKernel<Vectors12>.next(p, x, slack, from, count)
-        case 13: return SADKernel<Vectors13>.next(p, x, slack, from, count)
-        case 14: return SADKernel<Vectors14>.next(p, x, slack, from, count)
-        case 15: return SADKernel<Vectors15>.next(p, x, slack, from, count)
-        case 16: return SADKernel<Vectors16>.next(p, x, slack, from, count)
-        default: return SADKernel<AnyVectors>.next(p, x, slack, from, count, vectors)
-        }
-    }
-    #endif
 
     /// Whether accepted set j shares at least `need` trigrams with the probe; stops once it does
     /// or cannot.
@@ -604,44 +578,6 @@ fileprivate enum Kernel<Length: SketchLength> {
     }
 }
 
-#if arch(x86_64)
-/// The sketch comparison on x86-64: L = Σ|cx − cy| directly, with PSADBW. Equal to
-/// Σcx + Σcy − 2·Σmin(cx, cy), so it keeps exactly the entries `Kernel` keeps.
-fileprivate enum SADKernel<Length: SketchLength> {
-    @inline(__always)
-    static func next(_ sketches: UnsafePointer<SIMD16<UInt8>>, _ x: UnsafePointer<SIMD16<UInt8>>, _ slack: Int,
-                     _ from: Int, _ count: Int, _ length: Int = 0) -> Int {
-        let vectors = Length.vectors > 0 ? Length.vectors : length
-        var e = from
-        var p = sketches + e * vectors
-        while e < count {
-            if distance(p, x, vectors) <= slack { return e }
-            e += 1
-            p += vectors
-        }
-        return count
-    }
-
-    /// Σ|cx − cy| over a packed sketch of `vectors` vectors and the probe's `probeSAD` form.
-    @inline(__always)
-    static func distance(_ p: UnsafePointer<SIMD16<UInt8>>, _ x: UnsafePointer<SIMD16<UInt8>>, _ vectors: Int) -> Int {
-        let low = SIMD16<UInt8>(repeating: 0x0F), high = SIMD16<UInt8>(repeating: 0xF0)
-        var accLow = SIMD2<UInt64>(), accHigh = SIMD2<UInt64>()
-        for v in 0..<(Length.vectors > 0 ? Length.vectors : vectors) {
-            let y = p[v]
-            accLow &+= sad(y & low, x[2 * v])
-            accHigh &+= sad(y & high, x[2 * v + 1])
-        }
-        // The high nibbles' differences were summed times 16.
-        let total = accLow &+ (accHigh &>> 4)
-        return Int(truncatingIfNeeded: total[0] &+ total[1])
-    }
-
-    @inline(__always) static func sad(_ a: SIMD16<UInt8>, _ b: SIMD16<UInt8>) -> SIMD2<UInt64> {
-        unsafeBitCast(_mm_sad_epu8(unsafeBitCast(a, to: __m128i.self), unsafeBitCast(b, to: __m128i.self)), to: SIMD2<UInt64>.self)
-    }
-}
-#endif
 
 /// The reference answer: every new text compared with every accepted one.
 public enum BruteForceNearDuplicates {

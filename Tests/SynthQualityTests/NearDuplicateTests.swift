@@ -1,3 +1,4 @@
+import CSketch
 import Testing
 @testable import SynthQuality
 
@@ -145,5 +146,55 @@ struct Corpus {
         #expect(index.count == 3)
         #expect(!index.admit("THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG"))
         #expect(index.count == 3)
+    }
+}
+
+/// The sketch filter's vector kernels (SSE2, AVX2 where the processor has it) against the portable
+/// one, count by count, on random sketches of every length from 1 to 20 vectors and slacks around
+/// the distances that occur.
+@Suite struct SketchKernelTests {
+    @Test func everyKernelFindsTheSameEntries() {
+        var r = Rand(state: 99)
+        var checked = 0
+        for vectors in 1...20 {
+            let count = 200
+            var sketches = [UInt8](repeating: 0, count: count * vectors * 16)
+            var probe = [UInt8](repeating: 0, count: 2 * vectors * 16)
+            // Counts 0...15 in every nibble, some entries close to the probe.
+            var lows = [UInt8](), highs = [UInt8]()
+            for _ in 0..<(vectors * 16) {
+                lows.append(UInt8(r.int(16)))
+                highs.append(UInt8(r.int(16)))
+            }
+            for v in 0..<vectors {
+                for k in 0..<16 {
+                    probe[32 * v + k] = lows[16 * v + k]
+                    probe[32 * v + 16 + k] = highs[16 * v + k] << 4
+                }
+            }
+            for e in 0..<count {
+                let near = r.int(3) == 0
+                for i in 0..<(vectors * 16) {
+                    let lo = near ? min(15, max(0, Int(lows[i]) + r.int(3) - 1)) : r.int(16)
+                    let hi = near ? min(15, max(0, Int(highs[i]) + r.int(3) - 1)) : r.int(16)
+                    sketches[e * vectors * 16 + i] = UInt8(lo | hi << 4)
+                }
+            }
+            for slack in [0, vectors * 8, vectors * 16, vectors * 24, vectors * 160] {
+                var from = 0
+                while from < count {
+                    let reference = csketch_next_within_using(0, sketches, probe, slack, from, count, vectors)
+                    #expect(csketch_next_within_using(1, sketches, probe, slack, from, count, vectors) == reference)
+                    #expect(csketch_next_within_using(2, sketches, probe, slack, from, count, vectors) == reference)
+                    #expect(csketch_next_within(sketches, probe, slack, from, count, vectors) == reference)
+                    checked += 1
+                    from = reference + 1
+                }
+            }
+        }
+        #expect(checked > 1000)
+        #if arch(x86_64)
+        #expect(csketch_kernel() >= 1)
+        #endif
     }
 }

@@ -1,0 +1,27 @@
+#ifndef CSKETCH_H
+#define CSKETCH_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* The near-duplicate join's sketch filter (Sources/SynthQuality/NearDuplicateIndex.swift), in C so
+ * that it can use AVX2 where the processor has it (chosen at run time).
+ *
+ * `sketches` holds `count` sketches of `vectors` 16-byte vectors each, two 4-bit counts a byte:
+ * byte k of vector v holds dimension 32v + k in its low four bits and 32v + 16 + k in its high
+ * four. `probe` holds 2 * `vectors` 16-byte vectors: per vector v, the probe's counts of the low
+ * dimensions one a byte, then those of the high dimensions times 16.
+ *
+ * Returns the first entry e in from..<count whose L1 distance to the probe, the sum over all
+ * dimensions of |count(probe) - count(e)|, is at most `slack`; or `count` when there is none. */
+size_t csketch_next_within(const uint8_t *sketches, const uint8_t *probe, long slack, size_t from, size_t count,
+                           size_t vectors);
+
+/* 2 when the AVX2 kernel is in use, 1 for SSE2, 0 for the portable one. */
+int csketch_kernel(void);
+
+/* `csketch_next_within` with a given kernel (2, 1 or 0; one this processor lacks falls back to the
+ * next), for the tests that hold each kernel to the portable one. */
+size_t csketch_next_within_using(int which, const uint8_t *sketches, const uint8_t *probe, long slack, size_t from, size_t count,
+                                 size_t vectors);
+
+#endif
