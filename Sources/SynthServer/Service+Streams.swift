@@ -91,20 +91,28 @@ extension Service {
     func sendFromExport(jobID: String, after: UInt64, upTo: UInt64, batchBytes: UInt32, _ ctx: CallContext,
                         recheck: () throws -> Void) async throws -> UInt64 {
         let store = self.store
-        let export: RecordExport
+        // An export is made only for a read of at least half the job: a watcher a few records
+        // behind when the job ended gets them from the database rather than wait for the whole.
+        let make = upTo - after >= upTo / 2
+        let found: RecordExport?
         do {
             // Loading is quick; making one reads every record, so it runs off the cooperative pool.
-            export = try await withCheckedThrowingContinuation { done in
-                DispatchQueue.global().async { done.resume(with: Result { try store.recordExport(jobID: jobID, count: upTo) }) }
+            found = try await withCheckedThrowingContinuation { done in
+                DispatchQueue.global().async { done.resume(with: Result { try store.recordExport(jobID: jobID, count: upTo, make: make) }) }
             }
         } catch {
             logger.warning("no export of an ended job; its records are read from the database",
                            metadata: ["job": "\(jobID)", "error": "\(error)"])
             return after
         }
+        guard let export = found else { return after }
         let limit = RecordBatchBuilder.limit(requested: batchBytes, maxFrameSize: config.maxFrameSize)
         var cursor = after
         while let r = export.range(after: cursor, upTo: upTo, maxBytes: limit) {
+            let head = RecordBatchBuilder.head(callID: ctx.callID, first: r.first, last: r.last, count: r.last - r.first + 1, jsonlBytes: r.length)
+            guard head.count + r.length <= config.maxFrameSize else {
+                throw RPCError(.resourceExhausted, "record \(r.first) of job \(jobID) is larger than this connection's frame limit")
+            }
             let fd: CInt
             do {
                 fd = try export.open(covering: r.offset + r.length)
@@ -113,7 +121,6 @@ extension Service {
                 logger.warning("an export went missing; the rest is read from the database", metadata: ["job": "\(jobID)", "error": "\(error)"])
                 return cursor
             }
-            let head = RecordBatchBuilder.head(callID: ctx.callID, first: r.first, last: r.last, count: r.last - r.first + 1, jsonlBytes: r.length)
             try await ctx.sendPayload(ctx.writer.allocator.buffer(bytes: head), fileTail: FileSlice(descriptor: fd, offset: r.offset, length: r.length))
             cursor = r.last
             try recheck()

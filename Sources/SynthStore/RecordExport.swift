@@ -57,11 +57,15 @@ public final class RecordExport: Sendable {
     static let magic: [UInt8] = Array("SYNTHIDX".utf8)
 }
 
-/// The exports loaded lately, and one lock under which exports are made.
+/// The exports loaded lately, one lock under which exports are made, and the jobs whose export
+/// could not be made lately.
 final class ExportCache: Sendable {
     private let loaded = Mutex<[(String, RecordExport)]>([])
     private let making = Mutex<Void>(())
+    private let failed = Mutex<[String: ContinuousClock.Instant]>([:])
     static let keep = 4
+    /// How long a job whose export could not be made is not tried again.
+    static let retryAfter = Duration.seconds(60)
 
     func get(_ jobID: String) -> RecordExport? {
         loaded.withLock { list in list.first { $0.0 == jobID }?.1 }
@@ -79,28 +83,57 @@ final class ExportCache: Sendable {
         loaded.withLock { list in list.removeAll { $0.0 == jobID } }
     }
 
-    func whileMaking<T>(_ body: () throws -> T) rethrows -> T {
-        try making.withLock { _ in try body() }
+    /// Runs `body` holding the making lock; nil at once when another export is being made.
+    func whileMaking<T>(_ body: () throws -> T) throws -> T? {
+        try making.withLockIfAvailable { _ in try body() }
+    }
+
+    func recentlyFailed(_ jobID: String) -> Bool {
+        failed.withLock { f in
+            guard let at = f[jobID] else { return false }
+            if ContinuousClock.now - at < Self.retryAfter { return true }
+            f[jobID] = nil
+            return false
+        }
+    }
+
+    func noteFailure(_ jobID: String) {
+        failed.withLock { f in
+            if f.count > 1000 { f.removeAll() }
+            f[jobID] = .now
+        }
     }
 }
 
 extension Store {
     var exportDirectory: String { path + "/exports" }
 
-    /// The export of a job whose `count` records are final (the job has ended): the one on disk
-    /// when it is whole and holds exactly `count` records, else a new one made from the database.
-    public func recordExport(jobID: String, count: UInt64) throws -> RecordExport {
+    /// The export of a job whose `count` records are final (the job has ended): the one loaded
+    /// lately or on disk when it is whole and holds exactly `count` records; else, when `make`,
+    /// a new one made from the database. Nil when there is none to be had now: `make` is false,
+    /// another export is being made, or making this one failed less than a minute ago.
+    public func recordExport(jobID: String, count: UInt64, make: Bool = true) throws -> RecordExport? {
         if let e = exports.get(jobID), e.count == count { return e }
         guard !jobID.isEmpty, jobID.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }) else {
             throw StoreError(.corrupt, "job id \(jobID.prefix(64)) cannot name an export file")
         }
+        let base = exportDirectory + "/" + jobID
+        if let e = Self.loadExport(base: base, count: count) {
+            exports.put(jobID, e)
+            return e
+        }
+        guard make, !exports.recentlyFailed(jobID) else { return nil }
         return try exports.whileMaking {
             if let e = exports.get(jobID), e.count == count { return e }
-            let base = exportDirectory + "/" + jobID
-            let export = try Self.loadExport(base: base, count: count) ?? makeExport(jobID: jobID, base: base, count: count)
-            exports.put(jobID, export)
-            return export
-        }
+            do {
+                let export = try makeExport(jobID: jobID, base: base, count: count)
+                exports.put(jobID, export)
+                return export
+            } catch {
+                exports.noteFailure(jobID)
+                throw error
+            }
+        } ?? nil
     }
 
     /// Forgets a loaded export (its file went missing, say), so the next use loads or makes it again.
@@ -109,7 +142,7 @@ extension Store {
     }
 
     /// The export at `base` when its index and file are whole and hold `count` records.
-    static func loadExport(base: String, count: UInt64) throws -> RecordExport? {
+    static func loadExport(base: String, count: UInt64) -> RecordExport? {
         guard let index = FileManager.default.contents(atPath: base + ".idx"),
               index.count == 16 + 8 * (Int(count) + 1), index.prefix(8).elementsEqual(RecordExport.magic) else { return nil }
         var offsets = [UInt64](repeating: 0, count: Int(count) + 1)
@@ -118,7 +151,9 @@ extension Store {
             return UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         }
         for i in offsets.indices { offsets[i] = UInt64(littleEndian: offsets[i]) }
-        guard stored == count, offsets[0] == 0,
+        // Every line holds at least its newline, so the offsets rise; a damaged index is not used.
+        for i in 1..<offsets.count where offsets[i] <= offsets[i - 1] { return nil }
+        guard stored == count, offsets[0] == 0, offsets[Int(count)] < UInt64(Int.max),
               let size = (try? FileManager.default.attributesOfItem(atPath: base + ".jsonl"))?[.size] as? UInt64,
               size == offsets[Int(count)] else { return nil }
         return RecordExport(path: base + ".jsonl", offsets: offsets)
@@ -128,6 +163,9 @@ extension Store {
     /// once they are whole and on disk.
     func makeExport(jobID: String, base: String, count: UInt64) throws -> RecordExport {
         try FileManager.default.createDirectory(atPath: exportDirectory, withIntermediateDirectories: true)
+        // What a process killed while making this export left behind.
+        let stale = (try? FileManager.default.contentsOfDirectory(atPath: exportDirectory)) ?? []
+        for name in stale where name.hasPrefix(jobID + ".") && name.contains(".tmp.") { unlink(exportDirectory + "/" + name) }
         let tmp = "\(base).\(getpid()).tmp"
         let out = try ExportWriter(path: tmp + ".jsonl")
         var offsets: [UInt64] = [0]

@@ -142,7 +142,7 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         // Lines of 7 to 13 bytes, so that batch boundaries fall in different places.
         try store.appendRecords(jobID: "syn_job_e", count: 30, build: { i, seq in Array("{\"n\":\(seq * 997)}".utf8) }) { _, _ in }
         let lines = try store.records(jobID: "syn_job_e", after: 0, limit: 100).map { $0.json + [0x0A] }
-        let export = try store.recordExport(jobID: "syn_job_e", count: 30)
+        let export = try #require(try store.recordExport(jobID: "syn_job_e", count: 30))
         #expect(export.count == 30)
         #expect(FileManager.default.contents(atPath: export.path).map { Array($0) } == lines.flatMap { $0 })
 
@@ -166,18 +166,32 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
 
         // Loaded from disk by a new process; not trusted when cut short or when it holds another count.
         let base = dir.path + "/exports/syn_job_e"
-        #expect(try Store.loadExport(base: base, count: 30)?.count == 30)
-        #expect(try Store.loadExport(base: base, count: 29) == nil)
+        #expect(Store.loadExport(base: base, count: 30)?.count == 30)
+        #expect(Store.loadExport(base: base, count: 29) == nil)
+        // An index whose offsets do not rise is not trusted either.
+        var index = try #require(FileManager.default.contents(atPath: base + ".idx"))
+        let good = index
+        index.replaceSubrange(16 + 8 * 5..<16 + 8 * 6, with: Data(repeating: 0, count: 8))
+        #expect(FileManager.default.createFile(atPath: base + ".idx", contents: index))
+        #expect(Store.loadExport(base: base, count: 30) == nil)
+        #expect(FileManager.default.createFile(atPath: base + ".idx", contents: good))
+        #expect(Store.loadExport(base: base, count: 30)?.count == 30)
         #expect(truncate(base + ".jsonl", 50) == 0)
-        #expect(try Store.loadExport(base: base, count: 30) == nil)
+        #expect(Store.loadExport(base: base, count: 30) == nil)
         #expect(throws: StoreError.self) { try export.open(covering: 60) }
         store.forgetExport(jobID: "syn_job_e")
-        let remade = try store.recordExport(jobID: "syn_job_e", count: 30)
+        let remade = try #require(try store.recordExport(jobID: "syn_job_e", count: 30))
         #expect(FileManager.default.contents(atPath: remade.path).map { Array($0) } == bytes)
         // No temporary files are left behind, and a job with fewer records than asked has no export.
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/exports").sorted() == ["syn_job_e.idx", "syn_job_e.jsonl"])
         #expect(throws: StoreError.self) { try store.recordExport(jobID: "syn_job_e", count: 31) }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/exports").count == 2)
+        // A failure is remembered for a while: no second attempt to read the whole job at once.
+        #expect(try store.recordExport(jobID: "syn_job_e", count: 31) == nil)
+        // Not made when not asked to be.
+        store.forgetExport(jobID: "syn_job_e")
+        try FileManager.default.removeItem(atPath: dir.path + "/exports")
+        #expect(try store.recordExport(jobID: "syn_job_e", count: 30, make: false) == nil)
         #expect(throws: StoreError.self) { try store.recordExport(jobID: "../x", count: 1) }
     }
 
