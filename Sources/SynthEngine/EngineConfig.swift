@@ -64,10 +64,10 @@ public struct EngineConfig: Sendable, Codable {
     /// the small OpenAI model as critic.
     public static let documented = EngineConfig(
         providers: [
-            "openai": ProviderConfig(name: "openai", kind: .openai, baseURL: "https://api.openai.com/v1",
+            "openai": ProviderConfig(name: "openai", kind: .openai, baseURL: ProviderConfig.vendorURL(.openai),
                                      pricesPerMillion: ["gpt-4o-mini": .init(prompt: 0.15, completion: 0.60),
                                                         "gpt-4.1-mini": .init(prompt: 0.40, completion: 1.60)]),
-            "anthropic": ProviderConfig(name: "anthropic", kind: .anthropic, baseURL: "https://api.anthropic.com",
+            "anthropic": ProviderConfig(name: "anthropic", kind: .anthropic, baseURL: ProviderConfig.vendorURL(.anthropic),
                                         pricesPerMillion: ["claude-sonnet-4-6": .init(prompt: 3, completion: 15)]),
         ],
         tiers: [

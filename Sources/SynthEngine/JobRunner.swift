@@ -182,6 +182,10 @@ final class JobRunner: Sendable {
         guard let route = routes.generator, let client = engine.client(route.provider) else {
             throw EngineError(.providerNotConfigured, "no configured provider answers for model \(request.model.isEmpty ? request.models.generator.model : request.model)")
         }
+        if client.config.lacksItsKey {
+            let variable = client.config.kind == .anthropic ? "ANTHROPIC_API_KEY" : "OPENAI_API_KEY"
+            throw EngineError(.providerNotConfigured, "provider \(route.provider) has no API key: set \(variable) or its api_key in the config file")
+        }
         let prompts = PromptBuilder(request: request, plan: plan)
         let gate = QualityGate(request: request, system: [prompts.system(for: slots.first ?? Slot(index: 0, cell: 0, hardNegative: false))],
                                critic: engine.client(routes.critic.provider), criticModel: routes.critic.model, jobID: jobID,

@@ -1,3 +1,4 @@
+import Foundation
 /// One configured LLM endpoint.
 public struct ProviderConfig: Sendable, Codable, Equatable {
     public enum Kind: String, Sendable, Codable {
@@ -32,6 +33,20 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     /// provider reports in its rate-limit headers.
     public var requestsPerMinute: Int?
     public var tokensPerMinute: Int?
+
+    /// The vendor's own endpoint for each wire format, where a key is always required.
+    public static func vendorURL(_ kind: Kind) -> String {
+        switch kind {
+        case .openai: "https://api.openai.com/v1"
+        case .anthropic: "https://api.anthropic.com"
+        }
+    }
+
+    /// True for a provider that still points at its vendor's endpoint but has no API key: every
+    /// request would be refused (or, offline, never arrive), so a job that needs it fails at once.
+    public var lacksItsKey: Bool {
+        apiKey.isEmpty && baseURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) == Self.vendorURL(kind)
+    }
 
     public struct TokenPrice: Sendable, Codable, Equatable {
         public var prompt: Double

@@ -18,6 +18,19 @@ import Testing
         try #require(try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any])
     }
 
+    @Test func aVendorEndpointWithoutItsKeyIsNotAProvider() {
+        for kind in [ProviderConfig.Kind.openai, .anthropic] {
+            var c = ProviderConfig(name: kind.rawValue, kind: kind, baseURL: ProviderConfig.vendorURL(kind))
+            #expect(c.lacksItsKey)
+            c.baseURL += "/"
+            #expect(c.lacksItsKey)
+            c.apiKey = "sk-test-0123456789"
+            #expect(!c.lacksItsKey)
+            // A self-hosted endpoint (vLLM, llama.cpp) needs no key.
+            #expect(!ProviderConfig(name: "v", kind: kind, baseURL: "http://10.0.0.5:8000/v1").lacksItsKey)
+        }
+    }
+
     @Test func openAIBodyCarriesEverythingExactly() throws {
         let c = client(.openai, maxLength: 300)
         let req = ChatRequest(model: "m", system: hostile, user: hostile + "!", jsonSchema: schema, schemaName: "rec", maxTokens: 77, temperature: 0.7)
