@@ -80,7 +80,8 @@ public struct EngineConfig: Sendable, Codable {
 
     /// Applies OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL.
     public mutating func applyEnvironment(_ env: [String: String]) {
-        for (kind, prefix) in [(ProviderConfig.Kind.openai, "OPENAI"), (.anthropic, "ANTHROPIC")] {
+        for kind in [ProviderConfig.Kind.openai, .anthropic] {
+            let prefix = ProviderConfig.environmentPrefix(kind)
             for name in providers.keys where providers[name]!.kind == kind && name == kind.rawValue {
                 if let key = env["\(prefix)_API_KEY"], !key.isEmpty { providers[name]!.apiKey = key }
                 if let url = env["\(prefix)_BASE_URL"], !url.isEmpty { providers[name]!.baseURL = url }

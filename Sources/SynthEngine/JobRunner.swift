@@ -183,7 +183,7 @@ final class JobRunner: Sendable {
             throw EngineError(.providerNotConfigured, "no configured provider answers for model \(request.model.isEmpty ? request.models.generator.model : request.model)")
         }
         if client.config.lacksItsKey {
-            let variable = client.config.kind == .anthropic ? "ANTHROPIC_API_KEY" : "OPENAI_API_KEY"
+            let variable = ProviderConfig.environmentPrefix(client.config.kind) + "_API_KEY"
             throw EngineError(.providerNotConfigured, "provider \(route.provider) has no API key: set \(variable) or its api_key in the config file")
         }
         let prompts = PromptBuilder(request: request, plan: plan)

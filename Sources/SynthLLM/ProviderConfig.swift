@@ -34,6 +34,10 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     public var requestsPerMinute: Int?
     public var tokensPerMinute: Int?
 
+    /// The prefix of the environment variables that configure the documented provider of a
+    /// wire format: OPENAI_API_KEY, ANTHROPIC_BASE_URL and so on.
+    public static func environmentPrefix(_ kind: Kind) -> String { kind.rawValue.uppercased() }
+
     /// The vendor's own endpoint for each wire format, where a key is always required.
     public static func vendorURL(_ kind: Kind) -> String {
         switch kind {

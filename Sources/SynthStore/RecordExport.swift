@@ -133,7 +133,7 @@ extension Store {
                 exports.noteFailure(jobID)
                 throw error
             }
-        } ?? nil
+        }
     }
 
     /// Forgets a loaded export (its file went missing, say), so the next use loads or makes it again.

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 import Logging
 import NIOCore
 import NIOPosix
@@ -226,6 +227,35 @@ final class Harness: @unchecked Sendable {
 
     func generate(_ client: SynthClient, count: Int64, split: Bool = false) async throws -> PBJob {
         try await client.unary("Generate", Self.request(count: count, split: split), as: PBGenerateResponse.self).job
+    }
+
+    /// Watches a job in record batches after `after` until the stream ends, checking each batch:
+    /// it follows the one before in sequence, holds `count` whole lines, and stays within the
+    /// batch size (at least 4096 bytes) unless it holds a single record.
+    func watchBatches(_ client: SynthClient, _ jobID: String, after: UInt64, batchBytes: UInt32)
+        async throws -> (jsonl: [UInt8], batches: Int, next: UInt64, succeeded: Bool) {
+        var watch = PBWatchJobRequest()
+        watch.jobID = jobID
+        watch.afterSeq = after
+        watch.batchBytes = batchBytes
+        var got: [UInt8] = []
+        var next = after + 1
+        var batches = 0
+        var succeeded = false
+        for try await event in client.stream("WatchJob", watch, as: PBWatchJobResponse.self) {
+            switch event.event {
+            case .batch(let b):
+                #expect(b.firstSeq == next && b.lastSeq == b.firstSeq + UInt64(b.count) - 1)
+                #expect(b.jsonl.count <= max(Int(batchBytes), 4096) || b.count == 1)
+                #expect(b.jsonl.filter { $0 == 0x0A }.count == Int(b.count) && b.jsonl.last == 0x0A)
+                next = b.lastSeq + 1
+                got += Array(b.jsonl)
+                batches += 1
+            case .progress(let p): succeeded = p.status == "succeeded"
+            default: Issue.record("unexpected event on a batched watch: \(event)")
+            }
+        }
+        return (got, batches, next, succeeded)
     }
 
     /// Waits (by watching, not polling) until the job ends.
