@@ -316,6 +316,7 @@ final class JobRunner: Sendable {
                 }
                 return .done(slot, true)
             case .reject(let reason, let problem):
+                logRejection(reason, problem, completion)
                 queue.add(nil) {
                     $0.generated += 1
                     $0.reject(reason, problem, cell: slot.cell)
@@ -323,6 +324,7 @@ final class JobRunner: Sendable {
                 return .done(slot, false)
             }
         case .failure(let reason):
+            logRejection(reason, completion.finishReason == "length" ? .truncated : .unusable, completion)
             queue.add(nil) {
                 $0.generated += 1
                 $0.reject(reason, completion.finishReason == "length" ? .truncated : .unusable, cell: slot.cell)
@@ -330,6 +332,16 @@ final class JobRunner: Sendable {
             }
             return .done(slot, false)
         }
+    }
+
+    /// At debug level, why an answer was rejected and how it began: what to look at when a model
+    /// gets few records through.
+    func logRejection(_ reason: Rejection, _ problem: FormatProblem?, _ completion: ChatCompletion) {
+        guard logger.logLevel <= .debug else { return }
+        logger.debug("answer rejected", metadata: [
+            "job": "\(jobID)", "reason": "\(reason.rawValue)", "detail": "\(problem?.rawValue ?? "-")",
+            "finish": "\(completion.finishReason)", "answer": "\(completion.content.prefix(600))",
+        ])
     }
 
     /// Puts the accepted records of an earlier run back into the near-duplicate check.

@@ -12,7 +12,7 @@ struct Synthd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "synthd",
         abstract: "The synthd server: synthetic training data jobs over a framed protobuf protocol.",
-        subcommands: [Serve.self, Admin.self],
+        subcommands: [Serve.self, Admin.self, Check.self],
         defaultSubcommand: Serve.self)
 }
 

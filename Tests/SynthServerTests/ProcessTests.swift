@@ -180,4 +180,75 @@ import SynthStore
         #expect(hardNegatives == 600)
         print("kill -9 test: accepted at each kill \(acceptedAtKill)")
     }
+
+    /// Runs `synthd` with `arguments` and `stdin`, returning its exit status and output.
+    static func runSynthd(_ arguments: [String], stdin: String = "") throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = bin.appendingPathComponent("synthd")
+        p.arguments = arguments
+        let input = Pipe(), out = Pipe(), err = Pipe()
+        p.standardInput = input
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        input.fileHandleForWriting.write(Data(stdin.utf8))
+        try input.fileHandleForWriting.close()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    @Test func synthdCheckGivesEachRecordTheVerdictAJobWouldGiveIt() throws {
+        let dir = "/tmp/sdc-" + String(UUID().uuidString.prefix(8))
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let request = dir + "/request.json"
+        try Data("""
+        {"schema":"instruction_v1","domain":"customer support for a SaaS product","count":10,"model":"fast",
+         "constraints":{"max_tokens":60}}
+        """.utf8).write(to: URL(fileURLWithPath: request))
+        let good = "A customer was charged twice for the same monthly plan and wants the extra payment returned to their card."
+        let answer = "I am sorry about the double charge. I have refunded the second payment, and it will reach your card within five days."
+        func rec(_ instruction: String, _ output: String) -> String {
+            String(decoding: try! JSONSerialization.data(withJSONObject: ["instruction": instruction, "input": "", "output": output]), as: UTF8.self)
+        }
+        let long = Array(repeating: "The invoice lists every seat on the plan and the date it was added.", count: 12).joined(separator: " ")
+        let lines = [
+            rec(good, answer),                                                        // 1 accepted
+            rec(good.replacingOccurrences(of: "card", with: "account"), answer),      // 2 near-duplicate of 1
+            rec("How do I reset the password of a team member who left the company?", "[insert answer here]"), // 3 placeholder
+            rec("Why did my invoice total change after I added two seats in the middle of the month",
+                "The total changed because seats added mid-month are billed for the days that remain, so your next invoice"), // 4 truncated
+            rec("Here is the JSON record you asked for about two-factor codes that never arrive", "Two-factor codes can be resent from the sign-in page."), // 5 leakage
+            "this line is not JSON",                                                  // 6 unusable
+            "{\"instruction\": \"Where can I download my receipts?\"}",                // 7 no output: unusable
+            rec("Explain what each line of my annual invoice means.", long),          // 8 too long
+            rec("Can I move from the monthly plan to the annual plan without losing my data?",
+                "Yes. Switching plans keeps every project and file; only the billing period changes."), // 9 accepted
+        ]
+        let records = dir + "/records.jsonl"
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: records))
+
+        let text = try Self.runSynthd(["check", "--request", request, "--records", records])
+        #expect(text.status == 0, "\(text.err)")
+        let verdicts = text.out.split(separator: "\n").prefix(lines.count).map { $0.split(separator: "\t").dropFirst().joined(separator: " ") }
+        #expect(verdicts == ["accepted", "rejected near_duplicate", "rejected format_invalid placeholder", "rejected format_invalid truncated",
+                             "rejected format_invalid leakage", "rejected format_invalid unusable", "rejected format_invalid unusable",
+                             "rejected format_invalid too_long", "accepted"])
+
+        // The same from standard input, as counts.
+        let counts = try Self.runSynthd(["check", "--request", request, "--json"], stdin: lines.joined(separator: "\n"))
+        let obj = try JSONSerialization.jsonObject(with: Data(counts.out.utf8)) as? [String: Any]
+        #expect(obj?["checked"] as? Int == 9)
+        #expect(obj?["accepted"] as? Int == 2)
+        #expect(obj?["rejection_breakdown"] as? [String: Int] == ["format_invalid": 6, "near_duplicate": 1])
+        #expect(obj?["format_problems"] as? [String: Int] == ["placeholder": 1, "truncated": 1, "leakage": 1, "unusable": 2, "too_long": 1])
+
+        // A request that is not valid is refused, naming the field and the rule.
+        try Data(#"{"schema":"instruction_v1","domain":"customer support","count":0,"model":"fast"}"#.utf8).write(to: URL(fileURLWithPath: request))
+        let bad = try Self.runSynthd(["check", "--request", request, "--records", records])
+        #expect(bad.status != 0)
+        #expect(bad.err.contains("count: must be a positive integer"))
+        #expect(bad.out.isEmpty)
+    }
 }
