@@ -39,8 +39,8 @@ public final class Server: @unchecked Sendable {
     /// Binds the configured listeners and starts serving. Returns the real addresses (a TCP port
     /// of 0 becomes the port the kernel chose).
     public func start() async throws -> Bound {
-        // The domain spell check's word list takes a quarter of a second to load: load it now,
-        // off the request path, rather than inside the first Generate.
+        // Load the domain spell check's word list now, off the request path, rather than inside
+        // the first Generate.
         Task.detached(priority: .utility) { _ = DomainSpellCheck.shared.isAvailable }
         var bound = Bound()
         let maxFrame = config.maxFrameSize

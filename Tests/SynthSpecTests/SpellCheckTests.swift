@@ -48,4 +48,27 @@ import Testing
         #expect(d("", "abc") == 3)
         #expect(d("abc", "abc") == 0)
     }
+
+    /// The byte table holds exactly the words a `Set<String>` of the lower-cased lines would.
+    @Test func theWordTableHoldsEveryListedWordOnce() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: DomainSpellCheck.defaultPath))
+        var expected = Set<String>()
+        for line in data.split(separator: UInt8(ascii: "\n")) where !line.contains(UInt8(ascii: "'")) {
+            expected.insert(String(decoding: line, as: UTF8.self).lowercased())
+        }
+        let table = WordTable(contentsOf: data)
+        #expect(table.count == expected.count)
+        #expect(expected.allSatisfy { table.contains($0) })
+        for absent in ["custmer", "prodcut", "", "customerx", "zzzzq"] { #expect(!table.contains(absent)) }
+        var fives = 0
+        table.forEach(lengths: 5...5) { w in
+            #expect(w.count == 5)
+            fives += 1
+        }
+        #expect(fives == expected.filter { $0.count == 5 }.count)
+        // A small list, and one with repeats and a non-ASCII word.
+        let small = WordTable(contentsOf: Data("Apple\napple\nÉclair\nbob's\n\nzebra".utf8))
+        #expect(small.count == 3)
+        #expect(small.contains("apple") && small.contains("éclair") && small.contains("zebra") && !small.contains("bob's"))
+    }
 }
