@@ -34,6 +34,13 @@ public struct LocalModelConfig: Sendable, Codable, Equatable {
     public var attemptsPerRecord: Double?
     /// `false` turns the local model off even when no cloud key is configured.
     public var enabled: Bool?
+    /// Providers the local model answers for, by name (say `["openai", "anthropic"]`): a request
+    /// that names such a provider and one of its models then runs offline. The local model
+    /// answers over Chat Completions with its grammar-constrained output whatever the named
+    /// provider's own wire format (over the Messages API llama-server applies no grammar, and a
+    /// 135M model then writes until the token limit). Records' provenance names the local model,
+    /// which is what really answered.
+    public var standInFor: [String]?
 
     public init() {}
 
@@ -46,6 +53,7 @@ public struct LocalModelConfig: Sendable, Codable, Equatable {
         case stringMaxLength = "string_max_length"
         case stringMinLength = "string_min_length"
         case attemptsPerRecord = "attempts_per_record"
+        case standInFor = "stand_in_for"
     }
 }
 
@@ -168,12 +176,15 @@ public final class LocalModel: @unchecked Sendable {
     /// critic that `base` names explicitly (`explicitRoutes`) are kept.
     public func engineConfig(over base: EngineConfig, keepRoutes: Bool) -> EngineConfig {
         var c = base
-        c.providers["local"] = ProviderConfig(
-            name: "local", kind: .openai, baseURL: baseURL, maxInFlight: parallel, maxRetries: 4,
-            requestTimeoutSeconds: 300,
-            sampling: config.sampling ?? ["temperature": 0.8, "min_p": 0.1, "repeat_penalty": 1.1, "repeat_last_n": 64,
-                                          "frequency_penalty": 0],
-            stringMaxLength: config.stringMaxLength ?? 400, stringMinLength: config.stringMinLength ?? 12)
+        func provider(_ name: String) -> ProviderConfig {
+            ProviderConfig(
+                name: name, kind: .openai, baseURL: baseURL, maxInFlight: parallel,
+                maxRetries: 4, requestTimeoutSeconds: 300,
+                sampling: config.sampling ?? ["temperature": 0.8, "min_p": 0.1, "repeat_penalty": 1.1, "repeat_last_n": 64,
+                                              "frequency_penalty": 0],
+                stringMaxLength: config.stringMaxLength ?? 400, stringMinLength: config.stringMinLength ?? 12)
+        }
+        for name in ["local"] + (config.standInFor ?? []) { c.providers[name] = provider(name) }
         let route = ModelRoute(provider: "local", model: modelName)
         if !keepRoutes {
             for tier in ["fast", "balanced", "diverse", "deep"] { c.tiers[tier] = route }

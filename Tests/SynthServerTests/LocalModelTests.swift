@@ -115,6 +115,42 @@ import SynthStore
         #expect(Self.childPID(dir) == nil)
     }
 
+    /// `stand_in_for`: a request that names a cloud provider and its model runs on the local
+    /// model; without it, the same job fails at once, naming the key to set.
+    @Test func aStandInAnswersForTheProvidersARequestNames() async throws {
+        var gen = PBGenerateRequest()
+        gen.request = try RequestJSON.parse("""
+        {"schema":"preference_v1","domain":"code review best practices","count":4,
+         "models":{"generator":{"provider":"anthropic","model":"claude-sonnet-4-6"},"critic":{"provider":"openai","model":"gpt-4o-mini"}}}
+        """)
+        for standIn in [false, true] {
+            let (dir, config, key) = try Self.setUp(extra: standIn ? #", "stand_in_for": ["openai", "anthropic"]"# : "")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let server = try ProcessTests.Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+            let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
+            let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
+            var watch = PBWatchJobRequest()
+            watch.jobID = job.jobID
+            watch.progressOnly = true
+            let request = watch
+            let last = try await withTimeout(60, "the job") {
+                var last = PBJob()
+                for try await e in client.stream("WatchJob", request, as: PBWatchJobResponse.self) {
+                    if case .progress(let j) = e.event { last = j }
+                }
+                return last
+            }
+            if standIn {
+                #expect(last.status == "succeeded" && last.accepted == 4, "\(last.status): \(last.error)")
+            } else {
+                #expect(last.status == "failed" && last.accepted == 0)
+                #expect(last.error.contains("ANTHROPIC_API_KEY"), "\(last.error)")
+            }
+            await client.close()
+            #expect(try await server.stop(SIGTERM) == 0)
+        }
+    }
+
     @Test func aKilledSynthdTakesItsModelServerWithIt() async throws {
         let (dir, config, _) = try Self.setUp()
         defer { try? FileManager.default.removeItem(atPath: dir) }
