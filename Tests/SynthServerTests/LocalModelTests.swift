@@ -55,6 +55,11 @@ import SynthStore
         gen.request.domain = "customer support for a SaaS product"
         gen.request.count = count
         gen.request.model = "balanced"
+        return try await runJob(client, gen)
+    }
+
+    /// Runs `gen` to its end and returns the job's last progress.
+    static func runJob(_ client: SynthClient, _ gen: PBGenerateRequest) async throws -> PBJob {
         let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
         var watch = PBWatchJobRequest()
         watch.jobID = job.jobID
@@ -128,18 +133,7 @@ import SynthStore
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let server = try ProcessTests.Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
             let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
-            let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
-            var watch = PBWatchJobRequest()
-            watch.jobID = job.jobID
-            watch.progressOnly = true
-            let request = watch
-            let last = try await withTimeout(60, "the job") {
-                var last = PBJob()
-                for try await e in client.stream("WatchJob", request, as: PBWatchJobResponse.self) {
-                    if case .progress(let j) = e.event { last = j }
-                }
-                return last
-            }
+            let last = try await Self.runJob(client, gen)
             if standIn {
                 #expect(last.status == "succeeded" && last.accepted == 4, "\(last.status): \(last.error)")
             } else {
