@@ -204,9 +204,7 @@ final class JobRunner: Sendable {
         // attempts still waiting then never send, so a job that cannot go on stops at once.
         let halted = HaltFlag()
         let attemptsAtOnce = 2 * concurrency
-        let drives: [String: (String, String)] = Dictionary(uniqueKeysWithValues: plan.cells.compactMap { cell in
-            prompts.drivePair(axis: cell.axis).map { (cell.axis, ($0.0.name, $0.1.name)) }
-        })
+        let drives = prompts.drivesByAxis
 
         // The committer and the generators are siblings: if a commit fails (a full disk, say),
         // the group ends and the generators stop paying for answers that could not be kept.
@@ -324,10 +322,11 @@ final class JobRunner: Sendable {
                 return .done(slot, false)
             }
         case .failure(let reason):
-            logRejection(reason, completion.finishReason == "length" ? .truncated : .unusable, completion)
+            let problem: FormatProblem = completion.finishReason == "length" ? .truncated : .unusable
+            logRejection(reason, problem, completion)
             queue.add(nil) {
                 $0.generated += 1
-                $0.reject(reason, completion.finishReason == "length" ? .truncated : .unusable, cell: slot.cell)
+                $0.reject(reason, problem, cell: slot.cell)
                 $0.add(completion, stage: "generate")
             }
             return .done(slot, false)

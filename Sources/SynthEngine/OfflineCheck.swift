@@ -39,9 +39,7 @@ public final class OfflineCheck: @unchecked Sendable {
         let first = Slot(index: 0, cell: 0, hardNegative: false)
         gate = QualityGate(request: effective, system: [prompts.system(for: first)], critic: nil, criticModel: "", jobID: "check",
                            logger: Logger(label: "synthd.check"))
-        drives = Dictionary(plan.cells.compactMap { cell in
-            prompts.drivePair(axis: cell.axis).map { (cell.axis, ($0.0.name, $0.1.name)) }
-        }, uniquingKeysWith: { a, _ in a })
+        drives = prompts.drivesByAxis
     }
 
     /// Checks one record: a JSON object with the schema's fields (a model's answer, or a record

@@ -136,6 +136,12 @@ public struct PromptBuilder: Sendable {
         return lo == nil && hi == nil ? nil : (lo, hi)
     }
 
+    /// Each conflict axis of the plan with the names of its two drives: how answers are read.
+    var drivesByAxis: [String: (String, String)] {
+        Dictionary(plan.cells.compactMap { cell in drivePair(axis: cell.axis).map { (cell.axis, ($0.0.name, $0.1.name)) } },
+                   uniquingKeysWith: { a, _ in a })
+    }
+
     func drivePair(axis: String) -> (PBDrive, PBDrive)? {
         let axes = Planner.axes(request.conflictConfig)
         guard let i = axes.firstIndex(of: axis) else { return nil }
