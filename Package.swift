@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "synthd",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "synthd", targets: ["synthd"]),
         .executable(name: "synth", targets: ["synth"]),

@@ -1,4 +1,3 @@
-import Dispatch
 #if canImport(Darwin)
 import Darwin
 #elseif canImport(Glibc)
@@ -7,6 +6,7 @@ import Glibc
 import Musl
 #endif
 import CSketch
+import Synchronization
 
 /// Online exact near-duplicate detection: each new text is checked against every text accepted
 /// so far, and it is a near-duplicate when its trigram Jaccard similarity with any of them is above
@@ -29,74 +29,163 @@ import CSketch
 ///    |x Δ y| ≤ n + m − 2·minOverlap(n, m) < (n + m)(den − num)/(den + num); any pair with L
 ///    above that is ruled out. L is computed directly with byte sums of absolute differences
 ///    (PSADBW, two vectors at a time with AVX2; CSketch) on x86-64, elsewhere as
-///    Σcx + Σcy − 2·Σmin(cx, cy); both are the same number. On
-///    unrelated texts this leaves about one pair in ten thousand. (This is close to the least
-///    sketch that works here: unrelated texts share about 40% of their trigrams, and with D a
-///    fifth of the size instead of a quarter sixty times as many pairs reach verification.)
+///    Σcx + Σcy − 2·Σmin(cx, cy); both are the same number. On unrelated texts this leaves about
+///    one pair in ten thousand. (This is close to the least sketch that works here: unrelated
+///    texts share about 40% of their trigrams, and with D a fifth of the size instead of a quarter
+///    sixty times as many pairs reach verification.)
 /// 3. The pairs left are verified exactly: y's trigrams are looked up in the probe's hash set,
 ///    stopping as soon as the overlap is reached or out of reach.
 ///
-/// Bins are scanned from x's own size outwards, so a near-copy is usually found first; when there
-/// is much to scan, the bins are cut into runs that the calling thread and Dispatch's workers
-/// take in turn (the answer is the one a single thread would give). Nothing depends on the order texts came in or on statistics of them, so a restarted job
-/// rebuilds the same index by inserting its accepted texts again.
+/// The work of one check is cut into tasks, one per group of bins that share sketch dimensions,
+/// in order from x's own size outwards (so that a near-copy, usually of about the same size, is
+/// found early). Once the index holds `helperFrom` texts and the machine has a second core, a
+/// helper thread takes tasks alongside the caller (each builds the probe's sketch for the tasks
+/// it takes), and it files each accepted text while the caller reads the next one. A task that
+/// finds a near-duplicate stops the tasks after it; the tasks before it are all done, so the
+/// answer is the one a single thread would give. Nothing depends on the order texts came in or on
+/// statistics of them, so a restarted job rebuilds the same index by inserting its accepted texts
+/// again.
 ///
 /// Not thread-safe: one owner calls it.
 public final class NearDuplicateIndex {
     public let threshold: Threshold
     /// Kept for source compatibility: the sketch join needs no sample of the data to rank tokens.
     public let sampleSize: Int
-    private var join: SketchJoin
+    private let core: JoinCore
+    private var scratch = ProbeSketch()
+    private var helper: JoinHelper?
+    /// The number of accepted texts from which a helper thread shares the work.
+    let helperFrom: Int
 
-    public init(threshold: Threshold = .nearDuplicate, sampleSize: Int = 256) {
-        self.threshold = threshold
-        self.sampleSize = max(1, sampleSize)
-        join = SketchJoin(threshold: threshold)
+    /// Below this many accepted texts a check is a few microseconds, less than waking a thread.
+    static let defaultHelperFrom = 2_000
+
+    public convenience init(threshold: Threshold = .nearDuplicate, sampleSize: Int = 256) {
+        self.init(threshold: threshold, sampleSize: sampleSize, helperFrom: Self.defaultHelperFrom)
     }
 
-    public var count: Int { join.count }
+    /// `helperFrom`: Int.max for one thread only; 0 for a helper from the first text (tests).
+    init(threshold: Threshold, sampleSize: Int = 256, helperFrom: Int) {
+        self.threshold = threshold
+        self.sampleSize = max(1, sampleSize)
+        self.helperFrom = helperFrom
+        core = JoinCore(threshold: threshold)
+    }
+
+    deinit {
+        helper?.stop()
+    }
+
+    public var count: Int { core.count }
     /// Pairs verified exactly.
-    public var comparisons: Int { join.comparisons }
+    public var comparisons: Int { core.comparisons.load(ordering: .relaxed) }
     /// Pairs compared by sketch (those that passed the length filter).
-    public var sketchComparisons: Int { join.sketchComparisons }
+    public var sketchComparisons: Int { core.scanned.load(ordering: .relaxed) }
+    /// Whether a helper thread is sharing the work.
+    var helped: Bool { helper != nil }
 
     /// The accepted text that `text` is a near-duplicate of (its position among accepted texts),
     /// or nil. Does not add `text`.
     public func duplicate(of text: String) -> Int? {
-        join.load(text)
-        return join.duplicateOfLoaded()
+        core.load(text)
+        return check()
     }
 
     /// Checks `text` and adds it when it is not a near-duplicate. True when it was added.
     @discardableResult
     public func admit(_ text: String) -> Bool {
-        join.admit(text)
+        core.load(text)
+        if check() != nil { return false }
+        add()
+        return true
     }
 
     /// Adds `text` without checking it (rebuilding from texts that were accepted before).
     public func insert(_ text: String) {
-        join.load(text)
-        join.addLoaded()
+        core.load(text)
+        add()
+    }
+
+    private func check() -> Int? {
+        core.finishAdd()
+        if helper == nil, core.count >= helperFrom, JoinHelper.cores > 1 {
+            helper = JoinHelper(core: core)
+        }
+        guard let work = core.publish() else { return nil }
+        if work >= JoinHelper.wakeWork { helper?.wake() }
+        return core.run(&scratch)
+    }
+
+    private func add() {
+        core.postAdd()
+        helper?.wake()
     }
 }
 
-/// The state and work of `NearDuplicateIndex`, kept in a struct so that the hot loops touch it
-/// without dynamic exclusivity checks.
-struct SketchJoin {
-    let threshold: Threshold
-    /// The text being checked or added.
-    private var probe = ProbeTrigrams()
-    /// Accepted sets' trigrams, one set after another: in `narrow` as `Self.narrow` codes when
-    /// all of a set's trigrams have one (as ASCII text's all do), else in `wide` as packed.
-    private var narrow: [UInt32] = []
-    private var wide: [UInt64] = []
-    private var spans: [Span] = []
+/// The probe's sketch for one group of bins: its counts one a byte, their sum, and the same
+/// counts laid out for the byte-sum kernel: per packed vector v, the counts of its low nibbles,
+/// then those of its high nibbles times 16.
+struct ProbeSketch {
+    var counts: [SIMD16<UInt8>] = []
+    var sad: [SIMD16<UInt8>] = []
+    var sum = 0
 
-    struct Span {
-        var start: Int
-        var end: Int
-        var wide: Bool
+    mutating func build(_ hashes: [UInt32], dimensions dims: Int) {
+        counts.removeAll(keepingCapacity: true)
+        counts.append(contentsOf: repeatElement(SIMD16<UInt8>(), count: dims / 16))
+        var sum = 0
+        let d64 = UInt64(dims)
+        counts.withUnsafeMutableBytes { counts in
+            hashes.withUnsafeBufferPointer { hashes in
+                for h in hashes {
+                    let d = Int(truncatingIfNeeded: (UInt64(h) &* d64) >> 32)
+                    if counts[d] < 15 {
+                        counts[d] += 1
+                        sum += 1
+                    }
+                }
+            }
+        }
+        self.sum = sum
+        sad.removeAll(keepingCapacity: true)
+        for v in 0..<dims / 32 {
+            sad.append(counts[2 * v])
+            sad.append(counts[2 * v + 1] &<< 4)
+        }
     }
+
+    /// The counts packed two a byte, as a bin stores them.
+    var packed: [SIMD16<UInt8>] {
+        (0..<counts.count / 2).map { v in counts[2 * v] | counts[2 * v + 1] &<< 4 }
+    }
+}
+
+/// One loaded text. A class, so that the caller can load the next text into one while the
+/// helper files the previous one from the other.
+final class ProbeBox: @unchecked Sendable {
+    var probe = ProbeTrigrams()
+}
+
+/// The index's state, shared by the caller and the helper thread. Who may touch what, when:
+/// - `load`, `publish`, `postAdd` and the fields they write are the caller's alone;
+/// - the accepted sets (`bins`, `codes`, `wide`, `spans`) are written only by `performAdd`, which
+///   runs on one thread at a time (claimed through `addState`) and never during a check: the
+///   caller finishes any pending add before it publishes a check;
+/// - during a check, both threads only read, and each task's result goes through atomics.
+final class JoinCore: @unchecked Sendable {
+    let threshold: Threshold
+
+    // MARK: loaded texts (caller only)
+
+    let buffers = [ProbeBox(), ProbeBox()]
+    /// The buffer holding the loaded text.
+    private var current = 0
+    private var loaded: String?
+    /// Accepted texts, including one whose add is pending.
+    private(set) var count = 0
+
+    // MARK: accepted sets
+
     /// Accepted sets by size bin (`bin(_:)`).
     private var bins: [Bin] = []
 
@@ -113,44 +202,333 @@ struct SketchJoin {
         var sets: [UInt32] = []
     }
 
-    /// The loaded text's sketches by bin group, one count per byte, valid where `probeLoad` is
-    /// `loads`.
-    private var probeSketches: [[SIMD16<UInt8>]] = []
-    private var probeSums: [Int] = []
-    /// The same counts as compared with a packed sketch by byte sums of absolute differences:
-    /// per packed vector v, the counts of its low nibbles (`probeSketches[g][2v]`), then those of
-    /// its high nibbles times 16 (`probeSketches[g][2v + 1] << 4`).
-    private var probeSAD: [[SIMD16<UInt8>]] = []
-    private var probeLoad: [UInt64] = []
-    /// How many texts have been loaded, and the last one.
-    private var loads: UInt64 = 0
-    private var loaded: String?
+    /// Accepted sets' trigrams: as `narrow` codes in `codes` when all of a set's trigrams have
+    /// one (as ASCII text's all do), else packed in `wide`.
+    private var codes = CodeStore()
+    private var wide: [UInt64] = []
+    private var spans: [Span] = []
 
-    private(set) var comparisons = 0
-    private(set) var sketchComparisons = 0
+    struct Span {
+        /// The set's narrow codes, or nil when they are in `wide` from `start`.
+        var narrow: UnsafePointer<UInt32>?
+        var start: Int
+        var count: Int
+    }
+
+    // MARK: the pending add
+
+    /// 0: none; 1: posted (`addBuffer` holds the text); 2: being filed.
+    private let addState = Atomic<Int>(0)
+    private var addBuffer = 0
+    private var addSketch = ProbeSketch()
+
+    // MARK: the published check
+
+    /// The check's number (high 32 bits), its number of tasks (next 16) and the next task to
+    /// take (low 16). A thread takes task k by moving the low bits from k to k + 1.
+    private let word = Atomic<Int>(0)
+    private var seq = 0
+    /// Tasks finished (or skipped) in the current check.
+    private let done = Atomic<Int>(0)
+    /// The earliest near-duplicate found: task << 32 | accepted set, or Int.max.
+    private let found = Atomic<Int>(Int.max)
+    /// Per task, its group and its bins (in `taskBins`, from `taskStart[k]` to
+    /// `taskStart[k + 1]`), in scan order.
+    private var taskGroups: [Int] = []
+    private var taskStart: [Int] = []
+    private var taskBins: [Int] = []
+    private var probeBuffer = 0
+    private var probeN = 0, probeLo = 0, probeHi = 0
+
+    let comparisons = Atomic<Int>(0)
+    let scanned = Atomic<Int>(0)
 
     init(threshold: Threshold) {
         self.threshold = threshold
     }
 
-    var count: Int { spans.count }
+    deinit {
+        codes.free()
+    }
+
+    // MARK: caller
 
     /// Loads `text` as the probe, unless it is already (the engine checks a text, then adds it).
-    mutating func load(_ text: String) {
+    func load(_ text: String) {
         // Byte for byte: String's == would equate canonically equivalent texts whose scalars,
         // and so trigrams, differ.
         if let loaded, loaded.utf8.elementsEqual(text.utf8) { return }
-        probe.load(text)
+        let target = 1 - current
+        // A pending add may still be reading the other buffer.
+        if addState.load(ordering: .acquiring) != 0 && addBuffer == target { finishAdd() }
+        buffers[target].probe.load(text)
+        current = target
         loaded = text
-        loads += 1
     }
 
-    mutating func admit(_ text: String) -> Bool {
-        load(text)
-        if duplicateOfLoaded() != nil { return false }
-        addLoaded()
+    /// Files the loaded text as the next accepted set: at once on the helper thread when there is
+    /// one, else at the start of the next call.
+    func postAdd() {
+        finishAdd()
+        addBuffer = current
+        count += 1
+        addState.store(1, ordering: .releasing)
+    }
+
+    /// Makes sure no add is pending: files it here unless the helper already is, then waits.
+    func finishAdd() {
+        if tryAdd() { return }
+        while addState.load(ordering: .acquiring) != 0 { spinPause() }
+    }
+
+    /// Files the pending add, if there is one and no other thread has taken it.
+    @discardableResult
+    func tryAdd() -> Bool {
+        guard addState.load(ordering: .relaxed) == 1,
+              addState.compareExchange(expected: 1, desired: 2, ordering: .acquiring).exchanged else { return false }
+        performAdd()
+        addState.store(0, ordering: .releasing)
         return true
     }
+
+    /// Sets up the check of the loaded text: its tasks, in scan order. Nil when no accepted set
+    /// has a compatible size; else the work (sketch vectors to compare). No add may be pending.
+    func publish() -> Int? {
+        let probe = buffers[current].probe
+        let n = probe.count
+        guard n > 0 else { return nil }
+        let num = threshold.num, den = threshold.den
+        // Compatible sizes m: min(n, m)·den > num·max(n, m).
+        let lo = num * n / den + 1
+        let hi = (n * den - 1) / num
+        let first = Self.bin(lo), last = min(Self.bin(hi), bins.count - 1)
+        guard first <= last else { return nil }
+        let own = min(Self.bin(n), last)
+        taskGroups.removeAll(keepingCapacity: true)
+        taskStart.removeAll(keepingCapacity: true)
+        taskBins.removeAll(keepingCapacity: true)
+        var work = 0
+        // Groups from n's outwards; in each, its compatible bins nearest n's first.
+        let gFirst = Self.group(first), gLast = Self.group(last), gOwn = Self.group(own)
+        var down = gOwn, up = gOwn + 1
+        while down >= gFirst || up <= gLast {
+            let g: Int
+            if up > gLast || (down >= gFirst && gOwn - down <= up - gOwn) {
+                g = down
+                down -= 1
+            } else {
+                g = up
+                up += 1
+            }
+            let start = taskBins.count
+            let low = max(4 * g, first), high = min(4 * g + 3, last)
+            func take(_ i: Int) {
+                guard i >= low && i <= high && !bins[i].sets.isEmpty else { return }
+                taskBins.append(i)
+                work += bins[i].sets.count * Self.dimensions(g) / 32
+            }
+            if g < gOwn {
+                for i in stride(from: high, through: low, by: -1) { take(i) }
+            } else if g > gOwn {
+                for i in stride(from: low, through: high, by: 1) { take(i) }
+            } else {
+                take(own)
+                for d in 1...3 {
+                    take(own - d)
+                    take(own + d)
+                }
+            }
+            if taskBins.count > start {
+                taskGroups.append(g)
+                taskStart.append(start)
+            }
+        }
+        taskStart.append(taskBins.count)
+        guard !taskGroups.isEmpty else { return nil }
+        probeBuffer = current
+        probeN = n
+        probeLo = lo
+        probeHi = hi
+        seq += 1
+        done.store(0, ordering: .relaxed)
+        found.store(Int.max, ordering: .relaxed)
+        word.store(seq << 32 | taskGroups.count << 16, ordering: .releasing)
+        return work
+    }
+
+    /// Takes tasks of the published check until none are left, waits for those another thread
+    /// took, and gives the answer.
+    func run(_ scratch: inout ProbeSketch) -> Int? {
+        work(seq, &scratch)
+        let tasks = taskGroups.count
+        while done.load(ordering: .acquiring) < tasks { spinPause() }
+        let f = found.load(ordering: .acquiring)
+        return f == Int.max ? nil : f & 0xFFFF_FFFF
+    }
+
+    // MARK: either thread
+
+    /// The published check's number, to tell the helper whether there is a new one.
+    var published: Int { word.load(ordering: .acquiring) >> 32 }
+
+    /// Whether the helper has anything to do after check `seen`.
+    func pending(after seen: Int) -> Bool {
+        addState.load(ordering: .sequentiallyConsistent) == 1 || word.load(ordering: .sequentiallyConsistent) >> 32 != seen
+    }
+
+    /// Takes and does tasks of check `s` while there are any.
+    func work(_ s: Int, _ scratch: inout ProbeSketch) {
+        while true {
+            let w = word.load(ordering: .acquiring)
+            let k = w & 0xFFFF
+            guard w >> 32 == s, k < (w >> 16) & 0xFFFF else { return }
+            guard word.compareExchange(expected: w, desired: w + 1, ordering: .acquiring).exchanged else { continue }
+            if found.load(ordering: .acquiring) > k << 32 {
+                let r = runTask(k, &scratch)
+                if let set = r.found { foundAt(k << 32 | set) }
+                comparisons.wrappingAdd(r.comparisons, ordering: .relaxed)
+                scanned.wrappingAdd(r.scanned, ordering: .relaxed)
+            }
+            done.wrappingAdd(1, ordering: .releasing)
+        }
+    }
+
+    private func foundAt(_ value: Int) {
+        var f = found.load(ordering: .relaxed)
+        while value < f {
+            let r = found.compareExchange(expected: f, desired: value, ordering: .releasing)
+            if r.exchanged { return }
+            f = r.original
+        }
+    }
+
+    struct TaskResult {
+        var found: Int?
+        var comparisons = 0
+        var scanned = 0
+    }
+
+    /// Task k: builds the probe's sketch for its group and scans its bins up to the first
+    /// near-duplicate, or until an earlier task has found one.
+    private func runTask(_ k: Int, _ scratch: inout ProbeSketch) -> TaskResult {
+        let probe = buffers[probeBuffer].probe
+        let g = taskGroups[k]
+        let dims = Self.dimensions(g)
+        scratch.build(probe.hashes, dimensions: dims)
+        var result = TaskResult()
+        let n = probeN, lo = probeLo, hi = probeHi
+        let num = threshold.num, den = threshold.den
+        let vectors = dims / 32
+        for t in taskStart[k]..<taskStart[k + 1] {
+            if t > taskStart[k] && found.load(ordering: .relaxed) < k << 32 { break }
+            let i = taskBins[t]
+            // Above the threshold, |x Δ y| = n + m − 2·overlap ≤ n + m − 2·minOverlap(n, m),
+            // which is below (n + m)(den − num)/(den + num), so at most `slack` for every m in
+            // the bin. Kept when Σcx + Σcy − 2·Σmin(cx, cy) ≤ slack, i.e. 2·Σmin ≥ base + Σcy.
+            let slack = (n + min(Self.binMax(i), hi)) * (den - num) / (den + num)
+            let base = scratch.sum - slack
+            bins[i].sketches.withUnsafeBufferPointer { sketches in
+                bins[i].sums.withUnsafeBufferPointer { sums in
+                    bins[i].sizes.withUnsafeBufferPointer { sizes in
+                        bins[i].sets.withUnsafeBufferPointer { sets in
+                            let count = sets.count
+                            result.scanned += count
+                            var entry = 0
+                            while entry < count {
+                                #if arch(x86_64)
+                                let e = scratch.sad.withUnsafeBytes { x in
+                                    csketch_next_within(UnsafeRawPointer(sketches.baseAddress!).assumingMemoryBound(to: UInt8.self),
+                                                        x.baseAddress!.assumingMemoryBound(to: UInt8.self), slack, entry, count, vectors)
+                                }
+                                #else
+                                let e = scratch.counts.withUnsafeBufferPointer { x in
+                                    let s = SketchSet(sketches: sketches.baseAddress!, sums: sums.baseAddress!, x: x.baseAddress!, base: base)
+                                    return Self.nextCandidate(s, entry, count, vectors)
+                                }
+                                #endif
+                                if e >= count { break }
+                                let m = Int(sizes[e])
+                                if m >= lo && m <= hi && threshold.lengthsCompatible(n, m) {
+                                    result.comparisons += 1
+                                    let j = Int(sets[e])
+                                    if verify(probe, j, threshold.minOverlap(n, m)) {
+                                        result.found = j
+                                        return
+                                    }
+                                }
+                                entry = e + 1
+                            }
+                        }
+                    }
+                }
+            }
+            _ = base
+            if result.found != nil { break }
+        }
+        return result
+    }
+
+    /// Whether accepted set j shares at least `need` trigrams with the probe; stops once it does
+    /// or cannot.
+    private func verify(_ probe: ProbeTrigrams, _ j: Int, _ need: Int) -> Bool {
+        let span = spans[j]
+        var o = 0
+        var left = span.count
+        @inline(__always) func count(_ shared: Bool) -> Bool? {
+            left -= 1
+            if shared {
+                o += 1
+                if o >= need { return true }
+            } else if o + left < need {
+                return false
+            }
+            return nil
+        }
+        if let narrow = span.narrow {
+            for code in UnsafeBufferPointer(start: narrow, count: span.count) {
+                if let r = count(probe.contains(Self.wide(code))) { return r }
+            }
+        } else {
+            for trigram in wide[span.start..<span.start + span.count] {
+                if let r = count(probe.contains(trigram)) { return r }
+            }
+        }
+        return false
+    }
+
+    /// Files the text in `addBuffer` as accepted set `spans.count`.
+    private func performAdd() {
+        let probe = buffers[addBuffer].probe
+        let m = probe.count
+        let j = UInt32(spans.count)
+        let out = codes.reserve(m)
+        var allNarrow = true
+        for (k, key) in probe.keys.enumerated() {
+            let c = Self.narrow(key)
+            if c == .max {
+                allNarrow = false
+                break
+            }
+            out[k] = c
+        }
+        if allNarrow {
+            codes.commit(m)
+            spans.append(Span(narrow: UnsafePointer(out), start: 0, count: m))
+        } else {
+            spans.append(Span(narrow: nil, start: wide.count, count: m))
+            wide.append(contentsOf: probe.keys)
+        }
+        guard m > 0 else { return }
+        let i = Self.bin(m)
+        if bins.count <= i { bins.append(contentsOf: repeatElement(Bin(), count: i + 1 - bins.count)) }
+        addSketch.build(probe.hashes, dimensions: Self.dimensions(Self.group(i)))
+        bins[i].sketches.append(contentsOf: addSketch.packed)
+        bins[i].sums.append(UInt32(addSketch.sum))
+        bins[i].sizes.append(UInt32(m))
+        bins[i].sets.append(j)
+    }
+
+    // MARK: sizes and sketch shapes
 
     /// Size bins: one per size below 64, then 32 per octave, so that a bin never straddles a
     /// power of two.
@@ -177,41 +555,6 @@ struct SketchJoin {
         max(64, (binMax(4 * g + 3) / 4 + 31) / 32 * 32)
     }
 
-    /// The loaded text's sketch for bin group g (built once per text), and its sum.
-    private mutating func probeSketch(_ g: Int) -> Int {
-        if probeLoad.count <= g {
-            let more = g + 1 - probeLoad.count
-            probeLoad.append(contentsOf: repeatElement(0, count: more))
-            probeSums.append(contentsOf: repeatElement(0, count: more))
-            probeSketches.append(contentsOf: repeatElement([], count: more))
-            probeSAD.append(contentsOf: repeatElement([], count: more))
-        }
-        if probeLoad[g] != loads {
-            probeLoad[g] = loads
-            let dims = Self.dimensions(g)
-            probeSketches[g].removeAll(keepingCapacity: true)
-            probeSketches[g].append(contentsOf: repeatElement(SIMD16<UInt8>(), count: dims / 16))
-            var sum = 0
-            let d64 = UInt64(dims)
-            probeSketches[g].withUnsafeMutableBytes { counts in
-                for h in probe.hashes {
-                    let d = Int(truncatingIfNeeded: (UInt64(h) &* d64) >> 32)
-                    if counts[d] < 15 {
-                        counts[d] += 1
-                        sum += 1
-                    }
-                }
-            }
-            probeSums[g] = sum
-            probeSAD[g].removeAll(keepingCapacity: true)
-            for v in 0..<dims / 32 {
-                probeSAD[g].append(probeSketches[g][2 * v])
-                probeSAD[g].append(probeSketches[g][2 * v + 1] &<< 4)
-            }
-        }
-        return probeSums[g]
-    }
-
     /// A packed trigram (three 21-bit scalars) in 30 bits when all three scalars are below 1024,
     /// else `.max`.
     @inline(__always) static func narrow(_ trigram: UInt64) -> UInt32 {
@@ -224,243 +567,10 @@ struct SketchJoin {
         return (c >> 20) << 42 | (c >> 10 & 0x3FF) << 21 | c & 0x3FF
     }
 
-    /// The loaded text's sketch for bin group g packed two counts a byte, as stored.
-    private mutating func packedSketch(_ g: Int) -> [SIMD16<UInt8>] {
-        _ = probeSketch(g)
-        let x = probeSketches[g]
-        return (0..<x.count / 2).map { v in x[2 * v] | x[2 * v + 1] &<< 4 }
-    }
-
-    /// Below this much sketch work (16-byte vectors to compare) a probe runs on the calling
-    /// thread alone; above it, the compatible bins are shared with a second thread.
-    static let parallelWork = 60_000
-
-    mutating func duplicateOfLoaded() -> Int? {
-        let n = probe.count
-        guard n > 0 else { return nil }
-        let num = threshold.num, den = threshold.den
-        // Compatible sizes m: min(n, m)·den > num·max(n, m).
-        let lo = num * n / den + 1
-        let hi = (n * den - 1) / num
-        let first = Self.bin(lo), last = min(Self.bin(hi), bins.count - 1)
-        guard first <= last else { return nil }
-        // Bins from n's outwards, so that a near-copy (usually of about the same size) comes early.
-        var order: [Int] = []
-        var work = 0
-        let own = min(Self.bin(n), last)
-        var down = own, up = own + 1
-        while down >= first || up <= last {
-            let i: Int
-            if up > last || (down >= first && own - down <= up - own) {
-                i = down
-                down -= 1
-            } else {
-                i = up
-                up += 1
-            }
-            if bins[i].sets.isEmpty { continue }
-            order.append(i)
-            _ = probeSketch(Self.group(i))
-            work += bins[i].sets.count * Self.dimensions(Self.group(i)) / 32
-        }
-        if work >= Self.parallelWork {
-            return inParallel(order, work, n, lo, hi)
-        }
-        let r = context(n, lo, hi).scan(order)
-        comparisons += r.comparisons
-        sketchComparisons += r.scanned
-        return r.found?.set
-    }
-
-    /// Scans the bins in `order` on the threads Dispatch gives, the calling one included. The bins
-    /// are cut into runs of about equal work, which the threads take in turn, so that a thread
-    /// the system holds back (the machine is shared) leaves its runs to the other. A run that
-    /// finds a near-duplicate stops the runs after it; the runs before it are all scanned, so the
-    /// answer is the one a single thread would give.
-    private mutating func inParallel(_ order: [Int], _ work: Int, _ n: Int, _ lo: Int, _ hi: Int) -> Int? {
-        var runs: [[Int]] = [[]]
-        var load = 0
-        let target = max(1, work / Self.parallelRuns)
-        for i in order {
-            if load >= target {
-                runs.append([])
-                load = 0
-            }
-            runs[runs.count - 1].append(i)
-            load += bins[i].sets.count * Self.dimensions(Self.group(i)) / 32
-        }
-        let context = context(n, lo, hi), parts = runs
-        let shared = SharedScan()
-        DispatchQueue.concurrentPerform(iterations: parts.count) { k in
-            for i in parts[k] {
-                if shared.stopped(after: k) { return }
-                let r = context.scan(CollectionOfOne(i))
-                shared.add(k, r)
-                if r.found != nil { return }
-            }
-        }
-        let r = shared.result()
-        comparisons += r.comparisons
-        sketchComparisons += r.scanned
-        return r.found?.set
-    }
-
-    /// How many runs a probe's bins are cut into when it is scanned in parallel.
-    static let parallelRuns = 24
-
-    /// The runs' shared answer: the near-duplicate of the earliest run that found one, and the
-    /// counts, under a mutex.
-    private final class SharedScan: @unchecked Sendable {
-        private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        /// The earliest run that found a near-duplicate, or Int.max.
-        private var first = Int.max
-        private var total = ScanContext.Result()
-
-        init() {
-            mutex.initialize(to: pthread_mutex_t())
-            pthread_mutex_init(mutex, nil)
-        }
-
-        deinit {
-            pthread_mutex_destroy(mutex)
-            mutex.deinitialize(count: 1)
-            mutex.deallocate()
-        }
-
-        /// Whether a run before run k has found a near-duplicate, so that k need not go on.
-        func stopped(after k: Int) -> Bool {
-            pthread_mutex_lock(mutex)
-            defer { pthread_mutex_unlock(mutex) }
-            return first < k
-        }
-
-        func add(_ k: Int, _ r: ScanContext.Result) {
-            pthread_mutex_lock(mutex)
-            defer { pthread_mutex_unlock(mutex) }
-            total.comparisons += r.comparisons
-            total.scanned += r.scanned
-            if let found = r.found, k < first {
-                first = k
-                total.found = found
-            }
-        }
-
-        func result() -> ScanContext.Result {
-            pthread_mutex_lock(mutex)
-            defer { pthread_mutex_unlock(mutex) }
-            return total
-        }
-    }
-
-    private func context(_ n: Int, _ lo: Int, _ hi: Int) -> ScanContext {
-        ScanContext(threshold: threshold, n: n, lo: lo, hi: hi, bins: bins, probeSketches: probeSketches, probeSums: probeSums, probeSAD: probeSAD,
-                    probe: probe, narrow: narrow, wide: wide, spans: spans)
-    }
-
-    mutating func addLoaded() {
-        let m = probe.count
-        let j = UInt32(count)
-        let codes = probe.keys.map(Self.narrow)
-        if codes.allSatisfy({ $0 != .max }) {
-            spans.append(Span(start: narrow.count, end: narrow.count + m, wide: false))
-            narrow.append(contentsOf: codes)
-        } else {
-            spans.append(Span(start: wide.count, end: wide.count + m, wide: true))
-            wide.append(contentsOf: probe.keys)
-        }
-        guard m > 0 else { return }
-        let i = Self.bin(m)
-        if bins.count <= i { bins.append(contentsOf: repeatElement(Bin(), count: i + 1 - bins.count)) }
-        let g = Self.group(i)
-        let sum = probeSketch(g)
-        bins[i].sketches.append(contentsOf: packedSketch(g))
-        bins[i].sums.append(UInt32(sum))
-        bins[i].sizes.append(UInt32(m))
-        bins[i].sets.append(j)
-    }
-}
-
-/// One probe's read-only view of the index, which two threads can scan at once.
-struct ScanContext: Sendable {
-    let threshold: Threshold
-    /// The probe's size, and the compatible sizes.
-    let n: Int, lo: Int, hi: Int
-    let bins: [SketchJoin.Bin]
-    let probeSketches: [[SIMD16<UInt8>]]
-    let probeSums: [Int]
-    let probeSAD: [[SIMD16<UInt8>]]
-    let probe: ProbeTrigrams
-    let narrow: [UInt32]
-    let wide: [UInt64]
-    let spans: [SketchJoin.Span]
-
-    struct Result: Sendable {
-        /// The near-duplicate found: its bin, and its position among the accepted sets.
-        var found: (bin: Int, set: Int)?
-        var comparisons = 0
-        var scanned = 0
-    }
-
-    /// Scans the bins in `order` and verifies the pairs their sketches leave, up to the first
-    /// near-duplicate.
-    func scan<Order: Sequence<Int>>(_ order: Order) -> Result {
-        var result = Result()
-        let num = threshold.num, den = threshold.den
-        for i in order {
-            let bin = bins[i]
-            let g = SketchJoin.group(i)
-            // Above the threshold, |x Δ y| = n + m − 2·overlap ≤ n + m − 2·minOverlap(n, m),
-            // which is below (n + m)(den − num)/(den + num), so at most `slack` for every m in
-            // the bin. Kept when Σcx + Σcy − 2·Σmin(cx, cy) ≤ slack, i.e. 2·Σmin ≥ base + Σcy.
-            let slack = (n + min(SketchJoin.binMax(i), hi)) * (den - num) / (den + num)
-            let base = probeSums[g] - slack
-            let vectors = SketchJoin.dimensions(g) / 32
-            let count = bin.sets.count
-            result.scanned += count
-            var entry = 0
-            while entry < count {
-                let e = bin.sketches.withUnsafeBufferPointer { sketches in
-                    #if arch(x86_64)
-                    probeSAD[g].withUnsafeBytes { x in
-                        csketch_next_within(UnsafeRawPointer(sketches.baseAddress!).assumingMemoryBound(to: UInt8.self),
-                                            x.baseAddress!.assumingMemoryBound(to: UInt8.self), slack, entry, count, vectors)
-                    }
-                    #else
-                    bin.sums.withUnsafeBufferPointer { sums in
-                        probeSketches[g].withUnsafeBufferPointer { x in
-                            let k = Sketches(sketches: sketches.baseAddress!, sums: sums.baseAddress!, x: x.baseAddress!, base: base)
-                            return Self.nextCandidate(k, entry, count, vectors)
-                        }
-                    }
-                    #endif
-                }
-                if e >= count { break }
-                let m = Int(bin.sizes[e])
-                if m >= lo && m <= hi && threshold.lengthsCompatible(n, m) {
-                    result.comparisons += 1
-                    let j = Int(bin.sets[e])
-                    if verify(j, threshold.minOverlap(n, m)) {
-                        result.found = (i, j)
-                        return result
-                    }
-                }
-                entry = e + 1
-            }
-        }
-        return result
-    }
-
-    /// A bin's sketches and their sums, and the probe's sketch and what a pair's sums and
-    /// minima must reach (`base`).
-    struct Sketches {
-        let sketches: UnsafePointer<SIMD16<UInt8>>, sums: UnsafePointer<UInt32>
-        let x: UnsafePointer<SIMD16<UInt8>>, base: Int
-    }
-
     /// The first entry in from..<count whose sketch does not rule it out, or `count`.
     /// `vectors`: the sketches' length.
     @inline(__always)
-    private static func nextCandidate(_ k: Sketches, _ from: Int, _ count: Int, _ vectors: Int) -> Int {
+    static func nextCandidate(_ k: SketchSet, _ from: Int, _ count: Int, _ vectors: Int) -> Int {
         // Fixed lengths let the compiler unroll the loops.
         switch vectors {
         case 2: return Kernel<Vectors2>.next(k, from, count)
@@ -481,35 +591,143 @@ struct ScanContext: Sendable {
         default: return Kernel<AnyVectors>.next(k, from, count, vectors)
         }
     }
+}
 
+/// Accepted sets' narrow codes, in chunks that never move (so a set's codes are read through a
+/// pointer, and growing never copies what is there).
+struct CodeStore {
+    private var chunks: [UnsafeMutablePointer<UInt32>] = []
+    private var capacity = 0
+    private var used = 0
+    static let chunkSize = 1 << 22
 
-    /// Whether accepted set j shares at least `need` trigrams with the probe; stops once it does
-    /// or cannot.
-    private func verify(_ j: Int, _ need: Int) -> Bool {
-        let span = spans[j]
-        var o = 0
-        var left = span.end - span.start
-        @inline(__always) func count(_ shared: Bool) -> Bool? {
-            left -= 1
-            if shared {
-                o += 1
-                if o >= need { return true }
-            } else if o + left < need {
-                return false
-            }
-            return nil
+    /// Room for `m` codes, written by the caller and kept by `commit(m)`.
+    mutating func reserve(_ m: Int) -> UnsafeMutablePointer<UInt32> {
+        if chunks.isEmpty || used + m > capacity {
+            capacity = max(Self.chunkSize, m)
+            chunks.append(UnsafeMutablePointer<UInt32>.allocate(capacity: capacity))
+            used = 0
         }
-        if span.wide {
-            for trigram in wide[span.start..<span.end] {
-                if let r = count(probe.contains(trigram)) { return r }
-            }
-        } else {
-            for code in narrow[span.start..<span.end] {
-                if let r = count(probe.contains(SketchJoin.wide(code))) { return r }
-            }
-        }
-        return false
+        return chunks[chunks.count - 1] + used
     }
+
+    mutating func commit(_ m: Int) {
+        used += m
+    }
+
+    func free() {
+        for chunk in chunks { chunk.deallocate() }
+    }
+}
+
+/// The thread that shares an index's work with its owner: it takes tasks of each published check
+/// and files accepted texts. Between calls it polls for a short while, then sleeps until woken.
+final class JoinHelper: @unchecked Sendable {
+    let core: JoinCore
+    private let stopping = Atomic<Bool>(false)
+    private let sleeping = Atomic<Bool>(false)
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    #if canImport(Darwin)
+    private var thread: pthread_t?
+    #else
+    private var thread = pthread_t()
+    #endif
+    private var started = false
+
+    /// Online processors.
+    static let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    /// A check with less sketch work than this does not wake a sleeping helper.
+    static let wakeWork = 4_000
+    /// Polls before sleeping: roughly a hundred microseconds.
+    static let polls = 20_000
+
+    init(core: JoinCore) {
+        self.core = core
+        mutex.initialize(to: pthread_mutex_t())
+        cond.initialize(to: pthread_cond_t())
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+        let box = Unmanaged.passRetained(self).toOpaque()
+        started = pthread_create(&thread, nil, { arg in
+            let helper = Unmanaged<JoinHelper>.fromOpaque(arg!).takeRetainedValue()
+            helper.loop()
+            return nil
+        }, box) == 0
+        if !started { Unmanaged<JoinHelper>.fromOpaque(box).release() }
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Ends the thread (after any task or add it has taken) and waits for it.
+    func stop() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        pthread_mutex_lock(mutex)
+        pthread_cond_signal(cond)
+        pthread_mutex_unlock(mutex)
+        #if canImport(Darwin)
+        if started, let thread { pthread_join(thread, nil) }
+        #else
+        if started { pthread_join(thread, nil) }
+        #endif
+    }
+
+    /// Wakes the thread if it sleeps.
+    func wake() {
+        guard sleeping.load(ordering: .sequentiallyConsistent) else { return }
+        pthread_mutex_lock(mutex)
+        pthread_cond_signal(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
+    private func loop() {
+        var scratch = ProbeSketch()
+        var seen = core.published
+        var idle = 0
+        while !stopping.load(ordering: .acquiring) {
+            if core.tryAdd() {
+                idle = 0
+                continue
+            }
+            let s = core.published
+            if s != seen {
+                seen = s
+                core.work(s, &scratch)
+                idle = 0
+                continue
+            }
+            idle += 1
+            if idle < Self.polls {
+                spinPause()
+                continue
+            }
+            pthread_mutex_lock(mutex)
+            sleeping.store(true, ordering: .sequentiallyConsistent)
+            if !stopping.load(ordering: .sequentiallyConsistent) && !core.pending(after: seen) {
+                pthread_cond_wait(cond, mutex)
+            }
+            sleeping.store(false, ordering: .relaxed)
+            pthread_mutex_unlock(mutex)
+            idle = 0
+        }
+    }
+}
+
+/// A pause while polling another thread's progress.
+@inline(__always) func spinPause() {
+    csketch_pause()
+}
+
+/// A bin's sketches and their sums, and the probe's sketch and what a pair's sums and minima must
+/// reach (`base`): the portable kernel's input.
+struct SketchSet {
+    let sketches: UnsafePointer<SIMD16<UInt8>>, sums: UnsafePointer<UInt32>
+    let x: UnsafePointer<SIMD16<UInt8>>, base: Int
 }
 
 /// A sketch length in vectors, fixed at compile time so that loops over it unroll.
@@ -535,7 +753,7 @@ fileprivate enum AnyVectors: SketchLength { static var vectors: Int { 0 } }
 /// The sketch comparison: Σ min(cx, cy) over packed counts, against what the pair needs.
 fileprivate enum Kernel<Length: SketchLength> {
     @inline(__always)
-    static func next(_ k: ScanContext.Sketches, _ from: Int, _ count: Int, _ length: Int = 0) -> Int {
+    static func next(_ k: SketchSet, _ from: Int, _ count: Int, _ length: Int = 0) -> Int {
         let vectors = Length.vectors > 0 ? Length.vectors : length
         var e = from
         var p = k.sketches + e * vectors

@@ -117,6 +117,14 @@ struct Corpus {
         let got = corpus.texts.map { !index.admit($0) }
         print("brute force \(t1 - t0), join \(clock.now - t1)")
         #expect(got == expected)
+        // The same on one thread, and with the helper thread sharing every check from the first.
+        let alone = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: .max)
+        #expect(corpus.texts.map { !alone.admit($0) } == expected)
+        #expect(!alone.helped)
+        let helped = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0)
+        #expect(corpus.texts.map { !helped.admit($0) } == expected)
+        #expect(helped.helped == (JoinHelper.cores > 1))
+        #expect(helped.count == expected.filter { !$0 }.count)
         let duplicates = expected.filter { $0 }.count
         #expect(duplicates > 1000 && duplicates < 4000, "\(duplicates) near-duplicates")
         // The join compared far fewer pairs than all of them.
@@ -133,6 +141,37 @@ struct Corpus {
         for (text, dup) in zip(corpus.texts.prefix(700), decisions.prefix(700)) where !dup { rebuilt.insert(text) }
         let rest = corpus.texts.dropFirst(700).map { !rebuilt.admit($0) }
         #expect(rest == Array(decisions.dropFirst(700)))
+    }
+
+    /// The engine's way: look first, add later (each text loaded once, its add filed by the
+    /// helper while the next text is read), with the answers of brute force and the same
+    /// accepted positions as one thread gives.
+    @Test func lookingThenInsertingWithTheHelperGivesBruteForcesAnswers() {
+        let corpus = Corpus(count: 3000, words: 8...40, seed: 5)
+        let expected = BruteForceNearDuplicates.decisions(corpus.texts)
+        for helperFrom in [0, 500, Int.max] {
+            let index = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: helperFrom)
+            var got: [Bool] = []
+            var positions: [Int] = []
+            for text in corpus.texts {
+                if let j = index.duplicate(of: text) {
+                    got.append(true)
+                    positions.append(j)
+                } else {
+                    index.insert(text)
+                    got.append(false)
+                    // The text just inserted is found as itself.
+                    #expect(index.duplicate(of: text) == index.count - 1)
+                }
+            }
+            #expect(got == expected, "helper from \(helperFrom)")
+            let reference = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: .max)
+            var referencePositions: [Int] = []
+            for text in corpus.texts {
+                if let j = reference.duplicate(of: text) { referencePositions.append(j) } else { reference.insert(text) }
+            }
+            #expect(positions == referencePositions, "helper from \(helperFrom)")
+        }
     }
 
     @Test func duplicateOfNamesTheAcceptedTextAndAddsNothing() {

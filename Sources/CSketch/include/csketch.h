@@ -24,4 +24,14 @@ int csketch_kernel(void);
 size_t csketch_next_within_using(int which, const uint8_t *sketches, const uint8_t *probe, long slack, size_t from, size_t count,
                                  size_t vectors);
 
+/* A pause while one thread polls another's progress. */
+static inline void csketch_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
 #endif
