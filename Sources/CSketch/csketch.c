@@ -52,6 +52,66 @@ static size_t next_sse2(const uint8_t *sketches, const uint8_t *probe, long slac
 	return count;
 }
 
+/* Sketches of a length V fixed at compile time (so the loops unroll and the probe stays in
+ * registers), two entries per iteration (so their sums are reduced and compared together).
+ * `pl`/`ph`: the probe's low and high counts of vectors 2k and 2k + 1 side by side; `ol`/`oh`:
+ * those of the last vector when V is odd. An odd last entry is compared twice. */
+#define FIXED_KERNEL(V)                                                                                                          \
+	__attribute__((target("avx2"))) static size_t next_avx2_##V(const uint8_t *sketches, const __m256i *pl, const __m256i *ph,  \
+								    __m128i ol, __m128i oh, long slack, size_t from, size_t count) \
+	{                                                                                                                        \
+		const __m256i lo = _mm256_set1_epi8(0x0F), hi = _mm256_set1_epi8((char)0xF0);                                    \
+		const __m128i lo1 = _mm_set1_epi8(0x0F), hi1 = _mm_set1_epi8((char)0xF0);                                        \
+		const __m128i limit = _mm_set1_epi64x(slack);                                                                    \
+		for (size_t e = from; e < count; e += 2) {                                                                       \
+			const uint8_t *p = sketches + e * (V * 16);                                                              \
+			const uint8_t *q = e + 1 < count ? p + V * 16 : p;                                                       \
+			__m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0;                                          \
+			for (int k = 0; k < V / 2; k++) {                                                                        \
+				__m256i y = _mm256_loadu_si256((const __m256i *)(p + 32 * k));                                   \
+				__m256i z = _mm256_loadu_si256((const __m256i *)(q + 32 * k));                                   \
+				l0 = _mm256_add_epi64(l0, _mm256_sad_epu8(_mm256_and_si256(y, lo), pl[k]));                     \
+				h0 = _mm256_add_epi64(h0, _mm256_sad_epu8(_mm256_and_si256(y, hi), ph[k]));                     \
+				l1 = _mm256_add_epi64(l1, _mm256_sad_epu8(_mm256_and_si256(z, lo), pl[k]));                     \
+				h1 = _mm256_add_epi64(h1, _mm256_sad_epu8(_mm256_and_si256(z, hi), ph[k]));                     \
+			}                                                                                                        \
+			__m256i t0 = _mm256_add_epi64(l0, _mm256_srli_epi64(h0, 4));                                             \
+			__m256i t1 = _mm256_add_epi64(l1, _mm256_srli_epi64(h1, 4));                                             \
+			__m128i r0 = _mm_add_epi64(_mm256_castsi256_si128(t0), _mm256_extracti128_si256(t0, 1));                 \
+			__m128i r1 = _mm_add_epi64(_mm256_castsi256_si128(t1), _mm256_extracti128_si256(t1, 1));                 \
+			if (V & 1) {                                                                                             \
+				__m128i y = _mm_loadu_si128((const __m128i *)(p + 32 * (V / 2)));                                \
+				__m128i z = _mm_loadu_si128((const __m128i *)(q + 32 * (V / 2)));                                \
+				r0 = _mm_add_epi64(r0, _mm_sad_epu8(_mm_and_si128(y, lo1), ol));                                 \
+				r0 = _mm_add_epi64(r0, _mm_srli_epi64(_mm_sad_epu8(_mm_and_si128(y, hi1), oh), 4));              \
+				r1 = _mm_add_epi64(r1, _mm_sad_epu8(_mm_and_si128(z, lo1), ol));                                 \
+				r1 = _mm_add_epi64(r1, _mm_srli_epi64(_mm_sad_epu8(_mm_and_si128(z, hi1), oh), 4));              \
+			}                                                                                                        \
+			/* [d0, d1]: each entry's two lane sums added. */                                                        \
+			__m128i d = _mm_add_epi64(_mm_unpacklo_epi64(r0, r1), _mm_unpackhi_epi64(r0, r1));                       \
+			int over = _mm_movemask_pd(_mm_castsi128_pd(_mm_cmpgt_epi64(d, limit)));                                  \
+			if (over != 3)                                                                                           \
+				return (over & 1) ? e + 1 : e;                                                                   \
+		}                                                                                                                \
+		return count;                                                                                                    \
+	}
+
+FIXED_KERNEL(2)
+FIXED_KERNEL(3)
+FIXED_KERNEL(4)
+FIXED_KERNEL(5)
+FIXED_KERNEL(6)
+FIXED_KERNEL(7)
+FIXED_KERNEL(8)
+FIXED_KERNEL(9)
+FIXED_KERNEL(10)
+FIXED_KERNEL(11)
+FIXED_KERNEL(12)
+FIXED_KERNEL(13)
+FIXED_KERNEL(14)
+FIXED_KERNEL(15)
+FIXED_KERNEL(16)
+
 /* Two vectors per instruction. The probe is first laid out as the entries are: the low-nibble
  * counts of vectors v and v + 1 side by side, and the high ones likewise. */
 __attribute__((target("avx2"))) static size_t next_avx2(const uint8_t *sketches, const uint8_t *probe, long slack, size_t from,
@@ -65,6 +125,31 @@ __attribute__((target("avx2"))) static size_t next_avx2(const uint8_t *sketches,
 	for (size_t v = 0; v < vectors; v++) {
 		plow[v] = _mm_loadu_si128(x + 2 * v);
 		phigh[v] = _mm_loadu_si128(x + 2 * v + 1);
+	}
+	if (vectors >= 2 && vectors <= 16) {
+		__m256i pl[8], ph[8];
+		for (size_t k = 0; k < vectors / 2; k++) {
+			pl[k] = _mm256_loadu_si256((const __m256i *)(plow + 2 * k));
+			ph[k] = _mm256_loadu_si256((const __m256i *)(phigh + 2 * k));
+		}
+		__m128i ol = plow[vectors - 1], oh = phigh[vectors - 1];
+		switch (vectors) {
+		case 2: return next_avx2_2(sketches, pl, ph, ol, oh, slack, from, count);
+		case 3: return next_avx2_3(sketches, pl, ph, ol, oh, slack, from, count);
+		case 4: return next_avx2_4(sketches, pl, ph, ol, oh, slack, from, count);
+		case 5: return next_avx2_5(sketches, pl, ph, ol, oh, slack, from, count);
+		case 6: return next_avx2_6(sketches, pl, ph, ol, oh, slack, from, count);
+		case 7: return next_avx2_7(sketches, pl, ph, ol, oh, slack, from, count);
+		case 8: return next_avx2_8(sketches, pl, ph, ol, oh, slack, from, count);
+		case 9: return next_avx2_9(sketches, pl, ph, ol, oh, slack, from, count);
+		case 10: return next_avx2_10(sketches, pl, ph, ol, oh, slack, from, count);
+		case 11: return next_avx2_11(sketches, pl, ph, ol, oh, slack, from, count);
+		case 12: return next_avx2_12(sketches, pl, ph, ol, oh, slack, from, count);
+		case 13: return next_avx2_13(sketches, pl, ph, ol, oh, slack, from, count);
+		case 14: return next_avx2_14(sketches, pl, ph, ol, oh, slack, from, count);
+		case 15: return next_avx2_15(sketches, pl, ph, ol, oh, slack, from, count);
+		default: return next_avx2_16(sketches, pl, ph, ol, oh, slack, from, count);
+		}
 	}
 	const __m256i lo = _mm256_set1_epi8(0x0F), hi = _mm256_set1_epi8((char)0xF0);
 	const size_t pairs = vectors / 2;
