@@ -272,7 +272,9 @@ final class JoinCore: @unchecked Sendable {
         finishAdd()
         addBuffer = current
         count += 1
-        addState.store(1, ordering: .releasing)
+        // Sequentially consistent, as the helper's going to sleep is: either it sees this, or
+        // `wake` sees it sleeping.
+        addState.store(1, ordering: .sequentiallyConsistent)
     }
 
     /// Makes sure no add is pending: files it here unless the helper already is, then waits.
@@ -352,7 +354,7 @@ final class JoinCore: @unchecked Sendable {
         seq += 1
         done.store(0, ordering: .relaxed)
         found.store(Int.max, ordering: .relaxed)
-        word.store(seq << 32 | taskGroups.count << 16, ordering: .releasing)
+        word.store(seq << 32 | taskGroups.count << 16, ordering: .sequentiallyConsistent)
         return work
     }
 
@@ -654,8 +656,15 @@ final class JoinHelper: @unchecked Sendable {
             helper.loop()
             return nil
         }, box) == 0
-        if !started { Unmanaged<JoinHelper>.fromOpaque(box).release() }
+        if started {
+            Self.live.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            Unmanaged<JoinHelper>.fromOpaque(box).release()
+        }
     }
+
+    /// Helper threads running, in the whole process.
+    static let live = Atomic<Int>(0)
 
     deinit {
         pthread_cond_destroy(cond)
@@ -715,6 +724,7 @@ final class JoinHelper: @unchecked Sendable {
             pthread_mutex_unlock(mutex)
             idle = 0
         }
+        Self.live.wrappingAdd(-1, ordering: .relaxed)
     }
 }
 

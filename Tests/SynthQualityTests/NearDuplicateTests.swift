@@ -1,4 +1,7 @@
 import CSketch
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import SynthQuality
 
@@ -102,7 +105,8 @@ struct Corpus {
     }
 }
 
-@Suite struct NearDuplicateTests {
+/// Serialized: `helperThreadsEndWithTheirIndex` counts the process's helper threads.
+@Suite(.serialized) struct NearDuplicateTests {
     @Test func joinEqualsBruteForceOnFiveThousandPlantedRecords() {
         let corpus = Corpus(count: 5000, words: 8...40, seed: 42)
         // The plants really straddle the threshold.
@@ -172,6 +176,34 @@ struct Corpus {
             }
             #expect(positions == referencePositions, "helper from \(helperFrom)")
         }
+    }
+
+    /// An index's helper thread starts once it holds `helperFrom` texts, sleeps when there is
+    /// nothing to do, and ends with the index.
+    @Test func helperThreadsEndWithTheirIndex() throws {
+        try #require(JoinHelper.cores > 1, "one core: no helper threads")
+        let before = JoinHelper.live.load(ordering: .relaxed)
+        let corpus = Corpus(count: 400, words: 8...30, seed: 3)
+        do {
+            let a = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0)
+            let b = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 100)
+            for text in corpus.texts.prefix(100) {
+                a.admit(text)
+                b.admit(text)
+            }
+            #expect(a.helped && !b.helped)
+            #expect(JoinHelper.live.load(ordering: .relaxed) == before + 1)
+            // Long enough for the helper to go to sleep; a sleeping helper is woken and helps.
+            usleep(50_000)
+            var expected: [Bool] = []
+            for text in corpus.texts.dropFirst(100) {
+                expected.append(b.admit(text))
+                #expect(a.admit(text) == expected.last)
+            }
+            #expect(b.helped)
+            #expect(JoinHelper.live.load(ordering: .relaxed) == before + 2)
+        }
+        #expect(JoinHelper.live.load(ordering: .relaxed) == before)
     }
 
     @Test func duplicateOfNamesTheAcceptedTextAndAddsNothing() {
