@@ -36,13 +36,14 @@ import Synchronization
 /// 3. The pairs left are verified exactly: y's trigrams are looked up in the probe's hash set,
 ///    stopping as soon as the overlap is reached or out of reach.
 ///
-/// The work of one check is cut into tasks, one per group of bins that share sketch dimensions,
-/// in order from x's own size outwards (so that a near-copy, usually of about the same size, is
-/// found early). Once the index holds `helperFrom` texts and the machine has a second core, a
-/// helper thread takes tasks alongside the caller (each builds the probe's sketch for the tasks
-/// it takes), and it files each accepted text while the caller reads the next one. A task that
-/// finds a near-duplicate stops the tasks after it; the tasks before it are all done, so the
-/// answer is the one a single thread would give. Nothing depends on the order texts came in or on
+/// A check scans the compatible bins in one order, from x's own size outwards (so that a
+/// near-copy, usually of about the same size, is found early). Once the index holds `helperFrom`
+/// texts and the machine has a second core, a helper thread shares each check: the caller takes
+/// runs of bins from the front of the order and the helper from the back, each run a quarter of
+/// the work left, so they meet near the middle at about the same time, and each builds the
+/// probe's sketch only for the groups it reaches. The helper also files each accepted text while
+/// the caller reads the next one. A near-duplicate found stops the scanning of later bins; every
+/// earlier bin is still scanned, so the answer is the one a single thread would give. Nothing depends on the order texts came in or on
 /// statistics of them, so a restarted job rebuilds the same index by inserting its accepted texts
 /// again.
 ///
@@ -129,6 +130,9 @@ struct ProbeSketch {
     var counts: [SIMD16<UInt8>] = []
     var sad: [SIMD16<UInt8>] = []
     var sum = 0
+    /// The check and group it was built for, when it is a probe's.
+    var check = 0
+    var group = -1
 
     mutating func build(_ hashes: [UInt32], dimensions dims: Int) {
         counts.removeAll(keepingCapacity: true)
@@ -224,19 +228,21 @@ final class JoinCore: @unchecked Sendable {
 
     // MARK: the published check
 
-    /// The check's number (high 32 bits), its number of tasks (next 16) and the next task to
-    /// take (low 16). A thread takes task k by moving the low bits from k to k + 1.
+    /// The check's number (bits 40 and up), and the positions of its scan order not yet taken:
+    /// from `front` (bits 20-39) to `back` (bits 0-19). The caller takes runs from the front, the
+    /// helper from the back.
     private let word = Atomic<Int>(0)
     private var seq = 0
-    /// Tasks finished (or skipped) in the current check.
+    /// Positions scanned (or skipped) in the current check.
     private let done = Atomic<Int>(0)
-    /// The earliest near-duplicate found: task << 32 | accepted set, or Int.max.
+    /// The earliest near-duplicate found: its position << 32 | its accepted set, or Int.max.
     private let found = Atomic<Int>(Int.max)
-    /// Per task, its group and its bins (in `taskBins`, from `taskStart[k]` to
-    /// `taskStart[k + 1]`), in scan order.
-    private var taskGroups: [Int] = []
-    private var taskStart: [Int] = []
-    private var taskBins: [Int] = []
+    /// The check's compatible bins in scan order, and the work (sketch vectors) before each
+    /// position (one more entry: the whole).
+    private var order: [Int] = []
+    private var before: [Int] = []
+    /// Per bin, its number of sets (read without touching the bins).
+    private var binCounts: [Int] = []
     private var probeBuffer = 0
     private var probeN = 0, probeLo = 0, probeHi = 0
 
@@ -293,24 +299,30 @@ final class JoinCore: @unchecked Sendable {
         return true
     }
 
-    /// Sets up the check of the loaded text: its tasks, in scan order. Nil when no accepted set
-    /// has a compatible size; else the work (sketch vectors to compare). No add may be pending.
+    /// Sets up the check of the loaded text: its compatible bins in scan order, and the work
+    /// before each. Nil when no accepted set has a compatible size; else the work (sketch vectors
+    /// to compare). No add may be pending.
     func publish() -> Int? {
-        let probe = buffers[current].probe
-        let n = probe.count
+        let n = buffers[current].probe.count
         guard n > 0 else { return nil }
         let num = threshold.num, den = threshold.den
         // Compatible sizes m: min(n, m)·den > num·max(n, m).
         let lo = num * n / den + 1
         let hi = (n * den - 1) / num
-        let first = Self.bin(lo), last = min(Self.bin(hi), bins.count - 1)
+        let first = Self.bin(lo), last = min(Self.bin(hi), binCounts.count - 1)
         guard first <= last else { return nil }
         let own = min(Self.bin(n), last)
-        taskGroups.removeAll(keepingCapacity: true)
-        taskStart.removeAll(keepingCapacity: true)
-        taskBins.removeAll(keepingCapacity: true)
+        order.removeAll(keepingCapacity: true)
+        before.removeAll(keepingCapacity: true)
         var work = 0
-        // Groups from n's outwards; in each, its compatible bins nearest n's first.
+        @inline(__always) func take(_ i: Int, _ low: Int, _ high: Int) {
+            guard i >= low && i <= high && binCounts[i] > 0 else { return }
+            order.append(i)
+            before.append(work)
+            work += binCounts[i] * Self.dimensions(Self.group(i)) / 32
+        }
+        // Groups from n's outwards (so that a near-copy, usually of about the same size, comes
+        // early); in each, its compatible bins nearest n's first.
         let gFirst = Self.group(first), gLast = Self.group(last), gOwn = Self.group(own)
         var down = gOwn, up = gOwn + 1
         while down >= gFirst || up <= gLast {
@@ -322,31 +334,22 @@ final class JoinCore: @unchecked Sendable {
                 g = up
                 up += 1
             }
-            let start = taskBins.count
             let low = max(4 * g, first), high = min(4 * g + 3, last)
-            func take(_ i: Int) {
-                guard i >= low && i <= high && !bins[i].sets.isEmpty else { return }
-                taskBins.append(i)
-                work += bins[i].sets.count * Self.dimensions(g) / 32
-            }
             if g < gOwn {
-                for i in stride(from: high, through: low, by: -1) { take(i) }
+                for i in stride(from: high, through: low, by: -1) { take(i, low, high) }
             } else if g > gOwn {
-                for i in stride(from: low, through: high, by: 1) { take(i) }
+                for i in stride(from: low, through: high, by: 1) { take(i, low, high) }
             } else {
-                take(own)
+                take(own, low, high)
                 for d in 1...3 {
-                    take(own - d)
-                    take(own + d)
+                    take(own - d, low, high)
+                    take(own + d, low, high)
                 }
             }
-            if taskBins.count > start {
-                taskGroups.append(g)
-                taskStart.append(start)
-            }
         }
-        taskStart.append(taskBins.count)
-        guard !taskGroups.isEmpty else { return nil }
+        before.append(work)
+        guard !order.isEmpty else { return nil }
+        precondition(order.count < 1 << 20)
         probeBuffer = current
         probeN = n
         probeLo = lo
@@ -354,16 +357,18 @@ final class JoinCore: @unchecked Sendable {
         seq += 1
         done.store(0, ordering: .relaxed)
         found.store(Int.max, ordering: .relaxed)
-        word.store(seq << 32 | taskGroups.count << 16, ordering: .sequentiallyConsistent)
+        // Sequentially consistent, as the helper's going to sleep is: either it sees this, or
+        // `wake` sees it sleeping.
+        word.store(seq << 40 | order.count, ordering: .sequentiallyConsistent)
         return work
     }
 
-    /// Takes tasks of the published check until none are left, waits for those another thread
+    /// Scans the published check from the front until nothing is left, waits for what the helper
     /// took, and gives the answer.
     func run(_ scratch: inout ProbeSketch) -> Int? {
-        work(seq, &scratch)
-        let tasks = taskGroups.count
-        while done.load(ordering: .acquiring) < tasks { spinPause() }
+        work(seq, fromFront: true, &scratch)
+        let positions = order.count
+        while done.load(ordering: .acquiring) < positions { spinPause() }
         let f = found.load(ordering: .acquiring)
         return f == Int.max ? nil : f & 0xFFFF_FFFF
     }
@@ -371,27 +376,43 @@ final class JoinCore: @unchecked Sendable {
     // MARK: either thread
 
     /// The published check's number, to tell the helper whether there is a new one.
-    var published: Int { word.load(ordering: .acquiring) >> 32 }
+    var published: Int { word.load(ordering: .acquiring) >> 40 }
 
     /// Whether the helper has anything to do after check `seen`.
     func pending(after seen: Int) -> Bool {
-        addState.load(ordering: .sequentiallyConsistent) == 1 || word.load(ordering: .sequentiallyConsistent) >> 32 != seen
+        addState.load(ordering: .sequentiallyConsistent) == 1 || word.load(ordering: .sequentiallyConsistent) >> 40 != seen
     }
 
-    /// Takes and does tasks of check `s` while there are any.
-    func work(_ s: Int, _ scratch: inout ProbeSketch) {
+    /// The least work a thread takes at once, in sketch vectors (about a microsecond).
+    static let leastChunk = 3_000
+
+    /// Takes runs of positions of check `s`, from the front (the caller) or from the back (the
+    /// helper), and scans them, while any are left. Each run is a quarter of the work left, or at
+    /// least `leastChunk`, so the two threads take few runs and end close together.
+    func work(_ s: Int, fromFront: Bool, _ scratch: inout ProbeSketch) {
         while true {
             let w = word.load(ordering: .acquiring)
-            let k = w & 0xFFFF
-            guard w >> 32 == s, k < (w >> 16) & 0xFFFF else { return }
-            guard word.compareExchange(expected: w, desired: w + 1, ordering: .acquiring).exchanged else { continue }
-            if found.load(ordering: .acquiring) > k << 32 {
-                let r = runTask(k, &scratch)
-                if let set = r.found { foundAt(k << 32 | set) }
-                comparisons.wrappingAdd(r.comparisons, ordering: .relaxed)
-                scanned.wrappingAdd(r.scanned, ordering: .relaxed)
+            guard w >> 40 == s else { return }
+            let front = w >> 20 & 0xF_FFFF, back = w & 0xF_FFFF
+            guard front < back else { return }
+            let (start, end): (Int, Int)
+            let target = max(Self.leastChunk, (before[back] - before[front]) / 4)
+            if fromFront {
+                var t = front + 1
+                while t < back && before[t] - before[front] < target { t += 1 }
+                (start, end) = (front, t)
+            } else {
+                var t = back - 1
+                while t > front && before[back] - before[t] < target { t -= 1 }
+                (start, end) = (t, back)
             }
-            done.wrappingAdd(1, ordering: .releasing)
+            guard word.compareExchange(expected: w, desired: fromFront ? s << 40 | end << 20 | back : s << 40 | front << 20 | start,
+                                       ordering: .acquiring).exchanged else { continue }
+            let r = scan(start..<end, s, &scratch)
+            if let position = r.found { foundAt(position) }
+            comparisons.wrappingAdd(r.comparisons, ordering: .relaxed)
+            scanned.wrappingAdd(r.scanned, ordering: .relaxed)
+            done.wrappingAdd(end - start, ordering: .releasing)
         }
     }
 
@@ -404,31 +425,38 @@ final class JoinCore: @unchecked Sendable {
         }
     }
 
-    struct TaskResult {
+    struct ScanResult {
+        /// The near-duplicate found: its position in the scan order << 32 | its accepted set.
         var found: Int?
         var comparisons = 0
         var scanned = 0
     }
 
-    /// Task k: builds the probe's sketch for its group and scans its bins up to the first
-    /// near-duplicate, or until an earlier task has found one.
-    private func runTask(_ k: Int, _ scratch: inout ProbeSketch) -> TaskResult {
+    /// Scans the bins at `positions` of the scan order, up to the first near-duplicate or until
+    /// one is found at an earlier position. The probe's sketch for each group is built once per
+    /// check and thread.
+    private func scan(_ positions: Range<Int>, _ s: Int, _ scratch: inout ProbeSketch) -> ScanResult {
         let probe = buffers[probeBuffer].probe
-        let g = taskGroups[k]
-        let dims = Self.dimensions(g)
-        scratch.build(probe.hashes, dimensions: dims)
-        var result = TaskResult()
+        var result = ScanResult()
         let n = probeN, lo = probeLo, hi = probeHi
         let num = threshold.num, den = threshold.den
-        let vectors = dims / 32
-        for t in taskStart[k]..<taskStart[k + 1] {
-            if t > taskStart[k] && found.load(ordering: .relaxed) < k << 32 { break }
-            let i = taskBins[t]
+        for t in positions {
+            if found.load(ordering: .relaxed) < t << 32 { break }
+            let i = order[t]
+            let g = Self.group(i)
+            let dims = Self.dimensions(g)
+            if scratch.check != s || scratch.group != g {
+                scratch.build(probe.hashes, dimensions: dims)
+                scratch.check = s
+                scratch.group = g
+            }
+            let vectors = dims / 32
             // Above the threshold, |x Δ y| = n + m − 2·overlap ≤ n + m − 2·minOverlap(n, m),
             // which is below (n + m)(den − num)/(den + num), so at most `slack` for every m in
             // the bin. Kept when Σcx + Σcy − 2·Σmin(cx, cy) ≤ slack, i.e. 2·Σmin ≥ base + Σcy.
             let slack = (n + min(Self.binMax(i), hi)) * (den - num) / (den + num)
             let base = scratch.sum - slack
+            _ = base
             bins[i].sketches.withUnsafeBufferPointer { sketches in
                 bins[i].sums.withUnsafeBufferPointer { sums in
                     bins[i].sizes.withUnsafeBufferPointer { sizes in
@@ -454,7 +482,7 @@ final class JoinCore: @unchecked Sendable {
                                     result.comparisons += 1
                                     let j = Int(sets[e])
                                     if verify(probe, j, threshold.minOverlap(n, m)) {
-                                        result.found = j
+                                        result.found = t << 32 | j
                                         return
                                     }
                                 }
@@ -464,7 +492,6 @@ final class JoinCore: @unchecked Sendable {
                     }
                 }
             }
-            _ = base
             if result.found != nil { break }
         }
         return result
@@ -522,7 +549,11 @@ final class JoinCore: @unchecked Sendable {
         }
         guard m > 0 else { return }
         let i = Self.bin(m)
-        if bins.count <= i { bins.append(contentsOf: repeatElement(Bin(), count: i + 1 - bins.count)) }
+        if bins.count <= i {
+            bins.append(contentsOf: repeatElement(Bin(), count: i + 1 - bins.count))
+            binCounts.append(contentsOf: repeatElement(0, count: i + 1 - binCounts.count))
+        }
+        binCounts[i] += 1
         addSketch.build(probe.hashes, dimensions: Self.dimensions(Self.group(i)))
         bins[i].sketches.append(contentsOf: addSketch.packed)
         bins[i].sums.append(UInt32(addSketch.sum))
@@ -706,7 +737,7 @@ final class JoinHelper: @unchecked Sendable {
             let s = core.published
             if s != seen {
                 seen = s
-                core.work(s, &scratch)
+                core.work(s, fromFront: false, &scratch)
                 idle = 0
                 continue
             }
