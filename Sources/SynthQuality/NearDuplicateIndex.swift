@@ -57,6 +57,8 @@ public final class NearDuplicateIndex {
     private var helper: JoinHelper?
     /// The number of accepted texts from which a helper thread shares the work.
     let helperFrom: Int
+    /// The least work (sketch vectors) for which a check wakes a sleeping helper.
+    let wakeWork: Int
 
     /// Below this many accepted texts a check is a few microseconds, less than waking a thread.
     static let defaultHelperFrom = 2_000
@@ -66,11 +68,15 @@ public final class NearDuplicateIndex {
     }
 
     /// `helperFrom`: Int.max for one thread only; 0 for a helper from the first text (tests).
-    init(threshold: Threshold, sampleSize: Int = 256, helperFrom: Int) {
+    /// `leastRun`: the least work a thread takes at once (tests make it small, so that the two
+    /// threads share even small checks).
+    init(threshold: Threshold, sampleSize: Int = 256, helperFrom: Int, wakeWork: Int = JoinHelper.wakeWork,
+         leastRun: Int = JoinCore.leastRun) {
         self.threshold = threshold
         self.sampleSize = max(1, sampleSize)
         self.helperFrom = helperFrom
-        core = JoinCore(threshold: threshold)
+        self.wakeWork = wakeWork
+        core = JoinCore(threshold: threshold, leastRun: leastRun)
     }
 
     deinit {
@@ -84,6 +90,8 @@ public final class NearDuplicateIndex {
     public var sketchComparisons: Int { core.scanned.load(ordering: .relaxed) }
     /// Whether a helper thread is sharing the work.
     var helped: Bool { helper != nil }
+    /// Checks the helper took part in.
+    var helperChecks: Int { core.helperChecks.load(ordering: .relaxed) }
 
     /// The accepted text that `text` is a near-duplicate of (its position among accepted texts),
     /// or nil. Does not add `text`.
@@ -113,13 +121,14 @@ public final class NearDuplicateIndex {
             helper = JoinHelper(core: core)
         }
         guard let work = core.publish() else { return nil }
-        if work >= JoinHelper.wakeWork { helper?.wake() }
+        if work >= wakeWork { helper?.wake() }
         return core.run(&scratch)
     }
 
+    /// A polling helper files the text at once; a sleeping one is not woken for it (the next
+    /// check files it first).
     private func add() {
         core.postAdd()
-        helper?.wake()
     }
 }
 
@@ -248,9 +257,11 @@ final class JoinCore: @unchecked Sendable {
 
     let comparisons = Atomic<Int>(0)
     let scanned = Atomic<Int>(0)
+    let helperChecks = Atomic<Int>(0)
 
-    init(threshold: Threshold) {
+    init(threshold: Threshold, leastRun: Int = JoinCore.leastRun) {
         self.threshold = threshold
+        self.leastRun = max(1, leastRun)
     }
 
     deinit {
@@ -384,19 +395,22 @@ final class JoinCore: @unchecked Sendable {
     }
 
     /// The least work a thread takes at once, in sketch vectors (about a microsecond).
-    static let leastChunk = 3_000
+    static let leastRun = 3_000
+    let leastRun: Int
 
     /// Takes runs of positions of check `s`, from the front (the caller) or from the back (the
-    /// helper), and scans them, while any are left. Each run is a quarter of the work left, or at
-    /// least `leastChunk`, so the two threads take few runs and end close together.
-    func work(_ s: Int, fromFront: Bool, _ scratch: inout ProbeSketch) {
+    /// helper), and scans them, while any are left; true when it took any. Each run is a quarter of the work left, or at
+    /// least `leastRun`, so the two threads take few runs and end close together.
+    @discardableResult
+    func work(_ s: Int, fromFront: Bool, _ scratch: inout ProbeSketch) -> Bool {
+        var took = false
         while true {
             let w = word.load(ordering: .acquiring)
-            guard w >> 40 == s else { return }
+            guard w >> 40 == s else { return took }
             let front = w >> 20 & 0xF_FFFF, back = w & 0xF_FFFF
-            guard front < back else { return }
+            guard front < back else { return took }
             let (start, end): (Int, Int)
-            let target = max(Self.leastChunk, (before[back] - before[front]) / 4)
+            let target = max(leastRun, (before[back] - before[front]) / 4)
             if fromFront {
                 var t = front + 1
                 while t < back && before[t] - before[front] < target { t += 1 }
@@ -408,6 +422,7 @@ final class JoinCore: @unchecked Sendable {
             }
             guard word.compareExchange(expected: w, desired: fromFront ? s << 40 | end << 20 | back : s << 40 | front << 20 | start,
                                        ordering: .acquiring).exchanged else { continue }
+            took = true
             let r = scan(start..<end, s, &scratch)
             if let position = r.found { foundAt(position) }
             comparisons.wrappingAdd(r.comparisons, ordering: .relaxed)
@@ -670,8 +685,10 @@ final class JoinHelper: @unchecked Sendable {
 
     /// Online processors.
     static let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-    /// A check with less sketch work than this does not wake a sleeping helper.
-    static let wakeWork = 4_000
+    /// A check with less sketch work than this (in vectors; about 30 microseconds on one
+    /// thread) does not wake a sleeping helper: it would be done before the helper got going. A
+    /// helper still polling takes part in any check.
+    static let wakeWork = 100_000
     /// Polls before sleeping: about 60 microseconds (a pause is about 30 ns here), several times
     /// the gap between back-to-back checks, short enough that a job whose records arrive one by
     /// one does not keep a core busy.
@@ -739,7 +756,7 @@ final class JoinHelper: @unchecked Sendable {
             let s = core.published
             if s != seen {
                 seen = s
-                core.work(s, fromFront: false, &scratch)
+                if core.work(s, fromFront: false, &scratch) { core.helperChecks.wrappingAdd(1, ordering: .relaxed) }
                 idle = 0
                 continue
             }

@@ -125,9 +125,12 @@ struct Corpus {
         let alone = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: .max)
         #expect(corpus.texts.map { !alone.admit($0) } == expected)
         #expect(!alone.helped)
-        let helped = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0)
+        // Runs of any size, and the helper woken for any check, so that it shares even these
+        // small checks.
+        let helped = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1)
         #expect(corpus.texts.map { !helped.admit($0) } == expected)
         #expect(helped.helped == (JoinHelper.cores > 1))
+        if JoinHelper.cores > 1 { #expect(helped.helperChecks > 0) }
         #expect(helped.count == expected.filter { !$0 }.count)
         let duplicates = expected.filter { $0 }.count
         #expect(duplicates > 1000 && duplicates < 4000, "\(duplicates) near-duplicates")
@@ -154,7 +157,7 @@ struct Corpus {
         let corpus = Corpus(count: 3000, words: 8...40, seed: 5)
         let expected = BruteForceNearDuplicates.decisions(corpus.texts)
         for helperFrom in [0, 500, Int.max] {
-            let index = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: helperFrom)
+            let index = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: helperFrom, wakeWork: 0, leastRun: 1)
             var got: [Bool] = []
             var positions: [Int] = []
             for text in corpus.texts {
@@ -185,7 +188,8 @@ struct Corpus {
         let before = JoinHelper.live.load(ordering: .relaxed)
         let corpus = Corpus(count: 400, words: 8...30, seed: 3)
         do {
-            let a = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0)
+            // `a` wakes its helper for any check.
+            let a = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1)
             let b = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 100)
             for text in corpus.texts.prefix(100) {
                 a.admit(text)
@@ -195,11 +199,13 @@ struct Corpus {
             #expect(JoinHelper.live.load(ordering: .relaxed) == before + 1)
             // Long enough for the helper to go to sleep; a sleeping helper is woken and helps.
             usleep(50_000)
+            let checks = a.helperChecks
             var expected: [Bool] = []
             for text in corpus.texts.dropFirst(100) {
                 expected.append(b.admit(text))
                 #expect(a.admit(text) == expected.last)
             }
+            #expect(a.helperChecks > checks)
             #expect(b.helped)
             #expect(JoinHelper.live.load(ordering: .relaxed) == before + 2)
         }
