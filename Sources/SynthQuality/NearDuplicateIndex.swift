@@ -53,7 +53,7 @@ public final class NearDuplicateIndex {
     /// Kept for source compatibility: the sketch join needs no sample of the data to rank tokens.
     public let sampleSize: Int
     private let core: JoinCore
-    private var scratch = ProbeSketch()
+    private var scratch = ProbeSketches()
     private var helper: JoinHelper?
     /// The number of accepted texts from which a helper thread shares the work.
     let helperFrom: Int
@@ -139,9 +139,8 @@ struct ProbeSketch {
     var counts: [SIMD16<UInt8>] = []
     var sad: [SIMD16<UInt8>] = []
     var sum = 0
-    /// The check and group it was built for, when it is a probe's.
+    /// The check it was built for, when it is a probe's.
     var check = 0
-    var group = -1
 
     mutating func build(_ hashes: [UInt32], dimensions dims: Int) {
         counts.removeAll(keepingCapacity: true)
@@ -171,6 +170,11 @@ struct ProbeSketch {
     var packed: [SIMD16<UInt8>] {
         (0..<counts.count / 2).map { v in counts[2 * v] | counts[2 * v + 1] &<< 4 }
     }
+}
+
+/// One thread's sketches of the probe, by group, each built once per check (`check` says which).
+struct ProbeSketches {
+    var byGroup: [ProbeSketch] = []
 }
 
 /// One loaded text. A class, so that the caller can load the next text into one while the
@@ -376,7 +380,7 @@ final class JoinCore: @unchecked Sendable {
 
     /// Scans the published check from the front until nothing is left, waits for what the helper
     /// took, and gives the answer.
-    func run(_ scratch: inout ProbeSketch) -> Int? {
+    func run(_ scratch: inout ProbeSketches) -> Int? {
         work(seq, fromFront: true, &scratch)
         let positions = order.count
         while done.load(ordering: .acquiring) < positions { spinPause() }
@@ -402,7 +406,7 @@ final class JoinCore: @unchecked Sendable {
     /// helper), and scans them, while any are left; true when it took any. Each run is a quarter of the work left, or at
     /// least `leastRun`, so the two threads take few runs and end close together.
     @discardableResult
-    func work(_ s: Int, fromFront: Bool, _ scratch: inout ProbeSketch) -> Bool {
+    func work(_ s: Int, fromFront: Bool, _ scratch: inout ProbeSketches) -> Bool {
         var took = false
         while true {
             let w = word.load(ordering: .acquiring)
@@ -450,7 +454,7 @@ final class JoinCore: @unchecked Sendable {
     /// Scans the bins at `positions` of the scan order, up to the first near-duplicate or until
     /// one is found at an earlier position. The probe's sketch for each group is built once per
     /// check and thread.
-    private func scan(_ positions: Range<Int>, _ s: Int, _ scratch: inout ProbeSketch) -> ScanResult {
+    private func scan(_ positions: Range<Int>, _ s: Int, _ mine: inout ProbeSketches) -> ScanResult {
         let probe = buffers[probeBuffer].probe
         var result = ScanResult()
         let n = probeN, lo = probeLo, hi = probeHi
@@ -460,17 +464,19 @@ final class JoinCore: @unchecked Sendable {
             let i = order[t]
             let g = Self.group(i)
             let dims = Self.dimensions(g)
-            if scratch.check != s || scratch.group != g {
-                scratch.build(probe.hashes, dimensions: dims)
-                scratch.check = s
-                scratch.group = g
+            if mine.byGroup.count <= g {
+                mine.byGroup.append(contentsOf: repeatElement(ProbeSketch(), count: g + 1 - mine.byGroup.count))
+            }
+            if mine.byGroup[g].check != s {
+                mine.byGroup[g].build(probe.hashes, dimensions: dims)
+                mine.byGroup[g].check = s
             }
             let vectors = dims / 32
             // Above the threshold, |x Δ y| = n + m − 2·overlap ≤ n + m − 2·minOverlap(n, m),
             // which is below (n + m)(den − num)/(den + num), so at most `slack` for every m in
             // the bin. Kept when Σcx + Σcy − 2·Σmin(cx, cy) ≤ slack, i.e. 2·Σmin ≥ base + Σcy.
             let slack = (n + min(Self.binMax(i), hi)) * (den - num) / (den + num)
-            let base = scratch.sum - slack
+            let base = mine.byGroup[g].sum - slack
             _ = base
             bins[i].sketches.withUnsafeBufferPointer { sketches in
                 bins[i].sums.withUnsafeBufferPointer { sums in
@@ -481,12 +487,12 @@ final class JoinCore: @unchecked Sendable {
                             var entry = 0
                             while entry < count {
                                 #if arch(x86_64)
-                                let e = scratch.sad.withUnsafeBytes { x in
+                                let e = mine.byGroup[g].sad.withUnsafeBytes { x in
                                     csketch_next_within(UnsafeRawPointer(sketches.baseAddress!).assumingMemoryBound(to: UInt8.self),
                                                         x.baseAddress!.assumingMemoryBound(to: UInt8.self), slack, entry, count, vectors)
                                 }
                                 #else
-                                let e = scratch.counts.withUnsafeBufferPointer { x in
+                                let e = mine.byGroup[g].counts.withUnsafeBufferPointer { x in
                                     let s = SketchSet(sketches: sketches.baseAddress!, sums: sums.baseAddress!, x: x.baseAddress!, base: base)
                                     return Self.nextCandidate(s, entry, count, vectors)
                                 }
@@ -745,7 +751,7 @@ final class JoinHelper: @unchecked Sendable {
     }
 
     private func loop() {
-        var scratch = ProbeSketch()
+        var scratch = ProbeSketches()
         var seen = core.published
         var idle = 0
         while !stopping.load(ordering: .acquiring) {
