@@ -178,19 +178,23 @@ __attribute__((target("avx2"))) static size_t next_avx2(const uint8_t *sketches,
 
 #endif
 
+/* Chosen on first use; two threads may both choose it, and both choose the same, so relaxed
+ * atomic accesses suffice. */
 static int kernel = -1;
 
 int csketch_kernel(void)
 {
-	if (kernel < 0) {
+	int k = __atomic_load_n(&kernel, __ATOMIC_RELAXED);
+	if (k < 0) {
 #if defined(__x86_64__)
 		__builtin_cpu_init();
-		kernel = __builtin_cpu_supports("avx2") ? 2 : 1;
+		k = __builtin_cpu_supports("avx2") ? 2 : 1;
 #else
-		kernel = 0;
+		k = 0;
 #endif
+		__atomic_store_n(&kernel, k, __ATOMIC_RELAXED);
 	}
-	return kernel;
+	return k;
 }
 
 size_t csketch_next_within_using(int which, const uint8_t *sketches, const uint8_t *probe, long slack, size_t from, size_t count,

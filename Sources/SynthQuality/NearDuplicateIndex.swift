@@ -55,6 +55,8 @@ public final class NearDuplicateIndex {
     private let core: JoinCore
     private var scratch = ProbeSketches()
     private var helper: JoinHelper?
+    /// Whether starting the helper was tried (it is not retried when the thread could not start).
+    private var helperTried = false
     /// The number of accepted texts from which a helper thread shares the work.
     let helperFrom: Int
     /// The least work (sketch vectors) for which a check wakes a sleeping helper.
@@ -70,13 +72,15 @@ public final class NearDuplicateIndex {
     /// `helperFrom`: Int.max for one thread only; 0 for a helper from the first text (tests).
     /// `leastRun`: the least work a thread takes at once (tests make it small, so that the two
     /// threads share even small checks).
+    /// `firstCheck`: where the count of checks starts (tests start it near where the number
+    /// the helper sees wraps).
     init(threshold: Threshold, sampleSize: Int = 256, helperFrom: Int, wakeWork: Int = JoinHelper.wakeWork,
-         leastRun: Int = JoinCore.leastRun) {
+         leastRun: Int = JoinCore.leastRun, firstCheck: Int = 0) {
         self.threshold = threshold
         self.sampleSize = max(1, sampleSize)
         self.helperFrom = helperFrom
         self.wakeWork = wakeWork
-        core = JoinCore(threshold: threshold, leastRun: leastRun)
+        core = JoinCore(threshold: threshold, leastRun: leastRun, firstCheck: firstCheck)
     }
 
     deinit {
@@ -117,7 +121,8 @@ public final class NearDuplicateIndex {
 
     private func check() -> Int? {
         core.finishAdd()
-        if helper == nil, core.count >= helperFrom, JoinHelper.cores > 1 {
+        if !helperTried, core.count >= helperFrom, JoinHelper.cores > 1 {
+            helperTried = true
             helper = JoinHelper(core: core)
         }
         guard let work = core.publish() else { return nil }
@@ -245,7 +250,12 @@ final class JoinCore: @unchecked Sendable {
     /// from `front` (bits 20-39) to `back` (bits 0-19). The caller takes runs from the front, the
     /// helper from the back.
     private let word = Atomic<Int>(0)
+    /// Checks published so far (the caller's stamp for its probe sketches); the word holds it
+    /// modulo 2^23, so that bit 63 stays clear.
     private var seq = 0
+    static let checkMask = 0x7F_FFFF
+    /// Set by the helper while it is in `work`, which reads `before` before claiming a run.
+    let helperInWork = Atomic<Bool>(false)
     /// Positions scanned (or skipped) in the current check.
     private let done = Atomic<Int>(0)
     /// The earliest near-duplicate found: its position << 32 | its accepted set, or Int.max.
@@ -263,9 +273,10 @@ final class JoinCore: @unchecked Sendable {
     let scanned = Atomic<Int>(0)
     let helperChecks = Atomic<Int>(0)
 
-    init(threshold: Threshold, leastRun: Int = JoinCore.leastRun) {
+    init(threshold: Threshold, leastRun: Int = JoinCore.leastRun, firstCheck: Int = 0) {
         self.threshold = threshold
         self.leastRun = max(1, leastRun)
+        seq = max(0, firstCheck)
     }
 
     deinit {
@@ -301,7 +312,8 @@ final class JoinCore: @unchecked Sendable {
     /// Makes sure no add is pending: files it here unless the helper already is, then waits.
     func finishAdd() {
         if tryAdd() { return }
-        while addState.load(ordering: .acquiring) != 0 { spinPause() }
+        var spin = Spin()
+        while addState.load(ordering: .acquiring) != 0 { spin.pause() }
     }
 
     /// Files the pending add, if there is one and no other thread has taken it.
@@ -327,6 +339,10 @@ final class JoinCore: @unchecked Sendable {
         let first = Self.bin(lo), last = min(Self.bin(hi), binCounts.count - 1)
         guard first <= last else { return nil }
         let own = min(Self.bin(n), last)
+        // The helper may still be looking at the last check's runs (it reads `before` before it
+        // claims); wait until it is out.
+        var spin = Spin()
+        while helperInWork.load(ordering: .sequentiallyConsistent) { spin.pause() }
         order.removeAll(keepingCapacity: true)
         before.removeAll(keepingCapacity: true)
         var work = 0
@@ -374,16 +390,17 @@ final class JoinCore: @unchecked Sendable {
         found.store(Int.max, ordering: .relaxed)
         // Sequentially consistent, as the helper's going to sleep is: either it sees this, or
         // `wake` sees it sleeping.
-        word.store(seq << 40 | order.count, ordering: .sequentiallyConsistent)
+        word.store((seq & Self.checkMask) << 40 | order.count, ordering: .sequentiallyConsistent)
         return work
     }
 
     /// Scans the published check from the front until nothing is left, waits for what the helper
     /// took, and gives the answer.
     func run(_ scratch: inout ProbeSketches) -> Int? {
-        work(seq, fromFront: true, &scratch)
+        work(seq & Self.checkMask, stamp: seq, fromFront: true, &scratch)
         let positions = order.count
-        while done.load(ordering: .acquiring) < positions { spinPause() }
+        var spin = Spin()
+        while done.load(ordering: .acquiring) < positions { spin.pause() }
         let f = found.load(ordering: .acquiring)
         return f == Int.max ? nil : f & 0xFFFF_FFFF
     }
@@ -406,7 +423,7 @@ final class JoinCore: @unchecked Sendable {
     /// helper), and scans them, while any are left; true when it took any. Each run is a quarter of the work left, or at
     /// least `leastRun`, so the two threads take few runs and end close together.
     @discardableResult
-    func work(_ s: Int, fromFront: Bool, _ scratch: inout ProbeSketches) -> Bool {
+    func work(_ s: Int, stamp: Int, fromFront: Bool, _ scratch: inout ProbeSketches) -> Bool {
         var took = false
         while true {
             let w = word.load(ordering: .acquiring)
@@ -427,7 +444,7 @@ final class JoinCore: @unchecked Sendable {
             guard word.compareExchange(expected: w, desired: fromFront ? s << 40 | end << 20 | back : s << 40 | front << 20 | start,
                                        ordering: .acquiring).exchanged else { continue }
             took = true
-            let r = scan(start..<end, s, &scratch)
+            let r = scan(start..<end, stamp, &scratch)
             if let position = r.found { foundAt(position) }
             comparisons.wrappingAdd(r.comparisons, ordering: .relaxed)
             scanned.wrappingAdd(r.scanned, ordering: .relaxed)
@@ -454,7 +471,7 @@ final class JoinCore: @unchecked Sendable {
     /// Scans the bins at `positions` of the scan order, up to the first near-duplicate or until
     /// one is found at an earlier position. The probe's sketch for each group is built once per
     /// check and thread.
-    private func scan(_ positions: Range<Int>, _ s: Int, _ mine: inout ProbeSketches) -> ScanResult {
+    private func scan(_ positions: Range<Int>, _ stamp: Int, _ mine: inout ProbeSketches) -> ScanResult {
         let probe = buffers[probeBuffer].probe
         var result = ScanResult()
         let n = probeN, lo = probeLo, hi = probeHi
@@ -467,9 +484,9 @@ final class JoinCore: @unchecked Sendable {
             if mine.byGroup.count <= g {
                 mine.byGroup.append(contentsOf: repeatElement(ProbeSketch(), count: g + 1 - mine.byGroup.count))
             }
-            if mine.byGroup[g].check != s {
+            if mine.byGroup[g].check != stamp {
                 mine.byGroup[g].build(probe.hashes, dimensions: dims)
-                mine.byGroup[g].check = s
+                mine.byGroup[g].check = stamp
             }
             let vectors = dims / 32
             // Above the threshold, |x Δ y| = n + m − 2·overlap ≤ n + m − 2·minOverlap(n, m),
@@ -700,7 +717,8 @@ final class JoinHelper: @unchecked Sendable {
     /// one does not keep a core busy.
     static let polls = 2_000
 
-    init(core: JoinCore) {
+    /// Nil when the thread could not be started.
+    init?(core: JoinCore) {
         self.core = core
         mutex.initialize(to: pthread_mutex_t())
         cond.initialize(to: pthread_cond_t())
@@ -708,15 +726,15 @@ final class JoinHelper: @unchecked Sendable {
         pthread_cond_init(cond, nil)
         let box = Unmanaged.passRetained(self).toOpaque()
         started = pthread_create(&thread, nil, { arg in
-            let helper = Unmanaged<JoinHelper>.fromOpaque(arg!).takeRetainedValue()
+            let helper = Unmanaged<JoinHelper>.fromOpaque((arg as UnsafeMutableRawPointer?)!).takeRetainedValue()
             helper.loop()
             return nil
         }, box) == 0
-        if started {
-            Self.live.wrappingAdd(1, ordering: .relaxed)
-        } else {
+        guard started else {
             Unmanaged<JoinHelper>.fromOpaque(box).release()
+            return nil
         }
+        Self.live.wrappingAdd(1, ordering: .relaxed)
     }
 
     /// Helper threads running, in the whole process.
@@ -753,6 +771,8 @@ final class JoinHelper: @unchecked Sendable {
     private func loop() {
         var scratch = ProbeSketches()
         var seen = core.published
+        // The helper's own stamp for its probe sketches, one per check it joins.
+        var stamp = 0
         var idle = 0
         while !stopping.load(ordering: .acquiring) {
             if core.tryAdd() {
@@ -762,7 +782,10 @@ final class JoinHelper: @unchecked Sendable {
             let s = core.published
             if s != seen {
                 seen = s
-                if core.work(s, fromFront: false, &scratch) { core.helperChecks.wrappingAdd(1, ordering: .relaxed) }
+                stamp += 1
+                core.helperInWork.store(true, ordering: .sequentiallyConsistent)
+                if core.work(s, stamp: stamp, fromFront: false, &scratch) { core.helperChecks.wrappingAdd(1, ordering: .relaxed) }
+                core.helperInWork.store(false, ordering: .releasing)
                 idle = 0
                 continue
             }
@@ -787,6 +810,21 @@ final class JoinHelper: @unchecked Sendable {
 /// A pause while polling another thread's progress.
 @inline(__always) func spinPause() {
     csketch_pause()
+}
+
+/// Waiting for another thread: a pause, and every thousandth time the processor is given up, so
+/// that a waiter does not hold a core from the thread it waits for.
+struct Spin {
+    private var n = 0
+
+    @inline(__always) mutating func pause() {
+        n += 1
+        if n & 1023 == 0 {
+            sched_yield()
+        } else {
+            csketch_pause()
+        }
+    }
 }
 
 /// A bin's sketches and their sums, and the probe's sketch and what a pair's sums and minima must

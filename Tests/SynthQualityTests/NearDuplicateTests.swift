@@ -181,6 +181,17 @@ struct Corpus {
         }
     }
 
+    /// The helper sees each check's number modulo 2^23; across the wrap the answers stay
+    /// brute force's, and the helper keeps sharing checks.
+    @Test func answersHoldAcrossTheWrapOfTheCheckNumber() {
+        let corpus = Corpus(count: 1200, words: 8...30, seed: 9)
+        let expected = BruteForceNearDuplicates.decisions(corpus.texts)
+        let index = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1,
+                                       firstCheck: JoinCore.checkMask - 300)
+        #expect(corpus.texts.map { !index.admit($0) } == expected)
+        if JoinHelper.cores > 1 { #expect(index.helperChecks > 0) }
+    }
+
     /// An index's helper thread starts once it holds `helperFrom` texts, sleeps when there is
     /// nothing to do, and ends with the index.
     @Test func helperThreadsEndWithTheirIndex() throws {
