@@ -61,6 +61,7 @@ public final class NearDuplicateIndex {
     let helperFrom: Int
     /// The least work (sketch vectors) for which a check wakes a sleeping helper.
     let wakeWork: Int
+    let shareEveryCheck: Bool
 
     /// Below this many accepted texts a check is a few microseconds, less than waking a thread.
     static let defaultHelperFrom = 2_000
@@ -74,12 +75,15 @@ public final class NearDuplicateIndex {
     /// threads share even small checks).
     /// `firstCheck`: where the count of checks starts (tests start it near where the number
     /// the helper sees wraps).
+    /// `shareEveryCheck`: the caller lets the helper take the first run of every check, so that
+    /// tests exercise the two threads together whatever the timing.
     init(threshold: Threshold, sampleSize: Int = 256, helperFrom: Int, wakeWork: Int = JoinHelper.wakeWork,
-         leastRun: Int = JoinCore.leastRun, firstCheck: Int = 0) {
+         leastRun: Int = JoinCore.leastRun, firstCheck: Int = 0, shareEveryCheck: Bool = false) {
         self.threshold = threshold
         self.sampleSize = max(1, sampleSize)
         self.helperFrom = helperFrom
         self.wakeWork = wakeWork
+        self.shareEveryCheck = shareEveryCheck
         core = JoinCore(threshold: threshold, leastRun: leastRun, firstCheck: firstCheck)
     }
 
@@ -127,7 +131,7 @@ public final class NearDuplicateIndex {
         }
         guard let work = core.publish() else { return nil }
         if work >= wakeWork { helper?.wake() }
-        return core.run(&scratch)
+        return core.run(&scratch, afterHelper: shareEveryCheck && helper != nil)
     }
 
     /// A polling helper files the text at once; a sleeping one is not woken for it (the next
@@ -396,7 +400,12 @@ final class JoinCore: @unchecked Sendable {
 
     /// Scans the published check from the front until nothing is left, waits for what the helper
     /// took, and gives the answer.
-    func run(_ scratch: inout ProbeSketches) -> Int? {
+    /// `afterHelper`: first wait until the helper has taken a run.
+    func run(_ scratch: inout ProbeSketches, afterHelper: Bool = false) -> Int? {
+        if afterHelper {
+            var spin = Spin()
+            while word.load(ordering: .acquiring) & 0xF_FFFF == order.count { spin.pause() }
+        }
         work(seq & Self.checkMask, stamp: seq, fromFront: true, &scratch)
         let positions = order.count
         var spin = Spin()
@@ -720,6 +729,8 @@ final class JoinHelper: @unchecked Sendable {
     /// Nil when the thread could not be started.
     init?(core: JoinCore) {
         self.core = core
+        // Read here, before the owner publishes its next check, so the helper takes part in it.
+        firstSeen = core.published
         mutex.initialize(to: pthread_mutex_t())
         cond.initialize(to: pthread_cond_t())
         pthread_mutex_init(mutex, nil)
@@ -736,6 +747,9 @@ final class JoinHelper: @unchecked Sendable {
         }
         Self.live.wrappingAdd(1, ordering: .relaxed)
     }
+
+    /// The check last published when the helper was made.
+    private let firstSeen: Int
 
     /// Helper threads running, in the whole process.
     static let live = Atomic<Int>(0)
@@ -770,7 +784,7 @@ final class JoinHelper: @unchecked Sendable {
 
     private func loop() {
         var scratch = ProbeSketches()
-        var seen = core.published
+        var seen = firstSeen
         // The helper's own stamp for its probe sketches, one per check it joins.
         var stamp = 0
         var idle = 0

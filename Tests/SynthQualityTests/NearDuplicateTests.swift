@@ -127,7 +127,7 @@ struct Corpus {
         #expect(!alone.helped)
         // Runs of any size, and the helper woken for any check, so that it shares even these
         // small checks.
-        let helped = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1)
+        let helped = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1, shareEveryCheck: true)
         #expect(corpus.texts.map { !helped.admit($0) } == expected)
         #expect(helped.helped == (JoinHelper.cores > 1))
         if JoinHelper.cores > 1 { #expect(helped.helperChecks > 0) }
@@ -157,7 +157,7 @@ struct Corpus {
         let corpus = Corpus(count: 3000, words: 8...40, seed: 5)
         let expected = BruteForceNearDuplicates.decisions(corpus.texts)
         for helperFrom in [0, 500, Int.max] {
-            let index = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: helperFrom, wakeWork: 0, leastRun: 1)
+            let index = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: helperFrom, wakeWork: 0, leastRun: 1, shareEveryCheck: true)
             var got: [Bool] = []
             var positions: [Int] = []
             for text in corpus.texts {
@@ -187,7 +187,7 @@ struct Corpus {
         let corpus = Corpus(count: 1200, words: 8...30, seed: 9)
         let expected = BruteForceNearDuplicates.decisions(corpus.texts)
         let index = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1,
-                                       firstCheck: JoinCore.checkMask - 300)
+                                       firstCheck: JoinCore.checkMask - 300, shareEveryCheck: true)
         #expect(corpus.texts.map { !index.admit($0) } == expected)
         if JoinHelper.cores > 1 { #expect(index.helperChecks > 0) }
     }
@@ -200,7 +200,7 @@ struct Corpus {
         let corpus = Corpus(count: 400, words: 8...30, seed: 3)
         do {
             // `a` wakes its helper for any check.
-            let a = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1)
+            let a = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1, shareEveryCheck: true)
             let b = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 100)
             for text in corpus.texts.prefix(100) {
                 a.admit(text)
