@@ -214,3 +214,95 @@ size_t csketch_next_within(const uint8_t *sketches, const uint8_t *probe, long s
 {
 	return csketch_next_within_using(csketch_kernel(), sketches, probe, slack, from, count, vectors);
 }
+
+/* The same mix as ProbeTrigrams.mix (splitmix64's finaliser). */
+static inline uint64_t mix64(uint64_t z)
+{
+	z *= 0x9E3779B97F4A7C15ull;
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+int csketch_ascii_trigrams(const uint8_t *bytes, size_t n, uint64_t *seen, uint64_t *keys, uint32_t *hashes, size_t *count)
+{
+	uint64_t a = 0, b = 0;
+	size_t have = 0, k = 0;
+	int pending_space = 0, ascii = 1;
+	/* Three 7-bit scalars: the trigram is a << 42 | b << 21 | c, its bit a << 14 | b << 7 | c. Every
+	 * trigram is written; the count only moves past a new one. */
+#define ADD(c)                                                            \
+	do {                                                              \
+		uint64_t t_ = a << 42 | b << 21 | (c);                    \
+		uint64_t i_ = a << 14 | b << 7 | (c);                     \
+		uint64_t bit_ = 1ull << (i_ & 63), word_ = seen[i_ >> 6]; \
+		seen[i_ >> 6] = word_ | bit_;                             \
+		keys[k] = t_;                                             \
+		k += (word_ & bit_) == 0;                                 \
+	} while (0)
+	for (size_t p = 0; p < n; p++) {
+		uint8_t byte = bytes[p];
+		if (byte >= 0x80) {
+			ascii = 0;
+			break;
+		}
+		if (byte == 0x20 || (uint8_t)(byte - 0x09) <= 0x0D - 0x09) {
+			pending_space = have > 0;
+			continue;
+		}
+		if (pending_space) {
+			if (have >= 2)
+				ADD(0x20);
+			a = b;
+			b = 0x20;
+			have++;
+			pending_space = 0;
+		}
+		uint64_t c = (uint8_t)(byte - 0x41) <= 0x5A - 0x41 ? (uint64_t)(byte | 0x20) : byte;
+		if (have >= 2)
+			ADD(c);
+		a = b;
+		b = c;
+		have++;
+	}
+#undef ADD
+	for (size_t i = 0; i < k; i++)
+		hashes[i] = (uint32_t)mix64(keys[i]);
+	*count = k;
+	return ascii;
+}
+
+int csketch_shares_at_least(const uint32_t *codes, size_t count, const uint64_t *seen, size_t need)
+{
+	/* A code holds three 10-bit scalars; it has a bit in `seen` when all three are below 128. */
+	const uint32_t high = 0x380u << 20 | 0x380u << 10 | 0x380u;
+	size_t shared = 0, i = 0;
+	while (i < count) {
+		size_t end = count - i > 32 ? i + 32 : count;
+		for (; i < end; i++) {
+			uint32_t code = codes[i];
+			uint32_t bit = (code >> 20) << 14 | ((code >> 10) & 0x7F) << 7 | (code & 0x7F);
+			shared += (size_t)((seen[bit >> 6] >> (bit & 63)) & 1) & (size_t)((code & high) == 0);
+		}
+		if (shared >= need)
+			return 1;
+		if (shared + (count - i) < need)
+			return 0;
+	}
+	return shared >= need;
+}
+
+uint32_t csketch_build(const uint32_t *hashes, size_t n, size_t dims, uint8_t *counts)
+{
+	for (size_t d = 0; d < dims; d++)
+		counts[d] = 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t d = (size_t)(((uint64_t)hashes[i] * dims) >> 32);
+		uint8_t c = counts[d];
+		counts[d] = c + (c < 15);
+	}
+	uint32_t sum = 0;
+	for (size_t d = 0; d < dims; d++)
+		sum += counts[d];
+	return sum;
+}

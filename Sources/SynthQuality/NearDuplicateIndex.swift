@@ -154,17 +154,9 @@ struct ProbeSketch {
     mutating func build(_ hashes: [UInt32], dimensions dims: Int) {
         counts.removeAll(keepingCapacity: true)
         counts.append(contentsOf: repeatElement(SIMD16<UInt8>(), count: dims / 16))
-        var sum = 0
-        let d64 = UInt64(dims)
-        counts.withUnsafeMutableBytes { counts in
+        let sum = counts.withUnsafeMutableBytes { counts in
             hashes.withUnsafeBufferPointer { hashes in
-                for h in hashes {
-                    let d = Int(truncatingIfNeeded: (UInt64(h) &* d64) >> 32)
-                    if counts[d] < 15 {
-                        counts[d] += 1
-                        sum += 1
-                    }
-                }
+                Int(csketch_build(hashes.baseAddress, hashes.count, dims, counts.baseAddress!.assumingMemoryBound(to: UInt8.self)))
             }
         }
         self.sum = sum
@@ -561,6 +553,7 @@ final class JoinCore: @unchecked Sendable {
             return nil
         }
         if let narrow = span.narrow {
+            if let shares = probe.sharesAtLeast(narrow, span.count, need) { return shares }
             for code in UnsafeBufferPointer(start: narrow, count: span.count) {
                 if let r = count(probe.contains(Self.wide(code))) { return r }
             }

@@ -1,3 +1,5 @@
+import CSketch
+
 /// The distinct trigrams of one text at a time, with a hash of each and a membership test: the
 /// input side of `NearDuplicateIndex`.
 ///
@@ -59,66 +61,42 @@ struct ProbeTrigrams {
         }
     }
 
-    /// `Trigrams.set`'s normalisation for ASCII bytes: ASCII whitespace runs become one space,
-    /// trimmed at both ends, and A-Z are lower-cased. Calls `add` with each trigram, repeats
-    /// included. False when the text is not ASCII.
-    @inline(__always)
-    private static func asciiTrigrams(_ bytes: UnsafeBufferPointer<UInt8>, _ add: (UInt64) -> Void) -> Bool {
-        var a: UInt64 = 0, b: UInt64 = 0
-        var have = 0
-        var pendingSpace = false
-        for byte in bytes {
-            if byte >= 0x80 { return false }
-            if byte == 0x20 || byte &- 0x09 <= 0x0D - 0x09 {
-                pendingSpace = have > 0
-                continue
-            }
-            if pendingSpace {
-                if have >= 2 { add(a << 42 | b << 21 | 0x20) }
-                a = b
-                b = 0x20
-                have += 1
-                pendingSpace = false
-            }
-            let c = UInt64(byte &- 0x41 <= 0x5A - 0x41 ? byte | 0x20 : byte)
-            if have >= 2 { add(a << 42 | b << 21 | c) }
-            a = b
-            b = c
-            have += 1
-        }
-        return true
-    }
-
     /// The bit of an ASCII trigram (three scalars below 128) in `seen`, else nil.
     @inline(__always) static func bitmap(_ trigram: UInt64) -> Int? {
         let a = trigram >> 42, b = trigram >> 21 & 0x1F_FFFF, c = trigram & 0x1F_FFFF
         return a | b | c < 128 ? Int(truncatingIfNeeded: a << 14 | b << 7 | c) : nil
     }
 
-    /// Loads an ASCII text's distinct trigrams through the bitmap. False (with what was read so
-    /// far loaded, for `clear` to remove) when the text is not ASCII.
+    /// Loads an ASCII text's distinct trigrams through the bitmap, with `Trigrams.set`'s
+    /// normalisation (CSketch: ASCII whitespace runs become one space, trimmed at both ends, and
+    /// A-Z are lower-cased). False (with what was read so far loaded, for `clear` to remove) when
+    /// the text is not ASCII.
     private mutating func fillASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         if seen.isEmpty { seen = Array(repeating: 0, count: 1 << 15) }
         ascii = true
-        var ok = true
-        let keys = [UInt64](unsafeUninitializedCapacity: Swift.max(1, bytes.count)) { out, count in
-            var k = 0
-            seen.withUnsafeMutableBufferPointer { seen in
-                ok = Self.asciiTrigrams(bytes) { trigram in
-                    // Three 7-bit scalars: a << 42 | b << 21 | c.
-                    let i = Int(truncatingIfNeeded: trigram >> 28 | (trigram >> 14) & 0x3F80 | trigram & 0x7F)
-                    let bit: UInt64 = 1 << UInt64(i & 63)
-                    let word = seen[i >> 6]
-                    seen[i >> 6] = word | bit
-                    out[k] = trigram
-                    k += word & bit == 0 ? 1 : 0
+        let capacity = Swift.max(1, bytes.count)
+        var ok: Int32 = 0
+        var found = 0
+        var hashes: [UInt32] = []
+        let keys = [UInt64](unsafeUninitializedCapacity: capacity) { keys, keyCount in
+            hashes = [UInt32](unsafeUninitializedCapacity: capacity) { hashes, hashCount in
+                seen.withUnsafeMutableBufferPointer { seen in
+                    ok = csketch_ascii_trigrams(bytes.baseAddress, bytes.count, seen.baseAddress, keys.baseAddress, hashes.baseAddress, &found)
                 }
+                hashCount = found
             }
-            count = k
+            keyCount = found
         }
         self.keys = keys
-        hashes = keys.map { UInt32(truncatingIfNeeded: Self.mix($0)) }
-        return ok
+        self.hashes = hashes
+        return ok != 0
+    }
+
+    /// Whether at least `need` of a set's `count` narrow trigram codes (`JoinCore.narrow`) are
+    /// the loaded text's; nil when the loaded text is not ASCII (then ask `contains`).
+    @inline(__always) func sharesAtLeast(_ codes: UnsafePointer<UInt32>, _ count: Int, _ need: Int) -> Bool? {
+        guard ascii else { return nil }
+        return seen.withUnsafeBufferPointer { seen in csketch_shares_at_least(codes, count, seen.baseAddress, need) != 0 }
     }
 
     /// Empties the table (or the bitmap) of the loaded text's trigrams.

@@ -286,3 +286,78 @@ struct Corpus {
         #endif
     }
 }
+
+/// The probe side of the join (CSketch's ASCII reader, shared-trigram count and sketch builder)
+/// against `Trigrams.set` and direct counts.
+@Suite struct ProbeTests {
+    /// ASCII and not, every kind of whitespace and case, control characters, texts too short for a
+    /// trigram, one after another in the same probe (so that each load must clear the last).
+    static func texts() -> [String] {
+        var r = Rand(state: 7)
+        var out = ["", "a", "ab", "abc", "  ab  ", " \t\n\u{0B}\u{0C}\r ", "A  B\t\tC\r\nd", "ABCabcABC", "\u{0}\u{1}\u{7F}x y",
+                   "école ÉCOLE", "abc\u{80}def", "日本語のテキスト", "mixed ascii then é at the end", "é first then ascii",
+                   "tabs\tand\nnewlines\u{0B}and\u{0C}feeds", "{\"json\": [1, 2, 3], \"key\": \"VALUE\"}", String(repeating: "ab ", count: 400)]
+        let alphabet = Array("aAbBzZ09 \t\n\r\u{0B}\u{0C}.,;:!?-_'\"{}[]\u{0}\u{1F}\u{7F}")
+        for _ in 0..<300 {
+            var s = String((0..<r.int(200)).map { _ in alphabet[r.int(alphabet.count)] })
+            if r.int(10) == 0 { s.insert("ß", at: s.index(s.startIndex, offsetBy: r.int(s.count + 1))) }
+            out.append(s)
+        }
+        return out
+    }
+
+    @Test func loadingGivesTrigramsSetsTrigrams() {
+        var probe = ProbeTrigrams()
+        for text in Self.texts() {
+            probe.load(text)
+            let expected = Trigrams.set(text)
+            #expect(probe.keys.count == expected.count, "\(text.debugDescription)")
+            #expect(Set(probe.keys) == Set(expected), "\(text.debugDescription)")
+            #expect(probe.hashes == probe.keys.map { UInt32(truncatingIfNeeded: ProbeTrigrams.mix($0)) })
+            for trigram in expected { #expect(probe.contains(trigram)) }
+        }
+    }
+
+    @Test func sharedCountsMatchMembership() {
+        var r = Rand(state: 11)
+        var probe = ProbeTrigrams()
+        let texts = Self.texts().filter { Trigrams.set($0).count > 3 }
+        var decided = 0
+        for (i, text) in texts.enumerated() {
+            probe.load(text)
+            // Codes of another text, some of them the probe's own, some not ASCII at all.
+            var codes = Trigrams.set(texts[(i + 1) % texts.count]).map(JoinCore.narrow).filter { $0 != .max }
+            codes += Trigrams.set(text).map(JoinCore.narrow).filter { $0 != .max && r.int(2) == 0 }
+            codes.append(JoinCore.narrow(Trigrams.set("ééé")[0]))
+            // Codes whose first scalar is 128 above one of the probe's: not the probe's, though
+            // their low seven bits are.
+            codes += Trigrams.set(text).prefix(5).map { JoinCore.narrow($0 | 0x80 << 42) }
+            let shared = codes.filter { probe.contains(JoinCore.wide($0)) }.count
+            for need in 0...(codes.count + 1) {
+                guard let answer = codes.withUnsafeBufferPointer({ probe.sharesAtLeast($0.baseAddress!, $0.count, need) }) else { continue }
+                #expect(answer == (shared >= need), "\(text.debugDescription) need \(need)")
+                decided += 1
+            }
+        }
+        #expect(decided > 1000)
+    }
+
+    @Test func sketchesCountEachDimensionCappedAtFifteen() {
+        var r = Rand(state: 5)
+        var sketch = ProbeSketch()
+        for dims in [64, 96, 224, 512] {
+            for n in [0, 1, 50, dims, 20 * dims] {
+                // Hashes bunched into a few dimensions, so that caps are reached.
+                let hashes = (0..<n).map { _ in r.int(4) == 0 ? UInt32(r.int(8)) << 29 : UInt32(truncatingIfNeeded: r.next()) }
+                var counts = [Int](repeating: 0, count: dims)
+                for h in hashes { counts[Int((UInt64(h) * UInt64(dims)) >> 32)] += 1 }
+                let capped = counts.map { min(15, $0) }
+                sketch.build(hashes, dimensions: dims)
+                let built = sketch.counts.flatMap { v in (0..<16).map { Int(v[$0]) } }
+                #expect(built == capped)
+                #expect(sketch.sum == capped.reduce(0, +))
+                #expect(sketch.sad.count == dims / 16)
+            }
+        }
+    }
+}

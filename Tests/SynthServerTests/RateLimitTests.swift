@@ -101,12 +101,20 @@ let sharedTestEngine = HTTPEngine()
         try await run(client(fake, rpm: 600), 40)
         let starts = try log(fake).compactMap { $0["t"] as? Double }.sorted()
         #expect(starts.count == 40)
-        // 10 a second with a burst of 10: no second-long window holds more than 20, and the
-        // 40 take at least 3 seconds.
-        for (i, t) in starts.enumerated() {
-            let inWindow = starts[i...].prefix { $0 < t + 1.0 }.count
-            #expect(inWindow <= 20, "\(inWindow) requests within a second from \(t)")
+        // 10 a second with a burst of 10: the limiter sends at most 10 + 10·w requests in any
+        // window of w seconds. These are arrival times at the provider, so a send delayed in
+        // transit (a loaded machine, the fake's own scheduling) can land in a later window: allow
+        // up to 0.2 s of transit delay, 2 more requests. Without the limiter the 40 would arrive
+        // within a fraction of a second.
+        let transitAllowance = 0.2
+        for window in [0.5, 1.0, 2.0] {
+            let bound = Int((10 + 10 * (window + transitAllowance)).rounded(.down))
+            for (i, t) in starts.enumerated() {
+                let inWindow = starts[i...].prefix { $0 < t + window }.count
+                #expect(inWindow <= bound, "\(inWindow) requests within \(window) s from \(t); at most \(bound)")
+            }
         }
+        // The 30 beyond the burst are paced at 10 a second.
         #expect(starts.last! - starts.first! >= 2.8)
     }
 

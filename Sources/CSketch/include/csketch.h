@@ -24,6 +24,23 @@ int csketch_kernel(void);
 size_t csketch_next_within_using(int which, const uint8_t *sketches, const uint8_t *probe, long slack, size_t from, size_t count,
                                  size_t vectors);
 
+/* The distinct trigrams of an ASCII text, normalised as Trigrams.set normalises (ASCII whitespace
+ * runs are one space, trimmed at both ends; A-Z lower-cased), in order of first appearance:
+ * `keys` gets each packed as a << 42 | b << 21 | c and `hashes` the low 32 bits of its mix.
+ * `seen` is a bitmap of all 2^21 ASCII trigrams (bit a << 14 | b << 7 | c), empty on entry; the
+ * text's trigrams are left set in it. `keys` has room for `n` entries. Returns 1, or 0 at the
+ * first byte that is not ASCII (with what was read so far in `keys`, `*count` of them). */
+int csketch_ascii_trigrams(const uint8_t *bytes, size_t n, uint64_t *seen, uint64_t *keys, uint32_t *hashes, size_t *count);
+
+/* Whether at least `need` of `count` trigram codes (three 10-bit scalars, a << 20 | b << 10 | c)
+ * have their bit set in `seen` (as above; a code with a scalar of 128 or more has none). Stops
+ * once the answer is known. */
+int csketch_shares_at_least(const uint32_t *codes, size_t count, const uint64_t *seen, size_t need);
+
+/* A set's sketch over `dims` dimensions: hash h counts in dimension (h * dims) >> 32, each count
+ * capped at 15, one a byte in `counts`. Returns the sum of the counts. */
+uint32_t csketch_build(const uint32_t *hashes, size_t n, size_t dims, uint8_t *counts);
+
 /* A pause while one thread polls another's progress. */
 static inline void csketch_pause(void)
 {
