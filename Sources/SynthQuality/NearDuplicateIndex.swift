@@ -492,10 +492,9 @@ final class JoinCore: @unchecked Sendable {
             let vectors = dims / 32
             // Above the threshold, |x Δ y| = n + m − 2·overlap ≤ n + m − 2·minOverlap(n, m),
             // which is below (n + m)(den − num)/(den + num), so at most `slack` for every m in
-            // the bin. Kept when Σcx + Σcy − 2·Σmin(cx, cy) ≤ slack, i.e. 2·Σmin ≥ base + Σcy.
+            // the bin. Kept when Σcx + Σcy − 2·Σmin(cx, cy) ≤ slack, i.e. (the portable kernel's
+            // form) 2·Σmin ≥ base + Σcy with base = Σcx − slack.
             let slack = (n + min(Self.binMax(i), hi)) * (den - num) / (den + num)
-            let base = mine.byGroup[g].sum - slack
-            _ = base
             bins[i].sketches.withUnsafeBufferPointer { sketches in
                 bins[i].sums.withUnsafeBufferPointer { sums in
                     bins[i].sizes.withUnsafeBufferPointer { sizes in
@@ -510,6 +509,7 @@ final class JoinCore: @unchecked Sendable {
                                                         x.baseAddress!.assumingMemoryBound(to: UInt8.self), slack, entry, count, vectors)
                                 }
                                 #else
+                                let base = mine.byGroup[g].sum - slack
                                 let e = mine.byGroup[g].counts.withUnsafeBufferPointer { x in
                                     let s = SketchSet(sketches: sketches.baseAddress!, sums: sums.baseAddress!, x: x.baseAddress!, base: base)
                                     return Self.nextCandidate(s, entry, count, vectors)
@@ -798,7 +798,7 @@ final class JoinHelper: @unchecked Sendable {
             }
             idle += 1
             if idle < Self.polls {
-                spinPause()
+                csketch_pause()
                 continue
             }
             pthread_mutex_lock(mutex)
@@ -812,11 +812,6 @@ final class JoinHelper: @unchecked Sendable {
         }
         Self.live.wrappingAdd(-1, ordering: .relaxed)
     }
-}
-
-/// A pause while polling another thread's progress.
-@inline(__always) func spinPause() {
-    csketch_pause()
 }
 
 /// Waiting for another thread: a pause, and every thousandth time the processor is given up, so
