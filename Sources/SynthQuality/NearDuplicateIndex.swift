@@ -98,8 +98,11 @@ public final class NearDuplicateIndex {
     public var sketchComparisons: Int { core.scanned.load(ordering: .relaxed) }
     /// Whether a helper thread is sharing the work.
     var helped: Bool { helper != nil }
-    /// Checks the helper took part in.
-    var helperChecks: Int { core.helperChecks.load(ordering: .relaxed) }
+    /// Checks the helper thread took part in (it takes a run of a check's bins when there is one
+    /// left by the time it looks).
+    public var helperChecks: Int { core.helperChecks.load(ordering: .relaxed) }
+    /// Checks that had accepted texts of a compatible size to compare with.
+    public var checks: Int { core.checks }
 
     /// The accepted text that `text` is a near-duplicate of (its position among accepted texts),
     /// or nil. Does not add `text`.
@@ -268,6 +271,8 @@ final class JoinCore: @unchecked Sendable {
     let comparisons = Atomic<Int>(0)
     let scanned = Atomic<Int>(0)
     let helperChecks = Atomic<Int>(0)
+    /// Checks published (caller only).
+    private(set) var checks = 0
 
     init(threshold: Threshold, leastRun: Int = JoinCore.leastRun, firstCheck: Int = 0) {
         self.threshold = threshold
@@ -382,6 +387,7 @@ final class JoinCore: @unchecked Sendable {
         probeLo = lo
         probeHi = hi
         seq += 1
+        checks += 1
         done.store(0, ordering: .relaxed)
         found.store(Int.max, ordering: .relaxed)
         // Sequentially consistent, as the helper's going to sleep is: either it sees this, or

@@ -40,7 +40,7 @@ if args.count >= 5, args[3] == "--brute", let n = Int(args[4]) {
     took = clock.now - start
     let cpu = cpuSeconds() - cpu0
     FileHandle.standardError.write(Data(("\(index.sketchComparisons) length-compatible pairs sketch-compared, \(index.comparisons) verified"
-        + String(format: ", %.2f s CPU", cpu) + "\n").utf8))
+        + String(format: ", %.2f s CPU", cpu) + ", the helper thread shared \(index.helperChecks) of \(index.checks) checks\n").utf8))
 }
 try! Data(duplicates.map(String.init).joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: args[2]))
 let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
