@@ -27,7 +27,8 @@ struct Generate: AsyncParsableCommand {
                 if !(watch || out != nil) { print(resp.job.jobID) }
             }
             if watch || out != nil {
-                let final = try await Follow.job(client, resp.job.jobID, afterSeq: 0, records: out.map(Sink.file) ?? .none, json: common.json)
+                let final = try await Follow.job(client, resp.job.jobID, afterSeq: 0, records: out.map(Sink.file) ?? .none, json: common.json,
+                                               reconnect: common.connect)
                 if final.status != "succeeded" { throw ExitCode(1) }
             }
         }
@@ -128,7 +129,8 @@ struct Watch: AsyncParsableCommand {
 
     func run() async throws {
         try await common.run { client in
-            let final = try await Follow.job(client, id, afterSeq: afterSeq, records: records ? .stdout : .none, json: common.json)
+            let final = try await Follow.job(client, id, afterSeq: afterSeq, records: records ? .stdout : .none, json: common.json,
+                                           reconnect: common.connect)
             if final.status != "succeeded" { throw ExitCode(1) }
         }
     }
@@ -158,7 +160,7 @@ struct Results: AsyncParsableCommand {
         }
         try await common.run { client in
             _ = try await Follow.job(client, id, afterSeq: 0, records: out == "-" ? .stdout : .file(out), json: false, quiet: out == "-",
-                                     transform: transform)
+                                     transform: transform, reconnect: common.connect)
         }
     }
 }

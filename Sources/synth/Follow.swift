@@ -23,8 +23,16 @@ enum Follow {
         }
     }
 
+    /// How long a lost connection is retried before the command gives up.
+    static let reconnectFor = Duration.seconds(120)
+
+    /// Follows job `id` from after record `afterSeq` until it ends. When the connection is lost
+    /// (synthd restarted, say) and `reconnect` is given, it connects again and resumes after the
+    /// last record it wrote, so that nothing is written twice or skipped; it gives up after
+    /// `reconnectFor` without a connection.
     static func job(_ client: SynthClient, _ id: String, afterSeq: UInt64, records: Sink, json: Bool, quiet: Bool = false,
-                    transform: (([UInt8]) throws -> [UInt8])? = nil) async throws -> PBJob {
+                    transform: (([UInt8]) throws -> [UInt8])? = nil,
+                    reconnect: (() async throws -> SynthClient)? = nil) async throws -> PBJob {
         var req = PBWatchJobRequest()
         req.jobID = id
         req.afterSeq = afterSeq
@@ -40,37 +48,91 @@ enum Follow {
         var bar = ProgressBar(enabled: !quiet && !json)
         var last = PBJob()
         var pending = Data()
-        for try await event in client.stream("WatchJob", req, as: PBWatchJobResponse.self) {
-            switch event.event {
-            case .record(let r):
-                if let transform {
-                    pending.append(contentsOf: try transform(Array(r.json)))
-                } else {
-                    pending.append(r.json)
+        var client = client
+        // Connections opened here, closed here.
+        var opened: [SynthClient] = []
+        func closeOpened() async {
+            for c in opened { await c.close() }
+            opened.removeAll()
+        }
+        var lostAt: ContinuousClock.Instant?
+        var backoff = Duration.milliseconds(250)
+        /// One WatchJob call, to its end.
+        func follow() async throws {
+            for try await event in client.stream("WatchJob", req, as: PBWatchJobResponse.self) {
+                if lostAt != nil {
+                    lostAt = nil
+                    backoff = .milliseconds(250)
+                    FileHandle.standardError.write(Data("synth: reconnected; resuming after record \(req.afterSeq)\n".utf8))
                 }
-                pending.append(0x0A)
-                if pending.count > 1 << 16 {
-                    try emit(pending, out)
-                    pending.removeAll(keepingCapacity: true)
-                }
-            case .batch(let b):
-                // Not asked for here, but a batch is its records' lines.
-                for line in b.jsonl.split(separator: 0x0A) {
-                    pending.append(contentsOf: try transform?(Array(line)) ?? Array(line))
+                switch event.event {
+                case .record(let r):
+                    if let transform {
+                        pending.append(contentsOf: try transform(Array(r.json)))
+                    } else {
+                        pending.append(r.json)
+                    }
                     pending.append(0x0A)
+                    req.afterSeq = max(req.afterSeq, r.seq)
+                    if pending.count > 1 << 16 {
+                        try emit(pending, out)
+                        pending.removeAll(keepingCapacity: true)
+                    }
+                case .batch(let b):
+                    // Not asked for here, but a batch is its records' lines.
+                    for line in b.jsonl.split(separator: 0x0A) {
+                        pending.append(contentsOf: try transform?(Array(line)) ?? Array(line))
+                        pending.append(0x0A)
+                    }
+                    req.afterSeq = max(req.afterSeq, b.lastSeq)
+                case .progress(let job):
+                    if !pending.isEmpty {
+                        try emit(pending, out)
+                        pending.removeAll(keepingCapacity: true)
+                    }
+                    last = job
+                    bar.draw(job)
+                    if json { FileHandle.standardError.write(Data((Output.json(job) + "\n").utf8)) }
+                case nil:
+                    break
                 }
-            case .progress(let job):
-                if !pending.isEmpty {
-                    try emit(pending, out)
-                    pending.removeAll(keepingCapacity: true)
-                }
-                last = job
-                bar.draw(job)
-                if json { FileHandle.standardError.write(Data((Output.json(job) + "\n").utf8)) }
-            case nil:
-                break
             }
         }
+        do {
+            while true {
+                do {
+                    try await follow()
+                    break
+                } catch let e as ClientError where e.code == .unavailable && reconnect != nil {
+                    // What arrived is written before anything else is tried.
+                    if !pending.isEmpty {
+                        try emit(pending, out)
+                        pending.removeAll(keepingCapacity: true)
+                    }
+                    let now = ContinuousClock.now
+                    if lostAt == nil {
+                        lostAt = now
+                        FileHandle.standardError.write(Data(("\nsynth: lost the connection to synthd (\(e.status.message)); "
+                            + "reconnecting for up to \(reconnectFor.components.seconds) s\n").utf8))
+                    }
+                    guard now - lostAt! < reconnectFor else { throw e }
+                    try await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .seconds(4))
+                    do {
+                        let fresh = try await reconnect!()
+                        opened.append(fresh)
+                        client = fresh
+                    } catch let again as ClientError where again.code == .unavailable {
+                        // Not up yet: the next turn fails at once on the closed connection and waits again.
+                        continue
+                    }
+                }
+            }
+        } catch {
+            await closeOpened()
+            throw error
+        }
+        await closeOpened()
         if !pending.isEmpty { try emit(pending, out) }
         if case .file(let path) = records {
             try out?.close()

@@ -41,8 +41,9 @@ struct Check: AsyncParsableCommand {
         }
         var checked = 0, accepted = 0
         var reasons: [String: Int] = [:], details: [String: Int] = [:]
-        let data = input.readDataToEndOfFile()
-        for piece in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
+        // A line at a time, so that a file of any size is checked in bounded memory.
+        var lines = LineReader(input)
+        while let piece = try lines.next() {
             let line = String(decoding: piece, as: UTF8.self)
             if line.allSatisfy(\.isWhitespace) { continue }
             checked += 1
@@ -65,6 +66,56 @@ struct Check: AsyncParsableCommand {
             print("checked \(checked), accepted \(accepted), rejected \(checked - accepted)"
                   + reasons.sorted { $0.key < $1.key }.map { " · \($0.key) \($0.value)" }.joined()
                   + (details.isEmpty ? "" : " (format: " + details.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"))
+        }
+    }
+}
+
+/// The lines of a file or pipe, read a megabyte at a time: memory holds the longest line and a
+/// chunk, never the whole input.
+struct LineReader {
+    let handle: FileHandle
+    private var buffer: [UInt8] = []
+    /// Where the current line starts in `buffer`, and how far it has been searched for its end.
+    private var start = 0, searched = 0
+    private var ended = false
+    /// Lines returned so far, for errors.
+    private(set) var number = 0
+    static let chunk = 1 << 20
+    /// A record line longer than this is refused rather than held (records are a few KB).
+    static let longest = 64 << 20
+
+    init(_ handle: FileHandle) {
+        self.handle = handle
+    }
+
+    /// The next line without its newline, or nil at the end of the input.
+    mutating func next() throws -> ArraySlice<UInt8>? {
+        while true {
+            if let end = buffer[searched...].firstIndex(of: UInt8(ascii: "\n")) {
+                defer { start = end + 1; searched = start }
+                number += 1
+                return buffer[start..<end]
+            }
+            searched = buffer.count
+            if ended {
+                guard start < buffer.count else { return nil }
+                defer { start = buffer.count; searched = start }
+                number += 1
+                return buffer[start...]
+            }
+            if buffer.count - start > Self.longest {
+                throw CheckError("line \(number + 1) of the records is longer than \(Self.longest >> 20) MB; a record is one JSON object per line")
+            }
+            buffer.removeFirst(start)
+            searched -= start
+            start = 0
+            let data: Data
+            do {
+                data = try handle.read(upToCount: Self.chunk) ?? Data()
+            } catch {
+                throw CheckError("cannot read the records after line \(number): \(error.localizedDescription)")
+            }
+            if data.isEmpty { ended = true } else { buffer.append(contentsOf: data) }
         }
     }
 }

@@ -181,6 +181,61 @@ import SynthStore
         print("kill -9 test: accepted at each kill \(acceptedAtKill)")
     }
 
+    @Test func synthWatchFollowsAJobAcrossAServerRestart() async throws {
+        let (dir, fake, config, key) = try Self.setUp(latencyMs: 20, concurrency: 8)
+        defer { Self.tearDown(dir, fake) }
+        var server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
+        var gen = PBGenerateRequest()
+        gen.request.schema = "instruction_v1"
+        gen.request.domain = "customer support for a SaaS product"
+        gen.request.count = 400
+        gen.request.model = "fast"
+        let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
+        await client.close()
+
+        // `synth watch --records` into a file, as a user would follow a job into a loader.
+        let outPath = dir + "/watch.jsonl", errPath = dir + "/watch.err"
+        FileManager.default.createFile(atPath: outPath, contents: nil)
+        FileManager.default.createFile(atPath: errPath, contents: nil)
+        let watch = Process()
+        watch.executableURL = Self.bin.appendingPathComponent("synth")
+        watch.arguments = ["watch", job.jobID, "--records", "--address", "unix:" + server.socket, "--api-key", key]
+        watch.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        watch.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        try watch.run()
+        defer { if watch.isRunning { kill(watch.processIdentifier, SIGKILL) } }
+        @Sendable func written() -> Int {
+            (try? Data(contentsOf: URL(fileURLWithPath: outPath)))?.split(separator: 0x0A).count ?? 0
+        }
+        try await withTimeout(60, "the watcher's first records") {
+            while written() < 20 { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        // The server dies under the watcher, mid-job, and comes back a moment later.
+        kill(server.process.processIdentifier, SIGKILL)
+        server.process.waitUntilExit()
+        let atKill = written()
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(watch.isRunning, "synth watch gave up instead of reconnecting")
+        server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        let status = try await withTimeout(90, "synth watch to end with the job") {
+            watch.waitUntilExit()
+            return watch.terminationStatus
+        }
+        _ = try await server.stop(SIGTERM)
+        let err = String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data(), as: UTF8.self)
+        #expect(status == 0, "\(err)")
+        #expect(err.contains("lost the connection") && err.contains("reconnected"), "\(err)")
+        // Every record exactly once, in order: the lines are the job's records as stored.
+        let lines = try Data(contentsOf: URL(fileURLWithPath: outPath)).split(separator: 0x0A).map { Data($0) }
+        let store = try Store(path: dir + "/data")
+        let stored = try store.records(jobID: job.jobID, after: 0, limit: 1000)
+        #expect(stored.count == 400)
+        #expect(lines.count == 400, "\(lines.count) lines, \(atKill) of them before the kill")
+        #expect(lines == stored.map { Data($0.json) })
+        #expect(atKill < 400)
+    }
+
     /// Runs `synthd` with `arguments` and `stdin`, returning its exit status and output.
     static func runSynthd(_ arguments: [String], stdin: String = "") throws -> (status: Int32, out: String, err: String) {
         let p = Process()
@@ -196,6 +251,40 @@ import SynthStore
         let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    @Test func synthdCheckReadsRecordsAcrossItsReadChunks() throws {
+        let dir = "/tmp/sdc-" + String(UUID().uuidString.prefix(8))
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let request = dir + "/request.json"
+        try Data(#"{"schema":"instruction_v1","domain":"customer support for a SaaS product","count":10,"model":"fast"}"#.utf8)
+            .write(to: URL(fileURLWithPath: request))
+        // 3,000 distinct records of about 600 bytes: 1.8 MB, so lines cross the 1 MB reads.
+        let words = ["invoice", "seat", "plan", "refund", "card", "account", "billing", "export", "team", "password", "login", "report",
+                     "upgrade", "trial", "renewal", "receipt", "tax", "region", "storage", "limit", "project", "owner", "admin", "email"]
+        var state: UInt64 = 42
+        func word() -> String {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return words[Int(state >> 33) % words.count]
+        }
+        func sentence(_ n: Int) -> String { (0..<n).map { _ in word() }.joined(separator: " ") }
+        var text = ""
+        for i in 0..<3000 {
+            let record = ["instruction": "Question \(i): why does my \(sentence(30))?", "input": "",
+                          "output": "Because the \(sentence(50)) changed on record \(i)."]
+            text += String(decoding: try JSONSerialization.data(withJSONObject: record), as: UTF8.self) + "\n"
+        }
+        #expect(text.utf8.count > 1 << 20)
+        let records = dir + "/records.jsonl"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: records))
+        let result = try Self.runSynthd(["check", "--request", request, "--records", records, "--json"])
+        #expect(result.status == 0, "\(result.err)")
+        let obj = try JSONSerialization.jsonObject(with: Data(result.out.utf8)) as? [String: Any]
+        #expect(obj?["checked"] as? Int == 3000)
+        // A line cut at a read boundary would not parse.
+        #expect((obj?["format_problems"] as? [String: Int])?["unusable"] == nil, "\(result.out)")
+        #expect((obj?["accepted"] as? Int ?? 0) > 0)
     }
 
     @Test func synthdCheckGivesEachRecordTheVerdictAJobWouldGiveIt() throws {
