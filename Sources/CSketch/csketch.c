@@ -274,14 +274,16 @@ int csketch_ascii_trigrams(const uint8_t *bytes, size_t n, uint64_t *seen, uint6
 
 int csketch_shares_at_least(const uint32_t *codes, size_t count, const uint64_t *seen, size_t need)
 {
-	/* A code holds three 10-bit scalars; it has a bit in `seen` when all three are below 128. */
+	/* A code holds three 10-bit scalars; it has a bit in `seen` when all three are below 128. The
+	 * read takes each scalar's low seven bits, so that it stays inside `seen` for every code; a
+	 * code with a larger scalar then counts nothing. */
 	const uint32_t high = 0x380u << 20 | 0x380u << 10 | 0x380u;
 	size_t shared = 0, i = 0;
 	while (i < count) {
 		size_t end = count - i > 32 ? i + 32 : count;
 		for (; i < end; i++) {
 			uint32_t code = codes[i];
-			uint32_t bit = (code >> 20) << 14 | ((code >> 10) & 0x7F) << 7 | (code & 0x7F);
+			uint32_t bit = ((code >> 20) & 0x7F) << 14 | ((code >> 10) & 0x7F) << 7 | (code & 0x7F);
 			shared += (size_t)((seen[bit >> 6] >> (bit & 63)) & 1) & (size_t)((code & high) == 0);
 		}
 		if (shared >= need)

@@ -342,6 +342,37 @@ struct Corpus {
         #expect(decided > 1000)
     }
 
+    /// The bitmap is followed by unreadable memory: a code with a scalar of 128 or more (an
+    /// accepted text that is not ASCII, against an ASCII probe) must not make the count read past
+    /// it. A read there ends the test process.
+    @Test func sharedCountsReadNothingPastTheBitmap() throws {
+        let bitmapBytes = (1 << 21) / 8, guardBytes = 4 << 20
+        let region = try #require(mmap(nil, bitmapBytes + guardBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+        #expect(region != MAP_FAILED)
+        defer { munmap(region, bitmapBytes + guardBytes) }
+        #expect(mprotect(region + bitmapBytes, guardBytes, PROT_NONE) == 0)
+        let seen = region.bindMemory(to: UInt64.self, capacity: bitmapBytes / 8)
+        let scalars: [UInt32] = [0, 32, 97, 127, 128, 233, 511, 1023]
+        var codes: [UInt32] = []
+        var shared = 0
+        for a in scalars {
+            for b in scalars {
+                for c in scalars {
+                    codes.append(a << 20 | b << 10 | c)
+                    // Every ASCII trigram here is the probe's.
+                    if a < 128 && b < 128 && c < 128 {
+                        let bit = Int(a << 14 | b << 7 | c)
+                        seen[bit >> 6] |= 1 << UInt64(bit & 63)
+                        shared += 1
+                    }
+                }
+            }
+        }
+        for need in [0, 1, shared / 2, shared, shared + 1, codes.count] {
+            #expect(csketch_shares_at_least(codes, codes.count, seen, need) == (shared >= need ? 1 : 0), "need \(need)")
+        }
+    }
+
     @Test func sketchesCountEachDimensionCappedAtFifteen() {
         var r = Rand(state: 5)
         var sketch = ProbeSketch()

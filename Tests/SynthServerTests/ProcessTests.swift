@@ -61,6 +61,16 @@ import SynthStore
         return (dir, fake, config, try store.createKey(org: "acme").key)
     }
 
+    /// A plain instruction job of `count` records on the fast tier.
+    static func supportJob(count: Int64) -> PBGenerateRequest {
+        var gen = PBGenerateRequest()
+        gen.request.schema = "instruction_v1"
+        gen.request.domain = "customer support for a SaaS product"
+        gen.request.count = count
+        gen.request.model = "fast"
+        return gen
+    }
+
     static func tearDown(_ dir: String, _ fake: FakeProvider) {
         fake.stop()
         try? FileManager.default.removeItem(atPath: dir)
@@ -75,11 +85,7 @@ import SynthStore
         let prices = try await client.unary("GetPricing", PBGetPricingRequest(), as: PBGetPricingResponse.self)
         #expect(prices.tiers.first { $0.tier == "fast" }?.instructionPer1KUsd == 0.75)
         #expect(prices.tiers.first { $0.tier == "balanced" }?.instructionPer1KUsd == 3.0)
-        var gen = PBGenerateRequest()
-        gen.request.schema = "instruction_v1"
-        gen.request.domain = "customer support for a SaaS product"
-        gen.request.count = 400
-        gen.request.model = "fast"
+        let gen = Self.supportJob(count: 400)
         let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
         var watch = PBWatchJobRequest()
         watch.jobID = job.jobID
@@ -186,11 +192,7 @@ import SynthStore
         defer { Self.tearDown(dir, fake) }
         var server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
-        var gen = PBGenerateRequest()
-        gen.request.schema = "instruction_v1"
-        gen.request.domain = "customer support for a SaaS product"
-        gen.request.count = 400
-        gen.request.model = "fast"
+        let gen = Self.supportJob(count: 400)
         let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
         await client.close()
 
