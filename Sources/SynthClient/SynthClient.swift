@@ -97,6 +97,10 @@ public final class SynthClient: @unchecked Sendable {
                     break
                 }
             }
+        } catch let e as WireError where e.code == .truncatedFrame {
+            // The server went away in the middle of a frame (killed, say): the connection is
+            // lost, as when it closes between frames, and a caller may connect again.
+            failure = ClientError(.unavailable, "the connection to synthd closed in the middle of a frame")
         } catch let e as WireError {
             failure = ClientError(.internal, "protocol error from synthd: \(e.description)")
         } catch {

@@ -49,24 +49,35 @@ enum Follow {
         var last = PBJob()
         var pending = Data()
         var client = client
-        // Connections opened here, closed here.
-        var opened: [SynthClient] = []
+        // A connection opened here (after the first was lost) is closed here.
+        var opened: SynthClient?
         func closeOpened() async {
-            for c in opened { await c.close() }
-            opened.removeAll()
+            await opened?.close()
+            opened = nil
         }
+        func flush() throws {
+            if !pending.isEmpty { try emit(pending, out) }
+            pending.removeAll(keepingCapacity: true)
+        }
+        // Since when no connection has made progress, and the wait before the next attempt.
         var lostAt: ContinuousClock.Instant?
         var backoff = Duration.milliseconds(250)
+        var lastConnectError: ClientError?
+        /// Progress: a record, or news of the job. A connection that only opens and drops again
+        /// does not reset the give-up clock.
+        func progressed() {
+            guard lostAt != nil else { return }
+            lostAt = nil
+            backoff = .milliseconds(250)
+            lastConnectError = nil
+            FileHandle.standardError.write(Data("synth: reconnected; resuming after record \(req.afterSeq)\n".utf8))
+        }
         /// One WatchJob call, to its end.
         func follow() async throws {
             for try await event in client.stream("WatchJob", req, as: PBWatchJobResponse.self) {
-                if lostAt != nil {
-                    lostAt = nil
-                    backoff = .milliseconds(250)
-                    FileHandle.standardError.write(Data("synth: reconnected; resuming after record \(req.afterSeq)\n".utf8))
-                }
                 switch event.event {
                 case .record(let r):
+                    progressed()
                     if let transform {
                         pending.append(contentsOf: try transform(Array(r.json)))
                     } else {
@@ -79,6 +90,7 @@ enum Follow {
                         pending.removeAll(keepingCapacity: true)
                     }
                 case .batch(let b):
+                    progressed()
                     // Not asked for here, but a batch is its records' lines.
                     for line in b.jsonl.split(separator: 0x0A) {
                         pending.append(contentsOf: try transform?(Array(line)) ?? Array(line))
@@ -86,6 +98,7 @@ enum Follow {
                     }
                     req.afterSeq = max(req.afterSeq, b.lastSeq)
                 case .progress(let job):
+                    if job.accepted != last.accepted || job.generated != last.generated || job.status != last.status { progressed() }
                     if !pending.isEmpty {
                         try emit(pending, out)
                         pending.removeAll(keepingCapacity: true)
@@ -105,30 +118,32 @@ enum Follow {
                     break
                 } catch let e as ClientError where e.code == .unavailable && reconnect != nil {
                     // What arrived is written before anything else is tried.
-                    if !pending.isEmpty {
-                        try emit(pending, out)
-                        pending.removeAll(keepingCapacity: true)
-                    }
-                    let now = ContinuousClock.now
+                    try flush()
                     if lostAt == nil {
-                        lostAt = now
+                        lostAt = .now
                         FileHandle.standardError.write(Data(("\nsynth: lost the connection to synthd (\(e.status.message)); "
                             + "reconnecting for up to \(reconnectFor.components.seconds) s\n").utf8))
                     }
-                    guard now - lostAt! < reconnectFor else { throw e }
-                    try await Task.sleep(for: backoff)
-                    backoff = min(backoff * 2, .seconds(4))
-                    do {
-                        let fresh = try await reconnect!()
-                        opened.append(fresh)
-                        client = fresh
-                    } catch let again as ClientError where again.code == .unavailable {
-                        // Not up yet: the next turn fails at once on the closed connection and waits again.
-                        continue
+                    // Another connection to the server replaces this one, whatever state it is in.
+                    await closeOpened()
+                    while true {
+                        guard ContinuousClock.now + backoff - lostAt! < reconnectFor else { throw lastConnectError ?? e }
+                        try await Task.sleep(for: backoff)
+                        backoff = min(backoff * 2, .seconds(4))
+                        do {
+                            let fresh = try await reconnect!()
+                            opened = fresh
+                            client = fresh
+                            break
+                        } catch let again as ClientError where again.code == .unavailable {
+                            lastConnectError = again
+                        }
                     }
                 }
             }
         } catch {
+            // Records that arrived are written even when the command fails.
+            try? flush()
             await closeOpened()
             throw error
         }

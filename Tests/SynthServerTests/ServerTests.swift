@@ -838,3 +838,45 @@ import SynthSpec
 }
 
 import SwiftProtobuf
+
+/// The client against a peer that is not synthd: a raw Unix socket.
+@Suite struct ClientConnectionTests {
+    /// A server that dies in the middle of a frame (killed while writing) leaves the client's calls
+    /// UNAVAILABLE, as a connection closed between frames does, so that `synth watch` and the
+    /// other followers connect again instead of failing.
+    @Test func aConnectionCutInTheMiddleOfAFrameIsUnavailable() async throws {
+        let path = "/tmp/scc-\(UUID().uuidString.prefix(8)).sock"
+        defer { unlink(path) }
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(listener >= 0)
+        defer { close(listener) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0)
+        #expect(listen(listener, 1) == 0)
+        let peer = Thread {
+            let c = accept(listener, nil, nil)
+            guard c >= 0 else { return }
+            var call = [UInt8](repeating: 0, count: 65536)
+            _ = read(c, &call, call.count)
+            // A length prefix of 100 bytes, then 10 of them, then the end.
+            let half: [UInt8] = [0, 0, 0, 100] + Array(repeating: 0x0A, count: 10)
+            _ = write(c, half, half.count)
+            close(c)
+        }
+        peer.start()
+        let client = try await SynthClient.connect(.unix(path))
+        do {
+            _ = try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self, timeout: .seconds(10))
+            Issue.record("a half frame was taken for an answer")
+        } catch let e as ClientError {
+            #expect(e.code == .unavailable, "\(e.description)")
+            #expect(e.status.message.contains("middle of a frame"), "\(e.description)")
+        }
+        await client.close()
+    }
+}
