@@ -187,19 +187,20 @@ final class JobRunner: Sendable {
             throw EngineError(.providerNotConfigured, "provider \(route.provider) has no API key: set \(variable) or its api_key in the config file")
         }
         let prompts = PromptBuilder(request: request, plan: plan)
+        let concurrency = max(1, min(engine.config.jobConcurrency, client.config.maxInFlight))
+        // `concurrency` bounds the job's requests in flight, the critic's included; an attempt
+        // gives its permit back as soon as its answer is in, so the next request leaves while the
+        // answer is still being checked. Up to twice as many attempts exist at once: the others
+        // are being checked or waiting.
+        let requests = AsyncSemaphore(concurrency)
         let gate = QualityGate(request: request, system: [prompts.system(for: slots.first ?? Slot(index: 0, cell: 0, hardNegative: false))],
-                               critic: engine.client(routes.critic.provider), criticModel: routes.critic.model, jobID: jobID,
-                               logger: logger)
+                               critic: engine.client(routes.critic.provider), criticModel: routes.critic.model, permits: requests,
+                               jobID: jobID, logger: logger)
         if job.job.accepted > 0 { try restore(gate, schema: request.schema, accepted: job.job.accepted) }
         let budget = Int64(Double(plan.count) * engine.config.attemptsPerRecord) + Int64(engine.config.attemptSlack)
         let priorAttempts = job.attempts
         let startVariation = Int(job.job.generated) + Int(job.attempts)
         let queue = CommitQueue()
-        let concurrency = max(1, min(engine.config.jobConcurrency, client.config.maxInFlight))
-        // `concurrency` bounds the requests in flight; an attempt gives its permit back as soon as
-        // its answer is in, so the next request leaves while the answer is still being checked.
-        // Up to twice as many attempts exist at once: the others are being checked or waiting.
-        let requests = AsyncSemaphore(concurrency)
         // Set by the first fatal answer (400, 401, 403, quota) before it gives its permit back:
         // attempts still waiting then never send, so a job that cannot go on stops at once.
         let halted = HaltFlag()

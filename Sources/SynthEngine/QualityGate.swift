@@ -33,6 +33,9 @@ final class QualityGate: @unchecked Sendable {
     let format: FormatChecker
     let critic: LLMClient?
     let criticModel: String
+    /// The job's request permits: a critic call holds one, as a generation request does, so that
+    /// the job's requests in flight stay within its concurrency. Nil: no bound here.
+    let permits: AsyncSemaphore?
     let logger: Logger
     let jobID: String
     private let lock = NSLock()
@@ -44,12 +47,14 @@ final class QualityGate: @unchecked Sendable {
     /// The judge's pass mark (the documentation's 6.0).
     static let judgePassMark = 6.0
 
-    init(request: PBJobRequest, system: [String], critic: LLMClient?, criticModel: String, jobID: String, logger: Logger) {
+    init(request: PBJobRequest, system: [String], critic: LLMClient?, criticModel: String, permits: AsyncSemaphore? = nil, jobID: String,
+         logger: Logger) {
         self.request = request
         let bounds = PromptBuilder.lengthBounds(request)
         format = FormatChecker(instructions: system, minTokens: bounds?.0.map(Int.init), maxTokens: bounds?.1.map(Int.init))
         self.critic = critic
         self.criticModel = criticModel
+        self.permits = permits
         self.jobID = jobID
         self.logger = logger
     }
@@ -119,6 +124,12 @@ final class QualityGate: @unchecked Sendable {
             + ["RECORD:", String(decoding: JSONValue.object(content).serialized(), as: UTF8.self)]).joined(separator: "\n")
     }
 
+    /// One critic call, holding one of the job's request permits.
+    private func ask(_ critic: LLMClient, _ chat: ChatRequest) async throws -> ChatCompletion {
+        guard let permits else { return try await critic.complete(chat) }
+        return try await permits.withPermit { try await critic.complete(chat) }
+    }
+
     /// The judge's scores, or nil when it gave no usable answer.
     func judge(_ content: [(String, JSONValue)], usage: (ChatCompletion, String) -> Void) async throws -> JudgeVerdict? {
         guard let critic else { return nil }
@@ -128,7 +139,7 @@ final class QualityGate: @unchecked Sendable {
                                stage: "judge")
         let answer: ChatCompletion
         do {
-            answer = try await critic.complete(chat)
+            answer = try await ask(critic, chat)
         } catch let e as ProviderError where e.kind != .fatal {
             logger.warning("judge gave no answer", metadata: ["job": "\(jobID)", "error": "\(e.description)"])
             return nil
@@ -161,7 +172,7 @@ final class QualityGate: @unchecked Sendable {
                                temperature: 0, stage: "invariants")
         let answer: ChatCompletion
         do {
-            answer = try await critic.complete(chat)
+            answer = try await ask(critic, chat)
         } catch let e as ProviderError {
             logger.warning("invariant check failed; the record passes", metadata: ["job": "\(jobID)", "error": "\(e.description)"])
             return .checkerFailed

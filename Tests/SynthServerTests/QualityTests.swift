@@ -163,6 +163,35 @@ import Testing
         }
     }
 
+    @Test func criticCallsStayWithinTheJobsConcurrency() async throws {
+        try await withHarness(fakeArgs: ["--latency-ms", "40"], jobConcurrency: 3, seconds: 240) { h in
+            let o = try await run(h, #"""
+                {"schema":"instruction_v1","domain":"customer support for a SaaS product","count":30,"model":"fast","verified":true,
+                 "advanced":{"invariants":[{"rule":"Never promise a refund that policy does not allow","enforcement":"soft"}]}}
+                """#)
+            #expect(o.records.count == 30)
+            #expect((o.job.usage.stages.first { $0.stage == "judge" }?.requests ?? 0) >= 30)
+            #expect((o.job.usage.stages.first { $0.stage == "invariants" }?.requests ?? 0) >= 30)
+            // The provider's view: from each request's arrival to its answer. Those spans lie
+            // inside the client's, so at no moment may more than 3 be open.
+            var edges: [(Double, Int)] = []
+            for e in o.log where e["path"] as? String != "/v1/models" {
+                guard let t = e["t"] as? Double, let end = e["t_end"] as? Double else { continue }
+                edges.append((t, 1))
+                edges.append((end, -1))
+            }
+            #expect(edges.count >= 2 * 90)
+            edges.sort { $0.0 < $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) }
+            var open = 0, most = 0
+            for (_, d) in edges {
+                open += d
+                most = max(most, open)
+            }
+            #expect(most <= 3, "\(most) requests at once; the job's concurrency is 3")
+            #expect(most >= 2)
+        }
+    }
+
     @Test func invariantsRejectStrictTagSoftAndFailOpen() async throws {
         try await withHarness(fakeArgs: ["--plant", "invariant_violation:0.2"], seconds: 240) { h in
             let strict = try await run(h, #"""
