@@ -57,6 +57,8 @@ public final class NearDuplicateIndex {
     private var helper: JoinHelper?
     /// Whether starting the helper was tried (it is not retried when the thread could not start).
     private var helperTried = false
+    /// Where the helper's slot comes from: the process's, unless a test gives its own.
+    let slots: HelperSlots
     /// The number of accepted texts from which a helper thread shares the work.
     let helperFrom: Int
     /// The least work (sketch vectors) for which a check wakes a sleeping helper.
@@ -77,9 +79,11 @@ public final class NearDuplicateIndex {
     /// the helper sees wraps).
     /// `shareEveryCheck`: the caller lets the helper take the first run of every check, so that
     /// tests exercise the two threads together whatever the timing.
+    /// `slots`: the pool of helper threads this index may take one from.
     init(threshold: Threshold, sampleSize: Int = 256, helperFrom: Int, wakeWork: Int = JoinHelper.wakeWork,
-         leastRun: Int = JoinCore.leastRun, firstCheck: Int = 0, shareEveryCheck: Bool = false) {
+         leastRun: Int = JoinCore.leastRun, firstCheck: Int = 0, shareEveryCheck: Bool = false, slots: HelperSlots = .process) {
         self.threshold = threshold
+        self.slots = slots
         self.sampleSize = max(1, sampleSize)
         self.helperFrom = helperFrom
         self.wakeWork = wakeWork
@@ -88,7 +92,10 @@ public final class NearDuplicateIndex {
     }
 
     deinit {
-        helper?.stop()
+        if let helper {
+            helper.stop()
+            slots.give()
+        }
     }
 
     public var count: Int { core.count }
@@ -128,9 +135,12 @@ public final class NearDuplicateIndex {
 
     private func check() -> Int? {
         core.finishAdd()
-        if !helperTried, core.count >= helperFrom, JoinHelper.cores > 1 {
+        // A helper when the process has a core to spare for one: while other indexes hold every
+        // slot, this one works alone and asks again at its next check.
+        if !helperTried, core.count >= helperFrom, JoinHelper.cores > 1, slots.take() {
             helperTried = true
             helper = JoinHelper(core: core)
+            if helper == nil { slots.give() }
         }
         guard let work = core.publish() else { return nil }
         if work >= wakeWork { helper?.wake() }
@@ -697,6 +707,37 @@ struct CodeStore {
     func free() {
         for chunk in chunks { chunk.deallocate() }
     }
+}
+
+/// How many helper threads may run at once. The process's pool has one fewer than its cores, so
+/// that several large indexes (jobs) at once never put more join threads than cores to work: two
+/// joins on two cores, each with a helper, spent about a quarter of their time spinning.
+final class HelperSlots: Sendable {
+    let limit: Int
+    private let taken = Atomic<Int>(0)
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    static let process = HelperSlots(limit: max(0, JoinHelper.cores - 1))
+
+    /// Takes a slot; false when all are taken.
+    func take() -> Bool {
+        var n = taken.load(ordering: .relaxed)
+        while n < limit {
+            let r = taken.compareExchange(expected: n, desired: n + 1, ordering: .acquiringAndReleasing)
+            if r.exchanged { return true }
+            n = r.original
+        }
+        return false
+    }
+
+    func give() {
+        taken.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+    }
+
+    var inUse: Int { taken.load(ordering: .relaxed) }
 }
 
 /// The thread that shares an index's work with its owner: it takes tasks of each published check

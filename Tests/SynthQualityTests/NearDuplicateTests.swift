@@ -127,7 +127,8 @@ struct Corpus {
         #expect(!alone.helped)
         // Runs of any size, and the helper woken for any check, so that it shares even these
         // small checks.
-        let helped = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1, shareEveryCheck: true)
+        let helped = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1, shareEveryCheck: true,
+                                        slots: HelperSlots(limit: 1))
         #expect(corpus.texts.map { !helped.admit($0) } == expected)
         #expect(helped.helped == (JoinHelper.cores > 1))
         if JoinHelper.cores > 1 { #expect(helped.helperChecks > 0) }
@@ -157,7 +158,8 @@ struct Corpus {
         let corpus = Corpus(count: 3000, words: 8...40, seed: 5)
         let expected = BruteForceNearDuplicates.decisions(corpus.texts)
         for helperFrom in [0, 500, Int.max] {
-            let index = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: helperFrom, wakeWork: 0, leastRun: 1, shareEveryCheck: true)
+            let index = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: helperFrom, wakeWork: 0, leastRun: 1, shareEveryCheck: true,
+                                           slots: HelperSlots(limit: 1))
             var got: [Bool] = []
             var positions: [Int] = []
             for text in corpus.texts {
@@ -187,7 +189,7 @@ struct Corpus {
         let corpus = Corpus(count: 1200, words: 8...30, seed: 9)
         let expected = BruteForceNearDuplicates.decisions(corpus.texts)
         let index = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1,
-                                       firstCheck: JoinCore.checkMask - 300, shareEveryCheck: true)
+                                       firstCheck: JoinCore.checkMask - 300, shareEveryCheck: true, slots: HelperSlots(limit: 1))
         #expect(corpus.texts.map { !index.admit($0) } == expected)
         if JoinHelper.cores > 1 { #expect(index.helperChecks > 0) }
     }
@@ -199,9 +201,11 @@ struct Corpus {
         let before = JoinHelper.live.load(ordering: .relaxed)
         let corpus = Corpus(count: 400, words: 8...30, seed: 3)
         do {
-            // `a` wakes its helper for any check.
-            let a = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1, shareEveryCheck: true)
-            let b = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 100)
+            // `a` wakes its helper for any check. A pool of their own, with room for both.
+            let pool = HelperSlots(limit: 2)
+            let a = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, wakeWork: 0, leastRun: 1, shareEveryCheck: true,
+                                        slots: pool)
+            let b = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 100, slots: pool)
             for text in corpus.texts.prefix(100) {
                 a.admit(text)
                 b.admit(text)
@@ -221,6 +225,33 @@ struct Corpus {
             #expect(JoinHelper.live.load(ordering: .relaxed) == before + 2)
         }
         #expect(JoinHelper.live.load(ordering: .relaxed) == before)
+    }
+
+    /// A pool with one helper: a second large index works alone (with the same answers) until the
+    /// first is gone, then takes the slot at its next check. The process's pool has one fewer
+    /// slots than cores.
+    @Test func aSecondIndexWaitsForAHelperSlot() throws {
+        #expect(HelperSlots.process.limit == max(0, JoinHelper.cores - 1))
+        try #require(JoinHelper.cores > 1, "one core: no helper threads")
+        let pool = HelperSlots(limit: 1)
+        let corpus = Corpus(count: 300, words: 8...30, seed: 4)
+        let expected = BruteForceNearDuplicates.decisions(corpus.texts)
+        let b = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, slots: pool)
+        var got: [Bool] = []
+        do {
+            let a = NearDuplicateIndex(threshold: .nearDuplicate, helperFrom: 0, slots: pool)
+            for text in corpus.texts.prefix(150) {
+                a.admit(text)
+                got.append(!b.admit(text))
+            }
+            #expect(a.helped && !b.helped)
+            #expect(pool.inUse == 1)
+        }
+        #expect(pool.inUse == 0)
+        for text in corpus.texts.dropFirst(150) { got.append(!b.admit(text)) }
+        #expect(b.helped)
+        #expect(pool.inUse == 1)
+        #expect(got == expected)
     }
 
     @Test func duplicateOfNamesTheAcceptedTextAndAddsNothing() {
