@@ -215,15 +215,6 @@ size_t csketch_next_within(const uint8_t *sketches, const uint8_t *probe, long s
 	return csketch_next_within_using(csketch_kernel(), sketches, probe, slack, from, count, vectors);
 }
 
-/* The same mix as ProbeTrigrams.mix (splitmix64's finaliser). */
-static inline uint64_t mix64(uint64_t z)
-{
-	z *= 0x9E3779B97F4A7C15ull;
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
-}
-
 int csketch_ascii_trigrams(const uint8_t *bytes, size_t n, uint64_t *seen, uint64_t *keys, uint32_t *hashes, size_t *count)
 {
 	uint64_t a = 0, b = 0;
@@ -267,7 +258,7 @@ int csketch_ascii_trigrams(const uint8_t *bytes, size_t n, uint64_t *seen, uint6
 	}
 #undef ADD
 	for (size_t i = 0; i < k; i++)
-		hashes[i] = (uint32_t)mix64(keys[i]);
+		hashes[i] = (uint32_t)csketch_mix(keys[i]);
 	*count = k;
 	return ascii;
 }
@@ -296,8 +287,6 @@ int csketch_shares_at_least(const uint32_t *codes, size_t count, const uint64_t 
 
 uint32_t csketch_build(const uint32_t *hashes, size_t n, size_t dims, uint8_t *counts)
 {
-	for (size_t d = 0; d < dims; d++)
-		counts[d] = 0;
 	for (size_t i = 0; i < n; i++) {
 		size_t d = (size_t)(((uint64_t)hashes[i] * dims) >> 32);
 		uint8_t c = counts[d];

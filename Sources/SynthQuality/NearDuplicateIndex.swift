@@ -281,13 +281,15 @@ final class JoinCore: @unchecked Sendable {
     let comparisons = Atomic<Int>(0)
     let scanned = Atomic<Int>(0)
     let helperChecks = Atomic<Int>(0)
+    private let firstCheck: Int
     /// Checks published (caller only).
-    private(set) var checks = 0
+    var checks: Int { seq - firstCheck }
 
     init(threshold: Threshold, leastRun: Int = JoinCore.leastRun, firstCheck: Int = 0) {
         self.threshold = threshold
         self.leastRun = max(1, leastRun)
         seq = max(0, firstCheck)
+        self.firstCheck = seq
     }
 
     deinit {
@@ -397,7 +399,6 @@ final class JoinCore: @unchecked Sendable {
         probeLo = lo
         probeHi = hi
         seq += 1
-        checks += 1
         done.store(0, ordering: .relaxed)
         found.store(Int.max, ordering: .relaxed)
         // Sequentially consistent, as the helper's going to sleep is: either it sees this, or

@@ -85,10 +85,7 @@ enum Follow {
                     }
                     pending.append(0x0A)
                     req.afterSeq = max(req.afterSeq, r.seq)
-                    if pending.count > 1 << 16 {
-                        try emit(pending, out)
-                        pending.removeAll(keepingCapacity: true)
-                    }
+                    if pending.count > 1 << 16 { try flush() }
                 case .batch(let b):
                     progressed()
                     // Not asked for here, but a batch is its records' lines.
@@ -99,10 +96,7 @@ enum Follow {
                     req.afterSeq = max(req.afterSeq, b.lastSeq)
                 case .progress(let job):
                     if job.accepted != last.accepted || job.generated != last.generated || job.status != last.status { progressed() }
-                    if !pending.isEmpty {
-                        try emit(pending, out)
-                        pending.removeAll(keepingCapacity: true)
-                    }
+                    try flush()
                     last = job
                     bar.draw(job)
                     if json { FileHandle.standardError.write(Data((Output.json(job) + "\n").utf8)) }
@@ -148,7 +142,7 @@ enum Follow {
             throw error
         }
         await closeOpened()
-        if !pending.isEmpty { try emit(pending, out) }
+        try flush()
         if case .file(let path) = records {
             try out?.close()
             FileHandle.standardError.write(Data("wrote \(last.accepted) records to \(path)\n".utf8))

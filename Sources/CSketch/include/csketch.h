@@ -38,8 +38,19 @@ int csketch_ascii_trigrams(const uint8_t *bytes, size_t n, uint64_t *seen, uint6
 int csketch_shares_at_least(const uint32_t *codes, size_t count, const uint64_t *seen, size_t need);
 
 /* A set's sketch over `dims` dimensions: hash h counts in dimension (h * dims) >> 32, each count
- * capped at 15, one a byte in `counts`. Returns the sum of the counts. */
+ * capped at 15, one a byte in `counts`, which holds `dims` zeros on entry. Returns the sum of the
+ * counts. */
 uint32_t csketch_build(const uint32_t *hashes, size_t n, size_t dims, uint8_t *counts);
+
+/* The hash of a packed trigram (splitmix64's finaliser): its low 32 bits pick the trigram's sketch
+ * dimension, its high bits its slot in a probe's hash table. */
+static inline uint64_t csketch_mix(uint64_t z)
+{
+	z *= 0x9E3779B97F4A7C15ull;
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
 
 /* A pause while one thread polls another's progress. */
 static inline void csketch_pause(void)
