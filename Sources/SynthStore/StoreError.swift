@@ -9,6 +9,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         case notFound
         /// A file beside the database (an export) could not be read or written.
         case io
+        /// Another server holds the data directory.
+        case locked
     }
 
     public var code: Code

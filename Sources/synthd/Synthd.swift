@@ -59,6 +59,15 @@ struct Serve: AsyncParsableCommand {
             serverConfig.unixPath = Address.defaultSocketPath
         }
 
+        let signals = Signals([SIGINT, SIGTERM])
+        // First of all: a second server on this directory would run the same jobs twice.
+        let claim: DataDirectoryLock
+        do {
+            claim = try DataDirectoryLock(directory: data.path)
+        } catch let e as StoreError {
+            FileHandle.standardError.write(Data("synthd: \(e.message)\n".utf8))
+            throw ExitCode(3)
+        }
         let store = try Store(path: data.path)
         var local: LocalModel?
         if let choice = file.localModelChoice(environment: ProcessInfo.processInfo.environment) {
@@ -87,7 +96,7 @@ struct Serve: AsyncParsableCommand {
         let resumed = try engine.resumeUnfinished()
         if resumed > 0 { logger.info("resuming unfinished jobs", metadata: ["jobs": "\(resumed)"]) }
 
-        let signal = await Signals.first(of: [SIGINT, SIGTERM])
+        let signal = await signals.first()
         logger.info("shutting down", metadata: ["signal": "\(signal)"])
         await server.stop()
         await engine.shutdown()
@@ -95,21 +104,30 @@ struct Serve: AsyncParsableCommand {
         store.sync()
         if let p = bound.unixPath { unlink(p) }
         logger.info("stopped; running jobs resume at the next start")
+        withExtendedLifetime(claim) {}
     }
 }
 
-/// Waits for a signal, with the default action turned off so that the process can shut down cleanly.
-enum Signals {
-    static func first(of signals: [Int32]) async -> Int32 {
+/// Catches signals from the moment it is made, with their default action turned off, so that a
+/// SIGTERM that comes as soon as the server says it listens still shuts it down cleanly.
+final class Signals: @unchecked Sendable {
+    private let stream: AsyncStream<Int32>
+    private let sources: [DispatchSourceSignal]
+
+    init(_ signals: [Int32]) {
         let (stream, continuation) = AsyncStream<Int32>.makeStream()
-        var sources: [DispatchSourceSignal] = []
-        for s in signals {
+        self.stream = stream
+        sources = signals.map { s in
             Foundation.signal(s, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: s, queue: .global())
             source.setEventHandler { continuation.yield(s) }
             source.resume()
-            sources.append(source)
+            return source
         }
+    }
+
+    /// The first signal caught.
+    func first() async -> Int32 {
         var it = stream.makeAsyncIterator()
         let got = await it.next() ?? SIGTERM
         for s in sources { s.cancel() }

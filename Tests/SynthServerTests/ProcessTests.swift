@@ -124,6 +124,50 @@ import SynthStore
         #expect(try store.records(jobID: job.jobID, after: 0, limit: 1000).map(\.seq) == Array(1...400))
     }
 
+    /// A second server on a data directory in use would run the same jobs again (a 600-record
+    /// job once ended with 1,152 records, billed twice). It is refused at once, naming the
+    /// holder, while `synthd admin` still works beside the running server.
+    @Test func aSecondServerOnTheSameDataIsRefusedAndTheJobEndsExactOnceBilledOnce() async throws {
+        let (dir, fake, config, key) = try Self.setUp(latencyMs: 20, concurrency: 16)
+        defer { Self.tearDown(dir, fake) }
+        let server = try Synthd(data: dir + "/data", socket: dir + "/a.sock", config: config)
+        let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
+        let job = try await client.unary("Generate", Self.supportJob(count: 600), as: PBGenerateResponse.self).job
+
+        let second = try await withTimeout(30, "the second server to give up") {
+            try Self.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/b.sock", "--config", config])
+        }
+        #expect(second.status == 3)
+        #expect(second.err.contains("pid \(server.process.processIdentifier)"), "\(second.err)")
+        #expect(!second.out.contains("LISTENING"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/b.sock"))
+        let admin = try Self.runSynthd(["admin", "list-orgs", "--data", dir + "/data"])
+        #expect(admin.status == 0 && admin.out.contains("acme"), "\(admin.err)")
+
+        var watch = PBWatchJobRequest()
+        watch.jobID = job.jobID
+        watch.progressOnly = true
+        let w = watch
+        let final = try await withTimeout(90, "the job") {
+            var last = PBJob()
+            for try await e in client.stream("WatchJob", w, as: PBWatchJobResponse.self) {
+                if case .progress(let j) = e.event { last = j }
+            }
+            return last
+        }
+        await client.close()
+        _ = try await server.stop(SIGTERM)
+        #expect(final.status == "succeeded")
+        #expect(final.accepted == 600)
+        let store = try Store(path: dir + "/data")
+        #expect(try store.records(jobID: job.jobID, after: 0, limit: 2000).map(\.seq) == Array(1...600))
+        // $0.75 per 1,000 records (the config's price), billed once: $0.45 off $100.
+        #expect(try store.org(named: "acme")?.balanceMicroUsd == 100_000_000 - 450_000)
+        // With the first server gone, the directory is free again.
+        let third = try Synthd(data: dir + "/data", socket: dir + "/c.sock", config: config)
+        #expect(try await third.stop(SIGTERM) == 0)
+    }
+
     @Test func killNineAtTenRandomMomentsLosesAndDoublesNothing() async throws {
         let (dir, fake, config, key) = try Self.setUp(latencyMs: 15, concurrency: 32)
         defer { Self.tearDown(dir, fake) }
