@@ -21,7 +21,9 @@ let package = Package(
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "SynthProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
-        .target(name: "SynthSpec", dependencies: ["SynthProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        // Optimised in debug builds too: the spell check's index is built from 100,000 words at start.
+        .target(name: "SynthSpec", dependencies: ["SynthProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "SynthWire", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
         .target(name: "SynthStore", dependencies: [
             "CLMDB", "SynthProto",

@@ -1,5 +1,6 @@
 import NIOCore
 import SwiftProtobuf
+import SynthLLM
 import SynthProto
 import SynthWire
 
@@ -27,10 +28,26 @@ public struct CallContext: Sendable {
 struct FrameWriter: Sendable {
     let outbound: NIOAsyncChannelOutboundWriter<OutboundFrame>
     let allocator: ByteBufferAllocator
+    let maxFrameSize: Int
+    /// Held by a stream call while it builds and writes a batch of records: all of a connection's
+    /// calls share one socket, so one batch at a time is as fast, and a reader that stops reading
+    /// holds back one batch however many streams it opened, instead of one per stream.
+    let bulk = AsyncSemaphore(1)
 
+    /// Throws RESOURCE_EXHAUSTED / RESPONSE_TOO_LARGE, having sent nothing, when the frame is
+    /// above the connection's limit: the call then ends with that status, which the client hears,
+    /// instead of a frame the encoder would refuse and a connection that goes quiet.
     func write(_ frame: PBFrame) async throws {
         let bytes: [UInt8] = try frame.serializedBytes()
+        guard bytes.count <= maxFrameSize else { throw Self.tooLarge(bytes.count, maxFrameSize) }
         try await outbound.write(.payload(allocator.buffer(bytes: bytes)))
+    }
+
+    static let tooLargeCode = "RESPONSE_TOO_LARGE"
+
+    static func tooLarge(_ size: Int, _ limit: Int) -> RPCError {
+        RPCError(.resourceExhausted, "the answer is \(size) bytes, above the frame limit of \(limit) bytes (server.max_frame_size)",
+                 errorCode: tooLargeCode)
     }
 }
 
@@ -44,6 +61,11 @@ extension CallContext {
             buffers.append(.payload(writer.allocator.buffer(bytes: RecordFrame.encode(callID: callID, seq: r.seq, json: r.json))))
         }
         if !buffers.isEmpty { try await writer.outbound.write(contentsOf: buffers) }
+    }
+
+    /// Runs `body` (which builds and sends a batch of records) holding the connection's bulk permit.
+    func bulk<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        try await writer.bulk.withPermit(body)
     }
 }
 

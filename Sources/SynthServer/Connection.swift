@@ -8,18 +8,25 @@ import SynthWire
 /// answers. Its errors are its own: they end this connection and nothing else.
 struct Connection {
     let channel: NIOAsyncChannel<ByteBuffer, OutboundFrame>
+    let limit: FrameSizeLimit
     let server: Server
 
     func run() async {
         let logger = server.logger
         do {
             try await channel.executeThenClose { inbound, outbound in
-                let writer = FrameWriter(outbound: outbound, allocator: channel.channel.allocator)
-                let state = ConnectionState()
-                server.register(state)
+                let writer = FrameWriter(outbound: outbound, allocator: channel.channel.allocator, maxFrameSize: server.config.maxFrameSize)
+                let state = ConnectionState(limit: limit)
+                guard server.register(state) else {
+                    logger.warning("refusing a connection: the server has its maximum open", metadata: ["max": "\(server.config.maxConnections)"])
+                    try? await sendConnectionStatus(writer, .resourceExhausted, "TOO_MANY_CONNECTIONS",
+                                                    "the server has \(server.config.maxConnections) connections open, its maximum; retry later")
+                    return
+                }
                 defer { server.unregister(state) }
                 try await withThrowingDiscardingTaskGroup { group in
                     group.addTask { await idleWatchdog(state) }
+                    var clean = false
                     do {
                         for try await payload in inbound {
                             state.touch()
@@ -32,11 +39,15 @@ struct Connection {
                             }
                             try await dispatch(frame, writer: writer, state: state, group: &group)
                         }
+                        // The client closed its side at a frame boundary: it may still be reading.
+                        clean = !Task.isCancelled
                     } catch let e as WireError {
                         let code: PBStatusCode = e.code == .frameTooLarge ? .resourceExhausted : .invalidArgument
                         try? await sendConnectionStatus(writer, code, e.code.rawValue, e.message)
                     }
-                    // The client is gone or broke the protocol: stop what it started.
+                    // A half-closed client gets the answers of the calls it opened; one that broke
+                    // the protocol gets its calls stopped.
+                    if clean { await state.waitForCalls() }
                     group.cancelAll()
                 }
             }
@@ -66,9 +77,10 @@ struct Connection {
             }
             let service = server.service
             group.addTask {
-                let status = await Self.runCall(open, id: id, control: control, service: service, writer: writer)
+                let status = await Self.runCall(open, id: id, control: control, service: service, writer: writer, connection: state)
                 state.close(id)
                 try? await sendStatus(writer, id, status)
+                state.answered()
             }
         case .cancel:
             state.cancel(id)
@@ -79,16 +91,22 @@ struct Connection {
 
     /// Runs one call to its final status: the handler's, CANCELLED when the client cancels, or
     /// DEADLINE_EXCEEDED when its deadline passes first.
-    static func runCall(_ open: PBCallOpen, id: UInt64, control: CallControl, service: Service, writer: FrameWriter) async -> PBStatus {
+    static func runCall(_ open: PBCallOpen, id: UInt64, control: CallControl, service: Service, writer: FrameWriter,
+                        connection: ConnectionState) async -> PBStatus {
         await withTaskGroup(of: PBStatus?.self) { g in
             g.addTask {
                 do {
-                    try await service.handle(open, callID: id, writer: writer)
+                    try await service.handle(open, callID: id, writer: writer, authenticated: connection.authenticated)
                     return PBStatus()
                 } catch {
                     if Task.isCancelled, control.isCancelled { return nil }
                     if Task.isCancelled, service.isStopping { return Service.stoppingStatus }
-                    return RPCError.from(error).status
+                    let status = RPCError.from(error).status
+                    if status.errorCode == FrameWriter.tooLargeCode {
+                        service.logger.warning("an answer was too large for a frame", metadata: [
+                            "method": "\(open.method.prefix(64))", "call": "\(id)", "detail": "\(status.message)"])
+                    }
+                    return status
                 }
             }
             g.addTask {
@@ -116,13 +134,15 @@ struct Connection {
         }
     }
 
+    /// Closes the connection once it has had no open call and no frame for the idle timeout, or
+    /// for the shorter unauthenticated timeout while no call on it has authenticated.
     func idleWatchdog(_ state: ConnectionState) async {
-        let timeout = server.config.idleTimeout
-        let tick = min(timeout / 4, .seconds(1))
+        let timeout = server.config.idleTimeout, early = min(server.config.unauthenticatedIdleTimeout, server.config.idleTimeout)
+        let tick = min(early / 4, .seconds(1))
         while !Task.isCancelled {
             try? await Task.sleep(for: tick)
-            if state.isIdle(for: timeout) {
-                server.logger.debug("closing idle connection")
+            if state.isIdle(for: state.hasAuthenticated ? timeout : early) {
+                server.logger.debug("closing idle connection", metadata: ["authenticated": "\(state.hasAuthenticated)"])
                 try? await channel.channel.close()
                 return
             }
@@ -134,7 +154,17 @@ func sendStatus(_ writer: FrameWriter, _ id: UInt64, _ status: PBStatus) async t
     var frame = PBFrame()
     frame.callID = id
     frame.status = status
-    try await writer.write(frame)
+    do {
+        try await writer.write(frame)
+    } catch let e as RPCError where e.status.errorCode == FrameWriter.tooLargeCode {
+        // A status must always arrive: one too large for a frame goes without its lists.
+        var short = status
+        short.fieldErrors = []
+        short.suggestions = []
+        short.message = String(status.message.prefix(1000)) + " (the status's details were too large for a frame)"
+        frame.status = short
+        try await writer.write(frame)
+    }
 }
 
 /// A status on call 0: the connection broke the protocol and is about to be closed.
@@ -147,6 +177,43 @@ final class ConnectionState: @unchecked Sendable {
     private let lock = NSLock()
     private var calls: [UInt64: CallControl] = [:]
     private var lastActivity = ContinuousClock.now
+    private var drained: [CheckedContinuation<Void, Never>] = []
+    let limit: FrameSizeLimit
+
+    init(limit: FrameSizeLimit) {
+        self.limit = limit
+    }
+
+    /// A call on this connection has authenticated: its frames may now be as large as the server allows.
+    func authenticated() { limit.raise() }
+
+    var hasAuthenticated: Bool { limit.isRaised }
+
+    /// Calls opened whose final status has not been written yet.
+    private var unanswered = 0
+
+    /// Returns once every call opened has had its final status written.
+    func waitForCalls() async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let now: Bool = lock.withLock {
+                if unanswered == 0 { return true }
+                drained.append(done)
+                return false
+            }
+            if now { done.resume() }
+        }
+    }
+
+    /// A call's final status was written (or could not be).
+    func answered() {
+        let waiting: [CheckedContinuation<Void, Never>] = lock.withLock {
+            unanswered -= 1
+            guard unanswered == 0 else { return [] }
+            defer { drained = [] }
+            return drained
+        }
+        for w in waiting { w.resume() }
+    }
 
     func touch() { lock.withLock { lastActivity = .now } }
 
@@ -155,6 +222,7 @@ final class ConnectionState: @unchecked Sendable {
             guard calls[id] == nil, calls.count < limit else { return nil }
             let c = CallControl()
             calls[id] = c
+            unanswered += 1
             return c
         }
     }

@@ -22,11 +22,28 @@ public final class Server: @unchecked Sendable {
     let group: MultiThreadedEventLoopGroup
     private let lock = NSLock()
     private var runTask: Task<Void, Never>?
-    private var listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, OutboundFrame>, Never>] = []
+    private var listeners: [NIOAsyncChannel<Accepted, Never>] = []
     private var connections: [ObjectIdentifier: ConnectionState] = [:]
 
-    func register(_ state: ConnectionState) { lock.withLock { connections[ObjectIdentifier(state)] = state } }
+    /// A new connection and its frame limit, which rises once it authenticates.
+    struct Accepted: Sendable {
+        let channel: NIOAsyncChannel<ByteBuffer, OutboundFrame>
+        let limit: FrameSizeLimit
+    }
+
+    /// Counts the connection in, unless `maxConnections` are open already.
+    func register(_ state: ConnectionState) -> Bool {
+        lock.withLock {
+            guard connections.count < config.maxConnections else { return false }
+            connections[ObjectIdentifier(state)] = state
+            return true
+        }
+    }
+
     func unregister(_ state: ConnectionState) { _ = lock.withLock { connections.removeValue(forKey: ObjectIdentifier(state)) } }
+
+    /// Connections open now.
+    public var connectionCount: Int { lock.withLock { connections.count } }
 
     public init(config: ServerConfig, store: Store, engine: Engine, validator: Validator, logger: Logger,
                 group: MultiThreadedEventLoopGroup = .singleton) {
@@ -39,16 +56,18 @@ public final class Server: @unchecked Sendable {
     /// Binds the configured listeners and starts serving. Returns the real addresses (a TCP port
     /// of 0 becomes the port the kernel chose).
     public func start() async throws -> Bound {
-        // Load the domain spell check's word list now, off the request path, rather than inside
-        // the first Generate.
-        Task.detached(priority: .utility) { _ = DomainSpellCheck.shared.isAvailable }
+        // Load the domain spell check's word list and index now, on its own thread, rather than
+        // inside the first Generate.
+        DomainSpellCheck.warmUp()
         var bound = Bound()
-        let maxFrame = config.maxFrameSize
-        let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, OutboundFrame>> = { child in
+        let maxFrame = config.maxFrameSize, firstFrames = config.unauthenticatedMaxFrameSize
+        let initializer: @Sendable (Channel) -> EventLoopFuture<Accepted> = { child in
             child.eventLoop.makeCompletedFuture {
-                try child.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrame)))
+                // Until a call authenticates, a frame may hold the largest valid request and no more.
+                let limit = FrameSizeLimit(firstFrames, full: maxFrame)
+                try child.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limit: limit)))
                 try child.pipeline.syncOperations.addHandler(FrameOutboundHandler(maxFrameSize: maxFrame))
-                return try NIOAsyncChannel<ByteBuffer, OutboundFrame>(wrappingChannelSynchronously: child)
+                return Accepted(channel: try NIOAsyncChannel<ByteBuffer, OutboundFrame>(wrappingChannelSynchronously: child), limit: limit)
             }
         }
         let bootstrap = ServerBootstrap(group: group)
@@ -57,7 +76,9 @@ public final class Server: @unchecked Sendable {
             // A larger send buffer lets a stream of record batches reach a fast reader in fewer
             // wake-ups (the kernel caps it at net.core.wmem_max).
             .childChannelOption(.socketOption(.so_sndbuf), value: 2 << 20)
-        var listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, OutboundFrame>, Never>] = []
+            // A client that closes its side after its last call still gets its answers.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+        var listeners: [NIOAsyncChannel<Accepted, Never>] = []
         do {
             if let path = config.unixPath {
                 try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -91,7 +112,7 @@ public final class Server: @unchecked Sendable {
         return (host.isEmpty ? "127.0.0.1" : host, port)
     }
 
-    private func serve(_ listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, OutboundFrame>, Never>]) async {
+    private func serve(_ listeners: [NIOAsyncChannel<Accepted, Never>]) async {
         await withDiscardingTaskGroup { group in
             for listener in listeners {
                 group.addTask {
@@ -99,7 +120,7 @@ public final class Server: @unchecked Sendable {
                         try await listener.executeThenClose { inbound in
                             try await withThrowingDiscardingTaskGroup { connections in
                                 for try await connection in inbound {
-                                    connections.addTask { await Connection(channel: connection, server: self).run() }
+                                    connections.addTask { await Connection(channel: connection.channel, limit: connection.limit, server: self).run() }
                                 }
                             }
                         }

@@ -1,3 +1,4 @@
+import SynthSpec
 import SynthWire
 
 /// Listeners and per-connection limits.
@@ -10,6 +11,14 @@ public struct ServerConfig: Sendable {
     /// A connection with no open call and no traffic for this long is closed.
     public var idleTimeout: Duration
     public var maxCallsPerConnection: Int
+    /// Connections open at once; one more is told so on call 0 and closed.
+    public var maxConnections: Int
+    /// A connection that has not authenticated a call closes after this long with no open call
+    /// and no frame: it holds a socket and a partial frame for nothing.
+    public var unauthenticatedIdleTimeout: Duration
+    /// How often a watch stream that has nothing new sends its progress again, so that a peer
+    /// gone without a word is found out by a failed write.
+    public var keepaliveInterval: Duration
     /// How often a watch stream re-checks that its key is still valid.
     public var keyRecheckInterval: Duration
     /// Calls per org per minute (0: no limit), and how many may come at once.
@@ -17,8 +26,9 @@ public struct ServerConfig: Sendable {
     public var rateLimitBurst: Int
 
     public init(unixPath: String? = nil, tcp: String? = nil, maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
-                idleTimeout: Duration = .seconds(300), maxCallsPerConnection: Int = 1024, keyRecheckInterval: Duration = .seconds(2),
-                rateLimitPerMinute: Int = 60, rateLimitBurst: Int = 60) {
+                idleTimeout: Duration = .seconds(300), maxCallsPerConnection: Int = 64, keyRecheckInterval: Duration = .seconds(2),
+                rateLimitPerMinute: Int = 60, rateLimitBurst: Int = 60, maxConnections: Int = 256,
+                unauthenticatedIdleTimeout: Duration = .seconds(10), keepaliveInterval: Duration = .seconds(15)) {
         self.unixPath = unixPath
         self.tcp = tcp
         self.maxFrameSize = maxFrameSize
@@ -27,5 +37,14 @@ public struct ServerConfig: Sendable {
         self.keyRecheckInterval = keyRecheckInterval
         self.rateLimitPerMinute = rateLimitPerMinute
         self.rateLimitBurst = rateLimitBurst
+        self.maxConnections = maxConnections
+        self.unauthenticatedIdleTimeout = unauthenticatedIdleTimeout
+        self.keepaliveInterval = keepaliveInterval
+    }
+
+    /// The frame limit of a connection that has not authenticated yet: the largest valid request
+    /// and room for the call around it (method, key, deadline), never above `maxFrameSize`.
+    public var unauthenticatedMaxFrameSize: Int {
+        min(maxFrameSize, RequestLimits.largestGenerateRequestBytes + 4096)
     }
 }

@@ -31,6 +31,8 @@ extension Service {
             }
             var cursor = req.afterSeq
             var lastSent: PBJob?
+            var lastSentAt = ContinuousClock.now
+            let keepalive = config.keepaliveInterval
             var lastKeyCheck = ContinuousClock.now
             // The key is checked again every `recheck`, also between batches of a long backlog.
             func recheckKey() throws {
@@ -50,30 +52,42 @@ extension Service {
                                                           recheck: recheckKey)
                     }
                     while cursor < upTo {
-                        var batch = RecordBatchBuilder(allocator: ctx.writer.allocator, requested: req.batchBytes,
-                                                       maxFrameSize: config.maxFrameSize)
-                        try store.visitRecords(jobID: jobID, after: cursor) { seq, json in seq <= upTo && batch.add(seq: seq, json: json) }
-                        if batch.count == 0 { break }
-                        cursor = batch.last
-                        try await ctx.sendPayload(batch.payload(callID: ctx.callID, sequenced: true))
+                        let sent = try await ctx.bulk {
+                            var batch = RecordBatchBuilder(allocator: ctx.writer.allocator, requested: req.batchBytes,
+                                                           maxFrameSize: config.maxFrameSize)
+                            try store.visitRecords(jobID: jobID, after: cursor) { seq, json in seq <= upTo && batch.add(seq: seq, json: json) }
+                            if batch.count == 0 { return false }
+                            cursor = batch.last
+                            try await ctx.sendPayload(batch.payload(callID: ctx.callID, sequenced: true))
+                            return true
+                        }
+                        if !sent { break }
                         try recheckKey()
                     }
                 } else if !req.progressOnly {
                     while cursor < job.job.lastSeq {
                         // Only up to the snapshot just read: the progress sent next then never
                         // reports fewer records than were delivered.
-                        let batch = try store.records(jobID: jobID, after: cursor, limit: Self.recordBatch).filter { $0.seq <= job.job.lastSeq }
-                        if batch.isEmpty { break }
-                        try await ctx.sendRecords(batch)
-                        cursor = batch.last!.seq
+                        let upTo = job.job.lastSeq
+                        let sent = try await ctx.bulk {
+                            let batch = try store.records(jobID: jobID, after: cursor, limit: Self.recordBatch).filter { $0.seq <= upTo }
+                            if batch.isEmpty { return false }
+                            try await ctx.sendRecords(batch)
+                            cursor = batch.last!.seq
+                            return true
+                        }
+                        if !sent { break }
                         try recheckKey()
                     }
                 }
-                if lastSent != job.job {
+                // Unchanged, the snapshot still goes now and then: a keepalive, by which a peer
+                // that vanished is found out.
+                if lastSent != job.job || ContinuousClock.now - lastSentAt >= keepalive {
                     var p = PBWatchJobResponse()
                     p.progress = job.job
                     try await ctx.send(p)
                     lastSent = job.job
+                    lastSentAt = .now
                 }
                 if let status = JobStatus(rawValue: job.job.status), status.isTerminal, req.progressOnly || cursor >= job.job.lastSeq {
                     break
@@ -121,7 +135,9 @@ extension Service {
                 logger.warning("an export went missing; the rest is read from the database", metadata: ["job": "\(jobID)", "error": "\(error)"])
                 return cursor
             }
-            try await ctx.sendPayload(ctx.writer.allocator.buffer(bytes: head), fileTail: FileSlice(descriptor: fd, offset: r.offset, length: r.length))
+            try await ctx.bulk {
+                try await ctx.sendPayload(ctx.writer.allocator.buffer(bytes: head), fileTail: FileSlice(descriptor: fd, offset: r.offset, length: r.length))
+            }
             cursor = r.last
             try recheck()
         }
@@ -161,16 +177,20 @@ extension Service {
             try await ctx.send(head)
             var i = 0
             while req.batchBytes > 0, i < seqs.count {
-                var batch = RecordBatchBuilder(allocator: ctx.writer.allocator, requested: req.batchBytes, maxFrameSize: config.maxFrameSize)
-                try store.visitRecords(jobID: job.job.jobID, seqs: seqs[i...]) { seq, json in batch.add(seq: seq, json: json) }
-                i += Int(batch.count)
-                try await ctx.sendPayload(batch.payload(callID: ctx.callID, sequenced: false))
+                try await ctx.bulk {
+                    var batch = RecordBatchBuilder(allocator: ctx.writer.allocator, requested: req.batchBytes, maxFrameSize: config.maxFrameSize)
+                    try store.visitRecords(jobID: job.job.jobID, seqs: seqs[i...]) { seq, json in batch.add(seq: seq, json: json) }
+                    i += Int(batch.count)
+                    try await ctx.sendPayload(batch.payload(callID: ctx.callID, sequenced: false))
+                }
             }
             while i < seqs.count {
-                let slice = seqs[i..<min(seqs.count, i + Self.recordBatch)]
-                let records = try store.records(jobID: job.job.jobID, seqs: slice)
-                try await ctx.sendRecords(zip(slice, records).map { (seq: $0.0, json: $0.1) })
-                i += slice.count
+                try await ctx.bulk {
+                    let slice = seqs[i..<min(seqs.count, i + Self.recordBatch)]
+                    let records = try store.records(jobID: job.job.jobID, seqs: slice)
+                    try await ctx.sendRecords(zip(slice, records).map { (seq: $0.0, json: $0.1) })
+                    i += slice.count
+                }
             }
         }
     }

@@ -38,13 +38,15 @@ final class Service: Sendable {
         limiter = OrgRateLimiter(perMinute: config.rateLimitPerMinute, burst: config.rateLimitBurst)
     }
 
-    func handle(_ open: PBCallOpen, callID: UInt64, writer: FrameWriter) async throws {
+    /// Runs one call. `authenticated` is told when the call's key proves valid.
+    func handle(_ open: PBCallOpen, callID: UInt64, writer: FrameWriter, authenticated: @Sendable () -> Void = {}) async throws {
         guard let method = Method(rawValue: open.method) else {
             throw RPCError(.unimplemented, "unknown method \(String(open.method.prefix(64)).debugDescription)")
         }
         var org = "", keyID = ""
         if !Self.publicMethods.contains(open.method) {
             (org, keyID) = try authenticate(open.apiKey)
+            authenticated()
             if let wait = limiter?.admit(org) {
                 var e = RPCError(.resourceExhausted, "rate limit: \(config.rateLimitPerMinute) calls a minute per org; retry after the time given",
                                  errorCode: "RATE_LIMITED")
@@ -54,9 +56,15 @@ final class Service: Sendable {
         }
         let ctx = CallContext(callID: callID, method: open.method, org: org, keyID: keyID, writer: writer)
         let body = open.request
+        // Refused before it is decoded: a request larger than any valid one would only cost memory.
+        let most = method.largestRequest
+        guard body.count <= most else {
+            throw RPCError(.invalidArgument, "the \(open.method) request is \(body.count) bytes; no valid one is larger than \(most) bytes",
+                           errorCode: "REQUEST_TOO_LARGE")
+        }
         switch method {
-        case .generate: try await ctx.send(generate(try decode(body), ctx))
-        case .plan: try await ctx.send(plan(try decode(body), ctx))
+        case .generate: try await ctx.send(await generate(try decode(body), ctx))
+        case .plan: try await ctx.send(await plan(try decode(body), ctx))
         case .getJob: try await ctx.send(getJob(try decode(body), ctx))
         case .listJobs: try await ctx.send(listJobs(try decode(body), ctx))
         case .cancelJob: try await ctx.send(cancelJob(try decode(body), ctx))
@@ -77,6 +85,15 @@ final class Service: Sendable {
         case watchJob = "WatchJob", fetchSplits = "FetchSplits", getQualityReport = "GetQualityReport"
         case getManifest = "GetManifest", getPricing = "GetPricing", health = "Health"
         case createApiKey = "CreateApiKey", listApiKeys = "ListApiKeys", revokeApiKey = "RevokeApiKey"
+
+        /// The largest request body the method can validly take.
+        var largestRequest: Int {
+            switch self {
+            case .generate, .plan: RequestLimits.largestGenerateRequestBytes
+            // Ids, a page token, a status, a key name: a few hundred bytes at most.
+            default: 8192
+            }
+        }
     }
 
     func decode<M: SwiftProtobuf.Message>(_ bytes: Data) throws -> M {
@@ -115,15 +132,19 @@ final class Service: Sendable {
 
     func job(_ id: String, _ ctx: CallContext) throws -> PBStoredJob {
         guard !id.isEmpty else { throw RPCError.invalid("job_id is required") }
+        // No job id is this long (and LMDB keys are at most 511 bytes).
+        guard id.utf8.count <= 128 else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
         guard let job = try store.job(id: id, org: ctx.org) else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
         return job
     }
 
     /// The validated, effective request and its plan.
-    func prepare(_ request: PBJobRequest, domainConfirmed: Bool) throws -> (PBJobRequest, PBPlan) {
-        try validator.validate(request)
+    /// `validated` says the caller has validated `request` already (Generate validates it with
+    /// its idempotency key, so that every error comes at once).
+    func prepare(_ request: PBJobRequest, domainConfirmed: Bool, validated: Bool = false) async throws -> (PBJobRequest, PBPlan) {
+        if !validated { try validator.validate(request) }
         if !domainConfirmed {
-            let suspects = DomainSpellCheck.shared.suspects(in: request.domain)
+            let suspects = await DomainSpellCheck.shared.suspectsOffPool(in: request.domain)
             if !suspects.isEmpty {
                 let list = suspects.map { "\($0.word) (did you mean \($0.suggestions.joined(separator: ", "))?)" }.joined(separator: "; ")
                 // The whole domain with each suspect word replaced by its closest suggestion.
@@ -199,8 +220,9 @@ final class Service: Sendable {
 
     static func figure(_ v: Double) -> String { v == v.rounded() ? String(Int64(v)) : String(format: "%.1f", v) }
 
-    func generate(_ req: PBGenerateRequest, _ ctx: CallContext) throws -> PBGenerateResponse {
-        let (effective, plan) = try prepare(req.request, domainConfirmed: req.domainConfirmed)
+    func generate(_ req: PBGenerateRequest, _ ctx: CallContext) async throws -> PBGenerateResponse {
+        try validator.validate(req)
+        let (effective, plan) = try await prepare(req.request, domainConfirmed: req.domainConfirmed, validated: true)
         // Deterministic ordering: the same body must always hash the same, whatever its map order.
         var options = BinaryEncodingOptions()
         options.useDeterministicOrdering = true
@@ -240,8 +262,8 @@ final class Service: Sendable {
         return out
     }
 
-    func plan(_ req: PBPlanRequest, _ ctx: CallContext) throws -> PBPlanResponse {
-        let (effective, plan) = try prepare(req.request, domainConfirmed: req.domainConfirmed)
+    func plan(_ req: PBPlanRequest, _ ctx: CallContext) async throws -> PBPlanResponse {
+        let (effective, plan) = try await prepare(req.request, domainConfirmed: req.domainConfirmed)
         var out = PBPlanResponse()
         out.plan = plan
         out.cost = engine.pricing.estimate(effective)
@@ -384,7 +406,7 @@ final class Service: Sendable {
     }
 
     func revokeKey(_ req: PBRevokeApiKeyRequest, _ ctx: CallContext) throws -> PBRevokeApiKeyResponse {
-        guard let k = try store.revokeKey(org: ctx.org, keyID: req.keyID) else {
+        guard req.keyID.utf8.count <= 128, let k = try store.revokeKey(org: ctx.org, keyID: req.keyID) else {
             throw RPCError.notFound("key \(String(req.keyID.prefix(64)))")
         }
         var out = PBRevokeApiKeyResponse()

@@ -1,24 +1,63 @@
 import SwiftProtobuf
 import SynthProto
 
-/// Checks a request against every documented rule and reports all violations at once.
+/// Checks a request against every documented rule and every limit of `RequestLimits`, and reports
+/// all violations at once (the first `RequestLimits.fieldErrors` of them, and how many more).
+///
+/// The work is bounded by the limits too: a list longer than its maximum is one error, and only its
+/// first maximum items are looked at.
 public struct Validator: Sendable {
     public var maxCount: Int64
-    public static let maxSystemPrompt = 4_000
+    public static let maxSystemPrompt = RequestLimits.systemPrompt
 
     public init(maxCount: Int64 = 100_000) {
         self.maxCount = maxCount
     }
 
+    /// The field errors found so far: at most `RequestLimits.fieldErrors` kept, all counted.
+    struct Errors {
+        var kept: [PBFieldError] = []
+        var total = 0
+
+        mutating func add(_ field: String, _ rule: String, _ value: String) {
+            total += 1
+            if kept.count < RequestLimits.fieldErrors { kept.append(PBFieldError(field, rule, Validator.quote(value))) }
+        }
+
+        func thrown() -> SpecError? {
+            guard total > 0 else { return nil }
+            var message = "the request has \(total) invalid field\(total == 1 ? "" : "s")"
+            if total > kept.count { message += " (the first \(kept.count) are listed; \(total - kept.count) more are not)" }
+            return SpecError(.validation, message, fieldErrors: kept)
+        }
+    }
+
     /// Throws `SpecError(.validation)` listing every violation, or `.conflictingOptions` when
     /// categories and coverage are both given (the documentation's 400).
     public func validate(_ r: PBJobRequest) throws {
+        if let error = try check(r).thrown() { throw error }
+    }
+
+    /// Validates a Generate call: its request and its idempotency key, together.
+    public func validate(_ g: PBGenerateRequest) throws {
+        var errors = try check(g.request)
+        if g.idempotencyKey.utf8.count > RequestLimits.idempotencyKeyBytes {
+            errors.add("idempotency_key", "at most \(RequestLimits.idempotencyKeyBytes) bytes", "\(g.idempotencyKey.utf8.count) bytes")
+        }
+        if g.idempotencyKey.unicodeScalars.contains(where: Self.isControl) {
+            errors.add("idempotency_key", "must not contain control characters", g.idempotencyKey)
+        }
+        if let error = errors.thrown() { throw error }
+    }
+
+    /// The field errors of `r`; throws `.conflictingOptions` first, alone, as the documentation's 400.
+    func check(_ r: PBJobRequest) throws -> Errors {
         if let advanced = r.hasAdvanced ? r.advanced : nil, !advanced.categories.isEmpty, advanced.hasCoverage {
             throw SpecError(.conflictingOptions, "advanced.categories and advanced.coverage are mutually exclusive: pass one or the other",
                             fieldErrors: [PBFieldError("advanced.coverage", "cannot be combined with advanced.categories", "both given")])
         }
-        var errors: [PBFieldError] = []
-        func fail(_ field: String, _ rule: String, _ value: String) { errors.append(PBFieldError(field, rule, value)) }
+        var errors = Errors()
+        func fail(_ field: String, _ rule: String, _ value: String) { errors.add(field, rule, value) }
 
         let schema = Schema(rawValue: r.schema)
         if r.schema.isEmpty {
@@ -26,10 +65,10 @@ public struct Validator: Sendable {
         } else if schema == nil {
             fail("schema", "must be one of instruction_v1, preference_v1, eval_v1, conflict_v1", r.schema)
         }
-        if r.domain.trimmingCharacters(in: .whitespaces).isEmpty {
-            fail("domain", "required", r.domain)
-        } else if r.domain.count > 500 {
-            fail("domain", "at most 500 characters", "\(r.domain.count) characters")
+        if r.domain.unicodeScalars.allSatisfy(\.properties.isWhitespace) {
+            fail("domain", "required (and not only white space)", r.domain)
+        } else {
+            text("domain", r.domain, max: RequestLimits.domain, lines: false, fail)
         }
         if r.count <= 0 {
             fail("count", "must be a positive integer", "\(r.count)")
@@ -47,10 +86,11 @@ public struct Validator: Sendable {
             if !r.models.hasGenerator || r.models.generator.model.isEmpty {
                 fail("models.generator.model", "required when models is given", "")
             }
-            for (name, ref) in [("generator", r.models.generator), ("critic", r.models.critic)] where !ref.provider.isEmpty {
-                if !["openai", "anthropic", "local"].contains(ref.provider) {
+            for (name, ref) in [("generator", r.models.generator), ("critic", r.models.critic)] {
+                if !ref.provider.isEmpty, !["openai", "anthropic", "local"].contains(ref.provider) {
                     fail("models.\(name).provider", "must be openai, anthropic or local", ref.provider)
                 }
+                text("models.\(name).model", ref.model, max: RequestLimits.name, lines: false, fail)
             }
         } else if r.model.isEmpty {
             fail("model", "required unless models is given", "")
@@ -58,12 +98,14 @@ public struct Validator: Sendable {
         if let schema, let tier, tier < schema.minimumTier {
             fail("model", "\(schema.rawValue) needs balanced or higher", r.model)
         }
-        if r.systemPrompt.count > Self.maxSystemPrompt {
-            fail("system_prompt", "at most \(Self.maxSystemPrompt) characters", "\(r.systemPrompt.count) characters")
-        }
+        text("system_prompt", r.systemPrompt, max: RequestLimits.systemPrompt, lines: true, fail)
+        text("license", r.license, max: RequestLimits.shortText, lines: false, fail)
         if r.hasConstraints {
-            checkTokens("constraints", r.constraints.hasMinTokens ? r.constraints.minTokens.value : nil,
-                        r.constraints.hasMaxTokens ? r.constraints.maxTokens.value : nil, fail)
+            let c = r.constraints
+            text("constraints.language", c.language, max: RequestLimits.shortText, lines: false, fail)
+            text("constraints.tone", c.tone, max: RequestLimits.shortText, lines: false, fail)
+            text("constraints.difficulty", c.difficulty, max: RequestLimits.shortText, lines: false, fail)
+            checkTokens("constraints", c.hasMinTokens ? c.minTokens.value : nil, c.hasMaxTokens ? c.maxTokens.value : nil, fail)
         }
         if r.hasAdvanced { validateAdvanced(r.advanced, count: r.count, fail) }
         if schema == .conflict {
@@ -75,9 +117,48 @@ public struct Validator: Sendable {
         } else if r.hasConflictConfig, schema != nil {
             fail("conflict_config", "only for conflict_v1", r.schema)
         }
-        if !errors.isEmpty {
-            throw SpecError(.validation, "the request has \(errors.count) invalid field\(errors.count == 1 ? "" : "s")", fieldErrors: errors)
+        return errors
+    }
+
+    /// Whether a code point is a control character: C0 (tab and line breaks included), DEL and C1.
+    static func isControl(_ u: Unicode.Scalar) -> Bool { u.value < 0x20 || (0x7F...0x9F).contains(u.value) }
+
+    /// A free-text field: at most `max` characters, and no control characters but tab and line
+    /// breaks where `lines` allows them.
+    func text(_ field: String, _ s: String, max: Int, lines: Bool, _ fail: (String, String, String) -> Void) {
+        var n = 0, control = false
+        for u in s.unicodeScalars {
+            n += 1
+            if Self.isControl(u), !(lines && (u == "\n" || u == "\t" || u == "\r")) { control = true }
         }
+        if n > max { fail(field, "at most \(max) characters", "\(n) characters") }
+        if control { fail(field, lines ? "must not contain control characters other than tab and line breaks" : "must not contain control characters", s) }
+    }
+
+    /// A name: required, not only white space, at most `RequestLimits.name` characters, one line.
+    /// `what` names it in the rule when `field` is the list that holds it (a map key).
+    func name(_ field: String, _ s: String, _ fail: (String, String, String) -> Void, what: String? = nil) {
+        withoutActuallyEscaping(fail) { fail in
+            let say: (String, String, String) -> Void = { f, rule, v in fail(f, what.map { "\($0): \(rule)" } ?? rule, v) }
+            if s.unicodeScalars.allSatisfy(\.properties.isWhitespace) {
+                say(field, s.isEmpty ? (what == nil ? "required" : "must not be empty") : "must not be only white space", s)
+            } else {
+                text(field, s, max: RequestLimits.name, lines: false, say)
+            }
+        }
+    }
+
+    /// A list's length: over `max` is one error, and the caller looks at the first `max` only.
+    func count(_ field: String, _ n: Int, max: Int, _ fail: (String, String, String) -> Void) -> Int {
+        if n > max { fail(field, "at most \(max) items", "\(n)") }
+        return Swift.min(n, max)
+    }
+
+    /// A number that must be finite (NaN and the infinities are refused everywhere).
+    func finite(_ field: String, _ v: Double, _ fail: (String, String, String) -> Void) -> Bool {
+        if v.isFinite { return true }
+        fail(field, "must be a finite number", Self.number(v))
+        return false
     }
 
     func checkTokens(_ path: String, _ min: Int64?, _ max: Int64?, _ fail: (String, String, String) -> Void) {
@@ -89,54 +170,85 @@ public struct Validator: Sendable {
 
     func validateAdvanced(_ a: PBAdvanced, count: Int64, _ fail: (String, String, String) -> Void) {
         if !a.categories.isEmpty {
+            let n = self.count("advanced.categories", a.categories.count, max: RequestLimits.categories, fail)
             var sum = 0.0
-            for (name, c) in a.categories.sorted(by: { $0.key < $1.key }) {
-                if name.isEmpty { fail("advanced.categories", "category names must not be empty", "\"\"") }
-                if !(c.percentage > 0 && c.percentage <= 100) {
-                    fail("advanced.categories.\(name).percentage", "must be above 0 and at most 100", Self.number(c.percentage))
+            for (name, c) in a.categories.sorted(by: { $0.key < $1.key }).prefix(n) {
+                let path = "advanced.categories.\(Self.quote(name))"
+                self.name("advanced.categories", name, fail, what: "category names")
+                if finite("\(path).percentage", c.percentage, fail), !(c.percentage > 0 && c.percentage <= 100) {
+                    fail("\(path).percentage", "must be above 0 and at most 100", Self.number(c.percentage))
                 }
+                text("\(path).description", c.description_p, max: RequestLimits.description, lines: true, fail)
                 sum += c.percentage
             }
-            if abs(sum - 100) > 1 { fail("advanced.categories", "percentages must sum to about 100 (99-101)", Self.number(sum)) }
+            if sum.isFinite, n == a.categories.count, abs(sum - 100) > 1 { fail("advanced.categories", "percentages must sum to about 100 (99-101)", Self.number(sum)) }
         }
         if a.hasCoverage {
             let cov = a.coverage
-            if !(1...5).contains(cov.dimensions.count) {
-                fail("advanced.coverage.dimensions", "1 to 5 dimensions", "\(cov.dimensions.count)")
+            if cov.dimensions.isEmpty || cov.dimensions.count > RequestLimits.coverageDimensions {
+                fail("advanced.coverage.dimensions", "1 to \(RequestLimits.coverageDimensions) dimensions", "\(cov.dimensions.count)")
             }
             var names = Set<String>()
-            for (i, d) in cov.dimensions.enumerated() {
-                if d.name.isEmpty { fail("advanced.coverage.dimensions[\(i)].name", "required", "") }
-                if !names.insert(d.name).inserted { fail("advanced.coverage.dimensions[\(i)].name", "dimension names must be unique", d.name) }
-                if !(1...20).contains(d.values.count) {
-                    fail("advanced.coverage.dimensions[\(i)].values", "1 to 20 values", "\(d.values.count)")
+            var cells = 1
+            for (i, d) in cov.dimensions.prefix(RequestLimits.coverageDimensions).enumerated() {
+                let path = "advanced.coverage.dimensions[\(i)]"
+                name("\(path).name", d.name, fail)
+                if !names.insert(d.name).inserted { fail("\(path).name", "dimension names must be unique", d.name) }
+                if d.values.isEmpty || d.values.count > RequestLimits.coverageValues {
+                    fail("\(path).values", "1 to \(RequestLimits.coverageValues) values", "\(d.values.count)")
                 }
-                if Set(d.values).count != d.values.count {
-                    fail("advanced.coverage.dimensions[\(i)].values", "values must be unique", d.values.joined(separator: ","))
+                let values = d.values.prefix(RequestLimits.coverageValues)
+                for (j, v) in values.enumerated() { name("\(path).values[\(j)]", v, fail) }
+                if Set(values).count != values.count {
+                    fail("\(path).values", "values must be unique", values.joined(separator: ","))
                 }
+                cells *= Swift.max(1, values.count)
             }
             let mode = cov.mode.isEmpty ? "all_combinations" : cov.mode
             if !["all_combinations", "each_value"].contains(mode) {
                 fail("advanced.coverage.mode", "must be all_combinations or each_value", cov.mode)
             }
-            let cells = Planner.coverageCells(cov).count
-            if mode == "all_combinations", cells > 100 {
-                fail("advanced.coverage", "all_combinations makes at most 100 cells", "\(cells) cells")
+            // Counted, not built: 5 dimensions of 20 values would be 3.2 million cells.
+            if mode == "each_value" { cells = cov.dimensions.prefix(RequestLimits.coverageDimensions).map(\.values.count).max() ?? 0 }
+            if mode == "all_combinations", cells > RequestLimits.coverageCells {
+                fail("advanced.coverage", "all_combinations makes at most \(RequestLimits.coverageCells) cells", "\(cells) cells")
             }
             let minPer = cov.hasMinPerCell ? cov.minPerCell.value : 1
             if minPer < 1 { fail("advanced.coverage.min_per_cell", "must be at least 1", "\(minPer)") }
-            if count > 0, cells <= 100, minPer >= 1, minPer * Int64(cells) > count {
+            let (need, overflow) = minPer.multipliedReportingOverflow(by: Int64(cells))
+            if count > 0, cells <= RequestLimits.coverageCells, minPer >= 1, overflow || need > count {
                 fail("advanced.coverage.min_per_cell", "min_per_cell x cells (\(minPer) x \(cells)) must not exceed count", "\(count)")
             }
         }
-        if !a.invariants.isEmpty || false {
-            if a.invariants.count > 10 { fail("advanced.invariants", "1 to 10 rules", "\(a.invariants.count)") }
-            for (i, inv) in a.invariants.enumerated() {
-                if !(10...500).contains(inv.rule.count) {
-                    fail("advanced.invariants[\(i)].rule", "10 to 500 characters", "\(inv.rule.count) characters")
+        if !a.invariants.isEmpty {
+            let n = self.count("advanced.invariants", a.invariants.count, max: RequestLimits.invariants, fail)
+            for (i, inv) in a.invariants.prefix(n).enumerated() {
+                let length = inv.rule.unicodeScalars.count
+                if !RequestLimits.invariantRule.contains(length) {
+                    fail("advanced.invariants[\(i)].rule", "\(RequestLimits.invariantRule.lowerBound) to \(RequestLimits.invariantRule.upperBound) characters",
+                         "\(length) characters")
+                } else {
+                    text("advanced.invariants[\(i)].rule", inv.rule, max: RequestLimits.invariantRule.upperBound, lines: true, fail)
                 }
                 if !["strict", "soft"].contains(inv.enforcement) {
                     fail("advanced.invariants[\(i)].enforcement", "must be strict or soft", inv.enforcement)
+                }
+            }
+        }
+        if !a.responsePolicy.isEmpty {
+            let n = self.count("advanced.response_policy", a.responsePolicy.count, max: RequestLimits.policySections, fail)
+            for (key, value) in a.responsePolicy.sorted(by: { $0.key < $1.key }).prefix(n) {
+                name("advanced.response_policy", key, fail, what: "section names")
+                text("advanced.response_policy.\(Self.quote(key))", value, max: RequestLimits.policyText, lines: true, fail)
+            }
+        }
+        if !a.styleRules.isEmpty {
+            let n = self.count("advanced.style_rules", a.styleRules.count, max: RequestLimits.styleRules, fail)
+            for (i, rule) in a.styleRules.prefix(n).enumerated() {
+                if rule.unicodeScalars.allSatisfy(\.properties.isWhitespace) {
+                    fail("advanced.style_rules[\(i)]", "must not be empty", rule)
+                } else {
+                    text("advanced.style_rules[\(i)]", rule, max: RequestLimits.styleRule, lines: true, fail)
                 }
             }
         }
@@ -145,56 +257,70 @@ public struct Validator: Sendable {
             if hn.hasPercentage, !(1...100).contains(hn.percentage.value) {
                 fail("advanced.hard_negatives.percentage", "must be between 1 and 100", Self.number(hn.percentage.value))
             }
-            for (i, t) in hn.techniques.enumerated() {
+            let n = self.count("advanced.hard_negatives.techniques", hn.techniques.count, max: RequestLimits.techniques, fail)
+            for (i, t) in hn.techniques.prefix(n).enumerated() {
+                let path = "advanced.hard_negatives.techniques[\(i)]"
                 switch t.kind {
                 case .stringValue(let name):
                     if !Techniques.builtIn.keys.contains(name) {
-                        fail("advanced.hard_negatives.techniques[\(i)]", "unknown technique; use a built-in name or {name, description}", name)
+                        fail(path, "unknown technique; use a built-in name or {name, description}", name)
                     }
                 case .structValue(let s):
                     let name = s.fields["name"]?.stringValue ?? ""
                     let desc = s.fields["description"]?.stringValue ?? ""
-                    if name.isEmpty { fail("advanced.hard_negatives.techniques[\(i)].name", "required", "") }
-                    if desc.isEmpty { fail("advanced.hard_negatives.techniques[\(i)].description", "required for a custom technique", "") }
-                    for key in s.fields.keys where key != "name" && key != "description" {
-                        fail("advanced.hard_negatives.techniques[\(i)].\(key)", "unknown field", key)
+                    self.name("\(path).name", name, fail)
+                    if desc.isEmpty {
+                        fail("\(path).description", "required for a custom technique", "")
+                    } else {
+                        text("\(path).description", desc, max: RequestLimits.description, lines: true, fail)
+                    }
+                    let extra = s.fields.keys.filter { $0 != "name" && $0 != "description" }
+                    if !extra.isEmpty {
+                        fail(path, "a custom technique has only name and description", extra.sorted().prefix(5).joined(separator: ", "))
                     }
                 default:
-                    fail("advanced.hard_negatives.techniques[\(i)]", "must be a technique name or {name, description}", "\(t)")
+                    fail(path, "must be a technique name or {name, description}", Self.kind(t))
                 }
             }
         }
         if !a.outputSplit.isEmpty {
-            if !(2...5).contains(a.outputSplit.count) {
-                fail("advanced.output_split", "2 to 5 named splits", "\(a.outputSplit.count)")
+            if !RequestLimits.splits.contains(a.outputSplit.count) {
+                fail("advanced.output_split", "\(RequestLimits.splits.lowerBound) to \(RequestLimits.splits.upperBound) named splits", "\(a.outputSplit.count)")
             }
             var sum = 0.0
-            for (name, v) in a.outputSplit.sorted(by: { $0.key < $1.key }) {
-                if v <= 0 || v != v.rounded() {
-                    fail("advanced.output_split.\(name)", "must be a positive integer", Self.number(v))
+            for (name, v) in a.outputSplit.sorted(by: { $0.key < $1.key }).prefix(RequestLimits.splits.upperBound) {
+                if !v.isFinite || v <= 0 || v != v.rounded() {
+                    fail("advanced.output_split.\(Self.quote(name))", "must be a positive integer", Self.number(v))
                 }
                 if name.isEmpty || name.contains("/") || name.hasPrefix(".") {
                     fail("advanced.output_split", "split names must be plain file names", name)
+                } else {
+                    self.name("advanced.output_split", name, fail, what: "split names")
                 }
                 sum += v
             }
-            if sum != 100 { fail("advanced.output_split", "percentages must sum to exactly 100", Self.number(sum)) }
+            if sum != 100, sum.isFinite, a.outputSplit.count <= RequestLimits.splits.upperBound { fail("advanced.output_split", "percentages must sum to exactly 100", Self.number(sum)) }
         }
         if a.hasResponseConstraints {
             let rc = a.responseConstraints
             checkTokens("advanced.response_constraints", rc.hasMinTokens ? rc.minTokens.value : nil, rc.hasMaxTokens ? rc.maxTokens.value : nil, fail)
         }
         var fieldNames = Set<String>()
-        for (i, f) in a.metadataFields.enumerated() {
+        let fields = self.count("advanced.metadata_fields", a.metadataFields.count, max: RequestLimits.metadataFields, fail)
+        for (i, f) in a.metadataFields.prefix(fields).enumerated() {
             let path = "advanced.metadata_fields[\(i)]"
-            if f.name.isEmpty { fail("\(path).name", "required", "") }
+            name("\(path).name", f.name, fail)
             if !fieldNames.insert(f.name).inserted { fail("\(path).name", "names must be unique", f.name) }
+            text("\(path).prefix", f.prefix, max: RequestLimits.description, lines: false, fail)
+            text("\(path).description", f.description_p, max: RequestLimits.description, lines: true, fail)
             switch f.type {
             case "auto_increment", "from_category", "uuid", "llm_assessed": break
             case "constant":
                 switch f.value.kind {
-                case .stringValue, .numberValue, .boolValue: break
-                default: fail("\(path).value", "constant needs a string, number or bool value", f.hasValue ? "\(f.value)" : "missing")
+                case .stringValue(let v): text("\(path).value", v, max: RequestLimits.description, lines: true, fail)
+                case .numberValue(let v): _ = finite("\(path).value", v, fail)
+                case .boolValue: break
+                default: fail("\(path).value", "constant needs a string, number or bool value", f.hasValue ? Self.kind(f.value) : "missing")
                 }
             default:
                 fail("\(path).type", "must be auto_increment, from_category, uuid, constant or llm_assessed", f.type)
@@ -203,38 +329,71 @@ public struct Validator: Sendable {
     }
 
     func validateConflict(_ c: PBConflictConfig, _ fail: (String, String, String) -> Void) {
-        if !(1...20).contains(c.drivePairs.count) {
-            fail("conflict_config.drive_pairs", "1 to 20 drive pairs", "\(c.drivePairs.count)")
+        if c.drivePairs.isEmpty || c.drivePairs.count > RequestLimits.drivePairs {
+            fail("conflict_config.drive_pairs", "1 to \(RequestLimits.drivePairs) drive pairs", "\(c.drivePairs.count)")
         }
-        for (i, p) in c.drivePairs.enumerated() {
+        let pairs = Array(c.drivePairs.prefix(RequestLimits.drivePairs))
+        for (i, p) in pairs.enumerated() {
             let path = "conflict_config.drive_pairs[\(i)]"
             let short = !p.a.isEmpty || !p.b.isEmpty
             if short {
-                if p.a.isEmpty || p.b.isEmpty { fail(path, "the short form needs both a and b", "a=\(p.a) b=\(p.b)") }
+                if p.a.isEmpty || p.b.isEmpty { fail(path, "the short form needs both a and b", "a=\(Self.quote(p.a)) b=\(Self.quote(p.b))") }
                 if !p.drives.isEmpty { fail(path, "use either {a, b} or {axis_name, drives}, not both", "") }
+                if !p.a.isEmpty { name("\(path).a", p.a, fail) }
+                if !p.b.isEmpty { name("\(path).b", p.b, fail) }
             } else {
                 if p.drives.count != 2 { fail("\(path).drives", "exactly 2 drives", "\(p.drives.count)") }
-                for (j, d) in p.drives.enumerated() where d.name.isEmpty {
-                    fail("\(path).drives[\(j)].name", "required", "")
+                for (j, d) in p.drives.prefix(2).enumerated() {
+                    name("\(path).drives[\(j)].name", d.name, fail)
+                    text("\(path).drives[\(j)].description", d.description_p, max: RequestLimits.description, lines: true, fail)
                 }
             }
+            if !p.axisName.isEmpty { name("\(path).axis_name", p.axisName, fail) }
+            text("\(path).description", p.description_p, max: RequestLimits.description, lines: true, fail)
         }
-        let axes = Planner.axes(c)
+        var limited = c
+        limited.drivePairs = pairs
+        let axes = Planner.axes(limited)
         if Set(axes).count != axes.count { fail("conflict_config.drive_pairs", "axis names must be unique", axes.joined(separator: ",")) }
         if !c.axisDistribution.isEmpty {
             var sum = 0.0
-            for (axis, v) in c.axisDistribution.sorted(by: { $0.key < $1.key }) {
-                if !axes.contains(axis) { fail("conflict_config.axis_distribution.\(axis)", "must name an axis of drive_pairs (\(axes.joined(separator: ", ")))", axis) }
-                if v < 0 { fail("conflict_config.axis_distribution.\(axis)", "must not be negative", Self.number(v)) }
+            let n = count("conflict_config.axis_distribution", c.axisDistribution.count, max: RequestLimits.drivePairs, fail)
+            for (axis, v) in c.axisDistribution.sorted(by: { $0.key < $1.key }).prefix(n) {
+                let path = "conflict_config.axis_distribution.\(Self.quote(axis))"
+                if !axes.contains(axis) { fail(path, "must name an axis of drive_pairs (\(axes.joined(separator: ", ")))", axis) }
+                if finite(path, v, fail), v < 0 || v > 100 { fail(path, "must be between 0 and 100", Self.number(v)) }
                 sum += v
             }
-            if abs(sum - 100) > 1 { fail("conflict_config.axis_distribution", "percentages must sum to about 100 (99-101)", Self.number(sum)) }
+            if sum.isFinite, n == c.axisDistribution.count, abs(sum - 100) > 1 { fail("conflict_config.axis_distribution", "percentages must sum to about 100 (99-101)", Self.number(sum)) }
         }
         if !c.resolutionMode.isEmpty, !["annotated", "graded", "none"].contains(c.resolutionMode) {
             fail("conflict_config.resolution_mode", "must be annotated, graded or none", c.resolutionMode)
         }
-        if c.overrideVocabulary.count > 50 {
-            fail("conflict_config.override_vocabulary", "at most 50 items", "\(c.overrideVocabulary.count)")
+        let words = count("conflict_config.override_vocabulary", c.overrideVocabulary.count, max: RequestLimits.overrideVocabulary, fail)
+        for (i, w) in c.overrideVocabulary.prefix(words).enumerated() { name("conflict_config.override_vocabulary[\(i)]", w, fail) }
+    }
+
+    /// At most `RequestLimits.quotedValue` characters of a refused value, so that an error about
+    /// a huge field is not itself huge.
+    static func quote(_ s: String) -> String {
+        var out = String.UnicodeScalarView()
+        for (i, u) in s.unicodeScalars.enumerated() {
+            if i == RequestLimits.quotedValue { return String(out) + "..." }
+            out.append(isControl(u) ? "?" : u)
+        }
+        return String(out)
+    }
+
+    /// What kind of JSON value a `Value` is, without printing it.
+    static func kind(_ v: Google_Protobuf_Value) -> String {
+        switch v.kind {
+        case .nullValue: "null"
+        case .numberValue(let n): number(n)
+        case .stringValue: "a string"
+        case .boolValue(let b): "\(b)"
+        case .structValue: "an object"
+        case .listValue: "a list"
+        case nil: "missing"
         }
     }
 

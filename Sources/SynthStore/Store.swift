@@ -24,7 +24,10 @@ public final class Store: @unchecked Sendable {
     private let resizeLock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
 
     /// Opens (creating if needed) the environment in directory `path`.
-    public init(path: String, initialMapSize: Int = 4 << 30) throws {
+    /// 4 GiB of address space; the file grows only as data is written, and the map doubles when full.
+    public static let defaultMapSize = 4 << 30
+
+    public init(path: String, initialMapSize: Int = Store.defaultMapSize) throws {
         self.path = path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         var env: OpaquePointer?

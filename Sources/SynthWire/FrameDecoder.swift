@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 
 /// Splits a byte stream into frames: a 4-byte big-endian length N, then N bytes.
 ///
@@ -11,14 +12,28 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     public static let defaultMaxFrameSize = 16 * 1024 * 1024
     public static let prefixSize = 4
 
-    public let maxFrameSize: Int
+    /// The limit, which its owner may raise while the connection runs (a server raises it once the
+    /// connection has authenticated).
+    public let limit: FrameSizeLimit
+
+    public var maxFrameSize: Int { limit.current }
 
     public init(maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize) {
-        self.maxFrameSize = maxFrameSize
+        self.limit = FrameSizeLimit(maxFrameSize)
+    }
+
+    public init(limit: FrameSizeLimit) {
+        self.limit = limit
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let frame = try Self.nextFrame(from: &buffer, maxFrameSize: maxFrameSize) else {
+        let next: ByteBuffer?
+        do {
+            next = try Self.nextFrame(from: &buffer, maxFrameSize: limit.current)
+        } catch let e as WireError where e.code == .frameTooLarge && !limit.isRaised {
+            throw WireError(.frameTooLarge, e.message + " (\(limit.full) once a call on this connection has authenticated with a valid key)")
+        }
+        guard let frame = next else {
             return .needMoreData
         }
         context.fireChannelRead(Self.wrapInboundOut(frame))
@@ -53,4 +68,22 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
         buffer.moveReaderIndex(forwardBy: prefixSize)
         return buffer.readSlice(length: Int(length))
     }
+}
+
+/// A frame size limit that can change while a connection runs: small until the connection has
+/// proved it holds a valid key, then the full limit.
+public final class FrameSizeLimit: Sendable {
+    private let value: Atomic<Int>
+    public let full: Int
+
+    /// Starts at `initial` (at most `full`); `raise()` moves it to `full`.
+    public init(_ initial: Int, full: Int? = nil) {
+        self.full = full ?? initial
+        value = Atomic(min(initial, full ?? initial))
+    }
+
+    public var current: Int { value.load(ordering: .relaxed) }
+    public var isRaised: Bool { current == full }
+
+    public func raise() { value.store(full, ordering: .relaxed) }
 }

@@ -13,6 +13,10 @@ struct ConfigFile: Decodable {
         var idleTimeoutSeconds: Double?
         var rateLimitPerMinute: Int?
         var rateLimitBurst: Int?
+        var maxConnections: Int?
+        var maxCallsPerConnection: Int?
+        var unauthenticatedIdleTimeoutSeconds: Double?
+        var mapSizeMB: Int?
 
         enum CodingKeys: String, CodingKey {
             case unix, tcp
@@ -20,6 +24,10 @@ struct ConfigFile: Decodable {
             case idleTimeoutSeconds = "idle_timeout_seconds"
             case rateLimitPerMinute = "rate_limit_per_minute"
             case rateLimitBurst = "rate_limit_burst"
+            case maxConnections = "max_connections"
+            case maxCallsPerConnection = "max_calls_per_connection"
+            case unauthenticatedIdleTimeoutSeconds = "unauthenticated_idle_timeout_seconds"
+            case mapSizeMB = "map_size_mb"
         }
     }
 
@@ -80,6 +88,9 @@ struct ConfigFile: Decodable {
         if let t = server?.idleTimeoutSeconds { c.idleTimeout = .milliseconds(Int64(t * 1000)) }
         if let r = server?.rateLimitPerMinute { c.rateLimitPerMinute = max(0, r) }
         if let b = server?.rateLimitBurst { c.rateLimitBurst = max(1, b) }
+        if let n = server?.maxConnections { c.maxConnections = max(1, n) }
+        if let n = server?.maxCallsPerConnection { c.maxCallsPerConnection = max(1, n) }
+        if let t = server?.unauthenticatedIdleTimeoutSeconds { c.unauthenticatedIdleTimeout = .milliseconds(Int64(max(0.1, t) * 1000)) }
         return c
     }
 }

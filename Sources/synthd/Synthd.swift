@@ -68,7 +68,7 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("synthd: \(e.message)\n".utf8))
             throw ExitCode(3)
         }
-        let store = try Store(path: data.path)
+        let store = try Store(path: data.path, initialMapSize: (file.server?.mapSizeMB).map { max(1, $0) << 20 } ?? Store.defaultMapSize)
         var local: LocalModel?
         if let choice = file.localModelChoice(environment: ProcessInfo.processInfo.environment) {
             do {

@@ -160,7 +160,7 @@ final class Harness: @unchecked Sendable {
 
     init(fakeArgs: [String] = [], idleTimeout: Duration = .seconds(300), maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
          jobConcurrency: Int = 16, providerTimeout: Double = 20, maxRetries: Int = 4,
-         rateLimit: (perMinute: Int, burst: Int) = (0, 1)) async throws {
+         rateLimit: (perMinute: Int, burst: Int) = (0, 1), server configure: (inout ServerConfig) -> Void = { _ in }) async throws {
         dir = "/tmp/sd-" + String(UUID().uuidString.prefix(8))
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         fake = try FakeProvider(fakeArgs)
@@ -171,8 +171,10 @@ final class Harness: @unchecked Sendable {
         config = EngineConfig(providers: ["openai": provider], tiers: ["fast": route, "balanced": route, "diverse": route, "deep": route],
                               critic: route, jobConcurrency: jobConcurrency)
         store = try Store(path: dir + "/data")
-        serverConfig = ServerConfig(unixPath: dir + "/s.sock", tcp: "127.0.0.1:0", maxFrameSize: maxFrameSize, idleTimeout: idleTimeout,
+        var serverConfig = ServerConfig(unixPath: dir + "/s.sock", tcp: "127.0.0.1:0", maxFrameSize: maxFrameSize, idleTimeout: idleTimeout,
                                     keyRecheckInterval: .milliseconds(500), rateLimitPerMinute: rateLimit.perMinute, rateLimitBurst: rateLimit.burst)
+        configure(&serverConfig)
+        self.serverConfig = serverConfig
         let logger = logs.logger()
         engine = Engine(store: store, config: config, logger: logger)
         server = Server(config: serverConfig, store: store, engine: engine, validator: Validator(), logger: logger)
@@ -276,10 +278,10 @@ final class Harness: @unchecked Sendable {
 /// Runs `body` against a fresh harness and always shuts it down, within a time limit.
 func withHarness(fakeArgs: [String] = [], idleTimeout: Duration = .seconds(300), maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
                  jobConcurrency: Int = 16, providerTimeout: Double = 20, maxRetries: Int = 4, seconds: Double = 120,
-                 rateLimit: (perMinute: Int, burst: Int) = (0, 1),
+                 rateLimit: (perMinute: Int, burst: Int) = (0, 1), server configure: (inout ServerConfig) -> Void = { _ in },
                  _ body: @escaping @Sendable (Harness) async throws -> Void) async throws {
     let h = try await Harness(fakeArgs: fakeArgs, idleTimeout: idleTimeout, maxFrameSize: maxFrameSize, jobConcurrency: jobConcurrency,
-                              providerTimeout: providerTimeout, maxRetries: maxRetries, rateLimit: rateLimit)
+                              providerTimeout: providerTimeout, maxRetries: maxRetries, rateLimit: rateLimit, server: configure)
     do {
         try await withTimeout(seconds, "test body") { try await body(h) }
     } catch {
@@ -357,6 +359,11 @@ final class RawConnection: @unchecked Sendable {
     func close() async {
         outbound.finish()
         try? await channel.channel.close()
+    }
+
+    /// Closes the sending side only, as a client does that has sent its last call and still reads.
+    func halfClose() async throws {
+        try await channel.channel.close(mode: .output)
     }
 
     deinit { outbound.finish() }

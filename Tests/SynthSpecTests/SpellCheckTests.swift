@@ -71,4 +71,43 @@ import Testing
         #expect(small.count == 3)
         #expect(small.contains("apple") && small.contains("éclair") && small.contains("zebra") && !small.contains("bob's"))
     }
+
+    /// The index finds exactly what measuring every listed word finds: typos of listed words
+    /// (every kind of edit, one and two of them) and nonsense words.
+    @Test func theIndexSuggestsWhatAFullScanSuggests() {
+        var rng = SystemRandomNumberGenerator()
+        var words: [String] = []
+        check.words.forEach(lengths: 3...12) { if words.count < 4000 { words.append($0) } }
+        let letters = Array("abcdefghijklmnopqrstuvwxyz")
+        var queries: [String] = []
+        for _ in 0..<150 {
+            var w = Array(words.randomElement(using: &rng)!)
+            for _ in 0..<Int.random(in: 1...2, using: &rng) {
+                let i = Int.random(in: 0..<w.count, using: &rng)
+                switch Int.random(in: 0..<4, using: &rng) {
+                case 0: w.remove(at: i)
+                case 1: w.insert(letters.randomElement(using: &rng)!, at: i)
+                case 2: w[i] = letters.randomElement(using: &rng)!
+                default: if i + 1 < w.count { w.swapAt(i, i + 1) }
+                }
+            }
+            if w.count >= 3 { queries.append(String(w)) }
+        }
+        for _ in 0..<50 { queries.append(String((0..<Int.random(in: 3...14, using: &rng)).map { _ in letters.randomElement(using: &rng)! })) }
+        queries += ["éclaire", "naïvety", String(repeating: "q", count: 60)]
+        for q in queries {
+            #expect(check.suggestions(for: q) == check.suggestionsByScan(for: q), "\(q)")
+        }
+    }
+
+    /// A domain of 500 characters of nonsense words: every word is looked up, none is measured
+    /// against the whole list.
+    @Test func nonsenseDomainsAreCheckedWordByWord() {
+        let letters = Array("bcdfghjklmnpqrstvwxz")
+        var rng = SystemRandomNumberGenerator()
+        var domain = ""
+        while domain.count < 490 { domain += String((0..<Int.random(in: 3...9, using: &rng)).map { _ in letters.randomElement(using: &rng)! }) + " " }
+        let s = check.suspects(in: domain)
+        #expect(s.allSatisfy { $0.suggestions.count <= 3 && !$0.suggestions.isEmpty })
+    }
 }
