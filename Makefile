@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(if $(shell command -v swift),$(PATH),/opt/swift/usr/bin:$(PATH))
 PY := .venv/bin/python
 
-.PHONY: all build test test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup bench-stream bench-local
+.PHONY: all build test test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup bench-stream bench-local bench-abuse
 
 all: build
 
@@ -74,3 +74,9 @@ bench-stream: deps
 ## The same 40-record job on the bundled local model through synthd and as direct calls to llama-server.
 bench-local: deps
 	$(PY) tools/bench-local $(BENCH_ARGS)
+
+## Hostile clients (huge and malformed requests, partial frames, idle and slow-reading connections,
+## too many calls), each against a fresh synthd from .build/debug: peak RSS, CPU and Health's latency.
+## BENCH_ARGS go to the script, e.g. BENCH_ARGS="--only slow-reader-streams".
+bench-abuse: deps
+	$(PY) tools/bench-abuse $(BENCH_ARGS)

@@ -19,6 +19,7 @@ public final class Engine: @unchecked Sendable {
     private let lock = NSLock()
     private var runners: [String: Task<Void, Never>] = [:]
     private var stopping = false
+    private var paused: [String: String] = [:]
 
     public init(store: Store, config: EngineConfig, pricing: Pricing = .documented, localModel: LocalModel? = nil, logger: Logger) {
         self.localModel = localModel
@@ -85,6 +86,20 @@ public final class Engine: @unchecked Sendable {
     }
 
     public var runningJobs: Int { lock.withLock { runners.count } }
+
+    /// Why a running job is paused (its store is full), or nil when it is not.
+    public func pauseReason(jobID: String) -> String? { lock.withLock { paused[jobID] } }
+
+    /// The jobs paused now.
+    public var pausedJobs: Int { lock.withLock { paused.count } }
+
+    func setPaused(_ jobID: String, _ reason: String?) {
+        lock.withLock { paused[jobID] = reason }
+        hub.publish(jobID)
+    }
+
+    /// How often a paused job asks the store whether it has room again.
+    var spaceRecheck: Duration { .milliseconds(config.spaceRecheckMilliseconds) }
 
     /// Stops every runner; their jobs stay `running` in the store and resume at the next start.
     public func shutdown() async {

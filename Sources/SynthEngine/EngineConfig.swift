@@ -26,6 +26,8 @@ public struct EngineConfig: Sendable, Codable {
     public var attemptSlack: Int
     /// Largest `count` a request may ask for.
     public var maxCount: Int64
+    /// How often a job paused by a full store asks whether there is room again.
+    public var spaceRecheckMilliseconds: Int64 = 2000
 
     enum CodingKeys: String, CodingKey {
         case providers, tiers, critic

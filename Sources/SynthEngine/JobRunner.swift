@@ -131,12 +131,27 @@ final class JobRunner: Sendable {
     var logger: Logger { engine.logger }
 
     func run() async {
-        do {
-            try await generate()
-        } catch is CancellationError {
-            // Cancelled or shutting down: what was committed stays; status was set by whoever cancelled.
-        } catch {
-            fail(error)
+        while !Task.isCancelled {
+            do {
+                try await generate()
+            } catch is CancellationError {
+                // Cancelled or shutting down: what was committed stays; status was set by whoever cancelled.
+            } catch let e as StoreError where e.code == .noSpace {
+                // A full store is not the job's fault: it waits, as a restart would find it, and
+                // goes on from what was committed once there is room. Nothing half-written: the
+                // commit that failed left no trace.
+                logger.error("job paused: the store is full", metadata: ["job": "\(jobID)", "error": "\(e.message)"])
+                engine.setPaused(jobID, "paused: the server's storage is full (\(e.message)); the job goes on by itself once there is room")
+                while !Task.isCancelled, !store.hasRoom() {
+                    try? await Task.sleep(for: engine.spaceRecheck)
+                }
+                engine.setPaused(jobID, nil)
+                if !Task.isCancelled { logger.info("job resumed: the store has room again", metadata: ["job": "\(jobID)"]) }
+                continue
+            } catch {
+                fail(error)
+            }
+            break
         }
         engine.hub.publish(jobID)
     }

@@ -38,6 +38,10 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
             switch e.code {
             case .notFound: return RPCError(.notFound, e.message)
             case .conflict: return RPCError(.failedPrecondition, e.message)
+            // The message names the job and the record or entry, never a path.
+            case .corrupt: return RPCError(.dataLoss, e.message, errorCode: "DATA_LOSS")
+            case .noSpace: return RPCError(.resourceExhausted, "the server's storage is full; retry once an operator has freed space",
+                                           errorCode: "STORAGE_FULL")
             default: return RPCError(.internal, "storage error")
             }
         case let e as EngineError:

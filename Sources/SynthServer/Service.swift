@@ -134,8 +134,14 @@ final class Service: Sendable {
         guard !id.isEmpty else { throw RPCError.invalid("job_id is required") }
         // No job id is this long (and LMDB keys are at most 511 bytes).
         guard id.utf8.count <= 128 else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
-        guard let job = try store.job(id: id, org: ctx.org) else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
+        guard var job = try store.job(id: id, org: ctx.org) else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
+        showPause(&job.job)
         return job
+    }
+
+    /// A running job paused by a full store says so in its `error`, until it goes on.
+    func showPause(_ job: inout PBJob) {
+        if job.status == JobStatus.running.rawValue, let why = engine.pauseReason(jobID: job.jobID) { job.error = why }
     }
 
     /// The validated, effective request and its plan.
@@ -222,6 +228,10 @@ final class Service: Sendable {
 
     func generate(_ req: PBGenerateRequest, _ ctx: CallContext) async throws -> PBGenerateResponse {
         try validator.validate(req)
+        if let full = store.spaceProblem {
+            throw RPCError(.resourceExhausted, "new jobs are refused while the server's storage is full (\(full)); running jobs wait for room",
+                           errorCode: "STORAGE_FULL")
+        }
         let (effective, plan) = try await prepare(req.request, domainConfirmed: req.domainConfirmed, validated: true)
         // Deterministic ordering: the same body must always hash the same, whatever its map order.
         var options = BinaryEncodingOptions()
@@ -289,6 +299,7 @@ final class Service: Sendable {
                                       limit: req.limit == 0 ? 50 : Int(req.limit), pageToken: req.pageToken)
         var out = PBListJobsResponse()
         out.jobs = page.jobs.map(\.job)
+        for i in out.jobs.indices { showPause(&out.jobs[i]) }
         out.nextPageToken = page.next
         return out
     }
@@ -338,7 +349,12 @@ final class Service: Sendable {
         storeHealth.name = "store"
         do {
             _ = try store.read { _ in true }
-            storeHealth.status = "ok"
+            if let full = store.spaceProblem {
+                storeHealth.status = "degraded"
+                storeHealth.detail = "writes fail: \(full); \(engine.pausedJobs) jobs paused until there is room"
+            } else {
+                storeHealth.status = "ok"
+            }
         } catch {
             storeHealth.status = "failing"
             storeHealth.detail = "the store cannot be read"

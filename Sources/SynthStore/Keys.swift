@@ -27,6 +27,23 @@ enum Keys {
     /// records and events: job id, 0, sequence.
     static func sequenced(_ jobID: String, _ seq: UInt64) -> [UInt8] { join(text(jobID), u64(seq)) }
     static func jobPrefix(_ jobID: String) -> [UInt8] { text(jobID) + [0] }
+
+    /// A key for a message: text as it is, the separator as "/", the 8 bytes of a sequence
+    /// number after it as a number, anything else in hex; at most 120 characters.
+    static func printable(_ key: [UInt8]) -> String {
+        var out = ""
+        var i = 0
+        while i < key.count, out.count < 120 {
+            let b = key[i]
+            if b == 0, key.count - i - 1 == 8 {
+                out += "/\(key[(i + 1)...].reduce(UInt64(0)) { $0 << 8 | UInt64($1) })"
+                break
+            }
+            out += b == 0 ? "/" : (0x20..<0x7F).contains(b) ? String(UnicodeScalar(b)) : String(format: "\\x%02x", b)
+            i += 1
+        }
+        return out
+    }
 }
 
 /// Random identifiers and secrets.

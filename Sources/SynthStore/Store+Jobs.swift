@@ -1,3 +1,4 @@
+import Foundation
 import SynthProto
 import SwiftProtobuf
 
@@ -30,9 +31,9 @@ extension Store {
                 }
             }
             if let admit {
-                let org = try txn.get(.orgs, Keys.text(job.org)).map { try PBStoredOrg(serializedBytes: $0) }
-                let month = try txn.get(.usage, Keys.join(Keys.text(job.org), Keys.text(Clock.month(job.createdAtMs))))
-                    .map { try PBStoredUsage(serializedBytes: $0) } ?? PBStoredUsage()
+                let org = try txn.message(.orgs, Keys.text(job.org), as: PBStoredOrg.self)
+                let month = try txn.message(.usage, Keys.join(Keys.text(job.org), Keys.text(Clock.month(job.createdAtMs))), as: PBStoredUsage.self)
+                    ?? PBStoredUsage()
                 var unfinished: [PBStoredJob] = []
                 let prefix = Keys.text(job.org) + [0]
                 try txn.scan(.jobIndex, prefix: prefix) { key, _ in
@@ -63,7 +64,7 @@ extension Store {
     }
 
     func job(id: String, txn: Transaction) throws -> PBStoredJob? {
-        try txn.get(.jobs, Keys.text(id)).map { try PBStoredJob(serializedBytes: $0) }
+        try txn.message(.jobs, Keys.text(id), as: PBStoredJob.self)
     }
 
     /// The job when it belongs to `org`; nil otherwise, so another org's job looks like no job.
@@ -158,14 +159,14 @@ extension Store {
             try txn.put(.manifests, Keys.text(id), try manifest(job))
             let u = usage(job)
             let key = Keys.join(Keys.text(job.org), Keys.text(Clock.month(job.finishedAtMs)))
-            var row = try txn.get(.usage, key).map { try PBStoredUsage(serializedBytes: $0) } ?? PBStoredUsage()
+            var row = try txn.message(.usage, key, as: PBStoredUsage.self) ?? PBStoredUsage()
             row.records += u.records
             row.quotaRecords += u.quotaRecords
             row.costMicroUsd += u.costMicroUSD
             row.jobs += 1
             try txn.put(.usage, key, try row.serializedBytes())
             // Pay-as-you-go: the accepted records are paid from the balance.
-            if var org = try txn.get(.orgs, Keys.text(job.org)).map({ try PBStoredOrg(serializedBytes: $0) }), org.plan == "payg" {
+            if var org = try txn.message(.orgs, Keys.text(job.org), as: PBStoredOrg.self), org.plan == "payg" {
                 org.balanceMicroUsd -= u.costMicroUSD
                 try txn.put(.orgs, Keys.text(job.org), try org.serializedBytes())
             }
@@ -219,7 +220,9 @@ extension Store {
             var out: [(UInt64, [UInt8])] = []
             let prefix = Keys.jobPrefix(jobID)
             try txn.scan(.records, prefix: prefix, from: Keys.sequenced(jobID, afterSeq + 1)) { key, value in
-                out.append((Keys.readU64(key, at: prefix.count), Array(value)))
+                let seq = Keys.readU64(key, at: prefix.count)
+                try Self.checkRecord(value, jobID: jobID, seq: seq)
+                out.append((seq, Array(value)))
                 return out.count < limit
             }
             return out
@@ -233,7 +236,9 @@ extension Store {
         try read { txn in
             let prefix = Keys.jobPrefix(jobID)
             try txn.scan(.records, prefix: prefix, from: Keys.sequenced(jobID, afterSeq + 1)) { key, value in
-                try body(Keys.readU64(key, at: prefix.count), value)
+                let seq = Keys.readU64(key, at: prefix.count)
+                try Self.checkRecord(value, jobID: jobID, seq: seq)
+                return try body(seq, value)
             }
         }
     }
@@ -243,7 +248,10 @@ extension Store {
     public func visitRecords(jobID: String, seqs: ArraySlice<UInt64>, _ body: (UInt64, UnsafeRawBufferPointer) throws -> Bool) throws {
         try read { txn in
             for seq in seqs {
-                let found = try txn.withValue(.records, Keys.sequenced(jobID, seq)) { try body(seq, $0) }
+                let found = try txn.withValue(.records, Keys.sequenced(jobID, seq)) { value in
+                    try Self.checkRecord(value, jobID: jobID, seq: seq)
+                    return try body(seq, value)
+                }
                 guard let goOn = found else { throw StoreError(.corrupt, "job \(jobID) is missing record \(seq)") }
                 if !goOn { return }
             }
@@ -254,11 +262,22 @@ extension Store {
     public func records(jobID: String, seqs: ArraySlice<UInt64>) throws -> [[UInt8]] {
         try read { txn in
             try seqs.map { seq in
-                guard let r = try txn.get(.records, Keys.sequenced(jobID, seq)) else {
-                    throw StoreError(.corrupt, "job \(jobID) is missing record \(seq)")
+                let r = try txn.withValue(.records, Keys.sequenced(jobID, seq)) { value in
+                    try Self.checkRecord(value, jobID: jobID, seq: seq)
+                    return Array(value)
                 }
+                guard let r else { throw StoreError(.corrupt, "job \(jobID) is missing record \(seq)") }
                 return r
             }
+        }
+    }
+
+    /// A stored record is one JSON object on one line, or it is damaged: it must never reach a
+    /// reader as a line of JSONL that is not one record. (A check of its ends and for a line
+    /// break: the bytes were whole JSON when they were written.)
+    static func checkRecord(_ v: UnsafeRawBufferPointer, jobID: String, seq: UInt64) throws {
+        guard v.count >= 2, v.first == UInt8(ascii: "{"), v.last == UInt8(ascii: "}"), let base = v.baseAddress, memchr(base, 0x0A, v.count) == nil else {
+            throw StoreError(.corrupt, "record \(seq) of job \(jobID) is damaged: it is not one JSON object on one line")
         }
     }
 
@@ -266,7 +285,7 @@ extension Store {
         try read { txn in
             var out: [PBStoredEvent] = []
             try txn.scan(.events, prefix: Keys.jobPrefix(jobID)) { _, v in
-                out.append(try PBStoredEvent(serializedBytes: Array(v)))
+                out.append(try Store.decode(PBStoredEvent.self, v, "an event of job \(jobID)"))
                 return true
             }
             return out
@@ -277,8 +296,8 @@ extension Store {
     public func unfinishedJobs() throws -> [PBStoredJob] {
         try read { txn in
             var out: [PBStoredJob] = []
-            try txn.scan(.jobs, prefix: []) { _, v in
-                let job = try PBStoredJob(serializedBytes: Array(v))
+            try txn.scan(.jobs, prefix: []) { k, v in
+                let job = try Store.decode(PBStoredJob.self, v, "the jobs entry \(Keys.printable(Array(k)))")
                 if let status = JobStatus(rawValue: job.job.status), !status.isTerminal { out.append(job) }
                 return true
             }

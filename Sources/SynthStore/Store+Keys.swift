@@ -44,7 +44,7 @@ extension Store {
     public func authenticate(key: String) throws -> PBStoredKey? {
         let digest = Self.digest(key)
         let found: PBStoredKey? = try read { txn in
-            guard let info = try txn.get(.keys, digest).map({ try PBStoredKey(serializedBytes: $0) }),
+            guard let info = try txn.message(.keys, digest, as: PBStoredKey.self),
                   let recorded = try txn.get(.keyIDs, Keys.join(Keys.text(info.org), Keys.text(info.keyID)))
             else { return nil }
             // The lookup is by digest, so its timing says nothing about the secret; the digest the
@@ -57,7 +57,7 @@ extension Store {
             info.lastUsedMs = now
             try write { txn in
                 // Re-read: a revoke may have landed in between.
-                guard var current = try txn.get(.keys, digest).map({ try PBStoredKey(serializedBytes: $0) }), !current.revoked else { return }
+                guard var current = try txn.message(.keys, digest, as: PBStoredKey.self), !current.revoked else { return }
                 current.lastUsedMs = now
                 try txn.put(.keys, digest, try current.serializedBytes())
             }
@@ -75,7 +75,7 @@ extension Store {
             digests.append(Array(v))
             return true
         }
-        return try digests.compactMap { d in try txn.get(.keys, d).map { try PBStoredKey(serializedBytes: $0) } }
+        return try digests.compactMap { d in try txn.message(.keys, d, as: PBStoredKey.self) }
             .sorted { $0.createdAtMs < $1.createdAtMs }
     }
 
@@ -83,7 +83,7 @@ extension Store {
     public func revokeKey(org: String, keyID: String) throws -> PBStoredKey? {
         try write { txn in
             guard let digest = try txn.get(.keyIDs, Keys.join(Keys.text(org), Keys.text(keyID))),
-                  var info = try txn.get(.keys, digest).map({ try PBStoredKey(serializedBytes: $0) })
+                  var info = try txn.message(.keys, digest, as: PBStoredKey.self)
             else { return nil }
             if !info.revoked {
                 info.revoked = true
@@ -98,7 +98,7 @@ extension Store {
     public func isActive(org: String, keyID: String) throws -> Bool {
         try read { txn in
             guard let digest = try txn.get(.keyIDs, Keys.join(Keys.text(org), Keys.text(keyID))),
-                  let info = try txn.get(.keys, digest).map({ try PBStoredKey(serializedBytes: $0) })
+                  let info = try txn.message(.keys, digest, as: PBStoredKey.self)
             else { return false }
             return !info.revoked
         }

@@ -20,14 +20,14 @@ extension Store {
     }
 
     public func org(named name: String) throws -> PBStoredOrg? {
-        try read { txn in try txn.get(.orgs, Keys.text(name)).map { try PBStoredOrg(serializedBytes: $0) } }
+        try read { txn in try txn.message(.orgs, Keys.text(name), as: PBStoredOrg.self) }
     }
 
     public func orgs() throws -> [PBStoredOrg] {
         try read { txn in
             var out: [PBStoredOrg] = []
             try txn.scan(.orgs, prefix: []) { _, v in
-                out.append(try PBStoredOrg(serializedBytes: Array(v)))
+                out.append(try Store.decode(PBStoredOrg.self, v, "an org"))
                 return true
             }
             return out

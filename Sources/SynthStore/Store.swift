@@ -1,5 +1,6 @@
 import CLMDB
 import Foundation
+import Synchronization
 
 /// One LMDB environment: the data directory's `data.mdb` and its named tables.
 ///
@@ -22,6 +23,8 @@ public final class Store: @unchecked Sendable {
     // Readers hold it shared; a map resize holds it exclusively (LMDB requires no live transaction
     // in this process while the map size changes).
     private let resizeLock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+    /// Why writes fail for lack of room, from the last failed write until one succeeds.
+    private let full = Mutex<String?>(nil)
 
     /// Opens (creating if needed) the environment in directory `path`.
     /// 4 GiB of address space; the file grows only as data is written, and the map doubles when full.
@@ -43,6 +46,9 @@ public final class Store: @unchecked Sendable {
         let existing = (try? FileManager.default.attributesOfItem(atPath: path + "/data.mdb")[.size] as? Int) ?? 0
         try StoreError.check(mdb_env_set_mapsize(env, max(initialMapSize, existing)), "mdb_env_set_mapsize")
         try StoreError.check(mdb_env_open(env, path, UInt32(MDB_NOTLS), 0o600), "mdb_env_open \(path)")
+        // A file shorter than its own meta pages say would be served until the first read of a
+        // page past its end, which ends the process (SIGBUS): refuse it now.
+        try Self.checkLength(env, file: path + "/data.mdb")
         // Readers left behind by a killed process would pin old pages forever.
         var dead: Int32 = 0
         mdb_reader_check(env, &dead)
@@ -52,6 +58,20 @@ public final class Store: @unchecked Sendable {
                 try StoreError.check(mdb_dbi_open(txn.txn, table.rawValue, UInt32(MDB_CREATE), &dbi), "mdb_dbi_open \(table.rawValue)")
                 self.dbis[table] = dbi
             }
+        }
+    }
+
+    /// Compares `data.mdb`'s length with the last page its newest meta page (as LMDB read it) uses.
+    static func checkLength(_ env: OpaquePointer, file: String) throws {
+        var info = MDB_envinfo()
+        var stat = MDB_stat()
+        try StoreError.check(mdb_env_info(env, &info), "mdb_env_info")
+        try StoreError.check(mdb_env_stat(env, &stat), "mdb_env_stat")
+        let needed = (Int(info.me_last_pgno) + 1) * Int(stat.ms_psize)
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int else { return }
+        if size < needed {
+            throw StoreError(.corrupt, "\(file) is damaged: it is \(size) bytes, but its meta page says it uses \(needed) "
+                             + "(\(info.me_last_pgno + 1) pages of \(stat.ms_psize) bytes); it was cut short. Restore it from a backup")
         }
     }
 
@@ -92,10 +112,38 @@ public final class Store: @unchecked Sendable {
                 }
                 // mdb_txn_commit frees the transaction whether or not it succeeds: never abort it after.
                 try StoreError.check(mdb_txn_commit(txn), "mdb_txn_commit")
+                if full.withLock({ $0 }) != nil { full.withLock { $0 = nil } }
                 return result
             } catch let error as StoreError where error.code == .lmdb(MDB_MAP_FULL) {
-                try grow()
+                do {
+                    try grow()
+                } catch {
+                    throw noSpace("the database map is full and cannot grow (\(error))")
+                }
+            } catch let error as StoreError where error.code == .lmdb(ENOSPC) || error.code == .lmdb(EDQUOT) {
+                throw noSpace("no space is left on the data directory's file system (\(error.code == .lmdb(ENOSPC) ? "ENOSPC" : "EDQUOT"))")
             }
+        }
+    }
+
+    private func noSpace(_ why: String) -> StoreError {
+        full.withLock { $0 = why }
+        return StoreError(.noSpace, why)
+    }
+
+    /// Why writes are failing for lack of room, or nil when the last write went through.
+    public var spaceProblem: String? { full.withLock { $0 } }
+
+    /// Whether a write of `bytes` goes through now: a probe entry written and removed again, each
+    /// in its own commit. A paused job asks this before it tries again.
+    public func hasRoom(for bytes: Int = 256 << 10) -> Bool {
+        let key = Keys.text("space_probe")
+        do {
+            try write { txn in try txn.put(.meta, key, [UInt8](repeating: 0, count: bytes)) }
+            try write { txn in try txn.delete(.meta, key) }
+            return true
+        } catch {
+            return false
         }
     }
 

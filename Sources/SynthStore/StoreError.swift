@@ -1,4 +1,5 @@
 import CLMDB
+import SwiftProtobuf
 
 /// A storage failure: an LMDB return code with LMDB's own text, or stored bytes that do not decode.
 public struct StoreError: Error, Sendable, CustomStringConvertible {
@@ -11,6 +12,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         case io
         /// Another server holds the data directory.
         case locked
+        /// A write found no room: the file system is full (ENOSPC, EDQUOT) or the map cannot grow.
+        case noSpace
     }
 
     public var code: Code
@@ -27,5 +30,16 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
     static func check(_ rc: Int32, _ what: @autoclosure () -> String) throws {
         guard rc != 0 else { return }
         throw StoreError(.lmdb(rc), "\(what()): \(String(cString: mdb_strerror(rc)))")
+    }
+}
+
+extension Store {
+    /// Decodes a stored message; bytes that do not decode are `.corrupt`, naming `what`.
+    static func decode<M: SwiftProtobuf.Message>(_ type: M.Type, _ bytes: UnsafeRawBufferPointer, _ what: @autoclosure () -> String) throws -> M {
+        do {
+            return try M(serializedBytes: Array(bytes))
+        } catch {
+            throw StoreError(.corrupt, "\(what()) is damaged: it does not decode as \(M.protoMessageName)")
+        }
     }
 }

@@ -1,4 +1,5 @@
 import CLMDB
+import SwiftProtobuf
 
 /// A live LMDB transaction. Only valid inside the `Store.read` / `Store.write` closure that made it.
 public struct Transaction {
@@ -26,6 +27,13 @@ public struct Transaction {
             try StoreError.check(rc, "mdb_get \(table.rawValue)")
             return try body(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
         }
+    }
+
+    /// The message stored under `key`, decoded; nil when there is none. Bytes that do not decode
+    /// are `StoreError(.corrupt)` naming the table and the key, never a half-read message.
+    public func message<M: SwiftProtobuf.Message>(_ table: Store.Table, _ key: [UInt8], as type: M.Type) throws -> M? {
+        // A key's entry is named by what it is: its key is the digest of a secret.
+        try withValue(table, key) { try Store.decode(M.self, $0, table == .keys ? "an API key entry" : "the \(table.rawValue) entry \(Keys.printable(key))") }
     }
 
     public func put(_ table: Store.Table, _ key: [UInt8], _ value: [UInt8]) throws {

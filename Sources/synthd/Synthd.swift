@@ -68,7 +68,14 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("synthd: \(e.message)\n".utf8))
             throw ExitCode(3)
         }
-        let store = try Store(path: data.path, initialMapSize: (file.server?.mapSizeMB).map { max(1, $0) << 20 } ?? Store.defaultMapSize)
+        let store: Store
+        do {
+            store = try Store(path: data.path, initialMapSize: (file.server?.mapSizeMB).map { max(1, $0) << 20 } ?? Store.defaultMapSize)
+        } catch let e as StoreError {
+            // A damaged store is reported, never served.
+            FileHandle.standardError.write(Data("synthd: the store in \(data.path) cannot be used: \(e.message)\n".utf8))
+            throw ExitCode(4)
+        }
         var local: LocalModel?
         if let choice = file.localModelChoice(environment: ProcessInfo.processInfo.environment) {
             do {
@@ -138,7 +145,31 @@ final class Signals: @unchecked Sendable {
 struct Admin: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage orgs and keys directly in the data directory (works while the server runs).",
-        subcommands: [CreateOrg.self, CreateKey.self, RevokeKey.self, ListOrgs.self])
+        subcommands: [CreateOrg.self, CreateKey.self, RevokeKey.self, ListOrgs.self, Verify.self])
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check every table of the data directory and report what is damaged (exit status 1 if anything is).")
+        @OptionGroup var data: DataOption
+
+        func run() throws {
+            let report: VerifyReport
+            do {
+                report = try Store(path: data.path).verify()
+            } catch let e as StoreError {
+                print("damaged: \(e.message)")
+                throw ExitCode(1)
+            }
+            for (table, n) in report.entries { print("\(table)\t\(n) entries") }
+            for p in report.problems { print("damaged: \(p)") }
+            if report.more > 0 { print("damaged: \(report.more) more problems not listed") }
+            if report.isClean {
+                print("ok: every table reads back whole")
+            } else {
+                throw ExitCode(1)
+            }
+        }
+    }
 
     struct CreateOrg: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "create-org", abstract: "Create an org.")

@@ -160,7 +160,9 @@ final class Harness: @unchecked Sendable {
 
     init(fakeArgs: [String] = [], idleTimeout: Duration = .seconds(300), maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
          jobConcurrency: Int = 16, providerTimeout: Double = 20, maxRetries: Int = 4,
-         rateLimit: (perMinute: Int, burst: Int) = (0, 1), server configure: (inout ServerConfig) -> Void = { _ in }) async throws {
+         rateLimit: (perMinute: Int, burst: Int) = (0, 1), server configure: (inout ServerConfig) -> Void = { _ in },
+         engine configureEngine: (inout EngineConfig) -> Void = { _ in }, mapSize: Int = Store.defaultMapSize,
+         prepareData: (String) throws -> Void = { _ in }) async throws {
         dir = "/tmp/sd-" + String(UUID().uuidString.prefix(8))
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         fake = try FakeProvider(fakeArgs)
@@ -168,9 +170,13 @@ final class Harness: @unchecked Sendable {
                                       maxInFlight: 64, maxRetries: maxRetries, requestTimeoutSeconds: providerTimeout,
                                       sampling: ["frequency_penalty": 0.8], stringMaxLength: 2000)
         let route = ModelRoute(provider: "openai", model: "fake-model")
-        config = EngineConfig(providers: ["openai": provider], tiers: ["fast": route, "balanced": route, "diverse": route, "deep": route],
+        var config = EngineConfig(providers: ["openai": provider], tiers: ["fast": route, "balanced": route, "diverse": route, "deep": route],
                               critic: route, jobConcurrency: jobConcurrency)
-        store = try Store(path: dir + "/data")
+        configureEngine(&config)
+        self.config = config
+        try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+        try prepareData(dir + "/data")
+        store = try Store(path: dir + "/data", initialMapSize: mapSize)
         var serverConfig = ServerConfig(unixPath: dir + "/s.sock", tcp: "127.0.0.1:0", maxFrameSize: maxFrameSize, idleTimeout: idleTimeout,
                                     keyRecheckInterval: .milliseconds(500), rateLimitPerMinute: rateLimit.perMinute, rateLimitBurst: rateLimit.burst)
         configure(&serverConfig)
@@ -279,9 +285,12 @@ final class Harness: @unchecked Sendable {
 func withHarness(fakeArgs: [String] = [], idleTimeout: Duration = .seconds(300), maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
                  jobConcurrency: Int = 16, providerTimeout: Double = 20, maxRetries: Int = 4, seconds: Double = 120,
                  rateLimit: (perMinute: Int, burst: Int) = (0, 1), server configure: (inout ServerConfig) -> Void = { _ in },
+                 engine configureEngine: (inout EngineConfig) -> Void = { _ in }, mapSize: Int = Store.defaultMapSize,
+                 prepareData: (String) throws -> Void = { _ in },
                  _ body: @escaping @Sendable (Harness) async throws -> Void) async throws {
     let h = try await Harness(fakeArgs: fakeArgs, idleTimeout: idleTimeout, maxFrameSize: maxFrameSize, jobConcurrency: jobConcurrency,
-                              providerTimeout: providerTimeout, maxRetries: maxRetries, rateLimit: rateLimit, server: configure)
+                              providerTimeout: providerTimeout, maxRetries: maxRetries, rateLimit: rateLimit, server: configure,
+                              engine: configureEngine, mapSize: mapSize, prepareData: prepareData)
     do {
         try await withTimeout(seconds, "test body") { try await body(h) }
     } catch {

@@ -85,7 +85,8 @@ import SynthStore
         let prices = try await client.unary("GetPricing", PBGetPricingRequest(), as: PBGetPricingResponse.self)
         #expect(prices.tiers.first { $0.tier == "fast" }?.instructionPer1KUsd == 0.75)
         #expect(prices.tiers.first { $0.tier == "balanced" }?.instructionPer1KUsd == 3.0)
-        let gen = Self.supportJob(count: 400)
+        // Large enough that it cannot finish between the 50th record and the signal, even on a busy machine.
+        let gen = Self.supportJob(count: 2000)
         let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
         var watch = PBWatchJobRequest()
         watch.jobID = job.jobID
@@ -103,13 +104,13 @@ import SynthStore
             let store = try Store(path: dir + "/data")
             let stopped = try #require(try store.job(id: job.jobID))
             #expect(stopped.job.status == "running")
-            #expect(stopped.job.accepted >= 50 && stopped.job.accepted < 400)
-            #expect(try store.records(jobID: job.jobID, after: 0, limit: 1000).count == Int(stopped.job.accepted))
+            #expect(stopped.job.accepted >= 50 && stopped.job.accepted < 2000)
+            #expect(try store.records(jobID: job.jobID, after: 0, limit: 3000).count == Int(stopped.job.accepted))
         }
         server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
         client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         let secondClient = client
-        let final = try await withTimeout(60, "the resumed job") {
+        let final = try await withTimeout(120, "the resumed job") {
             var last = PBJob()
             for try await e in secondClient.stream("WatchJob", firstWatch, as: PBWatchJobResponse.self) {
                 if case .progress(let j) = e.event { last = j }
@@ -117,11 +118,11 @@ import SynthStore
             return last
         }
         #expect(final.status == "succeeded")
-        #expect(final.accepted == 400)
+        #expect(final.accepted == 2000)
         await client.close()
         #expect(try await server.stop(SIGINT) == 0)
         let store = try Store(path: dir + "/data")
-        #expect(try store.records(jobID: job.jobID, after: 0, limit: 1000).map(\.seq) == Array(1...400))
+        #expect(try store.records(jobID: job.jobID, after: 0, limit: 3000).map(\.seq) == Array(1...2000))
     }
 
     /// A second server on a data directory in use would run the same jobs again (a 600-record
@@ -166,6 +167,41 @@ import SynthStore
         // With the first server gone, the directory is free again.
         let third = try Synthd(data: dir + "/data", socket: dir + "/c.sock", config: config)
         #expect(try await third.stop(SIGTERM) == 0)
+    }
+
+    /// A data file cut short is refused at start with a clear message, never served until a read
+    /// past its end kills the process; `synthd admin verify` says what is wrong.
+    @Test func aTruncatedStoreIsRefusedAtStartAndVerifyReportsIt() async throws {
+        let (dir, fake, config, key) = try Self.setUp(latencyMs: 1, concurrency: 16)
+        defer { Self.tearDown(dir, fake) }
+        let server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
+        let job = try await client.unary("Generate", Self.supportJob(count: 600), as: PBGenerateResponse.self).job
+        var watch = PBWatchJobRequest()
+        watch.jobID = job.jobID
+        watch.progressOnly = true
+        let w = watch
+        _ = try await withTimeout(60, "the job") {
+            for try await _ in client.stream("WatchJob", w, as: PBWatchJobResponse.self) {}
+        }
+        await client.close()
+        #expect(try await server.stop(SIGTERM) == 0)
+        let clean = try Self.runSynthd(["admin", "verify", "--data", dir + "/data"])
+        #expect(clean.status == 0 && clean.out.contains("ok: every table reads back whole"), "\(clean.out)\(clean.err)")
+        #expect(clean.out.contains("records\t600 entries"), "\(clean.out)")
+
+        let file = dir + "/data/data.mdb"
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: file)[.size] as? Int)
+        #expect(truncate(file, off_t(size / 2)) == 0)
+        let start = try await withTimeout(30, "synthd to refuse the store") {
+            try Self.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/t.sock", "--config", config])
+        }
+        #expect(start.status == 4, "\(start.err)")
+        #expect(start.err.contains("cannot be used") && start.err.contains("cut short"), "\(start.err)")
+        #expect(!start.out.contains("LISTENING"))
+        let damaged = try Self.runSynthd(["admin", "verify", "--data", dir + "/data"])
+        #expect(damaged.status == 1)
+        #expect(damaged.out.contains("damaged:") && damaged.out.contains("cut short"), "\(damaged.out)")
     }
 
     @Test func killNineAtTenRandomMomentsLosesAndDoublesNothing() async throws {
