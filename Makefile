@@ -76,7 +76,7 @@ bench-local: deps
 	$(PY) tools/bench-local $(BENCH_ARGS)
 
 ## Hostile clients (huge and malformed requests, partial frames, idle and slow-reading connections,
-## too many calls), each against a fresh synthd from .build/debug: peak RSS, CPU and Health's latency.
+## too many calls), each against a fresh synthd (a release build): peak RSS, CPU and Health's latency.
 ## BENCH_ARGS go to the script, e.g. BENCH_ARGS="--only slow-reader-streams".
 bench-abuse: deps
 	$(PY) tools/bench-abuse $(BENCH_ARGS)

@@ -23,11 +23,15 @@ struct Connection {
                                                     "the server has \(server.config.maxConnections) connections open, its maximum; retry later")
                     return
                 }
-                defer { server.unregister(state) }
+                defer {
+                    server.unregister(state)
+                    if state.streamed { MemoryTrim.afterStreams() }
+                }
                 try await withThrowingDiscardingTaskGroup { group in
                     group.addTask { await idleWatchdog(state) }
                     var clean = false
                     do {
+                        var malformed = false
                         for try await payload in inbound {
                             state.touch()
                             let frame: PBFrame
@@ -35,12 +39,13 @@ struct Connection {
                                 frame = try PBFrame(serializedBytes: Array(payload.readableBytesView))
                             } catch {
                                 try await sendConnectionStatus(writer, .invalidArgument, "MALFORMED_FRAME", "a frame is not a valid Frame message")
+                                malformed = true
                                 break
                             }
                             try await dispatch(frame, writer: writer, state: state, group: &group)
                         }
                         // The client closed its side at a frame boundary: it may still be reading.
-                        clean = !Task.isCancelled
+                        clean = !malformed && !Task.isCancelled
                     } catch let e as WireError {
                         let code: PBStatusCode = e.code == .frameTooLarge ? .resourceExhausted : .invalidArgument
                         try? await sendConnectionStatus(writer, code, e.code.rawValue, e.message)
@@ -76,7 +81,9 @@ struct Connection {
                 return
             }
             let service = server.service
-            group.addTask {
+            let method = Service.Method(rawValue: open.method)
+            if method?.priority == .low { state.streamed = true }
+            group.addTask(priority: method?.priority) {
                 let status = await Self.runCall(open, id: id, control: control, service: service, writer: writer, connection: state)
                 state.close(id)
                 try? await sendStatus(writer, id, status)
@@ -179,6 +186,12 @@ final class ConnectionState: @unchecked Sendable {
     private var lastActivity = ContinuousClock.now
     private var drained: [CheckedContinuation<Void, Never>] = []
     let limit: FrameSizeLimit
+    /// Whether a stream call ran on it (its connection's end is then a moment to trim the heap).
+    private var didStream = false
+    var streamed: Bool {
+        get { lock.withLock { didStream } }
+        set { lock.withLock { didStream = newValue } }
+    }
 
     init(limit: FrameSizeLimit) {
         self.limit = limit

@@ -120,7 +120,10 @@ public final class Server: @unchecked Sendable {
                         try await listener.executeThenClose { inbound in
                             try await withThrowingDiscardingTaskGroup { connections in
                                 for try await connection in inbound {
-                                    connections.addTask { await Connection(channel: connection.channel, limit: connection.limit, server: self).run() }
+                                    // Reading frames is brief and comes before any call's work.
+                                    connections.addTask(priority: .high) {
+                                        await Connection(channel: connection.channel, limit: connection.limit, server: self).run()
+                                    }
                                 }
                             }
                         }

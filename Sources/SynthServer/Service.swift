@@ -62,6 +62,10 @@ final class Service: Sendable {
             throw RPCError(.invalidArgument, "the \(open.method) request is \(body.count) bytes; no valid one is larger than \(most) bytes",
                            errorCode: "REQUEST_TOO_LARGE")
         }
+        if method == .generate || method == .plan {
+            // Lists of hundreds of thousands of empty items are refused before they are decoded.
+            try RequestPrescan.check(generateOrPlan: Array(body))
+        }
         switch method {
         case .generate: try await ctx.send(await generate(try decode(body), ctx))
         case .plan: try await ctx.send(await plan(try decode(body), ctx))
@@ -85,6 +89,16 @@ final class Service: Sendable {
         case watchJob = "WatchJob", fetchSplits = "FetchSplits", getQualityReport = "GetQualityReport"
         case getManifest = "GetManifest", getPricing = "GetPricing", health = "Health"
         case createApiKey = "CreateApiKey", listApiKeys = "ListApiKeys", revokeApiKey = "RevokeApiKey"
+
+        /// What a call of the method runs at: the public probes first, so that Health answers
+        /// promptly however many streams are busy; the streams last, behind every short call.
+        var priority: TaskPriority {
+            switch self {
+            case .health, .getPricing: .high
+            case .watchJob, .fetchSplits: .low
+            default: .medium
+            }
+        }
 
         /// The largest request body the method can validly take.
         var largestRequest: Int {

@@ -100,17 +100,22 @@ public final class DomainSpellCheck: Sendable {
     }
 
     /// Listed words within 1 edit (words up to 4 letters) or 2 edits, at most 3.
-    func suggestions(for w: String) -> [String] {
+    func suggestions(for w: String) -> [String] { suggestionsMeasuring(for: w).suggestions }
+
+    /// The suggestions, and how many listed words were measured against `w` to find them.
+    func suggestionsMeasuring(for w: String) -> (suggestions: [String], measured: Int) {
         let limit = w.count <= 4 ? 1 : 2
         var found: [(Int, String)] = []
+        var measured = 0
         let chars = Array(w.unicodeScalars)
         let lengths = max(2, w.count - limit)...(w.count + limit)
         for k in index.candidates(of: chars.map(\.value), edits: limit) where lengths.contains(words.characterCount(of: k)) {
             let candidate = words.word(k)
+            measured += 1
             let d = Self.distance(chars, Array(candidate.unicodeScalars), limit: limit)
             if d <= limit { found.append((d, candidate)) }
         }
-        return Self.best(found, for: w)
+        return (Self.best(found, for: w), measured)
     }
 
     /// `suggestions(for:)` the slow way, measuring every listed word: what the index must equal.

@@ -122,6 +122,11 @@ public final class Store: @unchecked Sendable {
                 }
             } catch let error as StoreError where error.code == .lmdb(ENOSPC) || error.code == .lmdb(EDQUOT) {
                 throw noSpace("no space is left on the data directory's file system (\(error.code == .lmdb(ENOSPC) ? "ENOSPC" : "EDQUOT"))")
+            } catch let error as StoreError where error.code == .lmdb(EIO) {
+                // LMDB reports a short write as EIO: on a full file system the last pages do not fit.
+                // Either way the commit left nothing behind, and waiting is the safe answer.
+                throw noSpace(freeBytes() < 4 << 20 ? "no space is left on the data directory's file system (a short write)"
+                                                     : "a write to the data directory failed (EIO)")
             }
         }
     }
@@ -129,6 +134,13 @@ public final class Store: @unchecked Sendable {
     private func noSpace(_ why: String) -> StoreError {
         full.withLock { $0 = why }
         return StoreError(.noSpace, why)
+    }
+
+    /// Bytes free on the data directory's file system for this user.
+    func freeBytes() -> Int {
+        var s = statvfs()
+        guard statvfs(path, &s) == 0 else { return Int.max }
+        return Int(s.f_bavail) &* Int(s.f_frsize)
     }
 
     /// Why writes are failing for lack of room, or nil when the last write went through.

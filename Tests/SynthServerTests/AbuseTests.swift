@@ -95,14 +95,24 @@ import SynthWire
             #expect(refused.callID == 2)
             #expect(refused.status.code == .invalidArgument)
             #expect(refused.status.errorCode == "REQUEST_TOO_LARGE")
-            // 400 KB of them: decoded, and the answer lists 100 errors and counts the rest.
+            // 400 KB of them fit in a valid request's size, but are counted before they are decoded.
             open.callID = 3
             open.open.request = Self.emptyMetadataFields(200_000)
             try await raw.send(open)
+            let counted = try #require(try await raw.next(seconds: 30))
+            #expect(counted.callID == 3)
+            #expect(counted.status.errorCode == "VALIDATION_ERROR")
+            #expect(counted.status.fieldErrors.map(\.field) == ["advanced.metadata_fields"])
+            #expect(counted.status.fieldErrors.first?.value == "200000")
+            // 150 are decoded and validated: the answer lists 100 errors and counts the rest.
+            open.callID = 4
+            open.open.request = Self.emptyMetadataFields(150)
+            try await raw.send(open)
             let capped = try #require(try await raw.next(seconds: 30))
-            #expect(capped.callID == 3)
+            #expect(capped.callID == 4)
             #expect(capped.status.errorCode == "VALIDATION_ERROR")
             #expect(capped.status.fieldErrors.count == 100)
+            #expect(capped.status.message.contains("the request has 150 invalid fields"), "\(capped.status.message)")
             #expect(capped.status.message.contains("more are not"), "\(capped.status.message)")
             await raw.close()
         }

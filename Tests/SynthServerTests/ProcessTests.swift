@@ -204,6 +204,86 @@ import SynthStore
         #expect(damaged.out.contains("damaged:") && damaged.out.contains("cut short"), "\(damaged.out)")
     }
 
+    /// synthd's resident memory, from /proc.
+    static func rss(_ pid: Int32) -> Int {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = text.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+    }
+
+    /// A Unix socket with a 4 KB receive buffer that sends `frames` and never reads.
+    static func deafConnection(_ path: String, _ frames: [PBFrame]) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var small: Int32 = 4096
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in
+            for (i, b) in path.utf8.prefix(p.count - 1).enumerated() { p[i] = b }
+        }
+        let ok = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard ok == 0 else { throw TimeoutError(what: "connect to synthd") }
+        var bytes: [UInt8] = []
+        for f in frames {
+            let body: [UInt8] = try f.serializedBytes()
+            bytes += withUnsafeBytes(of: UInt32(body.count).bigEndian) { Array($0) } + body
+        }
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { throw TimeoutError(what: "send to synthd") }
+            sent += n
+        }
+        return fd
+    }
+
+    /// 8 connections of 64 WatchJob calls each, asking for 1 MiB batches of a live job and never
+    /// reading: each connection holds back one batch, not one per call (about 1 MB a call, 512 MB
+    /// in all, before).
+    @Test func streamsNobodyReadsCostASmallBoundedAmount() async throws {
+        let (dir, fake, config, key) = try Self.setUp(latencyMs: 20, concurrency: 16)
+        defer { Self.tearDown(dir, fake) }
+        let server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
+        let job = try await client.unary("Generate", Self.supportJob(count: 50_000), as: PBGenerateResponse.self).job
+        let get = PBGetJobRequest.with { $0.jobID = job.jobID }
+        try await withTimeout(60, "2,500 records") {
+            while try await client.unary("GetJob", get, as: PBGetJobResponse.self).job.accepted < 2500 {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let pid = server.process.processIdentifier
+        let before = Self.rss(pid)
+        var watch = PBWatchJobRequest()
+        watch.jobID = job.jobID
+        watch.batchBytes = 1 << 20
+        var fds: [Int32] = []
+        for _ in 0..<8 {
+            let frames = (1...64).map { id in
+                var f = PBFrame()
+                f.callID = UInt64(id)
+                f.open.method = "WatchJob"
+                f.open.apiKey = key
+                f.open.request = try! watch.serializedData()
+                return f
+            }
+            fds.append(try Self.deafConnection(server.socket, frames))
+        }
+        var peak = before
+        for _ in 0..<30 {
+            try await Task.sleep(for: .milliseconds(100))
+            peak = max(peak, Self.rss(pid))
+        }
+        for fd in fds { close(fd) }
+        _ = try await client.unary("CancelJob", PBCancelJobRequest.with { $0.jobID = job.jobID }, as: PBCancelJobResponse.self)
+        await client.close()
+        _ = try await server.stop(SIGTERM)
+        print("unread streams: synthd's RSS \(before >> 20) MiB before, \(peak >> 20) MiB at most with 512 of them")
+        #expect(peak - before < 64 << 20, "RSS grew by \((peak - before) >> 20) MiB")
+    }
+
     @Test func killNineAtTenRandomMomentsLosesAndDoublesNothing() async throws {
         let (dir, fake, config, key) = try Self.setUp(latencyMs: 15, concurrency: 32)
         defer { Self.tearDown(dir, fake) }

@@ -142,4 +142,33 @@ import Testing
             #expect(e.fieldErrors.map(\.field) == ["count", "idempotency_key"])
         }
     }
+
+    /// The walk before decoding counts each list where it stands, refuses only lists far over
+    /// their maximum, and leaves bytes it cannot walk to the decoder.
+    @Test func listsFarOverTheirMaximumAreCountedBeforeDecoding() throws {
+        func generate(_ r: PBJobRequest) throws -> [UInt8] {
+            var g = PBGenerateRequest()
+            g.request = r
+            return try g.serializedBytes()
+        }
+        var r = try RequestJSON.parse(#"{\#(Self.base)}"#)
+        r.advanced.styleRules = Array(repeating: "be brief", count: 80)        // 4x the maximum: decoded, validated
+        r.advanced.coverage.dimensions = [PBCoverageDimension.with { $0.name = "d"; $0.values = Array(repeating: "v", count: 80) }]
+        #expect(throws: Never.self) { try RequestPrescan.check(generateOrPlan: try generate(r)) }
+        r.advanced.styleRules.append("one more")
+        r.advanced.coverage.dimensions[0].values.append("v")
+        do {
+            try RequestPrescan.check(generateOrPlan: try generate(r))
+            Issue.record("81 style rules and 81 values passed the count")
+        } catch let e as SpecError {
+            #expect(e.fieldErrors.map(\.field) == ["advanced.coverage.dimensions.values", "advanced.style_rules"])
+            #expect(e.fieldErrors.map(\.value) == ["81", "81"])
+        }
+        var c = try RequestJSON.parse(#"{\#(RuleTests.conflict),"conflict_config":{"drive_pairs":[{"a":"x","b":"y"}]}}"#)
+        c.conflictConfig.overrideVocabulary = Array(repeating: "w", count: 201)
+        #expect(throws: SpecError.self) { try RequestPrescan.check(generateOrPlan: try generate(c)) }
+        // Not a message at all: left to the decoder.
+        #expect(throws: Never.self) { try RequestPrescan.check(generateOrPlan: [0x0A, 0xFF, 0xFF, 0x07]) }
+        #expect(throws: Never.self) { try RequestPrescan.check(generateOrPlan: []) }
+    }
 }
