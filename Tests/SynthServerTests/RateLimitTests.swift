@@ -104,9 +104,10 @@ let sharedTestEngine = HTTPEngine()
         // 10 a second with a burst of 10: the limiter sends at most 10 + 10·w requests in any
         // window of w seconds. These are arrival times at the provider, so a send delayed in
         // transit (a loaded machine, the fake's own scheduling) can land in a later window: allow
-        // up to 0.2 s of transit delay, 2 more requests. Without the limiter the 40 would arrive
-        // within a fraction of a second.
-        let transitAllowance = 0.2
+        // up to 0.3 s of transit delay, 3 more requests (0.2 s was once exceeded by one request
+        // while the whole suite ran on 2 cores). Without the limiter the 40 would arrive within a
+        // fraction of a second, far above any of these bounds.
+        let transitAllowance = 0.3
         for window in [0.5, 1.0, 2.0] {
             let bound = Int((10 + 10 * (window + transitAllowance)).rounded(.down))
             for (i, t) in starts.enumerated() {
