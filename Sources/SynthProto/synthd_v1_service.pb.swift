@@ -27,6 +27,58 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// A job's state. `Job.state` is the one to read; `Job.status` holds the same state as a lower-case
+/// string (queued, running, ...) for clients written before the enum existed.
+public nonisolated enum PBJobState: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case queued // = 1
+  case running // = 2
+  case succeeded // = 3
+  case failed // = 4
+  case cancelled // = 5
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .queued
+    case 2: self = .running
+    case 3: self = .succeeded
+    case 4: self = .failed
+    case 5: self = .cancelled
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .queued: return 1
+    case .running: return 2
+    case .succeeded: return 3
+    case .failed: return 4
+    case .cancelled: return 5
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [PBJobState] = [
+    .unspecified,
+    .queued,
+    .running,
+    .succeeded,
+    .failed,
+    .cancelled,
+  ]
+
+}
+
 public nonisolated struct PBGenerateRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -270,6 +322,26 @@ public nonisolated struct PBCostEstimate: Sendable {
   public init() {}
 }
 
+/// Why a job is where it is, beyond its state: a stable code for programs and a sentence for
+/// people. Empty when there is nothing to add. The codes so far:
+///   PAUSED_STORAGE_FULL   running, but waiting for room in the server's storage; it goes on by itself
+///   FAILED                failed; the sentence says why (the same text as Job.error)
+/// Later sub-states (a queued job's place, waiting for a provider batch, ended short of its count)
+/// are codes of this same field.
+public nonisolated struct PBJobDetail: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var code: String = String()
+
+  public var message: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct PBJob: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -280,7 +352,7 @@ public nonisolated struct PBJob: @unchecked Sendable {
     set {_uniqueStorage()._jobID = newValue}
   }
 
-  /// queued | running | succeeded | failed | cancelled
+  /// queued | running | succeeded | failed | cancelled (see `state`)
   public var status: String {
     get {_storage._status}
     set {_uniqueStorage()._status = newValue}
@@ -366,6 +438,20 @@ public nonisolated struct PBJob: @unchecked Sendable {
     get {_storage._costUsd}
     set {_uniqueStorage()._costUsd = newValue}
   }
+
+  public var state: PBJobState {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
+
+  public var detail: PBJobDetail {
+    get {_storage._detail ?? PBJobDetail()}
+    set {_uniqueStorage()._detail = newValue}
+  }
+  /// Returns true if `detail` has been explicitly set.
+  public var hasDetail: Bool {_storage._detail != nil}
+  /// Clears the value of `detail`. Subsequent reads from it will return its default value.
+  public mutating func clearDetail() {_uniqueStorage()._detail = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1107,6 +1193,10 @@ public nonisolated struct PBRevokeApiKeyResponse: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "synthd.v1"
 
+nonisolated extension PBJobState: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0JOB_STATE_UNSPECIFIED\0\u{1}JOB_STATE_QUEUED\0\u{1}JOB_STATE_RUNNING\0\u{1}JOB_STATE_SUCCEEDED\0\u{1}JOB_STATE_FAILED\0\u{1}JOB_STATE_CANCELLED\0")
+}
+
 nonisolated extension PBGenerateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GenerateRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}request\0\u{3}domain_confirmed\0\u{3}idempotency_key\0")
@@ -1592,9 +1682,44 @@ nonisolated extension PBCostEstimate: SwiftProtobuf.Message, SwiftProtobuf._Mess
   }
 }
 
+nonisolated extension PBJobDetail: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".JobDetail"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 1)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBJobDetail, rhs: PBJobDetail) -> Bool {
+    if lhs.code != rhs.code {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension PBJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}status\0\u{1}schema\0\u{1}domain\0\u{1}tier\0\u{1}count\0\u{1}accepted\0\u{1}rejected\0\u{1}generated\0\u{3}last_seq\0\u{3}created_at\0\u{3}started_at\0\u{3}finished_at\0\u{1}error\0\u{1}grade\0\u{1}usage\0\u{3}cost_usd\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}status\0\u{1}schema\0\u{1}domain\0\u{1}tier\0\u{1}count\0\u{1}accepted\0\u{1}rejected\0\u{1}generated\0\u{3}last_seq\0\u{3}created_at\0\u{3}started_at\0\u{3}finished_at\0\u{1}error\0\u{1}grade\0\u{1}usage\0\u{3}cost_usd\0\u{1}state\0\u{1}detail\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -1614,6 +1739,8 @@ nonisolated extension PBJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
     var _grade: String = String()
     var _usage: PBUsage? = nil
     var _costUsd: Double = 0
+    var _state: PBJobState = .unspecified
+    var _detail: PBJobDetail? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1641,6 +1768,8 @@ nonisolated extension PBJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
       _grade = source._grade
       _usage = source._usage
       _costUsd = source._costUsd
+      _state = source._state
+      _detail = source._detail
     }
   }
 
@@ -1676,6 +1805,8 @@ nonisolated extension PBJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._grade) }()
         case 16: try { try decoder.decodeSingularMessageField(value: &_storage._usage) }()
         case 17: try { try decoder.decodeSingularDoubleField(value: &_storage._costUsd) }()
+        case 18: try { try decoder.decodeSingularEnumField(value: &_storage._state) }()
+        case 19: try { try decoder.decodeSingularMessageField(value: &_storage._detail) }()
         default: break
         }
       }
@@ -1739,6 +1870,12 @@ nonisolated extension PBJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
       if _storage._costUsd.bitPattern != 0 {
         try visitor.visitSingularDoubleField(value: _storage._costUsd, fieldNumber: 17)
       }
+      if _storage._state != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._state, fieldNumber: 18)
+      }
+      try { if let v = _storage._detail {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1765,6 +1902,8 @@ nonisolated extension PBJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplem
         if _storage._grade != rhs_storage._grade {return false}
         if _storage._usage != rhs_storage._usage {return false}
         if _storage._costUsd != rhs_storage._costUsd {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._detail != rhs_storage._detail {return false}
         return true
       }
       if !storagesAreEqual {return false}

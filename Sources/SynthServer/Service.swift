@@ -149,13 +149,23 @@ final class Service: Sendable {
         // No job id is this long (and LMDB keys are at most 511 bytes).
         guard id.utf8.count <= 128 else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
         guard var job = try store.job(id: id, org: ctx.org) else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
-        showPause(&job.job)
+        present(&job.job)
         return job
     }
 
-    /// A running job paused by a full store says so in its `error`, until it goes on.
-    func showPause(_ job: inout PBJob) {
-        if job.status == JobStatus.running.rawValue, let why = engine.pauseReason(jobID: job.jobID) { job.error = why }
+    /// The job as clients see it: its state as the enum as well as the string, and its detail
+    /// (a running job paused by a full store, a failed job's reason).
+    func present(_ job: inout PBJob) {
+        let status = JobStatus(rawValue: job.status)
+        job.state = status?.state ?? .unspecified
+        job.clearDetail()
+        if status == .running, let why = engine.pauseReason(jobID: job.jobID) {
+            job.detail.code = "PAUSED_STORAGE_FULL"
+            job.detail.message = why
+        } else if status == .failed, !job.error.isEmpty {
+            job.detail.code = "FAILED"
+            job.detail.message = job.error
+        }
     }
 
     /// The validated, effective request and its plan.
@@ -277,12 +287,14 @@ final class Service: Sendable {
             // A repeat of an earlier Generate with the same idempotency key and body.
             var out = PBGenerateResponse()
             out.job = stored.job
+            present(&out.job)
             return out
         }
         logger.info("job created", metadata: ["job": "\(job.job.jobID)", "org": "\(ctx.org)", "count": "\(effective.count)"])
         engine.start(jobID: job.job.jobID)
         var out = PBGenerateResponse()
         out.job = job.job
+        present(&out.job)
         return out
     }
 
@@ -313,7 +325,7 @@ final class Service: Sendable {
                                       limit: req.limit == 0 ? 50 : Int(req.limit), pageToken: req.pageToken)
         var out = PBListJobsResponse()
         out.jobs = page.jobs.map(\.job)
-        for i in out.jobs.indices { showPause(&out.jobs[i]) }
+        for i in out.jobs.indices { present(&out.jobs[i]) }
         out.nextPageToken = page.next
         return out
     }
@@ -325,6 +337,7 @@ final class Service: Sendable {
         }
         var out = PBCancelJobResponse()
         out.job = try engine.cancel(jobID: req.jobID).job
+        present(&out.job)
         return out
     }
 

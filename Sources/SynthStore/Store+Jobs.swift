@@ -7,6 +7,17 @@ public enum JobStatus: String, Sendable, CaseIterable {
     case queued, running, succeeded, failed, cancelled
 
     public var isTerminal: Bool { self == .succeeded || self == .failed || self == .cancelled }
+
+    /// The protocol's enum for this state.
+    public var state: PBJobState {
+        switch self {
+        case .queued: .queued
+        case .running: .running
+        case .succeeded: .succeeded
+        case .failed: .failed
+        case .cancelled: .cancelled
+        }
+    }
 }
 
 extension Store {

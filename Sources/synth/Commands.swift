@@ -115,6 +115,7 @@ enum Describe {
             ["cost", Output.money(j.costUsd)],
         ]
         if !j.grade.isEmpty { rows.append(["grade", j.grade]) }
+        if j.hasDetail, j.detail.code != "FAILED" { rows.append(["detail", "\(j.detail.code): \(j.detail.message)"]) }
         if !j.error.isEmpty { rows.append(["error", j.error]) }
         print(Output.table(["field", "value"], rows))
     }

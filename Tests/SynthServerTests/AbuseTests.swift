@@ -249,4 +249,24 @@ import SynthWire
             await raw.close()
         }
     }
+
+    /// Job.state carries what Job.status says, in every answer that holds a job.
+    @Test func theJobStateEnumMatchesTheStatusEverywhere() async throws {
+        try await withHarness(fakeArgs: ["--latency-ms", "50"]) { h in
+            let client = try await h.client(try h.org("acme"))
+            let first = try await h.generate(client, count: 3)
+            #expect(first.state == .queued && first.status == "queued")
+            let done = try await h.waitForEnd(client, first.jobID)
+            #expect(done.state == .succeeded && !done.hasDetail)
+            let long = try await h.generate(client, count: 5000)
+            let cancelled = try await client.unary("CancelJob", PBCancelJobRequest.with { $0.jobID = long.jobID }, as: PBCancelJobResponse.self).job
+            #expect(cancelled.state == .cancelled)
+            let states: [String: PBJobState] = ["queued": .queued, "running": .running, "succeeded": .succeeded, "failed": .failed,
+                                                "cancelled": .cancelled]
+            for j in try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs {
+                #expect(states[j.status] == j.state, "\(j.status) \(j.state)")
+            }
+            await client.close()
+        }
+    }
 }

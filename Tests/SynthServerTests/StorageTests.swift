@@ -64,7 +64,7 @@ import SynthStore
                 let paused = try await withTimeout(60, "the job to pause") {
                     while true {
                         let j = try await client.unary("GetJob", PBGetJobRequest.with { $0.jobID = job.jobID }, as: PBGetJobResponse.self).job
-                        if j.error.contains("paused") { return j }
+                        if j.detail.code == "PAUSED_STORAGE_FULL" { return j }
                         if j.status != "running", j.status != "queued" {
                             Issue.record("the job ended instead of pausing: \(j.status): \(j.error)")
                             return j
@@ -72,9 +72,10 @@ import SynthStore
                         try await Task.sleep(for: .milliseconds(50))
                     }
                 }
-                #expect(paused.status == "running")
+                #expect(paused.status == "running" && paused.state == .running)
                 #expect(paused.accepted < 2000)
-                #expect(paused.error.contains("storage is full"), "\(paused.error)")
+                #expect(paused.detail.message.contains("storage is full"), "\(paused.detail.message)")
+                #expect(paused.error.isEmpty)
                 let health = try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self)
                 #expect(health.status == "degraded")
                 let store = try #require(health.components.first { $0.name == "store" })
@@ -92,7 +93,7 @@ import SynthStore
                 let final = try await h.waitForEnd(client, job.jobID, seconds: 90)
                 #expect(final.status == "succeeded", "\(final.error)")
                 #expect(final.accepted == 2000)
-                #expect(final.error.isEmpty)
+                #expect(final.error.isEmpty && final.state == .succeeded && !final.hasDetail)
                 let records = try h.store.records(jobID: job.jobID, after: 0, limit: 5000)
                 #expect(records.map(\.seq) == Array(1...2000))
                 #expect(Set(records.map(\.json)).count == 2000)

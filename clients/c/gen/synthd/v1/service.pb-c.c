@@ -463,6 +463,51 @@ void   synthd__v1__cost_estimate__free_unpacked
   assert(message->base.descriptor == &synthd__v1__cost_estimate__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   synthd__v1__job_detail__init
+                     (Synthd__V1__JobDetail         *message)
+{
+  static const Synthd__V1__JobDetail init_value = SYNTHD__V1__JOB_DETAIL__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__job_detail__get_packed_size
+                     (const Synthd__V1__JobDetail *message)
+{
+  assert(message->base.descriptor == &synthd__v1__job_detail__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__job_detail__pack
+                     (const Synthd__V1__JobDetail *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__job_detail__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__job_detail__pack_to_buffer
+                     (const Synthd__V1__JobDetail *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__job_detail__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__JobDetail *
+       synthd__v1__job_detail__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__JobDetail *)
+     protobuf_c_message_unpack (&synthd__v1__job_detail__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__job_detail__free_unpacked
+                     (Synthd__V1__JobDetail *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__job_detail__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   synthd__v1__job__init
                      (Synthd__V1__Job         *message)
 {
@@ -2818,7 +2863,58 @@ const ProtobufCMessageDescriptor synthd__v1__cost_estimate__descriptor =
   (ProtobufCMessageInit) synthd__v1__cost_estimate__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__job__field_descriptors[17] =
+static const ProtobufCFieldDescriptor synthd__v1__job_detail__field_descriptors[2] =
+{
+  {
+    "code",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__JobDetail, code),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__JobDetail, message),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__job_detail__field_indices_by_name[] = {
+  0,   /* field[0] = code */
+  1,   /* field[1] = message */
+};
+static const ProtobufCIntRange synthd__v1__job_detail__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor synthd__v1__job_detail__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.JobDetail",
+  "JobDetail",
+  "Synthd__V1__JobDetail",
+  "synthd.v1",
+  sizeof(Synthd__V1__JobDetail),
+  2,
+  synthd__v1__job_detail__field_descriptors,
+  synthd__v1__job_detail__field_indices_by_name,
+  1,  synthd__v1__job_detail__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__job_detail__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__job__field_descriptors[19] =
 {
   {
     "job_id",
@@ -3024,12 +3120,37 @@ static const ProtobufCFieldDescriptor synthd__v1__job__field_descriptors[17] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "state",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__Job, state),
+    &synthd__v1__job_state__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "detail",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__Job, detail),
+    &synthd__v1__job_detail__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__job__field_indices_by_name[] = {
   6,   /* field[6] = accepted */
   16,   /* field[16] = cost_usd */
   5,   /* field[5] = count */
   10,   /* field[10] = created_at */
+  18,   /* field[18] = detail */
   3,   /* field[3] = domain */
   13,   /* field[13] = error */
   12,   /* field[12] = finished_at */
@@ -3040,6 +3161,7 @@ static const unsigned synthd__v1__job__field_indices_by_name[] = {
   7,   /* field[7] = rejected */
   2,   /* field[2] = schema */
   11,   /* field[11] = started_at */
+  17,   /* field[17] = state */
   1,   /* field[1] = status */
   4,   /* field[4] = tier */
   15,   /* field[15] = usage */
@@ -3047,7 +3169,7 @@ static const unsigned synthd__v1__job__field_indices_by_name[] = {
 static const ProtobufCIntRange synthd__v1__job__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 17 }
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor synthd__v1__job__descriptor =
 {
@@ -3057,7 +3179,7 @@ const ProtobufCMessageDescriptor synthd__v1__job__descriptor =
   "Synthd__V1__Job",
   "synthd.v1",
   sizeof(Synthd__V1__Job),
-  17,
+  19,
   synthd__v1__job__field_descriptors,
   synthd__v1__job__field_indices_by_name,
   1,  synthd__v1__job__number_ranges,
@@ -5383,4 +5505,40 @@ const ProtobufCMessageDescriptor synthd__v1__revoke_api_key_response__descriptor
   1,  synthd__v1__revoke_api_key_response__number_ranges,
   (ProtobufCMessageInit) synthd__v1__revoke_api_key_response__init,
   NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue synthd__v1__job_state__enum_values_by_number[6] =
+{
+  { "JOB_STATE_UNSPECIFIED", "SYNTHD__V1__JOB_STATE__JOB_STATE_UNSPECIFIED", 0 },
+  { "JOB_STATE_QUEUED", "SYNTHD__V1__JOB_STATE__JOB_STATE_QUEUED", 1 },
+  { "JOB_STATE_RUNNING", "SYNTHD__V1__JOB_STATE__JOB_STATE_RUNNING", 2 },
+  { "JOB_STATE_SUCCEEDED", "SYNTHD__V1__JOB_STATE__JOB_STATE_SUCCEEDED", 3 },
+  { "JOB_STATE_FAILED", "SYNTHD__V1__JOB_STATE__JOB_STATE_FAILED", 4 },
+  { "JOB_STATE_CANCELLED", "SYNTHD__V1__JOB_STATE__JOB_STATE_CANCELLED", 5 },
+};
+static const ProtobufCIntRange synthd__v1__job_state__value_ranges[] = {
+{0, 0},{0, 6}
+};
+static const ProtobufCEnumValueIndex synthd__v1__job_state__enum_values_by_name[6] =
+{
+  { "JOB_STATE_CANCELLED", 5 },
+  { "JOB_STATE_FAILED", 4 },
+  { "JOB_STATE_QUEUED", 1 },
+  { "JOB_STATE_RUNNING", 2 },
+  { "JOB_STATE_SUCCEEDED", 3 },
+  { "JOB_STATE_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor synthd__v1__job_state__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "synthd.v1.JobState",
+  "JobState",
+  "Synthd__V1__JobState",
+  "synthd.v1",
+  6,
+  synthd__v1__job_state__enum_values_by_number,
+  6,
+  synthd__v1__job_state__enum_values_by_name,
+  1,
+  synthd__v1__job_state__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

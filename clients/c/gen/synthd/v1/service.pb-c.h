@@ -28,6 +28,7 @@ typedef struct Synthd__V1__PlanCell__CoverageEntry Synthd__V1__PlanCell__Coverag
 typedef struct Synthd__V1__TechniqueCount Synthd__V1__TechniqueCount;
 typedef struct Synthd__V1__SplitCount Synthd__V1__SplitCount;
 typedef struct Synthd__V1__CostEstimate Synthd__V1__CostEstimate;
+typedef struct Synthd__V1__JobDetail Synthd__V1__JobDetail;
 typedef struct Synthd__V1__Job Synthd__V1__Job;
 typedef struct Synthd__V1__Usage Synthd__V1__Usage;
 typedef struct Synthd__V1__StageUsage Synthd__V1__StageUsage;
@@ -71,6 +72,19 @@ typedef struct Synthd__V1__RevokeApiKeyResponse Synthd__V1__RevokeApiKeyResponse
 
 /* --- enums --- */
 
+/*
+ * A job's state. `Job.state` is the one to read; `Job.status` holds the same state as a lower-case
+ * string (queued, running, ...) for clients written before the enum existed.
+ */
+typedef enum _Synthd__V1__JobState {
+  SYNTHD__V1__JOB_STATE__JOB_STATE_UNSPECIFIED = 0,
+  SYNTHD__V1__JOB_STATE__JOB_STATE_QUEUED = 1,
+  SYNTHD__V1__JOB_STATE__JOB_STATE_RUNNING = 2,
+  SYNTHD__V1__JOB_STATE__JOB_STATE_SUCCEEDED = 3,
+  SYNTHD__V1__JOB_STATE__JOB_STATE_FAILED = 4,
+  SYNTHD__V1__JOB_STATE__JOB_STATE_CANCELLED = 5
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SYNTHD__V1__JOB_STATE)
+} Synthd__V1__JobState;
 
 /* --- messages --- */
 
@@ -232,12 +246,31 @@ struct  Synthd__V1__CostEstimate
     , 0, 0, 0, 0, 0, 0 }
 
 
+/*
+ * Why a job is where it is, beyond its state: a stable code for programs and a sentence for
+ * people. Empty when there is nothing to add. The codes so far:
+ *   PAUSED_STORAGE_FULL   running, but waiting for room in the server's storage; it goes on by itself
+ *   FAILED                failed; the sentence says why (the same text as Job.error)
+ * Later sub-states (a queued job's place, waiting for a provider batch, ended short of its count)
+ * are codes of this same field.
+ */
+struct  Synthd__V1__JobDetail
+{
+  ProtobufCMessage base;
+  char *code;
+  char *message;
+};
+#define SYNTHD__V1__JOB_DETAIL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__job_detail__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
 struct  Synthd__V1__Job
 {
   ProtobufCMessage base;
   char *job_id;
   /*
-   * queued | running | succeeded | failed | cancelled
+   * queued | running | succeeded | failed | cancelled (see `state`)
    */
   char *status;
   char *schema;
@@ -261,10 +294,12 @@ struct  Synthd__V1__Job
    * billed: accepted records at the price table
    */
   double cost_usd;
+  Synthd__V1__JobState state;
+  Synthd__V1__JobDetail *detail;
 };
 #define SYNTHD__V1__JOB__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__job__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0, SYNTHD__V1__JOB_STATE__JOB_STATE_UNSPECIFIED, NULL }
 
 
 struct  Synthd__V1__Usage
@@ -1037,6 +1072,25 @@ Synthd__V1__CostEstimate *
 void   synthd__v1__cost_estimate__free_unpacked
                      (Synthd__V1__CostEstimate *message,
                       ProtobufCAllocator *allocator);
+/* Synthd__V1__JobDetail methods */
+void   synthd__v1__job_detail__init
+                     (Synthd__V1__JobDetail         *message);
+size_t synthd__v1__job_detail__get_packed_size
+                     (const Synthd__V1__JobDetail   *message);
+size_t synthd__v1__job_detail__pack
+                     (const Synthd__V1__JobDetail   *message,
+                      uint8_t             *out);
+size_t synthd__v1__job_detail__pack_to_buffer
+                     (const Synthd__V1__JobDetail   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__JobDetail *
+       synthd__v1__job_detail__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__job_detail__free_unpacked
+                     (Synthd__V1__JobDetail *message,
+                      ProtobufCAllocator *allocator);
 /* Synthd__V1__Job methods */
 void   synthd__v1__job__init
                      (Synthd__V1__Job         *message);
@@ -1749,6 +1803,9 @@ typedef void (*Synthd__V1__SplitCount_Closure)
 typedef void (*Synthd__V1__CostEstimate_Closure)
                  (const Synthd__V1__CostEstimate *message,
                   void *closure_data);
+typedef void (*Synthd__V1__JobDetail_Closure)
+                 (const Synthd__V1__JobDetail *message,
+                  void *closure_data);
 typedef void (*Synthd__V1__Job_Closure)
                  (const Synthd__V1__Job *message,
                   void *closure_data);
@@ -1872,6 +1929,7 @@ typedef void (*Synthd__V1__RevokeApiKeyResponse_Closure)
 
 /* --- descriptors --- */
 
+extern const ProtobufCEnumDescriptor    synthd__v1__job_state__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__generate_request__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__generate_response__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__plan_request__descriptor;
@@ -1883,6 +1941,7 @@ extern const ProtobufCMessageDescriptor synthd__v1__plan_cell__coverage_entry__d
 extern const ProtobufCMessageDescriptor synthd__v1__technique_count__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__split_count__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__cost_estimate__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__job_detail__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__job__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__usage__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stage_usage__descriptor;
