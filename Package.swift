@@ -21,6 +21,8 @@ let package = Package(
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "SynthProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        // The method table: each RPC's name, kind, scope and types, for the server and the clients alike.
+        .target(name: "SynthAPI", dependencies: ["SynthProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // Optimised in debug builds too: the spell check's index is built from 100,000 words at start.
         .target(name: "SynthSpec", dependencies: ["SynthProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
@@ -40,13 +42,13 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ], resources: [.copy("Prompts")]),
         .target(name: "SynthServer", dependencies: [
-            "SynthWire", "SynthSpec", "SynthStore", "SynthEngine", "SynthProto",
+            "SynthAPI", "SynthWire", "SynthSpec", "SynthStore", "SynthEngine", "SynthProto",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "SynthClient", dependencies: [
-            "SynthWire", "SynthProto", "SynthSpec",
+            "SynthAPI", "SynthWire", "SynthProto", "SynthSpec",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
@@ -58,7 +60,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "synth", dependencies: [
-            "SynthClient", "SynthSpec", "SynthProto",
+            "SynthAPI", "SynthClient", "SynthSpec", "SynthProto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "SynthWireTests", dependencies: [
@@ -74,7 +76,7 @@ let package = Package(
         .testTarget(name: "SynthQualityTests", dependencies: ["SynthQuality", "CSketch"]),
         .testTarget(name: "SynthStoreTests", dependencies: ["SynthStore", "SynthProto"]),
         .testTarget(name: "SynthServerTests", dependencies: [
-            "SynthServer", "SynthClient", "SynthStore", "SynthEngine", "SynthProto", "SynthWire", "SynthSpec", "SynthLLM", "SynthQuality",
+            "SynthAPI", "SynthServer", "SynthClient", "SynthStore", "SynthEngine", "SynthProto", "SynthWire", "SynthSpec", "SynthLLM", "SynthQuality",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import SwiftProtobuf
+import SynthAPI
 import SynthProto
 import SynthWire
 
@@ -183,19 +184,34 @@ public final class SynthClient: @unchecked Sendable {
     }
 
     /// A unary call: exactly one response message.
-    public func unary<Response: SwiftProtobuf.Message>(_ method: String, _ request: some SwiftProtobuf.Message,
-                                                       as: Response.Type = Response.self, timeout: Duration? = nil) async throws -> Response {
+    public func unary<Request, Response>(_ method: Method<Request, Response>, _ request: Request,
+                                         timeout: Duration? = nil) async throws -> Response {
         var result: Response?
-        for try await data in call(method, request: request, timeout: timeout) {
+        for try await data in call(method.info.name, request: request, timeout: timeout) {
             result = try Response(serializedBytes: data)
         }
-        guard let result else { throw ClientError(.internal, "\(method) ended without a response") }
+        guard let result else { throw ClientError(.internal, "\(method.info.name) ended without a response") }
         return result
     }
 
     /// A server-streaming call, decoded.
-    public func stream<Response: SwiftProtobuf.Message>(_ method: String, _ request: some SwiftProtobuf.Message,
-                                                        as: Response.Type = Response.self, timeout: Duration? = nil) -> AsyncThrowingMapSequence<AsyncThrowingStream<Data, Error>, Response> {
-        call(method, request: request, timeout: timeout).map { try Response(serializedBytes: $0) }
+    public func stream<Request, Response>(_ method: Method<Request, Response>, _ request: Request,
+                                          timeout: Duration? = nil) -> AsyncThrowingMapSequence<AsyncThrowingStream<Data, Error>, Response> {
+        call(method.info.name, request: request, timeout: timeout).map { try Response(serializedBytes: $0) }
+    }
+
+    /// One job.
+    public func getJob(_ id: String, timeout: Duration? = nil) async throws -> PBJob {
+        try await unary(Methods.getJob, PBGetJobRequest.with { $0.jobID = id }, timeout: timeout).job
+    }
+
+    /// Cancels a job; returns it as it stands after the cancel.
+    public func cancelJob(_ id: String, timeout: Duration? = nil) async throws -> PBJob {
+        try await unary(Methods.cancelJob, PBCancelJobRequest.with { $0.jobID = id }, timeout: timeout).job
+    }
+
+    /// The server's state (no key needed).
+    public func health(timeout: Duration? = nil) async throws -> PBHealthResponse {
+        try await unary(Methods.health, PBHealthRequest(), timeout: timeout)
     }
 }

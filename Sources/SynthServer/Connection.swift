@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import SynthAPI
 import SynthProto
 import SynthWire
 
@@ -81,8 +82,8 @@ struct Connection {
                 return
             }
             let service = server.service
-            let method = Service.Method(rawValue: open.method)
-            if method?.priority == .low { state.streamed = true }
+            let method = Methods.named(open.method)
+            if method?.kind == .serverStreaming { state.streamed = true }
             group.addTask(priority: method?.priority) {
                 let status = await Self.runCall(open, id: id, control: control, service: service, writer: writer, connection: state)
                 state.close(id)

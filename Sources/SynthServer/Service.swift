@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import SwiftProtobuf
+import SynthAPI
 import SynthEngine
 import SynthProto
 import SynthSpec
@@ -15,8 +16,6 @@ final class Service: Sendable {
     let validator: Validator
     let config: ServerConfig
     let logger: Logger
-
-    static let publicMethods: Set<String> = ["Health", "GetPricing"]
 
     let limiter: OrgRateLimiter?
     private let stopping = Atomic<Bool>(false)
@@ -40,11 +39,11 @@ final class Service: Sendable {
 
     /// Runs one call. `authenticated` is told when the call's key proves valid.
     func handle(_ open: PBCallOpen, callID: UInt64, writer: FrameWriter, authenticated: @Sendable () -> Void = {}) async throws {
-        guard let method = Method(rawValue: open.method) else {
+        guard let method = Methods.named(open.method) else {
             throw RPCError(.unimplemented, "unknown method \(String(open.method.prefix(64)).debugDescription)")
         }
         var org = "", keyID = ""
-        if !Self.publicMethods.contains(open.method) {
+        if method.scope != .open {
             (org, keyID) = try authenticate(open.apiKey)
             authenticated()
             if let wait = limiter?.admit(org) {
@@ -54,60 +53,44 @@ final class Service: Sendable {
                 throw e
             }
         }
-        let ctx = CallContext(callID: callID, method: open.method, org: org, keyID: keyID, writer: writer)
+        let ctx = CallContext(callID: callID, method: method.name, org: org, keyID: keyID, writer: writer)
         let body = open.request
         // Refused before it is decoded: a request larger than any valid one would only cost memory.
         let most = method.largestRequest
         guard body.count <= most else {
-            throw RPCError(.invalidArgument, "the \(open.method) request is \(body.count) bytes; no valid one is larger than \(most) bytes",
+            throw RPCError(.invalidArgument, "the \(method.name) request is \(body.count) bytes; no valid one is larger than \(most) bytes",
                            errorCode: "REQUEST_TOO_LARGE")
         }
-        if method == .generate || method == .plan {
+        if method == Methods.generate.info || method == Methods.plan.info {
             // Lists of hundreds of thousands of empty items are refused before they are decoded.
             try RequestPrescan.check(generateOrPlan: Array(body))
         }
         switch method {
-        case .generate: try await ctx.send(await generate(try decode(body), ctx))
-        case .plan: try await ctx.send(await plan(try decode(body), ctx))
-        case .getJob: try await ctx.send(getJob(try decode(body), ctx))
-        case .listJobs: try await ctx.send(listJobs(try decode(body), ctx))
-        case .cancelJob: try await ctx.send(cancelJob(try decode(body), ctx))
-        case .watchJob: try await watchJob(try decode(body), ctx)
-        case .fetchSplits: try await fetchSplits(try decode(body), ctx)
-        case .getQualityReport: try await ctx.send(qualityReport(try decode(body), ctx))
-        case .getManifest: try await ctx.send(manifest(try decode(body), ctx))
-        case .getPricing: let _: PBGetPricingRequest = try decode(body); try await ctx.send(pricing())
-        case .health: let _: PBHealthRequest = try decode(body); try await ctx.send(health())
-        case .createApiKey: try await ctx.send(createKey(try decode(body), ctx))
-        case .listApiKeys: let _: PBListApiKeysRequest = try decode(body); try await ctx.send(listKeys(ctx))
-        case .revokeApiKey: try await ctx.send(revokeKey(try decode(body), ctx))
+        case Methods.generate.info: try await unary(Methods.generate, body, ctx) { try await self.generate($0, ctx) }
+        case Methods.plan.info: try await unary(Methods.plan, body, ctx) { try await self.plan($0, ctx) }
+        case Methods.getJob.info: try await unary(Methods.getJob, body, ctx) { try self.getJob($0, ctx) }
+        case Methods.listJobs.info: try await unary(Methods.listJobs, body, ctx) { try self.listJobs($0, ctx) }
+        case Methods.cancelJob.info: try await unary(Methods.cancelJob, body, ctx) { try self.cancelJob($0, ctx) }
+        case Methods.watchJob.info: try await watchJob(try decode(body), ctx)
+        case Methods.fetchSplits.info: try await fetchSplits(try decode(body), ctx)
+        case Methods.getQualityReport.info: try await unary(Methods.getQualityReport, body, ctx) { try self.qualityReport($0, ctx) }
+        case Methods.getManifest.info: try await unary(Methods.getManifest, body, ctx) { try self.manifest($0, ctx) }
+        case Methods.getPricing.info: try await unary(Methods.getPricing, body, ctx) { _ in self.pricing() }
+        case Methods.health.info: try await unary(Methods.health, body, ctx) { _ in self.health() }
+        case Methods.createApiKey.info: try await unary(Methods.createApiKey, body, ctx) { try self.createKey($0, ctx) }
+        case Methods.listApiKeys.info: try await unary(Methods.listApiKeys, body, ctx) { _ in try self.listKeys(ctx) }
+        case Methods.revokeApiKey.info: try await unary(Methods.revokeApiKey, body, ctx) { try self.revokeKey($0, ctx) }
+        default:
+            // Every method of the table has a case above; a test calls each one.
+            throw RPCError(.unimplemented, "\(method.name) has no handler")
         }
     }
 
-    enum Method: String {
-        case generate = "Generate", plan = "Plan", getJob = "GetJob", listJobs = "ListJobs", cancelJob = "CancelJob"
-        case watchJob = "WatchJob", fetchSplits = "FetchSplits", getQualityReport = "GetQualityReport"
-        case getManifest = "GetManifest", getPricing = "GetPricing", health = "Health"
-        case createApiKey = "CreateApiKey", listApiKeys = "ListApiKeys", revokeApiKey = "RevokeApiKey"
-
-        /// What a call of the method runs at: the public probes first, so that Health answers
-        /// promptly however many streams are busy; the streams last, behind every short call.
-        var priority: TaskPriority {
-            switch self {
-            case .health, .getPricing: .high
-            case .watchJob, .fetchSplits: .low
-            default: .medium
-            }
-        }
-
-        /// The largest request body the method can validly take.
-        var largestRequest: Int {
-            switch self {
-            case .generate, .plan: RequestLimits.largestGenerateRequestBytes
-            // Ids, a page token, a status, a key name: a few hundred bytes at most.
-            default: 8192
-            }
-        }
+    /// Decodes a unary call's request as the method's type, runs `body`, and sends its answer.
+    func unary<Request, Response>(_ method: Method<Request, Response>, _ bytes: Data, _ ctx: CallContext,
+                                  _ body: (Request) async throws -> Response) async throws {
+        let request: Request = try decode(bytes)
+        try await ctx.send(await body(request))
     }
 
     func decode<M: SwiftProtobuf.Message>(_ bytes: Data) throws -> M {
@@ -460,4 +443,19 @@ final class Service: Sendable {
 
 public enum SynthVersion {
     public static let current = "0.1.0"
+}
+
+extension MethodInfo {
+    /// What a call of the method runs at: the public probes first, so that Health answers
+    /// promptly however many streams are busy; the streams last, behind every short call.
+    var priority: TaskPriority {
+        if scope == .open { return .high }
+        return kind == .serverStreaming ? .low : .medium
+    }
+
+    /// The largest request body the method can validly take.
+    var largestRequest: Int {
+        // Ids, a page token, a status, a key name: a few hundred bytes at most.
+        self == Methods.generate.info || self == Methods.plan.info ? RequestLimits.largestGenerateRequestBytes : 8192
+    }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SynthAPI
 import SynthClient
 import SynthProto
 import SynthSpec
@@ -19,7 +20,7 @@ struct Generate: AsyncParsableCommand {
             req.request = try request.build()
             req.domainConfirmed = confirmDomain
             req.idempotencyKey = idempotencyKey ?? ""
-            let resp = try await client.unary("Generate", req, as: PBGenerateResponse.self, timeout: common.deadline)
+            let resp = try await client.unary(Methods.generate, req, timeout: common.deadline)
             if common.json, !(watch || out != nil) {
                 print(Output.json(resp.job))
             } else {
@@ -46,7 +47,7 @@ struct PlanCommand: AsyncParsableCommand {
             var req = PBPlanRequest()
             req.request = try request.build()
             req.domainConfirmed = confirmDomain
-            let resp = try await client.unary("Plan", req, as: PBPlanResponse.self, timeout: common.deadline)
+            let resp = try await client.unary(Methods.plan, req, timeout: common.deadline)
             if common.json { print(Output.json(resp)); return }
             let p = resp.plan
             print("records: \(p.count)   tier: \(p.tier.isEmpty ? "-" : p.tier)   generator: \(p.generator.provider)/\(p.generator.model)   critic: \(p.critic.provider)/\(p.critic.model)")
@@ -79,7 +80,7 @@ struct Jobs: AsyncParsableCommand {
         req.limit = limit
         req.pageToken = pageToken ?? ""
         try await common.run { client in
-            let resp = try await client.unary("ListJobs", req, as: PBListJobsResponse.self, timeout: common.deadline)
+            let resp = try await client.unary(Methods.listJobs, req, timeout: common.deadline)
             if common.json { print(Output.json(resp)); return }
             print(Output.table(["job", "status", "schema", "accepted", "count", "created", "domain"], resp.jobs.map {
                 [$0.jobID, $0.status, $0.schema, "\($0.accepted)", "\($0.count)", $0.createdAt, String($0.domain.prefix(40))]
@@ -98,7 +99,7 @@ struct JobCommand: AsyncParsableCommand {
         var req = PBGetJobRequest()
         req.jobID = id
         try await common.run { client in
-            let job = try await client.unary("GetJob", req, as: PBGetJobResponse.self, timeout: common.deadline).job
+            let job = try await client.unary(Methods.getJob, req, timeout: common.deadline).job
             if common.json { print(Output.json(job)); return }
             Describe.job(job)
         }
@@ -181,7 +182,7 @@ struct SplitsCommand: AsyncParsableCommand {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             var current: FileHandle?
             var written: [(String, Int64, String)] = []
-            for try await item in client.stream("FetchSplits", req, as: PBFetchSplitsResponse.self) {
+            for try await item in client.stream(Methods.fetchSplits, req) {
                 switch item.item {
                 case .split(let info):
                     try current?.close()
@@ -212,7 +213,7 @@ struct Report: AsyncParsableCommand {
         var req = PBGetQualityReportRequest()
         req.jobID = id
         try await common.run { client in
-            let resp = try await client.unary("GetQualityReport", req, as: PBGetQualityReportResponse.self, timeout: common.deadline)
+            let resp = try await client.unary(Methods.getQualityReport, req, timeout: common.deadline)
             if common.json { print(String(decoding: resp.json, as: UTF8.self)); return }
             let r = resp.report
             func letter(_ measure: String) -> String { r.measureGrades[measure].map { "  (\($0))" } ?? "" }
@@ -254,7 +255,7 @@ struct ManifestCommand: AsyncParsableCommand {
         var req = PBGetManifestRequest()
         req.jobID = id
         try await common.run { client in
-            let resp = try await client.unary("GetManifest", req, as: PBGetManifestResponse.self, timeout: common.deadline)
+            let resp = try await client.unary(Methods.getManifest, req, timeout: common.deadline)
             if common.json {
                 print(String(decoding: resp.json, as: UTF8.self))
             } else if let obj = try? JSONSerialization.jsonObject(with: resp.json),
@@ -274,7 +275,7 @@ struct Cancel: AsyncParsableCommand {
         var req = PBCancelJobRequest()
         req.jobID = id
         try await common.run { client in
-            let job = try await client.unary("CancelJob", req, as: PBCancelJobResponse.self, timeout: common.deadline).job
+            let job = try await client.unary(Methods.cancelJob, req, timeout: common.deadline).job
             if common.json { print(Output.json(job)); return }
             print("job \(job.jobID) \(job.status) with \(job.accepted) records kept")
         }
@@ -287,7 +288,7 @@ struct PricingCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await common.run { client in
-            let p = try await client.unary("GetPricing", PBGetPricingRequest(), as: PBGetPricingResponse.self, timeout: common.deadline)
+            let p = try await client.unary(Methods.getPricing, PBGetPricingRequest(), timeout: common.deadline)
             if common.json { print(Output.json(p)); return }
             print(Output.table(["tier", "model", "instruction/eval", "preference/conflict", "subscription"], p.tiers.map {
                 [$0.tier, "\($0.provider)/\($0.model)", Output.money($0.instructionPer1KUsd),
@@ -304,7 +305,7 @@ struct HealthCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await common.run { client in
-            let h = try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self, timeout: common.deadline)
+            let h = try await client.unary(Methods.health, PBHealthRequest(), timeout: common.deadline)
             if common.json { print(Output.json(h)); return }
             print("synthd \(h.version): \(h.status)")
             print(Output.table(["component", "status", "detail"], h.components.map { [$0.name, $0.status, $0.detail] }))
@@ -324,7 +325,7 @@ struct Keys: AsyncParsableCommand {
             var req = PBCreateApiKeyRequest()
             req.name = name
             try await common.run { client in
-                let resp = try await client.unary("CreateApiKey", req, as: PBCreateApiKeyResponse.self, timeout: common.deadline)
+                let resp = try await client.unary(Methods.createApiKey, req, timeout: common.deadline)
                 if common.json { print(Output.json(resp)); return }
                 Output.error("created \(resp.info.keyID); store the key now, it is not shown again:")
                 print(resp.key)
@@ -338,7 +339,7 @@ struct Keys: AsyncParsableCommand {
 
         func run() async throws {
             try await common.run { client in
-                let resp = try await client.unary("ListApiKeys", PBListApiKeysRequest(), as: PBListApiKeysResponse.self, timeout: common.deadline)
+                let resp = try await client.unary(Methods.listApiKeys, PBListApiKeysRequest(), timeout: common.deadline)
                 if common.json { print(Output.json(resp)); return }
                 print(Output.table(["key id", "prefix", "name", "created", "last used", "state"], resp.keys.map {
                     [$0.keyID, $0.prefix + "...", $0.name.isEmpty ? "-" : $0.name, $0.createdAt, $0.lastUsedAt.isEmpty ? "never" : $0.lastUsedAt,
@@ -357,7 +358,7 @@ struct Keys: AsyncParsableCommand {
             var req = PBRevokeApiKeyRequest()
             req.keyID = keyID
             try await common.run { client in
-                let resp = try await client.unary("RevokeApiKey", req, as: PBRevokeApiKeyResponse.self, timeout: common.deadline)
+                let resp = try await client.unary(Methods.revokeApiKey, req, timeout: common.deadline)
                 if common.json { print(Output.json(resp)); return }
                 print("revoked \(resp.key.keyID)")
             }

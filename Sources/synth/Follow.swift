@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SynthAPI
 import SynthClient
 import SynthProto
 
@@ -74,7 +75,7 @@ enum Follow {
         }
         /// One WatchJob call, to its end.
         func follow() async throws {
-            for try await event in client.stream("WatchJob", req, as: PBWatchJobResponse.self) {
+            for try await event in client.stream(Methods.watchJob, req) {
                 switch event.event {
                 case .record(let r):
                     progressed()

@@ -1,4 +1,5 @@
 import Foundation
+import SynthAPI
 import Testing
 import NIOCore
 import SwiftProtobuf
@@ -29,15 +30,15 @@ import SynthWire
             let client = try await h.client(try h.org("acme"))
             var gen = Harness.request(count: 3)
             gen.idempotencyKey = String(repeating: "k", count: 300)
-            let s = await Self.status { _ = try await client.unary("Generate", gen, as: PBGenerateResponse.self) }
+            let s = await Self.status { _ = try await client.unary(Methods.generate, gen) }
             #expect(s?.code == .invalidArgument)
             #expect(s?.errorCode == "VALIDATION_ERROR")
             #expect(s?.fieldErrors.map(\.field) == ["idempotency_key"])
             #expect(s?.fieldErrors.first?.rule.contains("255 bytes") == true)
             // At the limit it works, and a repeat gives the same job.
             gen.idempotencyKey = String(repeating: "k", count: 255)
-            let a = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
-            let b = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
+            let a = try await client.unary(Methods.generate, gen).job
+            let b = try await client.unary(Methods.generate, gen).job
             #expect(a.jobID == b.jobID)
             await client.close()
         }
@@ -49,14 +50,14 @@ import SynthWire
             for _ in 0..<60 { _ = try await h.generate(client, count: 1) }
             var list = PBListJobsRequest()
             list.limit = 60
-            let s = await Self.status { _ = try await client.unary("ListJobs", list, as: PBListJobsResponse.self) }
+            let s = await Self.status { _ = try await client.unary(Methods.listJobs, list) }
             #expect(s?.code == .resourceExhausted)
             #expect(s?.errorCode == "RESPONSE_TOO_LARGE")
             #expect(s?.message.contains("8192") == true, "\(s?.message ?? "")")
             #expect(h.logs.text.contains("an answer was too large for a frame"))
             // The connection is fine: a smaller page goes through.
             list.limit = 5
-            #expect(try await client.unary("ListJobs", list, as: PBListJobsResponse.self).jobs.count == 5)
+            #expect(try await client.unary(Methods.listJobs, list).jobs.count == 5)
             await client.close()
         }
     }
@@ -203,7 +204,7 @@ import SynthWire
             #expect(refused?.callID == 65)
             #expect(refused?.status.message.contains("at most 64") == true)
             await raw.close()
-            _ = try await client.unary("CancelJob", PBCancelJobRequest.with { $0.jobID = job.jobID }, as: PBCancelJobResponse.self)
+            _ = try await client.unary(Methods.cancelJob, PBCancelJobRequest.with { $0.jobID = job.jobID })
             await client.close()
         }
     }
@@ -219,9 +220,9 @@ import SynthWire
             #expect(ContinuousClock.now - started < .seconds(5))
             // An authenticated connection with no call open outlives that timeout.
             let client = try await h.client(key)
-            _ = try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self)
+            _ = try await client.unary(Methods.listJobs, PBListJobsRequest())
             try await Task.sleep(for: .milliseconds(1200))
-            _ = try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self)
+            _ = try await client.unary(Methods.listJobs, PBListJobsRequest())
             await client.close()
         }
     }
@@ -259,11 +260,11 @@ import SynthWire
             let done = try await h.waitForEnd(client, first.jobID)
             #expect(done.state == .succeeded && !done.hasDetail)
             let long = try await h.generate(client, count: 5000)
-            let cancelled = try await client.unary("CancelJob", PBCancelJobRequest.with { $0.jobID = long.jobID }, as: PBCancelJobResponse.self).job
+            let cancelled = try await client.unary(Methods.cancelJob, PBCancelJobRequest.with { $0.jobID = long.jobID }).job
             #expect(cancelled.state == .cancelled)
             let states: [String: PBJobState] = ["queued": .queued, "running": .running, "succeeded": .succeeded, "failed": .failed,
                                                 "cancelled": .cancelled]
-            for j in try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs {
+            for j in try await client.unary(Methods.listJobs, PBListJobsRequest()).jobs {
                 #expect(states[j.status] == j.state, "\(j.status) \(j.state)")
             }
             await client.close()

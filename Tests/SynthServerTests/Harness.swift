@@ -1,4 +1,5 @@
 import Foundation
+import SynthAPI
 import Testing
 import Logging
 import NIOCore
@@ -234,7 +235,7 @@ final class Harness: @unchecked Sendable {
     }
 
     func generate(_ client: SynthClient, count: Int64, split: Bool = false) async throws -> PBJob {
-        try await client.unary("Generate", Self.request(count: count, split: split), as: PBGenerateResponse.self).job
+        try await client.unary(Methods.generate, Self.request(count: count, split: split)).job
     }
 
     /// Watches a job in record batches after `after` until the stream ends, checking each batch:
@@ -250,7 +251,7 @@ final class Harness: @unchecked Sendable {
         var next = after + 1
         var batches = 0
         var succeeded = false
-        for try await event in client.stream("WatchJob", watch, as: PBWatchJobResponse.self) {
+        for try await event in client.stream(Methods.watchJob, watch) {
             switch event.event {
             case .batch(let b):
                 #expect(b.firstSeq == next && b.lastSeq == b.firstSeq + UInt64(b.count) - 1)
@@ -273,7 +274,7 @@ final class Harness: @unchecked Sendable {
             req.jobID = jobID
             req.progressOnly = true
             var last = PBJob()
-            for try await e in client.stream("WatchJob", req, as: PBWatchJobResponse.self) {
+            for try await e in client.stream(Methods.watchJob, req) {
                 if case .progress(let j) = e.event { last = j }
             }
             return last

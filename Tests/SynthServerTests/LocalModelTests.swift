@@ -1,4 +1,5 @@
 import Foundation
+import SynthAPI
 import Testing
 import SynthClient
 import SynthProto
@@ -60,14 +61,14 @@ import SynthStore
 
     /// Runs `gen` to its end and returns the job's last progress.
     static func runJob(_ client: SynthClient, _ gen: PBGenerateRequest) async throws -> PBJob {
-        let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
+        let job = try await client.unary(Methods.generate, gen).job
         var watch = PBWatchJobRequest()
         watch.jobID = job.jobID
         watch.progressOnly = true
         let request = watch
         return try await withTimeout(60, "the job") {
             var last = PBJob()
-            for try await e in client.stream("WatchJob", request, as: PBWatchJobResponse.self) {
+            for try await e in client.stream(Methods.watchJob, request) {
                 if case .progress(let j) = e.event { last = j }
             }
             return last
@@ -75,7 +76,7 @@ import SynthStore
     }
 
     static func health(_ client: SynthClient) async throws -> [String: PBComponentHealth] {
-        let h = try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self)
+        let h = try await client.unary(Methods.health, PBHealthRequest())
         return Dictionary(h.components.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import SynthAPI
 import Testing
 import SynthClient
 import SynthProto
@@ -82,18 +83,18 @@ import SynthStore
         var server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
         var client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         // The config's price table is what GetPricing gives.
-        let prices = try await client.unary("GetPricing", PBGetPricingRequest(), as: PBGetPricingResponse.self)
+        let prices = try await client.unary(Methods.getPricing, PBGetPricingRequest())
         #expect(prices.tiers.first { $0.tier == "fast" }?.instructionPer1KUsd == 0.75)
         #expect(prices.tiers.first { $0.tier == "balanced" }?.instructionPer1KUsd == 3.0)
         // Large enough that it cannot finish between the 50th record and the signal, even on a busy machine.
         let gen = Self.supportJob(count: 2000)
-        let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
+        let job = try await client.unary(Methods.generate, gen).job
         var watch = PBWatchJobRequest()
         watch.jobID = job.jobID
         watch.progressOnly = true
         let firstClient = client, firstWatch = watch
         try await withTimeout(60, "some records") {
-            for try await e in firstClient.stream("WatchJob", firstWatch, as: PBWatchJobResponse.self) {
+            for try await e in firstClient.stream(Methods.watchJob, firstWatch) {
                 if case .progress(let j) = e.event, j.accepted >= 50 { break }
             }
         }
@@ -112,7 +113,7 @@ import SynthStore
         let secondClient = client
         let final = try await withTimeout(120, "the resumed job") {
             var last = PBJob()
-            for try await e in secondClient.stream("WatchJob", firstWatch, as: PBWatchJobResponse.self) {
+            for try await e in secondClient.stream(Methods.watchJob, firstWatch) {
                 if case .progress(let j) = e.event { last = j }
             }
             return last
@@ -133,7 +134,7 @@ import SynthStore
         defer { Self.tearDown(dir, fake) }
         let server = try Synthd(data: dir + "/data", socket: dir + "/a.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
-        let job = try await client.unary("Generate", Self.supportJob(count: 600), as: PBGenerateResponse.self).job
+        let job = try await client.unary(Methods.generate, Self.supportJob(count: 600)).job
 
         let second = try await withTimeout(30, "the second server to give up") {
             try Self.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/b.sock", "--config", config])
@@ -151,7 +152,7 @@ import SynthStore
         let w = watch
         let final = try await withTimeout(90, "the job") {
             var last = PBJob()
-            for try await e in client.stream("WatchJob", w, as: PBWatchJobResponse.self) {
+            for try await e in client.stream(Methods.watchJob, w) {
                 if case .progress(let j) = e.event { last = j }
             }
             return last
@@ -176,13 +177,13 @@ import SynthStore
         defer { Self.tearDown(dir, fake) }
         let server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
-        let job = try await client.unary("Generate", Self.supportJob(count: 600), as: PBGenerateResponse.self).job
+        let job = try await client.unary(Methods.generate, Self.supportJob(count: 600)).job
         var watch = PBWatchJobRequest()
         watch.jobID = job.jobID
         watch.progressOnly = true
         let w = watch
         _ = try await withTimeout(60, "the job") {
-            for try await _ in client.stream("WatchJob", w, as: PBWatchJobResponse.self) {}
+            for try await _ in client.stream(Methods.watchJob, w) {}
         }
         await client.close()
         #expect(try await server.stop(SIGTERM) == 0)
@@ -247,10 +248,10 @@ import SynthStore
         defer { Self.tearDown(dir, fake) }
         let server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
-        let job = try await client.unary("Generate", Self.supportJob(count: 50_000), as: PBGenerateResponse.self).job
+        let job = try await client.unary(Methods.generate, Self.supportJob(count: 50_000)).job
         let get = PBGetJobRequest.with { $0.jobID = job.jobID }
         try await withTimeout(60, "2,500 records") {
-            while try await client.unary("GetJob", get, as: PBGetJobResponse.self).job.accepted < 2500 {
+            while try await client.unary(Methods.getJob, get).job.accepted < 2500 {
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
@@ -277,7 +278,7 @@ import SynthStore
             peak = max(peak, Self.rss(pid))
         }
         for fd in fds { close(fd) }
-        _ = try await client.unary("CancelJob", PBCancelJobRequest.with { $0.jobID = job.jobID }, as: PBCancelJobResponse.self)
+        _ = try await client.unary(Methods.cancelJob, PBCancelJobRequest.with { $0.jobID = job.jobID })
         await client.close()
         _ = try await server.stop(SIGTERM)
         print("unread streams: synthd's RSS \(before >> 20) MiB before, \(peak >> 20) MiB at most with 512 of them")
@@ -296,7 +297,7 @@ import SynthStore
                      "hard_negatives":{"enabled":true,"percentage":20},"output_split":{"train":80,"validation":20},
                      "metadata_fields":[{"name":"id","type":"auto_increment","prefix":"cs_"}]}}
         """)
-        let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
+        let job = try await client.unary(Methods.generate, gen).job
         await client.close()
         var acceptedAtKill: [Int64] = []
         var rng = SystemRandomNumberGenerator()
@@ -315,7 +316,7 @@ import SynthStore
         let c = client, w = watch
         let final = try await withTimeout(120, "the job after 10 kills") {
             var last = PBJob()
-            for try await e in c.stream("WatchJob", w, as: PBWatchJobResponse.self) {
+            for try await e in c.stream(Methods.watchJob, w) {
                 if case .progress(let j) = e.event { last = j }
             }
             return last
@@ -353,7 +354,7 @@ import SynthStore
         var server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         let gen = Self.supportJob(count: 400)
-        let job = try await client.unary("Generate", gen, as: PBGenerateResponse.self).job
+        let job = try await client.unary(Methods.generate, gen).job
         await client.close()
 
         // `synth watch --records` into a file, as a user would follow a job into a loader.

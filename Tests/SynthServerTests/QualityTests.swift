@@ -1,4 +1,5 @@
 import Foundation
+import SynthAPI
 import SynthClient
 import SynthProto
 import SynthQuality
@@ -31,17 +32,17 @@ import Testing
         let client = try await h.client(key)
         var req = PBGenerateRequest()
         req.request = try RequestJSON.parse(json)
-        let job = try await client.unary("Generate", req, as: PBGenerateResponse.self).job
+        let job = try await client.unary(Methods.generate, req).job
         let done = try await h.waitForEnd(client, job.jobID, seconds: 120)
         var w = PBWatchJobRequest()
         w.jobID = job.jobID
         var records: [[String: Any]] = []
-        for try await e in client.stream("WatchJob", w, as: PBWatchJobResponse.self) {
+        for try await e in client.stream(Methods.watchJob, w) {
             if case .record(let r) = e.event, let obj = try JSONSerialization.jsonObject(with: r.json) as? [String: Any] { records.append(obj) }
         }
         var m = PBGetManifestRequest()
         m.jobID = job.jobID
-        let manifestBytes = try await client.unary("GetManifest", m, as: PBGetManifestResponse.self).json
+        let manifestBytes = try await client.unary(Methods.getManifest, m).json
         let manifest = try JSONSerialization.jsonObject(with: manifestBytes) as? [String: Any] ?? [:]
         let log = try h.fake.stats()["log"] as? [[String: Any]] ?? []
         try h.fake.post("/reset", #"{"all": true}"#)

@@ -1,4 +1,5 @@
 import Foundation
+import SynthAPI
 import NIOCore
 import Testing
 import SynthClient
@@ -25,11 +26,11 @@ import SynthSpec
                             case 0:
                                 var r = PBGetJobRequest()
                                 r.jobID = jobIDs[i % 5]
-                                return try await client.unary("GetJob", r, as: PBGetJobResponse.self).job.jobID == jobIDs[i % 5]
+                                return try await client.unary(Methods.getJob, r).job.jobID == jobIDs[i % 5]
                             case 1:
-                                return try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self).status == "ok"
+                                return try await client.unary(Methods.health, PBHealthRequest()).status == "ok"
                             default:
-                                return try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.count == 5
+                                return try await client.unary(Methods.listJobs, PBListJobsRequest()).jobs.count == 5
                             }
                         }
                     }
@@ -53,7 +54,7 @@ import SynthSpec
             let watch = Task {
                 var records = 0
                 do {
-                    for try await e in client.stream("WatchJob", req, as: PBWatchJobResponse.self) {
+                    for try await e in client.stream(Methods.watchJob, req) {
                         if case .record = e.event { records += 1 }
                     }
                     return (records, PBStatus())
@@ -79,9 +80,9 @@ import SynthSpec
     @Test func unknownMethodIsUnimplemented() async throws {
         try await withHarness { h in
             let client = try await h.client(try h.org("acme"))
-            await #expect(throws: ClientError.self) { try await client.unary("DropAllTables", PBHealthRequest(), as: PBHealthResponse.self) }
             do {
-                _ = try await client.unary("DropAllTables", PBHealthRequest(), as: PBHealthResponse.self)
+                for try await _ in client.call("DropAllTables", request: PBHealthRequest()) {}
+                Issue.record("an unknown method answered")
             } catch let e as ClientError {
                 #expect(e.code == .unimplemented)
             }
@@ -93,7 +94,7 @@ import SynthSpec
         try await withHarness(seconds: 180) { h in
             func refused(_ client: SynthClient, _ req: PBGenerateRequest, _ code: PBStatusCode, _ errorCode: String, _ words: [String]) async {
                 do {
-                    _ = try await client.unary("Generate", req, as: PBGenerateResponse.self)
+                    _ = try await client.unary(Methods.generate, req)
                     Issue.record("a job past the plan was accepted: \(req.request.count) records")
                 } catch let e as ClientError {
                     #expect(e.code == code)
@@ -110,7 +111,7 @@ import SynthSpec
             _ = try await h.waitForEnd(free, first.jobID)
             await refused(free, Harness.request(count: 41), .resourceExhausted, "INSUFFICIENT_BALANCE", ["40 are left"])
             _ = try await h.waitForEnd(free, try await h.generate(free, count: 40).jobID)
-            #expect(try await free.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.count == 2)
+            #expect(try await free.unary(Methods.listJobs, PBListJobsRequest()).jobs.count == 2)
 
             // Subscription: a monthly quota in records, verified counts 1.5 each, deep is refused.
             let sub = try await h.client(try h.org("sub-org", plan: "subscription", quota: 100))
@@ -122,7 +123,7 @@ import SynthSpec
             await refused(sub, deep, .permissionDenied, "PLAN_NOT_ALLOWED", ["pay-as-you-go"])
             _ = try await h.waitForEnd(sub, try await h.generate(sub, count: 70).jobID)
             verified.request.count = 20
-            _ = try await h.waitForEnd(sub, try await sub.unary("Generate", verified, as: PBGenerateResponse.self).job.jobID)
+            _ = try await h.waitForEnd(sub, try await sub.unary(Methods.generate, verified).job.jobID)
             await refused(sub, Harness.request(count: 1), .resourceExhausted, "INSUFFICIENT_BALANCE", ["0 of the monthly 100"])
 
             // Pay-as-you-go: $0.10 pays for 200 fast records ($0.50 per 1,000), not 1,000; the
@@ -148,7 +149,7 @@ import SynthSpec
                 // One call every 50 ms for 10 seconds.
                 try await Task.sleep(until: started + .milliseconds(50 * i))
                 do {
-                    _ = try await flood.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self)
+                    _ = try await flood.unary(Methods.listJobs, PBListJobsRequest())
                     ok += 1
                 } catch let e as ClientError {
                     #expect(e.code == .resourceExhausted && e.status.errorCode == "RATE_LIMITED")
@@ -156,7 +157,7 @@ import SynthSpec
                     limited += 1
                 }
                 if i % 20 == 0 {
-                    _ = try await calm.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self)
+                    _ = try await calm.unary(Methods.listJobs, PBListJobsRequest())
                     calmOK += 1
                 }
             }
@@ -168,7 +169,7 @@ import SynthSpec
             #expect(calmOK == 10)
             #expect(retryAfter > 0 && retryAfter <= 1000)
             // Health and GetPricing need no key and are not counted.
-            _ = try await flood.unary("GetPricing", PBGetPricingRequest(), as: PBGetPricingResponse.self)
+            _ = try await flood.unary(Methods.getPricing, PBGetPricingRequest())
             await flood.close()
             await calm.close()
         }
@@ -182,11 +183,11 @@ import SynthSpec
             for method in ["Generate", "Plan"] {
                 do {
                     if method == "Generate" {
-                        _ = try await client.unary(method, req, as: PBGenerateResponse.self)
+                        _ = try await client.unary(Methods.generate, req)
                     } else {
                         var plan = PBPlanRequest()
                         plan.request = req.request
-                        _ = try await client.unary(method, plan, as: PBPlanResponse.self)
+                        _ = try await client.unary(Methods.plan, plan)
                     }
                     Issue.record("\(method) took a misspelt domain")
                 } catch let e as ClientError {
@@ -197,10 +198,10 @@ import SynthSpec
                     #expect(e.status.message.contains("\"customer support for a SaaS product\""), "\(e.status.message)")
                 }
             }
-            #expect(try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.isEmpty)
+            #expect(try await client.unary(Methods.listJobs, PBListJobsRequest()).jobs.isEmpty)
             // Confirmed as spelt: the job is made.
             req.domainConfirmed = true
-            let job = try await client.unary("Generate", req, as: PBGenerateResponse.self).job
+            let job = try await client.unary(Methods.generate, req).job
             #expect(job.domain == "custmer suport for a SaaS product")
             _ = try await h.waitForEnd(client, job.jobID)
             await client.close()
@@ -212,11 +213,11 @@ import SynthSpec
             _ = try h.org("acme")
             for key in ["", "sk_live_wrongwrongwrongwrongwrongwrongwrongwrong", "not-a-key", "sk_\u{0}"] {
                 let client = try await h.client(key)
-                #expect(try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self).status == "ok")
-                #expect(try await client.unary("GetPricing", PBGetPricingRequest(), as: PBGetPricingResponse.self).tiers.count == 4)
+                #expect(try await client.unary(Methods.health, PBHealthRequest()).status == "ok")
+                #expect(try await client.unary(Methods.getPricing, PBGetPricingRequest()).tiers.count == 4)
                 for method in ["ListJobs", "GetJob", "Generate", "ListApiKeys"] {
                     do {
-                        _ = try await client.unary(method, PBListJobsRequest(), as: PBListJobsResponse.self)
+                        for try await _ in client.call(method, request: PBListJobsRequest()) {}
                         Issue.record("\(method) answered without a valid key")
                     } catch let e as ClientError {
                         #expect(e.code == .unauthenticated, "\(method) with key \(key.debugDescription)")
@@ -281,11 +282,11 @@ import SynthSpec
                 }
                 #expect(received == 0, "\(method) sent org b \(received) messages")
             }
-            #expect(try await b.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.isEmpty)
-            let keys = try await b.unary("ListApiKeys", PBListApiKeysRequest(), as: PBListApiKeysResponse.self)
+            #expect(try await b.unary(Methods.listJobs, PBListJobsRequest()).jobs.isEmpty)
+            let keys = try await b.unary(Methods.listApiKeys, PBListApiKeysRequest())
             #expect(keys.keys.count == 1 && !keys.keys.contains { $0.keyID == keyA.info.keyID })
             // The owner's key still works, and its job is untouched.
-            #expect(try await owner.unary("GetJob", get, as: PBGetJobResponse.self).job.status == "succeeded")
+            #expect(try await owner.unary(Methods.getJob, get).job.status == "succeeded")
             await owner.close()
             await b.close()
         }
@@ -307,12 +308,12 @@ import SynthSpec
             let body: [UInt8] = [0x0A] + varint(job.count) + job
             let tampered = try PBGenerateRequest(serializedBytes: body)   // keeps the unknown field
             do {
-                _ = try await client.unary("Generate", tampered, as: PBGenerateResponse.self)
+                _ = try await client.unary(Methods.generate, tampered)
                 Issue.record("a nested unknown field was accepted")
             } catch let e as ClientError {
                 #expect(e.code == .invalidArgument && e.status.message.contains("does not define"))
             }
-            #expect(try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.isEmpty)
+            #expect(try await client.unary(Methods.listJobs, PBListJobsRequest()).jobs.isEmpty)
             await client.close()
         }
     }
@@ -322,12 +323,12 @@ import SynthSpec
             let first = try await h.client(try h.org("acme"))
             var create = PBCreateApiKeyRequest()
             create.name = "trainer"
-            let made = try await first.unary("CreateApiKey", create, as: PBCreateApiKeyResponse.self)
+            let made = try await first.unary(Methods.createApiKey, create)
             #expect(made.key.hasPrefix("sk_live_") && made.key.count > 30)
             // The new key works; its use is recorded.
             let second = try await h.client(made.key)
-            _ = try await second.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self)
-            let listed = try await first.unary("ListApiKeys", PBListApiKeysRequest(), as: PBListApiKeysResponse.self)
+            _ = try await second.unary(Methods.listJobs, PBListJobsRequest())
+            let listed = try await first.unary(Methods.listApiKeys, PBListApiKeysRequest())
             let info = try #require(listed.keys.first { $0.keyID == made.info.keyID })
             #expect(info.name == "trainer" && !info.createdAt.isEmpty && !info.lastUsedAt.isEmpty && !info.revoked)
             #expect(!info.prefix.isEmpty && made.key.hasPrefix(info.prefix) && info.prefix.count < made.key.count - 16)
@@ -338,9 +339,9 @@ import SynthSpec
             // Revoked: refused on its next call, listed as revoked.
             var revoke = PBRevokeApiKeyRequest()
             revoke.keyID = made.info.keyID
-            _ = try await first.unary("RevokeApiKey", revoke, as: PBRevokeApiKeyResponse.self)
-            await #expect(throws: ClientError.self) { try await second.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self) }
-            let after = try await first.unary("ListApiKeys", PBListApiKeysRequest(), as: PBListApiKeysResponse.self)
+            _ = try await first.unary(Methods.revokeApiKey, revoke)
+            await #expect(throws: ClientError.self) { try await second.unary(Methods.listJobs, PBListJobsRequest()) }
+            let after = try await first.unary(Methods.listApiKeys, PBListApiKeysRequest())
             #expect(after.keys.first { $0.keyID == made.info.keyID }?.revoked == true)
             await first.close()
             await second.close()
@@ -374,19 +375,19 @@ import SynthSpec
                 // The owner still can.
                 for try await _ in a.call(method == "CancelJob" ? "GetJob" : method, request: req) {}
             }
-            #expect(try await b.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.isEmpty)
+            #expect(try await b.unary(Methods.listJobs, PBListJobsRequest()).jobs.isEmpty)
             // A page token is good only for the list it came from: garbage, or org a's token in
             // org b's hands, is refused rather than read as "from the start".
             var first = PBListJobsRequest()
             first.limit = 1
             _ = try await h.generate(a, count: 1)
-            let token = try await a.unary("ListJobs", first, as: PBListJobsResponse.self).nextPageToken
+            let token = try await a.unary(Methods.listJobs, first).nextPageToken
             #expect(!token.isEmpty)
             for (client, bad) in [(a, "garbage"), (b, token)] {
                 var req = PBListJobsRequest()
                 req.pageToken = bad
                 do {
-                    _ = try await client.unary("ListJobs", req, as: PBListJobsResponse.self)
+                    _ = try await client.unary(Methods.listJobs, req)
                     Issue.record("page token \(bad) was accepted")
                 } catch let e as ClientError {
                     #expect(e.code == .invalidArgument)
@@ -408,7 +409,7 @@ import SynthSpec
             let firstReq = req
             try await withTimeout(60, "first watcher") {
                 var got: [UInt64] = []
-                for try await e in first.stream("WatchJob", firstReq, as: PBWatchJobResponse.self) {
+                for try await e in first.stream(Methods.watchJob, firstReq) {
                     if case .record(let r) = e.event { got.append(r.seq) }
                     if got.count == 25 { break }
                 }
@@ -421,7 +422,7 @@ import SynthSpec
             let rest = try await withTimeout(60, "second watcher") {
                 var got: [UInt64] = []
                 var lines: [Data] = []
-                for try await e in second.stream("WatchJob", secondReq, as: PBWatchJobResponse.self) {
+                for try await e in second.stream(Methods.watchJob, secondReq) {
                     if case .record(let r) = e.event {
                         got.append(r.seq)
                         lines.append(r.json)
@@ -484,7 +485,7 @@ import SynthSpec
             req.jobID = job.jobID
             let started = ContinuousClock.now
             do {
-                for try await _ in client.stream("WatchJob", req, as: PBWatchJobResponse.self, timeout: .milliseconds(400)) {}
+                for try await _ in client.stream(Methods.watchJob, req, timeout: .milliseconds(400)) {}
                 Issue.record("the watch ended without its deadline")
             } catch let e as ClientError {
                 #expect(e.code == .deadlineExceeded)
@@ -542,7 +543,7 @@ import SynthSpec
             await raw.close()
             // The server is unharmed.
             let client = try await h.client("")
-            #expect(try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self).status == "ok")
+            #expect(try await client.unary(Methods.health, PBHealthRequest()).status == "ok")
             await client.close()
         }
     }
@@ -559,11 +560,11 @@ import SynthSpec
         try await withHarness { h in
             let key = try h.org("acme")
             let client = try await h.client(key)
-            let created = try await client.unary("CreateApiKey", PBCreateApiKeyRequest(), as: PBCreateApiKeyResponse.self)
+            let created = try await client.unary(Methods.createApiKey, PBCreateApiKeyRequest())
             let job = try await h.generate(client, count: 10, split: true)
             _ = try await h.waitForEnd(client, job.jobID)
-            _ = try await client.unary("ListApiKeys", PBListApiKeysRequest(), as: PBListApiKeysResponse.self)
-            _ = try? await (try h.client("sk_live_" + String(key.dropFirst(8).reversed()))).unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self)
+            _ = try await client.unary(Methods.listApiKeys, PBListApiKeysRequest())
+            _ = try? await (try h.client("sk_live_" + String(key.dropFirst(8).reversed()))).unary(Methods.listJobs, PBListJobsRequest())
             await client.close()
             h.store.sync()
             var bytes = Data()
@@ -584,15 +585,15 @@ import SynthSpec
         try await withHarness(fakeArgs: ["--latency-ms", "300"], jobConcurrency: 1) { h in
             let owner = try h.org("acme")
             let ownerClient = try await h.client(owner)
-            let second = try await ownerClient.unary("CreateApiKey", PBCreateApiKeyRequest(), as: PBCreateApiKeyResponse.self)
+            let second = try await ownerClient.unary(Methods.createApiKey, PBCreateApiKeyRequest())
             let watcher = try await h.client(second.key)
             let job = try await h.generate(ownerClient, count: 100)
             var req = PBWatchJobRequest()
             req.jobID = job.jobID
-            let stream = watcher.stream("WatchJob", req, as: PBWatchJobResponse.self)
+            let stream = watcher.stream(Methods.watchJob, req)
             var revoke = PBRevokeApiKeyRequest()
             revoke.keyID = second.info.keyID
-            _ = try await ownerClient.unary("RevokeApiKey", revoke, as: PBRevokeApiKeyResponse.self)
+            _ = try await ownerClient.unary(Methods.revokeApiKey, revoke)
             let started = ContinuousClock.now
             let code = try await withTimeout(10, "the revoked watch to end") {
                 do {
@@ -621,7 +622,7 @@ import SynthSpec
             let progressReq = req
             let firstClient = client
             try await withTimeout(60, "some records") {
-                for try await e in firstClient.stream("WatchJob", progressReq, as: PBWatchJobResponse.self) {
+                for try await e in firstClient.stream(Methods.watchJob, progressReq) {
                     if case .progress(let j) = e.event, j.accepted >= 40 { break }
                 }
             }
@@ -645,7 +646,7 @@ import SynthSpec
             var counts: [String: Int] = [:]
             var lines: [String: [UInt8]] = [:]
             var current = ""
-            for try await item in client.stream("FetchSplits", splits, as: PBFetchSplitsResponse.self) {
+            for try await item in client.stream(Methods.fetchSplits, splits) {
                 switch item.item {
                 case .split(let s): current = s.name
                 case .record(let r):
@@ -661,7 +662,7 @@ import SynthSpec
             splits.batchBytes = 4096
             var batched: [String: [UInt8]] = [:]
             var batchedCounts: [String: Int] = [:]
-            for try await item in client.stream("FetchSplits", splits, as: PBFetchSplitsResponse.self) {
+            for try await item in client.stream(Methods.fetchSplits, splits) {
                 switch item.item {
                 case .split(let s): current = s.name
                 case .batch(let b):
@@ -747,36 +748,36 @@ import SynthSpec
             let client = try await h.client(try h.org("acme"))
             var r = Harness.request(count: 5)
             r.idempotencyKey = "nightly-2026-11-25"
-            let a = try await client.unary("Generate", r, as: PBGenerateResponse.self).job
-            let b = try await client.unary("Generate", r, as: PBGenerateResponse.self).job
+            let a = try await client.unary(Methods.generate, r).job
+            let b = try await client.unary(Methods.generate, r).job
             #expect(a.jobID == b.jobID)
             var changed = r
             changed.request.count = 6
             do {
-                _ = try await client.unary("Generate", changed, as: PBGenerateResponse.self)
+                _ = try await client.unary(Methods.generate, changed)
                 Issue.record("a reused idempotency key with another body made a job")
             } catch let e as ClientError {
                 #expect(e.code == .failedPrecondition)
                 #expect(e.status.errorCode == "IDEMPOTENCY_CONFLICT")
             }
-            #expect(try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.count == 1)
+            #expect(try await client.unary(Methods.listJobs, PBListJobsRequest()).jobs.count == 1)
 
             var plan = PBPlanRequest()
             plan.request = try RequestJSON.parse("""
             {"schema":"preference_v1","domain":"code review best practices","count":100,"model":"deep","verified":true,
              "advanced":{"categories":{"security":{"percentage":60},"style":{"percentage":40}},"output_split":{"train":90,"validation":10}}}
             """)
-            let p = try await client.unary("Plan", plan, as: PBPlanResponse.self)
+            let p = try await client.unary(Methods.plan, plan)
             #expect(p.plan.cells.map(\.count) == [60, 40])
             #expect(p.plan.splits.map(\.count) == [90, 10])
             // deep preference: $30/1K, verified +$5/1K.
             #expect(abs(p.cost.totalUsd - 3.5) < 1e-9)
-            #expect(try await client.unary("ListJobs", PBListJobsRequest(), as: PBListJobsResponse.self).jobs.count == 1)
+            #expect(try await client.unary(Methods.listJobs, PBListJobsRequest()).jobs.count == 1)
 
             var bad = Harness.request(count: 0)
             bad.request.schema = "instruction_v2"
             do {
-                _ = try await client.unary("Generate", bad, as: PBGenerateResponse.self)
+                _ = try await client.unary(Methods.generate, bad)
                 Issue.record("an invalid request made a job")
             } catch let e as ClientError {
                 #expect(e.code == .invalidArgument)
@@ -871,7 +872,7 @@ import SwiftProtobuf
         peer.start()
         let client = try await SynthClient.connect(.unix(path))
         do {
-            _ = try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self, timeout: .seconds(10))
+            _ = try await client.unary(Methods.health, PBHealthRequest(), timeout: .seconds(10))
             Issue.record("a half frame was taken for an answer")
         } catch let e as ClientError {
             #expect(e.code == .unavailable, "\(e.description)")

@@ -1,4 +1,5 @@
 import Foundation
+import SynthAPI
 import Testing
 import SynthClient
 import SynthProto
@@ -63,7 +64,7 @@ import SynthStore
                 // The job pauses with its reason, Health says the store is degraded.
                 let paused = try await withTimeout(60, "the job to pause") {
                     while true {
-                        let j = try await client.unary("GetJob", PBGetJobRequest.with { $0.jobID = job.jobID }, as: PBGetJobResponse.self).job
+                        let j = try await client.unary(Methods.getJob, PBGetJobRequest.with { $0.jobID = job.jobID }).job
                         if j.detail.code == "PAUSED_STORAGE_FULL" { return j }
                         if j.status != "running", j.status != "queued" {
                             Issue.record("the job ended instead of pausing: \(j.status): \(j.error)")
@@ -76,7 +77,7 @@ import SynthStore
                 #expect(paused.accepted < 2000)
                 #expect(paused.detail.message.contains("storage is full"), "\(paused.detail.message)")
                 #expect(paused.error.isEmpty)
-                let health = try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self)
+                let health = try await client.unary(Methods.health, PBHealthRequest())
                 #expect(health.status == "degraded")
                 let store = try #require(health.components.first { $0.name == "store" })
                 #expect(store.status == "degraded" && store.detail.contains("no space is left"), "\(store.detail)")
@@ -98,7 +99,7 @@ import SynthStore
                 #expect(records.map(\.seq) == Array(1...2000))
                 #expect(Set(records.map(\.json)).count == 2000)
                 #expect(try h.store.verify().isClean)
-                #expect(try await client.unary("Health", PBHealthRequest(), as: PBHealthResponse.self).components.first { $0.name == "store" }?.status == "ok")
+                #expect(try await client.unary(Methods.health, PBHealthRequest()).components.first { $0.name == "store" }?.status == "ok")
                 await client.close()
             }
         } catch is CancellationError where refused.value != nil {
@@ -120,7 +121,7 @@ import SynthStore
                 watch.batchBytes = batch
                 var lines = 0
                 do {
-                    for try await e in client.stream("WatchJob", watch, as: PBWatchJobResponse.self) {
+                    for try await e in client.stream(Methods.watchJob, watch) {
                         if case .record = e.event { lines += 1 }
                         if case .batch(let b) = e.event { lines += Int(b.count) }
                     }

@@ -5542,3 +5542,166 @@ const ProtobufCEnumDescriptor synthd__v1__job_state__descriptor =
   synthd__v1__job_state__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
+static const ProtobufCMethodDescriptor synthd__v1__synthd__method_descriptors[14] =
+{
+  { "Generate", &synthd__v1__generate_request__descriptor, &synthd__v1__generate_response__descriptor },
+  { "Plan", &synthd__v1__plan_request__descriptor, &synthd__v1__plan_response__descriptor },
+  { "GetJob", &synthd__v1__get_job_request__descriptor, &synthd__v1__get_job_response__descriptor },
+  { "ListJobs", &synthd__v1__list_jobs_request__descriptor, &synthd__v1__list_jobs_response__descriptor },
+  { "CancelJob", &synthd__v1__cancel_job_request__descriptor, &synthd__v1__cancel_job_response__descriptor },
+  { "WatchJob", &synthd__v1__watch_job_request__descriptor, &synthd__v1__watch_job_response__descriptor },
+  { "FetchSplits", &synthd__v1__fetch_splits_request__descriptor, &synthd__v1__fetch_splits_response__descriptor },
+  { "GetQualityReport", &synthd__v1__get_quality_report_request__descriptor, &synthd__v1__get_quality_report_response__descriptor },
+  { "GetManifest", &synthd__v1__get_manifest_request__descriptor, &synthd__v1__get_manifest_response__descriptor },
+  { "GetPricing", &synthd__v1__get_pricing_request__descriptor, &synthd__v1__get_pricing_response__descriptor },
+  { "Health", &synthd__v1__health_request__descriptor, &synthd__v1__health_response__descriptor },
+  { "CreateApiKey", &synthd__v1__create_api_key_request__descriptor, &synthd__v1__create_api_key_response__descriptor },
+  { "ListApiKeys", &synthd__v1__list_api_keys_request__descriptor, &synthd__v1__list_api_keys_response__descriptor },
+  { "RevokeApiKey", &synthd__v1__revoke_api_key_request__descriptor, &synthd__v1__revoke_api_key_response__descriptor },
+};
+const unsigned synthd__v1__synthd__method_indices_by_name[] = {
+  4,        /* CancelJob */
+  11,        /* CreateApiKey */
+  6,        /* FetchSplits */
+  0,        /* Generate */
+  2,        /* GetJob */
+  8,        /* GetManifest */
+  9,        /* GetPricing */
+  7,        /* GetQualityReport */
+  10,        /* Health */
+  12,        /* ListApiKeys */
+  3,        /* ListJobs */
+  1,        /* Plan */
+  13,        /* RevokeApiKey */
+  5         /* WatchJob */
+};
+const ProtobufCServiceDescriptor synthd__v1__synthd__descriptor =
+{
+  PROTOBUF_C__SERVICE_DESCRIPTOR_MAGIC,
+  "synthd.v1.Synthd",
+  "Synthd",
+  "Synthd__V1__Synthd",
+  "synthd.v1",
+  14,
+  synthd__v1__synthd__method_descriptors,
+  synthd__v1__synthd__method_indices_by_name
+};
+void synthd__v1__synthd__generate(ProtobufCService *service,
+                                  const Synthd__V1__GenerateRequest *input,
+                                  Synthd__V1__GenerateResponse_Closure closure,
+                                  void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 0, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__plan(ProtobufCService *service,
+                              const Synthd__V1__PlanRequest *input,
+                              Synthd__V1__PlanResponse_Closure closure,
+                              void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 1, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__get_job(ProtobufCService *service,
+                                 const Synthd__V1__GetJobRequest *input,
+                                 Synthd__V1__GetJobResponse_Closure closure,
+                                 void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 2, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__list_jobs(ProtobufCService *service,
+                                   const Synthd__V1__ListJobsRequest *input,
+                                   Synthd__V1__ListJobsResponse_Closure closure,
+                                   void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__cancel_job(ProtobufCService *service,
+                                    const Synthd__V1__CancelJobRequest *input,
+                                    Synthd__V1__CancelJobResponse_Closure closure,
+                                    void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__watch_job(ProtobufCService *service,
+                                   const Synthd__V1__WatchJobRequest *input,
+                                   Synthd__V1__WatchJobResponse_Closure closure,
+                                   void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__fetch_splits(ProtobufCService *service,
+                                      const Synthd__V1__FetchSplitsRequest *input,
+                                      Synthd__V1__FetchSplitsResponse_Closure closure,
+                                      void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__get_quality_report(ProtobufCService *service,
+                                            const Synthd__V1__GetQualityReportRequest *input,
+                                            Synthd__V1__GetQualityReportResponse_Closure closure,
+                                            void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__get_manifest(ProtobufCService *service,
+                                      const Synthd__V1__GetManifestRequest *input,
+                                      Synthd__V1__GetManifestResponse_Closure closure,
+                                      void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__get_pricing(ProtobufCService *service,
+                                     const Synthd__V1__GetPricingRequest *input,
+                                     Synthd__V1__GetPricingResponse_Closure closure,
+                                     void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__health(ProtobufCService *service,
+                                const Synthd__V1__HealthRequest *input,
+                                Synthd__V1__HealthResponse_Closure closure,
+                                void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__create_api_key(ProtobufCService *service,
+                                        const Synthd__V1__CreateApiKeyRequest *input,
+                                        Synthd__V1__CreateApiKeyResponse_Closure closure,
+                                        void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__list_api_keys(ProtobufCService *service,
+                                       const Synthd__V1__ListApiKeysRequest *input,
+                                       Synthd__V1__ListApiKeysResponse_Closure closure,
+                                       void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__revoke_api_key(ProtobufCService *service,
+                                        const Synthd__V1__RevokeApiKeyRequest *input,
+                                        Synthd__V1__RevokeApiKeyResponse_Closure closure,
+                                        void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__init (Synthd__V1__Synthd_Service *service,
+                               Synthd__V1__Synthd_ServiceDestroy destroy)
+{
+  protobuf_c_service_generated_init (&service->base,
+                                     &synthd__v1__synthd__descriptor,
+                                     (ProtobufCServiceDestroy) destroy);
+}

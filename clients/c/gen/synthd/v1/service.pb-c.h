@@ -1926,6 +1926,144 @@ typedef void (*Synthd__V1__RevokeApiKeyResponse_Closure)
 
 /* --- services --- */
 
+typedef struct Synthd__V1__Synthd_Service Synthd__V1__Synthd_Service;
+struct Synthd__V1__Synthd_Service
+{
+  ProtobufCService base;
+  void (*generate)(Synthd__V1__Synthd_Service *service,
+                   const Synthd__V1__GenerateRequest *input,
+                   Synthd__V1__GenerateResponse_Closure closure,
+                   void *closure_data);
+  void (*plan)(Synthd__V1__Synthd_Service *service,
+               const Synthd__V1__PlanRequest *input,
+               Synthd__V1__PlanResponse_Closure closure,
+               void *closure_data);
+  void (*get_job)(Synthd__V1__Synthd_Service *service,
+                  const Synthd__V1__GetJobRequest *input,
+                  Synthd__V1__GetJobResponse_Closure closure,
+                  void *closure_data);
+  void (*list_jobs)(Synthd__V1__Synthd_Service *service,
+                    const Synthd__V1__ListJobsRequest *input,
+                    Synthd__V1__ListJobsResponse_Closure closure,
+                    void *closure_data);
+  void (*cancel_job)(Synthd__V1__Synthd_Service *service,
+                     const Synthd__V1__CancelJobRequest *input,
+                     Synthd__V1__CancelJobResponse_Closure closure,
+                     void *closure_data);
+  void (*watch_job)(Synthd__V1__Synthd_Service *service,
+                    const Synthd__V1__WatchJobRequest *input,
+                    Synthd__V1__WatchJobResponse_Closure closure,
+                    void *closure_data);
+  void (*fetch_splits)(Synthd__V1__Synthd_Service *service,
+                       const Synthd__V1__FetchSplitsRequest *input,
+                       Synthd__V1__FetchSplitsResponse_Closure closure,
+                       void *closure_data);
+  void (*get_quality_report)(Synthd__V1__Synthd_Service *service,
+                             const Synthd__V1__GetQualityReportRequest *input,
+                             Synthd__V1__GetQualityReportResponse_Closure closure,
+                             void *closure_data);
+  void (*get_manifest)(Synthd__V1__Synthd_Service *service,
+                       const Synthd__V1__GetManifestRequest *input,
+                       Synthd__V1__GetManifestResponse_Closure closure,
+                       void *closure_data);
+  void (*get_pricing)(Synthd__V1__Synthd_Service *service,
+                      const Synthd__V1__GetPricingRequest *input,
+                      Synthd__V1__GetPricingResponse_Closure closure,
+                      void *closure_data);
+  void (*health)(Synthd__V1__Synthd_Service *service,
+                 const Synthd__V1__HealthRequest *input,
+                 Synthd__V1__HealthResponse_Closure closure,
+                 void *closure_data);
+  void (*create_api_key)(Synthd__V1__Synthd_Service *service,
+                         const Synthd__V1__CreateApiKeyRequest *input,
+                         Synthd__V1__CreateApiKeyResponse_Closure closure,
+                         void *closure_data);
+  void (*list_api_keys)(Synthd__V1__Synthd_Service *service,
+                        const Synthd__V1__ListApiKeysRequest *input,
+                        Synthd__V1__ListApiKeysResponse_Closure closure,
+                        void *closure_data);
+  void (*revoke_api_key)(Synthd__V1__Synthd_Service *service,
+                         const Synthd__V1__RevokeApiKeyRequest *input,
+                         Synthd__V1__RevokeApiKeyResponse_Closure closure,
+                         void *closure_data);
+};
+typedef void (*Synthd__V1__Synthd_ServiceDestroy)(Synthd__V1__Synthd_Service *);
+void synthd__v1__synthd__init (Synthd__V1__Synthd_Service *service,
+                               Synthd__V1__Synthd_ServiceDestroy destroy);
+#define SYNTHD__V1__SYNTHD__BASE_INIT \
+    { &synthd__v1__synthd__descriptor, protobuf_c_service_invoke_internal, NULL }
+#define SYNTHD__V1__SYNTHD__INIT(function_prefix__) \
+    { SYNTHD__V1__SYNTHD__BASE_INIT,\
+      function_prefix__ ## generate,\
+      function_prefix__ ## plan,\
+      function_prefix__ ## get_job,\
+      function_prefix__ ## list_jobs,\
+      function_prefix__ ## cancel_job,\
+      function_prefix__ ## watch_job,\
+      function_prefix__ ## fetch_splits,\
+      function_prefix__ ## get_quality_report,\
+      function_prefix__ ## get_manifest,\
+      function_prefix__ ## get_pricing,\
+      function_prefix__ ## health,\
+      function_prefix__ ## create_api_key,\
+      function_prefix__ ## list_api_keys,\
+      function_prefix__ ## revoke_api_key  }
+void synthd__v1__synthd__generate(ProtobufCService *service,
+                                  const Synthd__V1__GenerateRequest *input,
+                                  Synthd__V1__GenerateResponse_Closure closure,
+                                  void *closure_data);
+void synthd__v1__synthd__plan(ProtobufCService *service,
+                              const Synthd__V1__PlanRequest *input,
+                              Synthd__V1__PlanResponse_Closure closure,
+                              void *closure_data);
+void synthd__v1__synthd__get_job(ProtobufCService *service,
+                                 const Synthd__V1__GetJobRequest *input,
+                                 Synthd__V1__GetJobResponse_Closure closure,
+                                 void *closure_data);
+void synthd__v1__synthd__list_jobs(ProtobufCService *service,
+                                   const Synthd__V1__ListJobsRequest *input,
+                                   Synthd__V1__ListJobsResponse_Closure closure,
+                                   void *closure_data);
+void synthd__v1__synthd__cancel_job(ProtobufCService *service,
+                                    const Synthd__V1__CancelJobRequest *input,
+                                    Synthd__V1__CancelJobResponse_Closure closure,
+                                    void *closure_data);
+void synthd__v1__synthd__watch_job(ProtobufCService *service,
+                                   const Synthd__V1__WatchJobRequest *input,
+                                   Synthd__V1__WatchJobResponse_Closure closure,
+                                   void *closure_data);
+void synthd__v1__synthd__fetch_splits(ProtobufCService *service,
+                                      const Synthd__V1__FetchSplitsRequest *input,
+                                      Synthd__V1__FetchSplitsResponse_Closure closure,
+                                      void *closure_data);
+void synthd__v1__synthd__get_quality_report(ProtobufCService *service,
+                                            const Synthd__V1__GetQualityReportRequest *input,
+                                            Synthd__V1__GetQualityReportResponse_Closure closure,
+                                            void *closure_data);
+void synthd__v1__synthd__get_manifest(ProtobufCService *service,
+                                      const Synthd__V1__GetManifestRequest *input,
+                                      Synthd__V1__GetManifestResponse_Closure closure,
+                                      void *closure_data);
+void synthd__v1__synthd__get_pricing(ProtobufCService *service,
+                                     const Synthd__V1__GetPricingRequest *input,
+                                     Synthd__V1__GetPricingResponse_Closure closure,
+                                     void *closure_data);
+void synthd__v1__synthd__health(ProtobufCService *service,
+                                const Synthd__V1__HealthRequest *input,
+                                Synthd__V1__HealthResponse_Closure closure,
+                                void *closure_data);
+void synthd__v1__synthd__create_api_key(ProtobufCService *service,
+                                        const Synthd__V1__CreateApiKeyRequest *input,
+                                        Synthd__V1__CreateApiKeyResponse_Closure closure,
+                                        void *closure_data);
+void synthd__v1__synthd__list_api_keys(ProtobufCService *service,
+                                       const Synthd__V1__ListApiKeysRequest *input,
+                                       Synthd__V1__ListApiKeysResponse_Closure closure,
+                                       void *closure_data);
+void synthd__v1__synthd__revoke_api_key(ProtobufCService *service,
+                                        const Synthd__V1__RevokeApiKeyRequest *input,
+                                        Synthd__V1__RevokeApiKeyResponse_Closure closure,
+                                        void *closure_data);
 
 /* --- descriptors --- */
 
@@ -1981,6 +2119,7 @@ extern const ProtobufCMessageDescriptor synthd__v1__list_api_keys_request__descr
 extern const ProtobufCMessageDescriptor synthd__v1__list_api_keys_response__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__revoke_api_key_request__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__revoke_api_key_response__descriptor;
+extern const ProtobufCServiceDescriptor synthd__v1__synthd__descriptor;
 
 PROTOBUF_C__END_DECLS
 
