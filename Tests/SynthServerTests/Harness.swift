@@ -269,16 +269,21 @@ final class Harness: @unchecked Sendable {
 
     /// Waits (by watching, not polling) until the job ends.
     func waitForEnd(_ client: SynthClient, _ jobID: String, seconds: Double = 60) async throws -> PBJob {
-        try await withTimeout(seconds, "job \(jobID) to end") {
-            var req = PBWatchJobRequest()
-            req.jobID = jobID
-            req.progressOnly = true
-            var last = PBJob()
-            for try await e in client.stream(Methods.watchJob, req) {
-                if case .progress(let j) = e.event { last = j }
-            }
-            return last
+        try await followToEnd(client, jobID, seconds: seconds)
+    }
+}
+
+/// Watches a job's progress until it ends; returns the last snapshot.
+func followToEnd(_ client: SynthClient, _ jobID: String, seconds: Double = 60) async throws -> PBJob {
+    try await withTimeout(seconds, "job \(jobID) to end") {
+        var req = PBWatchJobRequest()
+        req.jobID = jobID
+        req.progressOnly = true
+        var last = PBJob()
+        for try await e in client.stream(Methods.watchJob, req) {
+            if case .progress(let j) = e.event { last = j }
         }
+        return last
     }
 }
 

@@ -110,14 +110,7 @@ import SynthStore
         }
         server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
         client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
-        let secondClient = client
-        let final = try await withTimeout(120, "the resumed job") {
-            var last = PBJob()
-            for try await e in secondClient.stream(Methods.watchJob, firstWatch) {
-                if case .progress(let j) = e.event { last = j }
-            }
-            return last
-        }
+        let final = try await followToEnd(client, job.jobID, seconds: 120)
         #expect(final.status == "succeeded")
         #expect(final.accepted == 2000)
         await client.close()
@@ -146,17 +139,7 @@ import SynthStore
         let admin = try Self.runSynthd(["admin", "list-orgs", "--data", dir + "/data"])
         #expect(admin.status == 0 && admin.out.contains("acme"), "\(admin.err)")
 
-        var watch = PBWatchJobRequest()
-        watch.jobID = job.jobID
-        watch.progressOnly = true
-        let w = watch
-        let final = try await withTimeout(90, "the job") {
-            var last = PBJob()
-            for try await e in client.stream(Methods.watchJob, w) {
-                if case .progress(let j) = e.event { last = j }
-            }
-            return last
-        }
+        let final = try await followToEnd(client, job.jobID, seconds: 90)
         await client.close()
         _ = try await server.stop(SIGTERM)
         #expect(final.status == "succeeded")
@@ -178,13 +161,7 @@ import SynthStore
         let server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         let job = try await client.unary(Methods.generate, Self.supportJob(count: 600)).job
-        var watch = PBWatchJobRequest()
-        watch.jobID = job.jobID
-        watch.progressOnly = true
-        let w = watch
-        _ = try await withTimeout(60, "the job") {
-            for try await _ in client.stream(Methods.watchJob, w) {}
-        }
+        _ = try await followToEnd(client, job.jobID)
         await client.close()
         #expect(try await server.stop(SIGTERM) == 0)
         let clean = try Self.runSynthd(["admin", "verify", "--data", dir + "/data"])
@@ -310,17 +287,7 @@ import SynthStore
             server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
         }
         client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
-        var watch = PBWatchJobRequest()
-        watch.jobID = job.jobID
-        watch.progressOnly = true
-        let c = client, w = watch
-        let final = try await withTimeout(120, "the job after 10 kills") {
-            var last = PBJob()
-            for try await e in c.stream(Methods.watchJob, w) {
-                if case .progress(let j) = e.event { last = j }
-            }
-            return last
-        }
+        let final = try await followToEnd(client, job.jobID, seconds: 120)
         await client.close()
         _ = try await server.stop(SIGTERM)
         #expect(acceptedAtKill.count == 10)
