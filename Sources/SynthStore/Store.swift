@@ -26,10 +26,10 @@ public final class Store: @unchecked Sendable {
     /// Why writes fail for lack of room, from the last failed write until one succeeds.
     private let full = Mutex<String?>(nil)
 
-    /// Opens (creating if needed) the environment in directory `path`.
     /// 4 GiB of address space; the file grows only as data is written, and the map doubles when full.
     public static let defaultMapSize = 4 << 30
 
+    /// Opens (creating if needed) the environment in directory `path`.
     public init(path: String, initialMapSize: Int = Store.defaultMapSize) throws {
         self.path = path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -112,7 +112,7 @@ public final class Store: @unchecked Sendable {
                 }
                 // mdb_txn_commit frees the transaction whether or not it succeeds: never abort it after.
                 try StoreError.check(mdb_txn_commit(txn), "mdb_txn_commit")
-                if full.withLock({ $0 }) != nil { full.withLock { $0 = nil } }
+                full.withLock { $0 = nil }
                 return result
             } catch let error as StoreError where error.code == .lmdb(MDB_MAP_FULL) {
                 do {

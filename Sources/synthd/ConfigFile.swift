@@ -85,12 +85,14 @@ struct ConfigFile: Decodable {
         c.unixPath = server?.unix
         c.tcp = server?.tcp
         if let m = server?.maxFrameSize { c.maxFrameSize = m }
-        if let t = server?.idleTimeoutSeconds { c.idleTimeout = .milliseconds(Int64(t * 1000)) }
+        // Clamped: a huge or NaN figure in the file must not trap when it becomes a Duration.
+        func seconds(_ t: Double, least: Double) -> Duration { .milliseconds(Int64((t.isFinite ? min(max(least, t), 1e7) : least) * 1000)) }
+        if let t = server?.idleTimeoutSeconds { c.idleTimeout = seconds(t, least: 0.1) }
         if let r = server?.rateLimitPerMinute { c.rateLimitPerMinute = max(0, r) }
         if let b = server?.rateLimitBurst { c.rateLimitBurst = max(1, b) }
         if let n = server?.maxConnections { c.maxConnections = max(1, n) }
         if let n = server?.maxCallsPerConnection { c.maxCallsPerConnection = max(1, n) }
-        if let t = server?.unauthenticatedIdleTimeoutSeconds { c.unauthenticatedIdleTimeout = .milliseconds(Int64(max(0.1, t) * 1000)) }
+        if let t = server?.unauthenticatedIdleTimeoutSeconds { c.unauthenticatedIdleTimeout = seconds(t, least: 0.1) }
         return c
     }
 }

@@ -70,7 +70,7 @@ struct Serve: AsyncParsableCommand {
         }
         let store: Store
         do {
-            store = try Store(path: data.path, initialMapSize: (file.server?.mapSizeMB).map { max(1, $0) << 20 } ?? Store.defaultMapSize)
+            store = try Store(path: data.path, initialMapSize: (file.server?.mapSizeMB).map { min(max(1, $0), 1 << 24) << 20 } ?? Store.defaultMapSize)
         } catch let e as StoreError {
             // A damaged store is reported, never served.
             FileHandle.standardError.write(Data("synthd: the store in \(data.path) cannot be used: \(e.message)\n".utf8))
