@@ -41,8 +41,15 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ], resources: [.copy("Prompts")]),
+        // The application: every operation for a typed caller, and its policy; no transport.
+        .target(name: "SynthCore", dependencies: [
+            "SynthAPI", "SynthSpec", "SynthStore", "SynthEngine", "SynthLLM", "SynthProto",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ]),
         .target(name: "SynthServer", dependencies: [
-            "SynthAPI", "SynthWire", "SynthSpec", "SynthStore", "SynthEngine", "SynthProto",
+            "SynthCore", "SynthAPI", "SynthWire", "SynthSpec", "SynthStore", "SynthEngine", "SynthProto",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -76,7 +83,7 @@ let package = Package(
         .testTarget(name: "SynthQualityTests", dependencies: ["SynthQuality", "CSketch"]),
         .testTarget(name: "SynthStoreTests", dependencies: ["SynthStore", "SynthProto"]),
         .testTarget(name: "SynthServerTests", dependencies: [
-            "SynthAPI", "SynthServer", "SynthClient", "SynthStore", "SynthEngine", "SynthProto", "SynthWire", "SynthSpec", "SynthLLM", "SynthQuality",
+            "SynthAPI", "SynthCore", "SynthServer", "SynthClient", "SynthStore", "SynthEngine", "SynthProto", "SynthWire", "SynthSpec", "SynthLLM", "SynthQuality",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

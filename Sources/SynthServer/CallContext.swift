@@ -1,5 +1,6 @@
 import NIOCore
 import SwiftProtobuf
+import SynthCore
 import SynthLLM
 import SynthProto
 import SynthWire
@@ -8,9 +9,8 @@ import SynthWire
 public struct CallContext: Sendable {
     public let callID: UInt64
     public let method: String
-    /// Empty for the public methods.
-    public let org: String
-    public let keyID: String
+    /// Empty (no org, no key) for the open methods.
+    public let caller: Caller
     let writer: FrameWriter
 
     /// Sends one response message of the call.

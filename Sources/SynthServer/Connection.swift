@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import SynthAPI
+import SynthCore
 import SynthProto
 import SynthWire
 

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import SynthCore
 import SynthEngine
 import SynthProto
 import SynthSpec
@@ -50,7 +51,7 @@ public final class Server: @unchecked Sendable {
         self.config = config
         self.logger = logger
         self.group = group
-        self.service = Service(store: store, engine: engine, validator: validator, config: config, logger: logger)
+        self.service = Service(core: JobService(store: store, engine: engine, validator: validator, logger: logger), config: config, logger: logger)
     }
 
     /// Binds the configured listeners and starts serving. Returns the real addresses (a TCP port

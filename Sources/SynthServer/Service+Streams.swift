@@ -1,4 +1,5 @@
 import Foundation
+import SynthCore
 import SynthEngine
 import SynthProto
 import SynthSpec
@@ -12,7 +13,7 @@ extension Service {
     /// Every record goes exactly once and in order: the stream follows a cursor over the stored
     /// sequence numbers, so what it sends never depends on what was in memory.
     func watchJob(_ req: PBWatchJobRequest, _ ctx: CallContext) async throws {
-        var job = try job(req.jobID, ctx)
+        var job = try core.job(req.jobID, ctx.caller)
         let jobID = job.job.jobID
         let (wake, wakeUp) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         // Subscribe before the first read, so that no change can fall between a read and a wait.
@@ -37,13 +38,13 @@ extension Service {
             // The key is checked again every `recheck`, also between batches of a long backlog.
             func recheckKey() throws {
                 guard ContinuousClock.now - lastKeyCheck >= recheck else { return }
-                try ensureKeyActive(ctx)
+                try core.ensureKeyActive(ctx.caller)
                 lastKeyCheck = .now
             }
             var wakes = wake.makeAsyncIterator()
             while true {
                 try recheckKey()
-                job = try self.job(jobID, ctx)
+                job = try core.job(jobID, ctx.caller)
                 if !req.progressOnly, req.batchBytes > 0 {
                     let upTo = job.job.lastSeq
                     // An ended job's records are final: they go from its export file when it can be had.
@@ -144,16 +145,10 @@ extension Service {
         return cursor
     }
 
-    func ensureKeyActive(_ ctx: CallContext) throws {
-        guard try store.isActive(org: ctx.org, keyID: ctx.keyID) else {
-            throw RPCError(.unauthenticated, "the API key of this call was revoked")
-        }
-    }
-
     /// Streams a finished job's split files: for each split, its SplitInfo, then its records in
     /// file order.
     func fetchSplits(_ req: PBFetchSplitsRequest, _ ctx: CallContext) async throws {
-        let job = try job(req.jobID, ctx)
+        let job = try core.job(req.jobID, ctx.caller)
         guard job.job.status == JobStatus.succeeded.rawValue else {
             throw RPCError(.failedPrecondition, "job \(req.jobID) is \(job.job.status); splits exist once it succeeds")
         }

@@ -1,24 +1,26 @@
-import Crypto
 import Foundation
 import Logging
 import SwiftProtobuf
 import SynthAPI
+import SynthCore
 import SynthEngine
 import SynthProto
 import SynthSpec
 import SynthStore
 import Synchronization
 
-/// The methods. Each decodes its request, checks who is calling, and answers through the context.
+/// The framed protocol's router: decodes a call's request as its method's type, runs the
+/// interceptors (authentication, the per-org rate limit), calls the application (`JobService`) and
+/// encodes the answer. The streams' framing (record batches, sendfile) is here too.
 final class Service: Sendable {
-    let store: Store
-    let engine: Engine
-    let validator: Validator
+    let core: JobService
     let config: ServerConfig
     let logger: Logger
-
-    let limiter: OrgRateLimiter?
+    let interceptors: [any CallInterceptor]
     private let stopping = Atomic<Bool>(false)
+
+    var store: Store { core.store }
+    var engine: Engine { core.engine }
 
     /// Set when the server begins to stop: calls still open end UNAVAILABLE, which clients retry.
     var isStopping: Bool {
@@ -28,32 +30,26 @@ final class Service: Sendable {
     static let stoppingStatus = RPCError(.unavailable, "the server is shutting down; retry the call (a watch resumes with after_seq)",
                                          errorCode: "SHUTTING_DOWN").status
 
-    init(store: Store, engine: Engine, validator: Validator, config: ServerConfig, logger: Logger) {
-        self.store = store
-        self.engine = engine
-        self.validator = validator
+    init(core: JobService, config: ServerConfig, logger: Logger) {
+        self.core = core
         self.config = config
         self.logger = logger
-        limiter = OrgRateLimiter(perMinute: config.rateLimitPerMinute, burst: config.rateLimitBurst)
+        var interceptors: [any CallInterceptor] = [Authentication(core: core)]
+        if let limiter = OrgRateLimiter(perMinute: config.rateLimitPerMinute, burst: config.rateLimitBurst) {
+            interceptors.append(RateLimit(limiter: limiter, perMinute: config.rateLimitPerMinute))
+        }
+        self.interceptors = interceptors
     }
 
     /// Runs one call. `authenticated` is told when the call's key proves valid.
-    func handle(_ open: PBCallOpen, callID: UInt64, writer: FrameWriter, authenticated: @Sendable () -> Void = {}) async throws {
+    func handle(_ open: PBCallOpen, callID: UInt64, writer: FrameWriter, authenticated: @escaping @Sendable () -> Void = {}) async throws {
         guard let method = Methods.named(open.method) else {
             throw RPCError(.unimplemented, "unknown method \(String(open.method.prefix(64)).debugDescription)")
         }
-        var org = "", keyID = ""
-        if method.scope != .open {
-            (org, keyID) = try authenticate(open.apiKey)
-            authenticated()
-            if let wait = limiter?.admit(org) {
-                var e = RPCError(.resourceExhausted, "rate limit: \(config.rateLimitPerMinute) calls a minute per org; retry after the time given",
-                                 errorCode: "RATE_LIMITED")
-                e.status.retryAfterMs = UInt64(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)
-                throw e
-            }
-        }
-        let ctx = CallContext(callID: callID, method: method.name, org: org, keyID: keyID, writer: writer)
+        var call = InboundCall(method: method, apiKey: open.apiKey, authenticated: authenticated)
+        for interceptor in interceptors { try await interceptor.intercept(&call) }
+        let caller = call.caller ?? Caller(org: "", keyID: "")
+        let ctx = CallContext(callID: callID, method: method.name, caller: caller, writer: writer)
         let body = open.request
         // Refused before it is decoded: a request larger than any valid one would only cost memory.
         let most = method.largestRequest
@@ -65,21 +61,22 @@ final class Service: Sendable {
             // Lists of hundreds of thousands of empty items are refused before they are decoded.
             try RequestPrescan.check(generateOrPlan: Array(body))
         }
+        let core = self.core
         switch method {
-        case Methods.generate.info: try await unary(Methods.generate, body, ctx) { try await self.generate($0, ctx) }
-        case Methods.plan.info: try await unary(Methods.plan, body, ctx) { try await self.plan($0, ctx) }
-        case Methods.getJob.info: try await unary(Methods.getJob, body, ctx) { try self.getJob($0, ctx) }
-        case Methods.listJobs.info: try await unary(Methods.listJobs, body, ctx) { try self.listJobs($0, ctx) }
-        case Methods.cancelJob.info: try await unary(Methods.cancelJob, body, ctx) { try self.cancelJob($0, ctx) }
+        case Methods.generate.info: try await unary(Methods.generate, body, ctx) { try await core.generate($0, caller) }
+        case Methods.plan.info: try await unary(Methods.plan, body, ctx) { try await core.plan($0, caller) }
+        case Methods.getJob.info: try await unary(Methods.getJob, body, ctx) { try core.getJob($0, caller) }
+        case Methods.listJobs.info: try await unary(Methods.listJobs, body, ctx) { try core.listJobs($0, caller) }
+        case Methods.cancelJob.info: try await unary(Methods.cancelJob, body, ctx) { try core.cancelJob($0, caller) }
         case Methods.watchJob.info: try await watchJob(try decode(body), ctx)
         case Methods.fetchSplits.info: try await fetchSplits(try decode(body), ctx)
-        case Methods.getQualityReport.info: try await unary(Methods.getQualityReport, body, ctx) { try self.qualityReport($0, ctx) }
-        case Methods.getManifest.info: try await unary(Methods.getManifest, body, ctx) { try self.manifest($0, ctx) }
-        case Methods.getPricing.info: try await unary(Methods.getPricing, body, ctx) { _ in self.pricing() }
-        case Methods.health.info: try await unary(Methods.health, body, ctx) { _ in self.health() }
-        case Methods.createApiKey.info: try await unary(Methods.createApiKey, body, ctx) { try self.createKey($0, ctx) }
-        case Methods.listApiKeys.info: try await unary(Methods.listApiKeys, body, ctx) { _ in try self.listKeys(ctx) }
-        case Methods.revokeApiKey.info: try await unary(Methods.revokeApiKey, body, ctx) { try self.revokeKey($0, ctx) }
+        case Methods.getQualityReport.info: try await unary(Methods.getQualityReport, body, ctx) { try core.qualityReport($0, caller) }
+        case Methods.getManifest.info: try await unary(Methods.getManifest, body, ctx) { try core.manifest($0, caller) }
+        case Methods.getPricing.info: try await unary(Methods.getPricing, body, ctx) { _ in core.pricing() }
+        case Methods.health.info: try await unary(Methods.health, body, ctx) { _ in core.health() }
+        case Methods.createApiKey.info: try await unary(Methods.createApiKey, body, ctx) { try core.createKey($0, caller) }
+        case Methods.listApiKeys.info: try await unary(Methods.listApiKeys, body, ctx) { _ in try core.listKeys(caller) }
+        case Methods.revokeApiKey.info: try await unary(Methods.revokeApiKey, body, ctx) { try core.revokeKey($0, caller) }
         default:
             // Every method of the table has a case above; a test calls each one.
             throw RPCError(.unimplemented, "\(method.name) has no handler")
@@ -113,336 +110,6 @@ final class Service: Sendable {
         }
         return message
     }
-
-    func authenticate(_ key: String) throws -> (org: String, keyID: String) {
-        guard !key.isEmpty else { throw RPCError.unauthenticated }
-        guard key.hasPrefix("sk_"), key.count <= 200, key.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
-            throw RPCError(.unauthenticated, "malformed API key: keys look like sk_live_...")
-        }
-        guard let info = try store.authenticate(key: key) else {
-            throw RPCError(.unauthenticated, "invalid or revoked API key")
-        }
-        return (info.org, info.keyID)
-    }
-
-    // MARK: jobs
-
-    func job(_ id: String, _ ctx: CallContext) throws -> PBStoredJob {
-        guard !id.isEmpty else { throw RPCError.invalid("job_id is required") }
-        // No job id is this long (and LMDB keys are at most 511 bytes).
-        guard id.utf8.count <= 128 else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
-        guard var job = try store.job(id: id, org: ctx.org) else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
-        present(&job.job)
-        return job
-    }
-
-    /// The job as clients see it: its state as the enum as well as the string, and its detail
-    /// (a running job paused by a full store, a failed job's reason).
-    func present(_ job: inout PBJob) {
-        let status = JobStatus(rawValue: job.status)
-        job.state = status?.state ?? .unspecified
-        job.clearDetail()
-        if status == .running, let why = engine.pauseReason(jobID: job.jobID) {
-            job.detail.code = "PAUSED_STORAGE_FULL"
-            job.detail.message = why
-        } else if status == .failed, !job.error.isEmpty {
-            job.detail.code = "FAILED"
-            job.detail.message = job.error
-        }
-    }
-
-    /// The validated, effective request and its plan.
-    /// `validated` says the caller has validated `request` already (Generate validates it with
-    /// its idempotency key, so that every error comes at once).
-    func prepare(_ request: PBJobRequest, domainConfirmed: Bool, validated: Bool = false) async throws -> (PBJobRequest, PBPlan) {
-        if !validated { try validator.validate(request) }
-        if !domainConfirmed {
-            let suspects = await DomainSpellCheck.shared.suspectsOffPool(in: request.domain)
-            if !suspects.isEmpty {
-                let list = suspects.map { "\($0.word) (did you mean \($0.suggestions.joined(separator: ", "))?)" }.joined(separator: "; ")
-                // The whole domain with each suspect word replaced by its closest suggestion.
-                var corrected = request.domain
-                for s in suspects {
-                    if let best = s.suggestions.first { corrected = corrected.replacingOccurrences(of: s.word, with: best) }
-                }
-                throw SpecError(.domainSpelling, "possible typo in domain: \(list). Did you mean \"\(corrected)\"? Correct it, or confirm "
-                                + "the spelling with domain_confirmed (synth generate --confirm-domain)", suggestions: suspects)
-            }
-        }
-        let effective = Planner.effective(request)
-        var plan = Planner.plan(effective)
-        let routes = engine.routes(for: effective)
-        guard let generator = routes.generator else {
-            throw RPCError(.failedPrecondition, "no provider is configured for model \(effective.model)")
-        }
-        guard engine.config.providers[generator.provider] != nil else {
-            var e = RPCError(.invalidArgument, "the request names a provider that is not configured", errorCode: SpecError.Code.validation.rawValue)
-            var fe = PBFieldError()
-            fe.field = "models.generator.provider"
-            fe.rule = "must be a configured provider (\(engine.config.providers.keys.sorted().joined(separator: ", ")))"
-            fe.value = generator.provider
-            e.status.fieldErrors = [fe]
-            throw e
-        }
-        plan.generator.provider = generator.provider
-        plan.generator.model = generator.model
-        plan.critic.provider = routes.critic.provider
-        plan.critic.model = routes.critic.model
-        return (effective, plan)
-    }
-
-    /// Whether the org's plan can take one more job of `request`: checked with the job's insert,
-    /// in one transaction. Unfinished jobs count at their full estimate until they are billed.
-    func admission(_ request: PBJobRequest, tier: String) -> (PBStoredOrg?, PBStoredUsage, [PBStoredJob]) throws -> Void {
-        let pricing = engine.pricing
-        return { org, month, unfinished in
-            guard let org else { return }
-            let need = pricing.estimate(request)
-            func refuse(_ what: String) -> RPCError {
-                RPCError(.resourceExhausted, what, errorCode: "INSUFFICIENT_BALANCE")
-            }
-            switch org.plan {
-            case "free":
-                let limit = org.monthlyQuota > 0 ? org.monthlyQuota : 100
-                let used = month.records + unfinished.reduce(0) { $0 + $1.job.count }
-                let left = max(0, limit - used)
-                if request.count > left {
-                    throw refuse("this job needs \(request.count) records; the free plan has \(limit) a month and \(left) are left this month")
-                }
-            case "subscription":
-                if tier == "deep" {
-                    throw RPCError(.permissionDenied, "the deep tier is pay-as-you-go only; subscription plans cannot use it", errorCode: "PLAN_NOT_ALLOWED")
-                }
-                let used = month.quotaRecords + unfinished.reduce(0) { $0 + pricing.estimate($1.request).quotaRecords }
-                let left = max(0, Double(org.monthlyQuota) - used)
-                if need.quotaRecords > left + 1e-9 {
-                    throw refuse("this job needs \(Self.figure(need.quotaRecords)) quota records (verified counts 1.5 each); "
-                                 + "\(Self.figure(left)) of the monthly \(org.monthlyQuota) are left")
-                }
-            default:
-                let reserved = unfinished.reduce(0) { $0 + Int64((pricing.estimate($1.request).totalUsd * 1_000_000).rounded(.up)) }
-                let left = org.balanceMicroUsd - reserved
-                let needed = Int64((need.totalUsd * 1_000_000).rounded(.up))
-                if needed > left {
-                    throw refuse(String(format: "this job costs up to $%.4f; the balance has $%.4f left after the jobs still running", Double(needed) / 1e6,
-                                        Double(max(0, left)) / 1e6))
-                }
-            }
-        }
-    }
-
-    static func figure(_ v: Double) -> String { v == v.rounded() ? String(Int64(v)) : String(format: "%.1f", v) }
-
-    func generate(_ req: PBGenerateRequest, _ ctx: CallContext) async throws -> PBGenerateResponse {
-        try validator.validate(req)
-        if let full = store.spaceProblem {
-            throw RPCError(.resourceExhausted, "new jobs are refused while the server's storage is full (\(full)); running jobs wait for room",
-                           errorCode: "STORAGE_FULL")
-        }
-        let (effective, plan) = try await prepare(req.request, domainConfirmed: req.domainConfirmed, validated: true)
-        // Deterministic ordering: the same body must always hash the same, whatever its map order.
-        var options = BinaryEncodingOptions()
-        options.useDeterministicOrdering = true
-        let body: [UInt8] = try req.request.serializedBytes(options: options)
-        let digest = Array(SHA256.hash(data: body))
-        var job = PBStoredJob()
-        job.org = ctx.org
-        job.request = effective
-        job.plan = plan
-        job.seed = UInt64.random(in: 1...UInt64.max)
-        job.idempotencyKey = req.idempotencyKey
-        job.requestDigest = Data(digest)
-        job.createdAtMs = Clock.nowMillis()
-        job.job.jobID = Identifiers.newJobID()
-        job.job.status = JobStatus.queued.rawValue
-        job.job.schema = effective.schema
-        job.job.domain = effective.domain
-        job.job.tier = plan.tier
-        job.job.count = effective.count
-        job.job.createdAt = Clock.rfc3339(job.createdAtMs)
-        let stored: PBStoredJob
-        do {
-            stored = try store.insertJob(job, admit: admission(effective, tier: plan.tier))
-        } catch let e as StoreError where e.code == .conflict {
-            throw RPCError(.failedPrecondition, e.message, errorCode: "IDEMPOTENCY_CONFLICT")
-        }
-        if stored.job.jobID != job.job.jobID {
-            // A repeat of an earlier Generate with the same idempotency key and body.
-            var out = PBGenerateResponse()
-            out.job = stored.job
-            present(&out.job)
-            return out
-        }
-        logger.info("job created", metadata: ["job": "\(job.job.jobID)", "org": "\(ctx.org)", "count": "\(effective.count)"])
-        engine.start(jobID: job.job.jobID)
-        var out = PBGenerateResponse()
-        out.job = job.job
-        present(&out.job)
-        return out
-    }
-
-    func plan(_ req: PBPlanRequest, _ ctx: CallContext) async throws -> PBPlanResponse {
-        let (effective, plan) = try await prepare(req.request, domainConfirmed: req.domainConfirmed)
-        var out = PBPlanResponse()
-        out.plan = plan
-        out.cost = engine.pricing.estimate(effective)
-        out.effectiveRequest = effective
-        return out
-    }
-
-    func getJob(_ req: PBGetJobRequest, _ ctx: CallContext) throws -> PBGetJobResponse {
-        var out = PBGetJobResponse()
-        out.job = try job(req.jobID, ctx).job
-        return out
-    }
-
-    func listJobs(_ req: PBListJobsRequest, _ ctx: CallContext) throws -> PBListJobsResponse {
-        if !req.status.isEmpty, JobStatus(rawValue: req.status) == nil {
-            throw RPCError.invalid("status must be one of \(JobStatus.allCases.map(\.rawValue).joined(separator: ", ")), got \(req.status.prefix(32))")
-        }
-        guard req.limit >= 0, req.limit <= 500 else { throw RPCError.invalid("limit must be between 1 and 500 (0 means 50), got \(req.limit)") }
-        if !req.pageToken.isEmpty, !Store.isPageToken(req.pageToken, org: ctx.org) {
-            throw RPCError.invalid("page_token is not a token this server gave for this list; start again without one")
-        }
-        let page = try store.listJobs(org: ctx.org, status: req.status.isEmpty ? nil : req.status,
-                                      limit: req.limit == 0 ? 50 : Int(req.limit), pageToken: req.pageToken)
-        var out = PBListJobsResponse()
-        out.jobs = page.jobs.map(\.job)
-        for i in out.jobs.indices { present(&out.jobs[i]) }
-        out.nextPageToken = page.next
-        return out
-    }
-
-    func cancelJob(_ req: PBCancelJobRequest, _ ctx: CallContext) throws -> PBCancelJobResponse {
-        let current = try job(req.jobID, ctx)
-        if let status = JobStatus(rawValue: current.job.status), status.isTerminal {
-            throw RPCError(.failedPrecondition, "job \(req.jobID) already \(status.rawValue)")
-        }
-        var out = PBCancelJobResponse()
-        out.job = try engine.cancel(jobID: req.jobID).job
-        present(&out.job)
-        return out
-    }
-
-    func qualityReport(_ req: PBGetQualityReportRequest, _ ctx: CallContext) throws -> PBGetQualityReportResponse {
-        let job = try job(req.jobID, ctx)
-        var out = PBGetQualityReportResponse()
-        out.report = Manifest.qualityReport(job)
-        out.json = Data(Manifest.reportJSON(out.report).serialized())
-        return out
-    }
-
-    func manifest(_ req: PBGetManifestRequest, _ ctx: CallContext) throws -> PBGetManifestResponse {
-        let job = try job(req.jobID, ctx)
-        guard let bytes = try store.manifest(jobID: job.job.jobID) else {
-            throw RPCError(.failedPrecondition, "job \(req.jobID) is \(job.job.status); its manifest is written when it succeeds")
-        }
-        var out = PBGetManifestResponse()
-        out.json = Data(bytes)
-        return out
-    }
-
-    // MARK: public
-
-    func pricing() -> PBGetPricingResponse {
-        var models: [Tier: (provider: String, model: String)] = [:]
-        for tier in Tier.allCases {
-            if let r = engine.config.tiers[tier.rawValue] { models[tier] = (r.provider, r.model) }
-        }
-        return engine.pricing.table(models: models)
-    }
-
-    func health() -> PBHealthResponse {
-        var out = PBHealthResponse()
-        out.version = SynthVersion.current
-        var storeHealth = PBComponentHealth()
-        storeHealth.name = "store"
-        do {
-            _ = try store.read { _ in true }
-            if let full = store.spaceProblem {
-                storeHealth.status = "degraded"
-                storeHealth.detail = "writes fail: \(full); \(engine.pausedJobs) jobs paused until there is room"
-            } else {
-                storeHealth.status = "ok"
-            }
-        } catch {
-            storeHealth.status = "failing"
-            storeHealth.detail = "the store cannot be read"
-        }
-        var engineHealth = PBComponentHealth()
-        engineHealth.name = "engine"
-        engineHealth.status = "ok"
-        engineHealth.detail = "\(engine.runningJobs) running jobs"
-        out.components = [storeHealth, engineHealth]
-        if let local = engine.localModel {
-            var c = PBComponentHealth()
-            c.name = "local_model"
-            (c.status, c.detail) = local.health()
-            out.components.append(c)
-        }
-        for (tier, route) in engine.config.tiers.sorted(by: { $0.key < $1.key }) {
-            var c = PBComponentHealth()
-            c.name = "tier:\(tier)"
-            if let p = engine.config.providers[route.provider] {
-                c.status = "ok"
-                // The base URL is left out: Health is public, and a URL can carry credentials.
-                c.detail = "\(route.provider) (\(p.kind.rawValue)) model \(route.model)"
-            } else {
-                c.status = "unconfigured"
-                c.detail = "provider \(route.provider) is not configured"
-            }
-            out.components.append(c)
-        }
-        out.status = out.components.allSatisfy { $0.status == "ok" } ? "ok" : "degraded"
-        return out
-    }
-
-    // MARK: keys
-
-    static func info(_ k: PBStoredKey) -> PBApiKeyInfo {
-        var i = PBApiKeyInfo()
-        i.keyID = k.keyID
-        i.prefix = k.prefix
-        i.name = k.name
-        i.createdAt = Clock.rfc3339(k.createdAtMs)
-        i.lastUsedAt = Clock.rfc3339(k.lastUsedMs)
-        i.revoked = k.revoked
-        i.revokedAt = Clock.rfc3339(k.revokedAtMs)
-        return i
-    }
-
-    func createKey(_ req: PBCreateApiKeyRequest, _ ctx: CallContext) throws -> PBCreateApiKeyResponse {
-        guard req.name.count <= 100 else { throw RPCError.invalid("name must be at most 100 characters") }
-        let issued: IssuedKey
-        do {
-            issued = try store.createKey(org: ctx.org, name: req.name)
-        } catch let e as StoreError where e.code == .conflict {
-            throw RPCError(.resourceExhausted, e.message, errorCode: "KEY_LIMIT")
-        }
-        var out = PBCreateApiKeyResponse()
-        out.key = issued.key
-        out.info = Self.info(issued.info)
-        return out
-    }
-
-    func listKeys(_ ctx: CallContext) throws -> PBListApiKeysResponse {
-        var out = PBListApiKeysResponse()
-        out.keys = try store.keys(org: ctx.org).map(Self.info)
-        return out
-    }
-
-    func revokeKey(_ req: PBRevokeApiKeyRequest, _ ctx: CallContext) throws -> PBRevokeApiKeyResponse {
-        guard req.keyID.utf8.count <= 128, let k = try store.revokeKey(org: ctx.org, keyID: req.keyID) else {
-            throw RPCError.notFound("key \(String(req.keyID.prefix(64)))")
-        }
-        var out = PBRevokeApiKeyResponse()
-        out.key = Self.info(k)
-        return out
-    }
-}
-
-public enum SynthVersion {
-    public static let current = "0.1.0"
 }
 
 extension MethodInfo {

@@ -19,12 +19,12 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { "\(status.code): \(status.message)" }
 
-    static func invalid(_ message: String) -> RPCError { RPCError(.invalidArgument, message) }
-    static func notFound(_ what: String) -> RPCError { RPCError(.notFound, "\(what) not found") }
-    static let unauthenticated = RPCError(.unauthenticated, "missing API key: pass one in the call's api_key")
+    public static func invalid(_ message: String) -> RPCError { RPCError(.invalidArgument, message) }
+    public static func notFound(_ what: String) -> RPCError { RPCError(.notFound, "\(what) not found") }
+    public static let unauthenticated = RPCError(.unauthenticated, "missing API key: pass one in the call's api_key")
 
     /// The one place other modules' errors become statuses.
-    static func from(_ error: Error) -> RPCError {
+    public static func from(_ error: Error) -> RPCError {
         switch error {
         case let e as RPCError:
             return e

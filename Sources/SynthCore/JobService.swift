@@ -1,0 +1,366 @@
+import Crypto
+import Foundation
+import Logging
+import SwiftProtobuf
+import SynthEngine
+import SynthProto
+import SynthSpec
+import SynthStore
+
+/// The application: every operation the protocol offers, for a typed caller, with the policy that
+/// goes with it (validation, the spell check, planning, admission and billing, job construction).
+/// It knows nothing of frames or sockets: an edge decodes a call, authenticates it here, calls the
+/// operation and encodes what it returns, and a second edge does the same with no behaviour of its own.
+public final class JobService: Sendable {
+    public let store: Store
+    public let engine: Engine
+    public let validator: Validator
+    let logger: Logger
+
+    public init(store: Store, engine: Engine, validator: Validator, logger: Logger) {
+        self.store = store
+        self.engine = engine
+        self.validator = validator
+        self.logger = logger
+    }
+
+    /// The caller a key belongs to; UNAUTHENTICATED for a missing, malformed, unknown or revoked key.
+    public func authenticate(_ key: String) throws -> Caller {
+        guard !key.isEmpty else { throw RPCError.unauthenticated }
+        guard key.hasPrefix("sk_"), key.count <= 200, key.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw RPCError(.unauthenticated, "malformed API key: keys look like sk_live_...")
+        }
+        guard let info = try store.authenticate(key: key) else {
+            throw RPCError(.unauthenticated, "invalid or revoked API key")
+        }
+        return Caller(org: info.org, keyID: info.keyID)
+    }
+
+    /// Throws UNAUTHENTICATED once the caller's key has been revoked (a long stream asks now and then).
+    public func ensureKeyActive(_ caller: Caller) throws {
+        guard try store.isActive(org: caller.org, keyID: caller.keyID) else {
+            throw RPCError(.unauthenticated, "the API key of this call was revoked")
+        }
+    }
+
+    // MARK: jobs
+
+    public func job(_ id: String, _ caller: Caller) throws -> PBStoredJob {
+        guard !id.isEmpty else { throw RPCError.invalid("job_id is required") }
+        // No job id is this long (and LMDB keys are at most 511 bytes).
+        guard id.utf8.count <= 128 else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
+        guard var job = try store.job(id: id, org: caller.org) else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
+        present(&job.job)
+        return job
+    }
+
+    /// The job as clients see it: its state as the enum as well as the string, and its detail
+    /// (a running job paused by a full store, a failed job's reason).
+    public func present(_ job: inout PBJob) {
+        let status = JobStatus(rawValue: job.status)
+        job.state = status?.state ?? .unspecified
+        job.clearDetail()
+        if status == .running, let why = engine.pauseReason(jobID: job.jobID) {
+            job.detail.code = "PAUSED_STORAGE_FULL"
+            job.detail.message = why
+        } else if status == .failed, !job.error.isEmpty {
+            job.detail.code = "FAILED"
+            job.detail.message = job.error
+        }
+    }
+
+    /// The validated, effective request and its plan.
+    /// `validated` says the caller has validated `request` already (Generate validates it with
+    /// its idempotency key, so that every error comes at once).
+    func prepare(_ request: PBJobRequest, domainConfirmed: Bool, validated: Bool = false) async throws -> (PBJobRequest, PBPlan) {
+        if !validated { try validator.validate(request) }
+        if !domainConfirmed {
+            let suspects = await DomainSpellCheck.shared.suspectsOffPool(in: request.domain)
+            if !suspects.isEmpty {
+                let list = suspects.map { "\($0.word) (did you mean \($0.suggestions.joined(separator: ", "))?)" }.joined(separator: "; ")
+                // The whole domain with each suspect word replaced by its closest suggestion.
+                var corrected = request.domain
+                for s in suspects {
+                    if let best = s.suggestions.first { corrected = corrected.replacingOccurrences(of: s.word, with: best) }
+                }
+                throw SpecError(.domainSpelling, "possible typo in domain: \(list). Did you mean \"\(corrected)\"? Correct it, or confirm "
+                                + "the spelling with domain_confirmed (synth generate --confirm-domain)", suggestions: suspects)
+            }
+        }
+        let effective = Planner.effective(request)
+        var plan = Planner.plan(effective)
+        let routes = engine.routes(for: effective)
+        guard let generator = routes.generator else {
+            throw RPCError(.failedPrecondition, "no provider is configured for model \(effective.model)")
+        }
+        guard engine.config.providers[generator.provider] != nil else {
+            var e = RPCError(.invalidArgument, "the request names a provider that is not configured", errorCode: SpecError.Code.validation.rawValue)
+            var fe = PBFieldError()
+            fe.field = "models.generator.provider"
+            fe.rule = "must be a configured provider (\(engine.config.providers.keys.sorted().joined(separator: ", ")))"
+            fe.value = generator.provider
+            e.status.fieldErrors = [fe]
+            throw e
+        }
+        plan.generator.provider = generator.provider
+        plan.generator.model = generator.model
+        plan.critic.provider = routes.critic.provider
+        plan.critic.model = routes.critic.model
+        return (effective, plan)
+    }
+
+    /// Whether the org's plan can take one more job of `request`: checked with the job's insert,
+    /// in one transaction. Unfinished jobs count at their full estimate until they are billed.
+    func admission(_ request: PBJobRequest, tier: String) -> (PBStoredOrg?, PBStoredUsage, [PBStoredJob]) throws -> Void {
+        let pricing = engine.pricing
+        return { org, month, unfinished in
+            guard let org else { return }
+            let need = pricing.estimate(request)
+            func refuse(_ what: String) -> RPCError {
+                RPCError(.resourceExhausted, what, errorCode: "INSUFFICIENT_BALANCE")
+            }
+            switch org.plan {
+            case "free":
+                let limit = org.monthlyQuota > 0 ? org.monthlyQuota : 100
+                let used = month.records + unfinished.reduce(0) { $0 + $1.job.count }
+                let left = max(0, limit - used)
+                if request.count > left {
+                    throw refuse("this job needs \(request.count) records; the free plan has \(limit) a month and \(left) are left this month")
+                }
+            case "subscription":
+                if tier == "deep" {
+                    throw RPCError(.permissionDenied, "the deep tier is pay-as-you-go only; subscription plans cannot use it", errorCode: "PLAN_NOT_ALLOWED")
+                }
+                let used = month.quotaRecords + unfinished.reduce(0) { $0 + pricing.estimate($1.request).quotaRecords }
+                let left = max(0, Double(org.monthlyQuota) - used)
+                if need.quotaRecords > left + 1e-9 {
+                    throw refuse("this job needs \(Self.figure(need.quotaRecords)) quota records (verified counts 1.5 each); "
+                                 + "\(Self.figure(left)) of the monthly \(org.monthlyQuota) are left")
+                }
+            default:
+                let reserved = unfinished.reduce(0) { $0 + Int64((pricing.estimate($1.request).totalUsd * 1_000_000).rounded(.up)) }
+                let left = org.balanceMicroUsd - reserved
+                let needed = Int64((need.totalUsd * 1_000_000).rounded(.up))
+                if needed > left {
+                    throw refuse(String(format: "this job costs up to $%.4f; the balance has $%.4f left after the jobs still running", Double(needed) / 1e6,
+                                        Double(max(0, left)) / 1e6))
+                }
+            }
+        }
+    }
+
+    static func figure(_ v: Double) -> String { v == v.rounded() ? String(Int64(v)) : String(format: "%.1f", v) }
+
+    public func generate(_ req: PBGenerateRequest, _ caller: Caller) async throws -> PBGenerateResponse {
+        try validator.validate(req)
+        if let full = store.spaceProblem {
+            throw RPCError(.resourceExhausted, "new jobs are refused while the server's storage is full (\(full)); running jobs wait for room",
+                           errorCode: "STORAGE_FULL")
+        }
+        let (effective, plan) = try await prepare(req.request, domainConfirmed: req.domainConfirmed, validated: true)
+        // Deterministic ordering: the same body must always hash the same, whatever its map order.
+        var options = BinaryEncodingOptions()
+        options.useDeterministicOrdering = true
+        let body: [UInt8] = try req.request.serializedBytes(options: options)
+        let digest = Array(SHA256.hash(data: body))
+        var job = PBStoredJob()
+        job.org = caller.org
+        job.request = effective
+        job.plan = plan
+        job.seed = UInt64.random(in: 1...UInt64.max)
+        job.idempotencyKey = req.idempotencyKey
+        job.requestDigest = Data(digest)
+        job.createdAtMs = Clock.nowMillis()
+        job.job.jobID = Identifiers.newJobID()
+        job.job.status = JobStatus.queued.rawValue
+        job.job.schema = effective.schema
+        job.job.domain = effective.domain
+        job.job.tier = plan.tier
+        job.job.count = effective.count
+        job.job.createdAt = Clock.rfc3339(job.createdAtMs)
+        let stored: PBStoredJob
+        do {
+            stored = try store.insertJob(job, admit: admission(effective, tier: plan.tier))
+        } catch let e as StoreError where e.code == .conflict {
+            throw RPCError(.failedPrecondition, e.message, errorCode: "IDEMPOTENCY_CONFLICT")
+        }
+        if stored.job.jobID != job.job.jobID {
+            // A repeat of an earlier Generate with the same idempotency key and body.
+            var out = PBGenerateResponse()
+            out.job = stored.job
+            present(&out.job)
+            return out
+        }
+        logger.info("job created", metadata: ["job": "\(job.job.jobID)", "org": "\(caller.org)", "count": "\(effective.count)"])
+        engine.start(jobID: job.job.jobID)
+        var out = PBGenerateResponse()
+        out.job = job.job
+        present(&out.job)
+        return out
+    }
+
+    public func plan(_ req: PBPlanRequest, _ caller: Caller) async throws -> PBPlanResponse {
+        let (effective, plan) = try await prepare(req.request, domainConfirmed: req.domainConfirmed)
+        var out = PBPlanResponse()
+        out.plan = plan
+        out.cost = engine.pricing.estimate(effective)
+        out.effectiveRequest = effective
+        return out
+    }
+
+    public func getJob(_ req: PBGetJobRequest, _ caller: Caller) throws -> PBGetJobResponse {
+        var out = PBGetJobResponse()
+        out.job = try job(req.jobID, caller).job
+        return out
+    }
+
+    public func listJobs(_ req: PBListJobsRequest, _ caller: Caller) throws -> PBListJobsResponse {
+        if !req.status.isEmpty, JobStatus(rawValue: req.status) == nil {
+            throw RPCError.invalid("status must be one of \(JobStatus.allCases.map(\.rawValue).joined(separator: ", ")), got \(req.status.prefix(32))")
+        }
+        guard req.limit >= 0, req.limit <= 500 else { throw RPCError.invalid("limit must be between 1 and 500 (0 means 50), got \(req.limit)") }
+        if !req.pageToken.isEmpty, !Store.isPageToken(req.pageToken, org: caller.org) {
+            throw RPCError.invalid("page_token is not a token this server gave for this list; start again without one")
+        }
+        let page = try store.listJobs(org: caller.org, status: req.status.isEmpty ? nil : req.status,
+                                      limit: req.limit == 0 ? 50 : Int(req.limit), pageToken: req.pageToken)
+        var out = PBListJobsResponse()
+        out.jobs = page.jobs.map(\.job)
+        for i in out.jobs.indices { present(&out.jobs[i]) }
+        out.nextPageToken = page.next
+        return out
+    }
+
+    public func cancelJob(_ req: PBCancelJobRequest, _ caller: Caller) throws -> PBCancelJobResponse {
+        let current = try job(req.jobID, caller)
+        if let status = JobStatus(rawValue: current.job.status), status.isTerminal {
+            throw RPCError(.failedPrecondition, "job \(req.jobID) already \(status.rawValue)")
+        }
+        var out = PBCancelJobResponse()
+        out.job = try engine.cancel(jobID: req.jobID).job
+        present(&out.job)
+        return out
+    }
+
+    public func qualityReport(_ req: PBGetQualityReportRequest, _ caller: Caller) throws -> PBGetQualityReportResponse {
+        let job = try job(req.jobID, caller)
+        var out = PBGetQualityReportResponse()
+        out.report = Manifest.qualityReport(job)
+        out.json = Data(Manifest.reportJSON(out.report).serialized())
+        return out
+    }
+
+    public func manifest(_ req: PBGetManifestRequest, _ caller: Caller) throws -> PBGetManifestResponse {
+        let job = try job(req.jobID, caller)
+        guard let bytes = try store.manifest(jobID: job.job.jobID) else {
+            throw RPCError(.failedPrecondition, "job \(req.jobID) is \(job.job.status); its manifest is written when it succeeds")
+        }
+        var out = PBGetManifestResponse()
+        out.json = Data(bytes)
+        return out
+    }
+
+    // MARK: public
+
+    public func pricing() -> PBGetPricingResponse {
+        var models: [Tier: (provider: String, model: String)] = [:]
+        for tier in Tier.allCases {
+            if let r = engine.config.tiers[tier.rawValue] { models[tier] = (r.provider, r.model) }
+        }
+        return engine.pricing.table(models: models)
+    }
+
+    public func health() -> PBHealthResponse {
+        var out = PBHealthResponse()
+        out.version = SynthVersion.current
+        var storeHealth = PBComponentHealth()
+        storeHealth.name = "store"
+        do {
+            _ = try store.read { _ in true }
+            if let full = store.spaceProblem {
+                storeHealth.status = "degraded"
+                storeHealth.detail = "writes fail: \(full); \(engine.pausedJobs) jobs paused until there is room"
+            } else {
+                storeHealth.status = "ok"
+            }
+        } catch {
+            storeHealth.status = "failing"
+            storeHealth.detail = "the store cannot be read"
+        }
+        var engineHealth = PBComponentHealth()
+        engineHealth.name = "engine"
+        engineHealth.status = "ok"
+        engineHealth.detail = "\(engine.runningJobs) running jobs"
+        out.components = [storeHealth, engineHealth]
+        if let local = engine.localModel {
+            var c = PBComponentHealth()
+            c.name = "local_model"
+            (c.status, c.detail) = local.health()
+            out.components.append(c)
+        }
+        for (tier, route) in engine.config.tiers.sorted(by: { $0.key < $1.key }) {
+            var c = PBComponentHealth()
+            c.name = "tier:\(tier)"
+            if let p = engine.config.providers[route.provider] {
+                c.status = "ok"
+                // The base URL is left out: Health is public, and a URL can carry credentials.
+                c.detail = "\(route.provider) (\(p.kind.rawValue)) model \(route.model)"
+            } else {
+                c.status = "unconfigured"
+                c.detail = "provider \(route.provider) is not configured"
+            }
+            out.components.append(c)
+        }
+        out.status = out.components.allSatisfy { $0.status == "ok" } ? "ok" : "degraded"
+        return out
+    }
+
+    // MARK: keys
+
+    public static func info(_ k: PBStoredKey) -> PBApiKeyInfo {
+        var i = PBApiKeyInfo()
+        i.keyID = k.keyID
+        i.prefix = k.prefix
+        i.name = k.name
+        i.createdAt = Clock.rfc3339(k.createdAtMs)
+        i.lastUsedAt = Clock.rfc3339(k.lastUsedMs)
+        i.revoked = k.revoked
+        i.revokedAt = Clock.rfc3339(k.revokedAtMs)
+        return i
+    }
+
+    public func createKey(_ req: PBCreateApiKeyRequest, _ caller: Caller) throws -> PBCreateApiKeyResponse {
+        guard req.name.count <= 100 else { throw RPCError.invalid("name must be at most 100 characters") }
+        let issued: IssuedKey
+        do {
+            issued = try store.createKey(org: caller.org, name: req.name)
+        } catch let e as StoreError where e.code == .conflict {
+            throw RPCError(.resourceExhausted, e.message, errorCode: "KEY_LIMIT")
+        }
+        var out = PBCreateApiKeyResponse()
+        out.key = issued.key
+        out.info = Self.info(issued.info)
+        return out
+    }
+
+    public func listKeys(_ caller: Caller) throws -> PBListApiKeysResponse {
+        var out = PBListApiKeysResponse()
+        out.keys = try store.keys(org: caller.org).map(Self.info)
+        return out
+    }
+
+    public func revokeKey(_ req: PBRevokeApiKeyRequest, _ caller: Caller) throws -> PBRevokeApiKeyResponse {
+        guard req.keyID.utf8.count <= 128, let k = try store.revokeKey(org: caller.org, keyID: req.keyID) else {
+            throw RPCError.notFound("key \(String(req.keyID.prefix(64)))")
+        }
+        var out = PBRevokeApiKeyResponse()
+        out.key = Self.info(k)
+        return out
+    }
+}
+
+
+public enum SynthVersion {
+    public static let current = "0.1.0"
+}
+
