@@ -81,6 +81,11 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "SynthQualityTests", dependencies: ["SynthQuality", "CSketch"]),
+        // The engine in process against a scripted model: no sockets, no HTTP.
+        .testTarget(name: "SynthEngineTests", dependencies: [
+            "SynthEngine", "SynthCore", "SynthLLM", "SynthStore", "SynthSpec", "SynthProto",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "SynthStoreTests", dependencies: ["SynthStore", "SynthProto"]),
         .testTarget(name: "SynthServerTests", dependencies: [
             "SynthAPI", "SynthCore", "SynthServer", "SynthClient", "SynthStore", "SynthEngine", "SynthProto", "SynthWire", "SynthSpec", "SynthLLM", "SynthQuality",

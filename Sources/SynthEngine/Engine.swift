@@ -15,13 +15,17 @@ public final class Engine: @unchecked Sendable {
     public let localModel: LocalModel?
     let logger: Logger
     let http: HTTPEngine
-    let clients: [String: LLMClient]
+    /// The models by provider name: an `LLMClient` each, or what the caller gave.
+    let clients: [String: any ChatModel]
     private let lock = NSLock()
     private var runners: [String: Task<Void, Never>] = [:]
     private var stopping = false
     private var paused: [String: String] = [:]
 
-    public init(store: Store, config: EngineConfig, pricing: Pricing = .documented, localModel: LocalModel? = nil, logger: Logger) {
+    /// `models`, when given, answers for the providers it names instead of HTTP clients built from
+    /// the config (the engine's tests give scripted ones).
+    public init(store: Store, config: EngineConfig, pricing: Pricing = .documented, localModel: LocalModel? = nil, logger: Logger,
+                models: [String: any ChatModel]? = nil) {
         self.localModel = localModel
         self.store = store
         self.config = config
@@ -29,16 +33,17 @@ public final class Engine: @unchecked Sendable {
         self.logger = logger
         let http = HTTPEngine()
         self.http = http
-        var clients: [String: LLMClient] = [:]
+        var clients: [String: any ChatModel] = [:]
         for (name, provider) in config.providers {
             var p = provider
             p.name = name
             clients[name] = LLMClient(config: p, engine: http, logger: logger)
         }
+        for (name, model) in models ?? [:] { clients[name] = model }
         self.clients = clients
     }
 
-    func client(_ provider: String) -> LLMClient? { clients[provider] }
+    func client(_ provider: String) -> (any ChatModel)? { clients[provider] }
 
     /// The provider and model that answer for a request.
     public func routes(for request: PBJobRequest) -> (generator: ModelRoute?, critic: ModelRoute) {

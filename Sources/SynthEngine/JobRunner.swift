@@ -197,12 +197,11 @@ final class JobRunner: Sendable {
         guard let route = routes.generator, let client = engine.client(route.provider) else {
             throw EngineError(.providerNotConfigured, "no configured provider answers for model \(request.model.isEmpty ? request.models.generator.model : request.model)")
         }
-        if client.config.lacksItsKey {
-            let variable = ProviderConfig.environmentPrefix(client.config.kind) + "_API_KEY"
-            throw EngineError(.providerNotConfigured, "provider \(route.provider) has no API key: set \(variable) or its api_key in the config file")
+        if let why = client.unavailableReason {
+            throw EngineError(.providerNotConfigured, why)
         }
         let prompts = PromptBuilder(request: request, plan: plan)
-        let concurrency = max(1, min(engine.config.jobConcurrency, client.config.maxInFlight))
+        let concurrency = max(1, min(engine.config.jobConcurrency, client.maxInFlight))
         // `concurrency` bounds the job's requests in flight, the critic's included; an attempt
         // gives its permit back as soon as its answer is in, so the next request leaves while the
         // answer is still being checked. Up to twice as many attempts exist at once: the others
@@ -278,7 +277,7 @@ final class JobRunner: Sendable {
     }
 
     /// The request of one attempt at one slot, holding one of the job's request permits.
-    func send(_ slot: Slot, variation: Int, request: PBJobRequest, prompts: PromptBuilder, route: ModelRoute, client: LLMClient,
+    func send(_ slot: Slot, variation: Int, request: PBJobRequest, prompts: PromptBuilder, route: ModelRoute, client: any ChatModel,
               requests: AsyncSemaphore, halted: HaltFlag, queue: CommitQueue) async throws -> AttemptStep {
         let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: variation),
                                jsonSchema: prompts.jsonSchema(for: slot), schemaName: request.schema, maxTokens: prompts.maxTokens)

@@ -31,7 +31,7 @@ enum Verdict: Sendable {
 final class QualityGate: @unchecked Sendable {
     let request: PBJobRequest
     let format: FormatChecker
-    let critic: LLMClient?
+    let critic: (any ChatModel)?
     let criticModel: String
     /// The job's request permits: a critic call holds one, as a generation request does, so that
     /// the job's requests in flight stay within its concurrency. Nil: no bound here.
@@ -47,7 +47,7 @@ final class QualityGate: @unchecked Sendable {
     /// The judge's pass mark (the documentation's 6.0).
     static let judgePassMark = 6.0
 
-    init(request: PBJobRequest, system: [String], critic: LLMClient?, criticModel: String, permits: AsyncSemaphore? = nil, jobID: String,
+    init(request: PBJobRequest, system: [String], critic: (any ChatModel)?, criticModel: String, permits: AsyncSemaphore? = nil, jobID: String,
          logger: Logger) {
         self.request = request
         let bounds = PromptBuilder.lengthBounds(request)
@@ -125,7 +125,7 @@ final class QualityGate: @unchecked Sendable {
     }
 
     /// One critic call, holding one of the job's request permits.
-    private func ask(_ critic: LLMClient, _ chat: ChatRequest) async throws -> ChatCompletion {
+    private func ask(_ critic: any ChatModel, _ chat: ChatRequest) async throws -> ChatCompletion {
         guard let permits else { return try await critic.complete(chat) }
         return try await permits.withPermit { try await critic.complete(chat) }
     }

@@ -37,6 +37,17 @@ public struct ChatCompletion: Sendable {
     public var costUSD: Double
     /// How many HTTP attempts this answer took.
     public var attempts: Int
+
+    public init(content: String, finishReason: String = "stop", promptTokens: Int = 0, completionTokens: Int = 0, model: String,
+                costUSD: Double = 0, attempts: Int = 1) {
+        self.content = content
+        self.finishReason = finishReason
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.model = model
+        self.costUSD = costUSD
+        self.attempts = attempts
+    }
 }
 
 /// A provider failure that retrying will not mend, or retries ran out.
@@ -54,6 +65,13 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
     public var provider: String
     public var status: Int
     public var message: String
+
+    public init(kind: Kind, provider: String, status: Int = 0, message: String) {
+        self.kind = kind
+        self.provider = provider
+        self.status = status
+        self.message = message
+    }
 
     public var description: String {
         status > 0 ? "\(provider) answered \(status): \(message)" : "\(provider): \(message)"
