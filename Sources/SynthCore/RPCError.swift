@@ -9,12 +9,21 @@ import SynthStore
 /// or a credential.
 public struct RPCError: Error, Sendable, CustomStringConvertible {
     public var status: PBStatus
+    /// What went wrong underneath, for the server's log: never sent to the client.
+    public var cause: (any Error)?
 
-    public init(_ code: PBStatusCode, _ message: String, errorCode: String = "") {
+    public init(_ code: PBStatusCode, _ message: String, errorCode: String = "", cause: (any Error)? = nil) {
         status = PBStatus()
         status.code = code
         status.message = message
         status.errorCode = errorCode
+        self.cause = cause
+    }
+
+    /// Whether the failure is the server's own (INTERNAL, DATA_LOSS, a storage failure): each is
+    /// logged with its cause.
+    public var isServerFault: Bool {
+        status.code == .internal || status.code == .dataLoss || status.errorCode == "STORAGE_FULL"
     }
 
     public var description: String { "\(status.code): \(status.message)" }
@@ -39,10 +48,10 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
             case .notFound: return RPCError(.notFound, e.message)
             case .conflict: return RPCError(.failedPrecondition, e.message)
             // The message names the job and the record or entry, never a path.
-            case .corrupt: return RPCError(.dataLoss, e.message, errorCode: "DATA_LOSS")
+            case .corrupt: return RPCError(.dataLoss, e.message, errorCode: "DATA_LOSS", cause: e)
             case .noSpace: return RPCError(.resourceExhausted, "the server's storage is full; retry once an operator has freed space",
-                                           errorCode: "STORAGE_FULL")
-            default: return RPCError(.internal, "storage error")
+                                           errorCode: "STORAGE_FULL", cause: e)
+            default: return RPCError(.internal, "storage error", cause: e)
             }
         case let e as EngineError:
             return RPCError(.failedPrecondition, e.message)
@@ -51,7 +60,7 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
         case is CancellationError:
             return RPCError(.cancelled, "call cancelled")
         default:
-            return RPCError(.internal, "internal error")
+            return RPCError(.internal, "internal error", cause: error)
         }
     }
 }

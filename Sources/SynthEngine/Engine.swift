@@ -87,6 +87,7 @@ public final class Engine: @unchecked Sendable {
         let task = lock.withLock { runners[jobID] }
         task?.cancel()
         hub.publish(jobID)
+        logger.info("job cancelled", metadata: ["job": "\(jobID)", "accepted": "\(job.job.accepted)", "count": "\(job.job.count)"])
         return job
     }
 

@@ -187,6 +187,8 @@ final class JobRunner: Sendable {
         }
         engine.hub.publish(jobID)
         guard job.job.status == JobStatus.running.rawValue else { return }
+        logger.info(resumed ? "job resumed" : "job running", metadata: [
+            "job": "\(jobID)", "count": "\(job.job.count)", "accepted": "\(job.job.accepted)"])
 
         let request = job.request
         let plan = job.plan
@@ -407,7 +409,7 @@ final class JobRunner: Sendable {
         let splits = try Manifest.splitInfos(job: done, store: store)
         let leaks = try Manifest.crossSplitLeaks(job: done, splits: splits, store: store)
         let pricing = engine.pricing
-        try store.succeedJob(id: jobID, { job in
+        let ended = try store.succeedJob(id: jobID, { job in
             job.job.status = JobStatus.succeeded.rawValue
             job.crossSplitLeaks = leaks
             job.job.grade = Manifest.qualityReport(job).overallGrade
@@ -420,6 +422,9 @@ final class JobRunner: Sendable {
             let cost = pricing.estimate(job.request, records: job.job.accepted)
             return (job.job.accepted, cost.quotaRecords, Int64((cost.totalUsd * 1_000_000).rounded()))
         })
+        logger.info("job ended", metadata: ["job": "\(jobID)", "status": "\(ended.job.status)", "accepted": "\(ended.job.accepted)",
+                                            "rejected": "\(ended.job.rejected)", "generated": "\(ended.job.generated)",
+                                            "grade": "\(ended.job.grade)", "cost_usd": "\(ended.job.costUsd)"])
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import NIOCore
 import SynthAPI
@@ -102,18 +103,28 @@ struct Connection {
     /// DEADLINE_EXCEEDED when its deadline passes first.
     static func runCall(_ open: PBCallOpen, id: UInt64, control: CallControl, service: Service, writer: FrameWriter,
                         connection: ConnectionState) async -> PBStatus {
-        await withTaskGroup(of: PBStatus?.self) { g in
+        let caller = CallerSlot()
+        return await withTaskGroup(of: PBStatus?.self) { g in
             g.addTask {
                 do {
-                    try await service.handle(open, callID: id, writer: writer, authenticated: connection.authenticated)
+                    try await service.handle(open, callID: id, writer: writer) { who in
+                        caller.value = who
+                        connection.authenticated()
+                    }
                     return PBStatus()
                 } catch {
                     if Task.isCancelled, control.isCancelled { return nil }
                     if Task.isCancelled, service.isStopping { return Service.stoppingStatus }
-                    let status = RPCError.from(error).status
+                    let failure = RPCError.from(error)
+                    let status = failure.status
                     if status.errorCode == FrameWriter.tooLargeCode {
                         service.logger.warning("an answer was too large for a frame", metadata: [
                             "method": "\(open.method.prefix(64))", "call": "\(id)", "detail": "\(status.message)"])
+                    } else if failure.isServerFault {
+                        // The client hears a safe sentence; the log keeps what really happened.
+                        service.logger.error("call failed", metadata: [
+                            "method": "\(open.method.prefix(64))", "call": "\(id)", "org": "\(caller.value?.org ?? "-")",
+                            "status": "\(status.code)", "message": "\(status.message)", "cause": "\(failure.cause.map { "\($0)" } ?? "-")"])
                     }
                     return status
                 }
@@ -295,5 +306,14 @@ final class CallControl: @unchecked Sendable {
     /// Returns when the client cancels, or when the waiting task is cancelled.
     func waitCancelled() async {
         for await _ in stream {}
+    }
+}
+
+/// The caller of one call, once it has authenticated (for the log line of a call that fails).
+final class CallerSlot: Sendable {
+    private let slot = Mutex<Caller?>(nil)
+    var value: Caller? {
+        get { slot.withLock { $0 } }
+        set { slot.withLock { $0 = newValue } }
     }
 }

@@ -6,7 +6,7 @@ struct InboundCall: Sendable {
     let method: MethodInfo
     let apiKey: String
     /// Told once the call's key proves valid (the connection then takes full-size frames).
-    let authenticated: @Sendable () -> Void
+    let authenticated: @Sendable (Caller) -> Void
     /// Set by authentication for every method that needs a key.
     var caller: Caller?
 }
@@ -22,8 +22,9 @@ struct Authentication: CallInterceptor {
 
     func intercept(_ call: inout InboundCall) async throws {
         guard call.method.scope != .open else { return }
-        call.caller = try core.authenticate(call.apiKey)
-        call.authenticated()
+        let caller = try core.authenticate(call.apiKey)
+        call.caller = caller
+        call.authenticated(caller)
     }
 }
 

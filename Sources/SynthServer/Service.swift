@@ -42,7 +42,7 @@ final class Service: Sendable {
     }
 
     /// Runs one call. `authenticated` is told when the call's key proves valid.
-    func handle(_ open: PBCallOpen, callID: UInt64, writer: FrameWriter, authenticated: @escaping @Sendable () -> Void = {}) async throws {
+    func handle(_ open: PBCallOpen, callID: UInt64, writer: FrameWriter, authenticated: @escaping @Sendable (Caller) -> Void = { _ in }) async throws {
         guard let method = Methods.named(open.method) else {
             throw RPCError(.unimplemented, "unknown method \(String(open.method.prefix(64)).debugDescription)")
         }

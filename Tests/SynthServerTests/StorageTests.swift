@@ -132,6 +132,10 @@ import SynthStore
                 }
                 #expect(lines <= 11)
             }
+            // The log keeps the call, its org and the cause, which the client saw only as a sentence.
+            let failed = h.logs.text.split(separator: "\n").filter { $0.contains("call failed") }
+            #expect(failed.count >= 2, "\(failed)")
+            #expect(failed.allSatisfy { $0.contains("WatchJob") && $0.contains("acme") && $0.contains("record 12 of job") }, "\(failed)")
             await client.close()
         }
     }
