@@ -5,19 +5,25 @@ import SwiftProtobuf
 import SynthAPI
 import SynthProto
 import SynthWire
+import Synchronization
 
 /// A connection to synthd. Calls are multiplexed on it: each has its own call id, and answers are
 /// routed back by id, so many calls may run at once from many tasks.
-public final class SynthClient: @unchecked Sendable {
+public final class SynthClient: Sendable {
     public let apiKey: String
     private let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
     private let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
-    private let lock = NSLock()
-    private var calls: [UInt64: AsyncThrowingStream<Data, Error>.Continuation] = [:]
-    private var nextCallID: UInt64 = 0
-    private var closedError: ClientError?
-    private var readerTask: Task<Void, Never>?
-    private var writerTask: Task<Void, Never>?
+    private struct State {
+        /// Open calls by id: where their answers go.
+        var calls: [UInt64: AsyncThrowingStream<Data, Error>.Continuation] = [:]
+        var nextCallID: UInt64 = 0
+        /// Why the connection ended, once it has.
+        var closedError: ClientError?
+        var readerTask: Task<Void, Never>?
+        var writerTask: Task<Void, Never>?
+    }
+
+    private let state = Mutex(State())
     // Every outgoing frame goes through this one queue, so a call's cancel can never overtake its open.
     private let outgoing: AsyncStream<ByteBuffer>.Continuation
 
@@ -28,8 +34,8 @@ public final class SynthClient: @unchecked Sendable {
         self.apiKey = apiKey
         let (queue, outgoing) = AsyncStream<ByteBuffer>.makeStream()
         self.outgoing = outgoing
-        readerTask = Task { await self.read(inbound) }
-        writerTask = Task { [outbound] in
+        let reader = Task { await self.read(inbound) }
+        let writer = Task { [outbound] in
             for await frame in queue {
                 do {
                     try await outbound.write(frame)
@@ -37,6 +43,10 @@ public final class SynthClient: @unchecked Sendable {
                     break
                 }
             }
+        }
+        state.withLock {
+            $0.readerTask = reader
+            $0.writerTask = writer
         }
     }
 
@@ -77,11 +87,12 @@ public final class SynthClient: @unchecked Sendable {
     /// Closes the connection; calls still open end with UNAVAILABLE. Call it when done: the
     /// connection's reader keeps the client alive until then.
     public func close() async {
+        let (reader, writer) = state.withLock { ($0.readerTask, $0.writerTask) }
         outgoing.finish()
-        await writerTask?.value
+        await writer?.value
         outbound.finish()
         try? await channel.channel.close()
-        await readerTask?.value
+        await reader?.value
     }
 
     private func read(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) async {
@@ -107,23 +118,24 @@ public final class SynthClient: @unchecked Sendable {
         } catch {
             failure = ClientError(.unavailable, "the connection to synthd failed: \(error)")
         }
-        let open: [AsyncThrowingStream<Data, Error>.Continuation] = lock.withLock {
-            closedError = failure
-            defer { calls.removeAll() }
-            return Array(calls.values)
+        let open: [AsyncThrowingStream<Data, Error>.Continuation] = state.withLock {
+            $0.closedError = failure
+            let open = Array($0.calls.values)
+            $0.calls.removeAll()
+            return open
         }
         for c in open { c.finish(throwing: failure) }
         try? await channel.channel.close()
     }
 
     private func route(_ frame: PBFrame) {
-        let c = lock.withLock { calls[frame.callID] }
+        let c = state.withLock { $0.calls[frame.callID] }
         guard let c else { return }
         switch frame.kind {
         case .message(let data):
             c.yield(data)
         case .status(let status):
-            _ = lock.withLock { calls.removeValue(forKey: frame.callID) }
+            _ = state.withLock { $0.calls.removeValue(forKey: frame.callID) }
             if status.code == .ok { c.finish() } else { c.finish(throwing: ClientError(status)) }
         default:
             break
@@ -134,10 +146,10 @@ public final class SynthClient: @unchecked Sendable {
     /// OK status and throws `ClientError` for any other. Ending the iteration early cancels the call.
     public func call(_ method: String, request: some SwiftProtobuf.Message, timeout: Duration? = nil) -> AsyncThrowingStream<Data, Error> {
         let (stream, continuation) = AsyncThrowingStream<Data, Error>.makeStream()
-        let (id, closed): (UInt64, ClientError?) = lock.withLock {
-            nextCallID += 1
-            if closedError == nil { calls[nextCallID] = continuation }
-            return (nextCallID, closedError)
+        let (id, closed): (UInt64, ClientError?) = state.withLock {
+            $0.nextCallID += 1
+            if $0.closedError == nil { $0.calls[$0.nextCallID] = continuation }
+            return ($0.nextCallID, $0.closedError)
         }
         if let closed {
             continuation.finish(throwing: closed)
@@ -160,7 +172,7 @@ public final class SynthClient: @unchecked Sendable {
         continuation.onTermination = { [weak self] termination in
             guard case .cancelled = termination, let self else { return }
             // The consumer stopped listening: tell the server to stop the call.
-            let stillOpen = self.lock.withLock { self.calls.removeValue(forKey: id) != nil }
+            let stillOpen = self.state.withLock { $0.calls.removeValue(forKey: id) != nil }
             guard stillOpen else { return }
             var cancel = PBFrame()
             cancel.callID = id
@@ -177,7 +189,7 @@ public final class SynthClient: @unchecked Sendable {
             return stream
         }
         if case .terminated = outgoing.yield(ByteBuffer(bytes: bytes)) {
-            _ = lock.withLock { calls.removeValue(forKey: id) }
+            _ = state.withLock { $0.calls.removeValue(forKey: id) }
             continuation.finish(throwing: ClientError(.unavailable, "the connection to synthd is closed"))
         }
         return stream

@@ -25,13 +25,17 @@ public final class JobService: Sendable {
     }
 
     /// The caller a key belongs to; UNAUTHENTICATED for a missing, malformed, unknown or revoked key.
-    public func authenticate(_ key: String) throws -> Caller {
+    public func authenticate(_ key: String) async throws -> Caller {
         guard !key.isEmpty else { throw RPCError.unauthenticated }
         guard key.hasPrefix("sk_"), key.count <= 200, key.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             throw RPCError(.unauthenticated, "malformed API key: keys look like sk_live_...")
         }
         guard let info = try store.authenticate(key: key) else {
             throw RPCError(.unauthenticated, "invalid or revoked API key")
+        }
+        if Store.useIsDue(info) {
+            let store = self.store
+            try await BlockingLane.writes.run { try store.recordUse(key: key) }
         }
         return Caller(org: info.org, keyID: info.keyID)
     }
@@ -111,7 +115,7 @@ public final class JobService: Sendable {
 
     /// Whether the org's plan can take one more job of `request`: checked with the job's insert,
     /// in one transaction. Unfinished jobs count at their full estimate until they are billed.
-    func admission(_ request: PBJobRequest, tier: String) -> (PBStoredOrg?, PBStoredUsage, [PBStoredJob]) throws -> Void {
+    func admission(_ request: PBJobRequest, tier: String) -> @Sendable (PBStoredOrg?, PBStoredUsage, [PBStoredJob]) throws -> Void {
         let pricing = engine.pricing
         return { org, month, unfinished in
             guard let org else { return }
@@ -180,7 +184,8 @@ public final class JobService: Sendable {
         job.job.createdAt = Clock.rfc3339(job.createdAtMs)
         let stored: PBStoredJob
         do {
-            stored = try store.insertJob(job, admit: admission(effective, tier: plan.tier))
+            let store = self.store, admit = admission(effective, tier: plan.tier), job = job
+            stored = try await BlockingLane.writes.run { try store.insertJob(job, admit: admit) }
         } catch let e as StoreError where e.code == .conflict {
             throw RPCError(.failedPrecondition, e.message, errorCode: "IDEMPOTENCY_CONFLICT")
         }
@@ -231,13 +236,14 @@ public final class JobService: Sendable {
         return out
     }
 
-    public func cancelJob(_ req: PBCancelJobRequest, _ caller: Caller) throws -> PBCancelJobResponse {
+    public func cancelJob(_ req: PBCancelJobRequest, _ caller: Caller) async throws -> PBCancelJobResponse {
         let current = try job(req.jobID, caller)
         if let status = JobStatus(rawValue: current.job.status), status.isTerminal {
             throw RPCError(.failedPrecondition, "job \(req.jobID) already \(status.rawValue)")
         }
         var out = PBCancelJobResponse()
-        out.job = try engine.cancel(jobID: req.jobID).job
+        let engine = self.engine
+        out.job = try await BlockingLane.writes.run { try engine.cancel(jobID: req.jobID) }.job
         present(&out.job)
         return out
     }
@@ -329,11 +335,12 @@ public final class JobService: Sendable {
         return i
     }
 
-    public func createKey(_ req: PBCreateApiKeyRequest, _ caller: Caller) throws -> PBCreateApiKeyResponse {
+    public func createKey(_ req: PBCreateApiKeyRequest, _ caller: Caller) async throws -> PBCreateApiKeyResponse {
         guard req.name.count <= 100 else { throw RPCError.invalid("name must be at most 100 characters") }
         let issued: IssuedKey
         do {
-            issued = try store.createKey(org: caller.org, name: req.name)
+            let store = self.store
+            issued = try await BlockingLane.writes.run { try store.createKey(org: caller.org, name: req.name) }
         } catch let e as StoreError where e.code == .conflict {
             throw RPCError(.resourceExhausted, e.message, errorCode: "KEY_LIMIT")
         }
@@ -349,8 +356,9 @@ public final class JobService: Sendable {
         return out
     }
 
-    public func revokeKey(_ req: PBRevokeApiKeyRequest, _ caller: Caller) throws -> PBRevokeApiKeyResponse {
-        guard req.keyID.utf8.count <= 128, let k = try store.revokeKey(org: caller.org, keyID: req.keyID) else {
+    public func revokeKey(_ req: PBRevokeApiKeyRequest, _ caller: Caller) async throws -> PBRevokeApiKeyResponse {
+        let store = self.store
+        guard req.keyID.utf8.count <= 128, let k = try await BlockingLane.writes.run({ try store.revokeKey(org: caller.org, keyID: req.keyID) }) else {
             throw RPCError.notFound("key \(String(req.keyID.prefix(64)))")
         }
         var out = PBRevokeApiKeyResponse()

@@ -1,12 +1,13 @@
 import Foundation
 import Logging
+import Synchronization
 import SynthLLM
 import SynthProto
 import SynthSpec
 import SynthStore
 
 /// Runs jobs: one runner task per running job, all sharing the HTTP engine and the providers.
-public final class Engine: @unchecked Sendable {
+public final class Engine: Sendable {
     public let store: Store
     public let config: EngineConfig
     public let pricing: Pricing
@@ -17,10 +18,14 @@ public final class Engine: @unchecked Sendable {
     let http: HTTPEngine
     /// The models by provider name: an `LLMClient` each, or what the caller gave.
     let clients: [String: any ChatModel]
-    private let lock = NSLock()
-    private var runners: [String: Task<Void, Never>] = [:]
-    private var stopping = false
-    private var paused: [String: String] = [:]
+    private struct State {
+        var runners: [String: Task<Void, Never>] = [:]
+        var stopping = false
+        /// Why each paused job is paused.
+        var paused: [String: String] = [:]
+    }
+
+    private let state = Mutex(State())
 
     /// `models`, when given, answers for the providers it names instead of HTTP clients built from
     /// the config (the engine's tests give scripted ones).
@@ -59,13 +64,13 @@ public final class Engine: @unchecked Sendable {
 
     /// Starts (or resumes) the runner of a stored job.
     public func start(jobID: String) {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !stopping, runners[jobID] == nil else { return }
-        let runner = JobRunner(jobID: jobID, engine: self)
-        runners[jobID] = Task {
-            await runner.run()
-            self.lock.withLock { _ = self.runners.removeValue(forKey: jobID) }
+        state.withLock { state in
+            guard !state.stopping, state.runners[jobID] == nil else { return }
+            let runner = JobRunner(jobID: jobID, engine: self)
+            state.runners[jobID] = Task {
+                await runner.run()
+                self.state.withLock { _ = $0.runners.removeValue(forKey: jobID) }
+            }
         }
     }
 
@@ -84,23 +89,23 @@ public final class Engine: @unchecked Sendable {
             job.finishedAtMs = Clock.nowMillis()
             job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
         }
-        let task = lock.withLock { runners[jobID] }
+        let task = state.withLock { $0.runners[jobID] }
         task?.cancel()
         hub.publish(jobID)
         logger.info("job cancelled", metadata: ["job": "\(jobID)", "accepted": "\(job.job.accepted)", "count": "\(job.job.count)"])
         return job
     }
 
-    public var runningJobs: Int { lock.withLock { runners.count } }
+    public var runningJobs: Int { state.withLock { $0.runners.count } }
 
     /// Why a running job is paused (its store is full), or nil when it is not.
-    public func pauseReason(jobID: String) -> String? { lock.withLock { paused[jobID] } }
+    public func pauseReason(jobID: String) -> String? { state.withLock { $0.paused[jobID] } }
 
     /// The jobs paused now.
-    public var pausedJobs: Int { lock.withLock { paused.count } }
+    public var pausedJobs: Int { state.withLock { $0.paused.count } }
 
     func setPaused(_ jobID: String, _ reason: String?) {
-        lock.withLock { paused[jobID] = reason }
+        state.withLock { $0.paused[jobID] = reason }
         hub.publish(jobID)
     }
 
@@ -109,14 +114,14 @@ public final class Engine: @unchecked Sendable {
 
     /// Stops every runner; their jobs stay `running` in the store and resume at the next start.
     public func shutdown() async {
-        let tasks: [Task<Void, Never>] = lock.withLock {
-            stopping = true
-            return Array(runners.values)
+        let tasks: [Task<Void, Never>] = state.withLock {
+            $0.stopping = true
+            return Array($0.runners.values)
         }
         for t in tasks { t.cancel() }
         for t in tasks { await t.value }
         http.shutdown()
     }
 
-    var isStopping: Bool { lock.withLock { stopping } }
+    var isStopping: Bool { state.withLock { $0.stopping } }
 }

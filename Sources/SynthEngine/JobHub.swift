@@ -1,11 +1,14 @@
-import Foundation
+import Synchronization
 
 /// Tells watchers that a job changed (records landed, status moved). Watchers re-read the store,
 /// so a notification carries nothing and several coalesce into one.
-public final class JobHub: @unchecked Sendable {
-    private let lock = NSLock()
-    private var watchers: [String: [UInt64: AsyncStream<Void>.Continuation]] = [:]
-    private var nextID: UInt64 = 0
+public final class JobHub: Sendable {
+    private struct State {
+        var watchers: [String: [UInt64: AsyncStream<Void>.Continuation]] = [:]
+        var nextID: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
 
     public init() {}
 
@@ -13,23 +16,22 @@ public final class JobHub: @unchecked Sendable {
     /// that no change falls between the read and the wait.
     public func changes(of jobID: String) -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let id: UInt64 = lock.withLock {
-            nextID += 1
-            watchers[jobID, default: [:]][nextID] = continuation
-            return nextID
+        let id: UInt64 = state.withLock {
+            $0.nextID += 1
+            $0.watchers[jobID, default: [:]][$0.nextID] = continuation
+            return $0.nextID
         }
         continuation.onTermination = { [weak self] _ in
-            guard let self else { return }
-            self.lock.withLock {
-                self.watchers[jobID]?.removeValue(forKey: id)
-                if self.watchers[jobID]?.isEmpty == true { self.watchers[jobID] = nil }
+            self?.state.withLock {
+                $0.watchers[jobID]?.removeValue(forKey: id)
+                if $0.watchers[jobID]?.isEmpty == true { $0.watchers[jobID] = nil }
             }
         }
         return stream
     }
 
     public func publish(_ jobID: String) {
-        let targets = lock.withLock { Array(watchers[jobID]?.values ?? [:].values) }
+        let targets = state.withLock { Array($0.watchers[jobID]?.values ?? [:].values) }
         for c in targets { c.yield() }
     }
 }

@@ -8,7 +8,7 @@ import SynthStore
 import Synchronization
 
 /// Counts gathered between two commits.
-struct StatsDelta {
+struct StatsDelta: Sendable {
     var generated: Int64 = 0
     var rejections: [String: Int64] = [:]
     var stages: [String: PBStageUsage] = [:]
@@ -75,7 +75,7 @@ struct StatsDelta {
 }
 
 /// An accepted record waiting for its commit.
-struct Accepted {
+struct Accepted: Sendable {
     var slot: Slot
     var cell: PBPlanCell
     var content: [(String, JSONValue)]
@@ -85,10 +85,13 @@ struct Accepted {
 }
 
 /// What the generating tasks hand to the one committing task.
-final class CommitQueue: @unchecked Sendable {
-    private let lock = NSLock()
-    private var records: [Accepted] = []
-    private var stats = StatsDelta()
+final class CommitQueue: Sendable {
+    private struct Pending {
+        var records: [Accepted] = []
+        var stats = StatsDelta()
+    }
+
+    private let pending = Mutex(Pending())
     let signal: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
 
@@ -97,20 +100,18 @@ final class CommitQueue: @unchecked Sendable {
     }
 
     func add(_ record: Accepted?, _ update: (inout StatsDelta) -> Void) {
-        lock.withLock {
-            if let record { records.append(record) }
-            update(&stats)
+        pending.withLock {
+            if let record { $0.records.append(record) }
+            update(&$0.stats)
         }
         continuation.yield()
     }
 
     func take() -> ([Accepted], StatsDelta) {
-        lock.withLock {
-            defer {
-                records = []
-                stats = StatsDelta()
-            }
-            return (records, stats)
+        pending.withLock {
+            let taken = ($0.records, $0.stats)
+            $0 = Pending()
+            return taken
         }
     }
 
@@ -142,21 +143,21 @@ final class JobRunner: Sendable {
                 // commit that failed left no trace.
                 logger.error("job paused: the store is full", metadata: ["job": "\(jobID)", "error": "\(e.message)"])
                 engine.setPaused(jobID, "paused: the server's storage is full (\(e.message)); the job goes on by itself once there is room")
-                while !Task.isCancelled, !store.hasRoom() {
+                while !Task.isCancelled, await !BlockingLane.writes.run({ self.store.hasRoom() }) {
                     try? await Task.sleep(for: engine.spaceRecheck)
                 }
                 engine.setPaused(jobID, nil)
                 if !Task.isCancelled { logger.info("job resumed: the store has room again", metadata: ["job": "\(jobID)"]) }
                 continue
             } catch {
-                fail(error)
+                await fail(error)
             }
             break
         }
         engine.hub.publish(jobID)
     }
 
-    func fail(_ error: Error) {
+    func fail(_ error: Error) async {
         let message: String
         switch error {
         case let e as ProviderError: message = "generation stopped: \(e.description)"
@@ -164,25 +165,31 @@ final class JobRunner: Sendable {
         default: message = "generation stopped: \(error)"
         }
         logger.error("job failed", metadata: ["job": "\(jobID)", "error": "\(message)"])
-        _ = try? store.updateJob(id: jobID, event: "failed", detail: message) { job in
-            guard let status = JobStatus(rawValue: job.job.status), !status.isTerminal else { return }
-            job.job.status = JobStatus.failed.rawValue
-            job.job.error = message
-            job.finishedAtMs = Clock.nowMillis()
-            job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
+        let jobID = self.jobID
+        _ = try? await BlockingLane.writes.run {
+            try self.store.updateJob(id: jobID, event: "failed", detail: message) { job in
+                guard let status = JobStatus(rawValue: job.job.status), !status.isTerminal else { return }
+                job.job.status = JobStatus.failed.rawValue
+                job.job.error = message
+                job.finishedAtMs = Clock.nowMillis()
+                job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
+            }
         }
     }
 
     func generate() async throws {
         guard var job = try store.job(id: jobID), let status = JobStatus(rawValue: job.job.status), !status.isTerminal else { return }
         let resumed = status == .running
-        job = try store.updateJob(id: jobID, event: resumed ? "resumed" : "started") { job in
-            // A cancel may have landed since the read above: never bring a finished job back.
-            guard let now = JobStatus(rawValue: job.job.status), !now.isTerminal else { return }
-            job.job.status = JobStatus.running.rawValue
-            if job.startedAtMs == 0 {
-                job.startedAtMs = Clock.nowMillis()
-                job.job.startedAt = Clock.rfc3339(job.startedAtMs)
+        let jobID = self.jobID
+        job = try await BlockingLane.writes.run {
+            try self.store.updateJob(id: jobID, event: resumed ? "resumed" : "started") { job in
+                // A cancel may have landed since the read above: never bring a finished job back.
+                guard let now = JobStatus(rawValue: job.job.status), !now.isTerminal else { return }
+                job.job.status = JobStatus.running.rawValue
+                if job.startedAtMs == 0 {
+                    job.startedAtMs = Clock.nowMillis()
+                    job.job.startedAt = Clock.rfc3339(job.startedAtMs)
+                }
             }
         }
         engine.hub.publish(jobID)
@@ -212,7 +219,10 @@ final class JobRunner: Sendable {
         let gate = QualityGate(request: request, system: [prompts.system(for: slots.first ?? Slot(index: 0, cell: 0, hardNegative: false))],
                                critic: engine.client(routes.critic.provider), criticModel: routes.critic.model, permits: requests,
                                jobID: jobID, logger: logger)
-        if job.job.accepted > 0 { try restore(gate, schema: request.schema, accepted: job.job.accepted) }
+        if job.job.accepted > 0 {
+            let accepted = job.job.accepted
+            try await BlockingLane.compute.run { try self.restore(gate, schema: request.schema, accepted: accepted) }
+        }
         let budget = Int64(Double(plan.count) * engine.config.attemptsPerRecord) + Int64(engine.config.attemptSlack)
         let priorAttempts = job.attempts
         let startVariation = Int(job.job.generated) + Int(job.attempts)
@@ -366,9 +376,7 @@ final class JobRunner: Sendable {
         while true {
             let batch = try store.records(jobID: jobID, after: seq, limit: 1000)
             guard let last = batch.last else { break }
-            for r in batch {
-                if let text = RecordText.of(schema, storedJSON: r.json) { gate.restore(text) }
-            }
+            gate.restore(batch.compactMap { RecordText.of(schema, storedJSON: $0.json) })
             seq = last.seq
         }
         logger.info("near-duplicate check restored", metadata: ["job": "\(jobID)", "records": "\(accepted)"])
@@ -376,9 +384,11 @@ final class JobRunner: Sendable {
 
     func commitLoop(_ queue: CommitQueue, request: PBJobRequest) async throws {
         for await _ in queue.signal {
-            try commit(queue.take(), request: request)
+            let batch = queue.take()
+            try await BlockingLane.writes.run { try self.commit(batch, request: request) }
         }
-        try commit(queue.take(), request: request)
+        let batch = queue.take()
+        try await BlockingLane.writes.run { try self.commit(batch, request: request) }
     }
 
     func commit(_ batch: ([Accepted], StatsDelta), request: PBJobRequest) throws {
@@ -406,10 +416,13 @@ final class JobRunner: Sendable {
         try Task.checkCancellation()
         guard let done = try store.job(id: jobID), done.job.status == JobStatus.running.rawValue else { return }
         // Every record is committed by now, so the split files can be hashed before the final write.
-        let splits = try Manifest.splitInfos(job: done, store: store)
-        let leaks = try Manifest.crossSplitLeaks(job: done, splits: splits, store: store)
+        let store = self.store, jobID = self.jobID
+        let (splits, leaks) = try await BlockingLane.compute.run {
+            let splits = try Manifest.splitInfos(job: done, store: store)
+            return (splits, try Manifest.crossSplitLeaks(job: done, splits: splits, store: store))
+        }
         let pricing = engine.pricing
-        let ended = try store.succeedJob(id: jobID, { job in
+        let ended = try await BlockingLane.writes.run { try store.succeedJob(id: jobID, { job in
             job.job.status = JobStatus.succeeded.rawValue
             job.crossSplitLeaks = leaks
             job.job.grade = Manifest.qualityReport(job).overallGrade
@@ -421,7 +434,7 @@ final class JobRunner: Sendable {
         }, usage: { job in
             let cost = pricing.estimate(job.request, records: job.job.accepted)
             return (job.job.accepted, cost.quotaRecords, Int64((cost.totalUsd * 1_000_000).rounded()))
-        })
+        }) }
         logger.info("job ended", metadata: ["job": "\(jobID)", "status": "\(ended.job.status)", "accepted": "\(ended.job.accepted)",
                                             "rejected": "\(ended.job.rejected)", "generated": "\(ended.job.generated)",
                                             "grade": "\(ended.job.grade)", "cost_usd": "\(ended.job.costUsd)"])

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Logging
 import SynthLLM
+import Synchronization
 
 /// The `local_model` part of the config file: a llama.cpp server that synthd starts, watches and
 /// stops itself, so that a machine with no cloud key still generates with a real model.
@@ -68,27 +69,45 @@ public struct LocalModelError: Error, CustomStringConvertible {
 /// SIGKILL if synthd itself is killed (`setpriv --pdeathsig`, tied to the supervising thread,
 /// which lives as long as the supervisor), and a child left over from a killed synthd is found
 /// through the pid file in the data directory and stopped at the next start.
-public final class LocalModel: @unchecked Sendable {
+///
+/// The supervising thread only spawns and waits for the child (`waitpid` blocks it, and nothing
+/// else). Its health is asked over HTTP through SynthLLM's client; callers wait for state changes
+/// (`start`, `stop`) as events, never by polling.
+public final class LocalModel: Sendable {
     public enum State: String, Sendable { case starting, ready, restarting, failed, stopped }
 
     public let serverPath: String
     public let modelPath: String
     public let modelName: String
     public let parallel: Int
-    public let port: Int
     public let config: LocalModelConfig
     let logPath: String
     let pidPath: String
     let logger: Logger
 
-    private let cond = NSCondition()
-    private var state: State = .starting
-    private var pid: pid_t = 0
-    private var restarts = 0
-    private var stopping = false
-    private var lastExit = ""
-    private var thread: Thread?
+    private struct Status {
+        var state: State = .starting
+        var port: Int
+        var pid: pid_t = 0
+        var restarts = 0
+        var stopping = false
+        var supervising = false
+        var lastExit = ""
+        var nextWaiter: UInt64 = 0
+        var waiters: [UInt64: (until: @Sendable (State) -> Bool, done: CheckedContinuation<Void, Never>)] = [:]
+    }
 
+    private let status: Mutex<Status>
+    /// Ends the supervisor's wait between restarts early when synthd stops.
+    private let wake = DispatchSemaphore(value: 0)
+    /// Asks llama-server's /health.
+    private let http = HTTPEngine(maxConnections: 2)
+    /// Starts tried on a new port after the chosen one turned out to be taken.
+    static let bindRetries = 3
+
+    /// The loopback port the server listens on (chosen free; chosen again if another process
+    /// took it before the server could bind it).
+    public var port: Int { status.withLock { $0.port } }
     public var baseURL: String { "http://127.0.0.1:\(port)/v1" }
 
     /// Finds the server and the model (config paths first, then `.venv-local` next to the
@@ -100,7 +119,7 @@ public final class LocalModel: @unchecked Sendable {
         let file = (modelPath as NSString).lastPathComponent
         modelName = config.modelName ?? (file.hasSuffix(".gguf") ? String(file.dropLast(5)) : file)
         parallel = max(1, config.parallel ?? min(8, 2 * ProcessInfo.processInfo.activeProcessorCount))
-        port = try Self.freePort()
+        status = Mutex(Status(port: try Self.freePort()))
         self.config = config
         logPath = dataDirectory + "/local-model.log"
         pidPath = dataDirectory + "/local-model.pid"
@@ -154,6 +173,8 @@ public final class LocalModel: @unchecked Sendable {
         return (server, model)
     }
 
+    /// A loopback port free at this moment. Another process may take it before llama-server binds
+    /// it; the supervisor then starts the server again on a new one.
     static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw LocalModelError(message: "local model: cannot open a socket to find a free port") }
@@ -196,7 +217,7 @@ public final class LocalModel: @unchecked Sendable {
         return c
     }
 
-    var arguments: [String] {
+    func arguments(port: Int) -> [String] {
         // --alias: answers name the model, not the path of its file.
         var args = ["--model", modelPath, "--alias", modelName, "--host", "127.0.0.1", "--port", String(port), "--parallel", String(parallel)]
         if let n = config.contextSize { args += ["--ctx-size", String(n)] }
@@ -205,122 +226,163 @@ public final class LocalModel: @unchecked Sendable {
 
     /// Starts the server and returns once its health check passes; throws (with the end of its
     /// log) when it exits or does not come up in time.
-    public func start() throws {
+    public func start() async throws {
         stopLeftover()
+        status.withLock { $0.supervising = true }
         let thread = Thread { [self] in supervise() }
         thread.name = "local-model"
-        self.thread = thread
         thread.start()
-        let deadline = Date().addingTimeInterval(config.startupTimeoutSeconds ?? 180)
-        cond.lock()
-        defer { cond.unlock() }
-        while state == .starting {
-            if !cond.wait(until: deadline) { break }
-        }
-        switch state {
-        case .ready:
+        let timeout = config.startupTimeoutSeconds ?? 180
+        _ = await waitFor(timeout: .milliseconds(Int64(min(max(timeout, 0), 86_400) * 1000))) { $0 != .starting }
+        let (state, lastExit, pid, port) = status.withLock { ($0.state, $0.lastExit, $0.pid, $0.port) }
+        if state == .ready {
             logger.info("local model ready", metadata: ["model": "\(modelName)", "port": "\(port)", "slots": "\(parallel)", "pid": "\(pid)"])
-        default:
-            let why = state == .failed ? lastExit : "it did not pass its health check within \(Int(config.startupTimeoutSeconds ?? 180)) s"
-            cond.unlock()
-            stop()
-            cond.lock()
-            throw LocalModelError(message: "local model: llama-server did not start: \(why). The end of \(logPath):\n" + logTail())
+            return
         }
+        let why = state == .failed ? lastExit : "it did not pass its health check within \(Int(timeout)) s"
+        await stop()
+        throw LocalModelError(message: "local model: llama-server did not start: \(why). The end of \(logPath):\n" + logTail())
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 5 s) and the supervision.
-    public func stop() {
-        cond.lock()
-        stopping = true
-        let p = pid
-        cond.broadcast()
-        cond.unlock()
-        if p > 0 { kill(p, SIGTERM) }
-        let deadline = Date().addingTimeInterval(5)
-        cond.lock()
-        while state != .stopped && state != .failed, thread != nil {
-            if !cond.wait(until: deadline) {
-                if pid > 0 { kill(pid, SIGKILL) }
-                _ = cond.wait(until: Date().addingTimeInterval(2))
-                break
-            }
+    public func stop() async {
+        let (pid, supervising) = status.withLock {
+            $0.stopping = true
+            return ($0.pid, $0.supervising)
         }
-        cond.unlock()
+        wake.signal()
+        if supervising {
+            if pid > 0 { kill(pid, SIGTERM) }
+            if await !waitFor(timeout: .seconds(5), { $0 == .stopped || $0 == .failed }) {
+                let p = status.withLock { $0.pid }
+                if p > 0 { kill(p, SIGKILL) }
+                _ = await waitFor(timeout: .seconds(2)) { $0 == .stopped || $0 == .failed }
+            }
+        } else {
+            set(.stopped, exit: nil)
+        }
+        http.shutdown()
         unlink(pidPath)
+    }
+
+    /// Waits until the state satisfies `until` (true) or `timeout` passes (false).
+    private func waitFor(timeout: Duration, _ until: @escaping @Sendable (State) -> Bool) async -> Bool {
+        let id = status.withLock {
+            $0.nextWaiter += 1
+            return $0.nextWaiter
+        }
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            self?.status.withLock { $0.waiters.removeValue(forKey: id) }?.done.resume()
+        }
+        defer { timer.cancel() }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let now: Bool = status.withLock {
+                if until($0.state) { return true }
+                $0.waiters[id] = (until, done)
+                return false
+            }
+            if now { done.resume() }
+        }
+        return until(status.withLock { $0.state })
     }
 
     /// What `Health` shows: the state, the process, the model and the slots.
     public func health() -> (status: String, detail: String) {
-        cond.lock()
-        defer { cond.unlock() }
-        let base = "llama-server on 127.0.0.1:\(port), model \(modelName), \(parallel) slots"
-        switch state {
-        case .ready: return ("ok", base + ", pid \(pid)" + (restarts > 0 ? ", restarted \(restarts) times" : ""))
-        case .starting: return ("starting", base)
-        case .restarting: return ("restarting", base + "; " + lastExit + ", restarted \(restarts) times")
-        case .failed: return ("failing", base + "; " + lastExit)
-        case .stopped: return ("stopped", base)
+        status.withLock { s in
+            let base = "llama-server on 127.0.0.1:\(s.port), model \(modelName), \(parallel) slots"
+            switch s.state {
+            case .ready: return ("ok", base + ", pid \(s.pid)" + (s.restarts > 0 ? ", restarted \(s.restarts) times" : ""))
+            case .starting: return ("starting", base)
+            case .restarting: return ("restarting", base + "; " + s.lastExit + ", restarted \(s.restarts) times")
+            case .failed: return ("failing", base + "; " + s.lastExit)
+            case .stopped: return ("stopped", base)
+            }
         }
     }
 
     /// The current child's pid (0 when none runs).
-    public var processID: pid_t { cond.lock(); defer { cond.unlock() }; return pid }
+    public var processID: pid_t { status.withLock { $0.pid } }
 
     // MARK: supervision (runs on its own thread)
 
     private func supervise() {
         var backoff = 1.0
+        var bindRetries = 0
         while true {
-            cond.lock()
-            if stopping { state = .stopped; cond.broadcast(); cond.unlock(); return }
-            cond.unlock()
+            if status.withLock({ $0.stopping }) { set(.stopped, exit: nil); return }
             let started = Date()
-            guard let child = spawn() else {
+            let port = status.withLock { $0.port }
+            let logStart = (try? FileManager.default.attributesOfItem(atPath: logPath)[.size] as? Int) ?? 0
+            guard let child = spawn(port: port) else {
                 set(.failed, exit: "llama-server could not be started (\(serverPath))")
                 return
             }
-            cond.lock(); pid = child; cond.unlock()
+            status.withLock { $0.pid = child }
             try? Data("\(child)\n".utf8).write(to: URL(fileURLWithPath: pidPath))
-            var status: Int32 = 0
-            var exited = false
-            // Until the health check passes: poll, and notice an early exit.
-            while !exited {
-                if waitpid(child, &status, WNOHANG) == child { exited = true; break }
-                if isStopping { break }
-                if Self.healthy(port: port) { set(.ready, exit: nil); break }
-                usleep(100_000)
+            // Its health is asked from a task while this thread waits for the child to end.
+            let probe = Task { await self.watchHealth(child: child, port: port) }
+            var code: Int32 = 0
+            while waitpid(child, &code, 0) < 0 && errno == EINTR {}
+            probe.cancel()
+            let how = Self.describe(code)
+            let (wasStopping, first) = status.withLock {
+                $0.pid = 0
+                return ($0.stopping, $0.state == .starting)
             }
-            if !exited { while waitpid(child, &status, 0) < 0 && errno == EINTR {} }
-            let how = Self.describe(status)
-            cond.lock()
-            pid = 0
-            let wasStopping = stopping
-            cond.unlock()
             if wasStopping { set(.stopped, exit: nil); return }
+            if first, bindRetries < Self.bindRetries, logMentionsBindFailure(since: logStart), let next = try? Self.freePort() {
+                // Another process took the port between our choice and the server's bind.
+                bindRetries += 1
+                logger.warning("llama-server could not bind its port; starting it on another", metadata: ["port": "\(port)", "next": "\(next)"])
+                status.withLock { $0.port = next }
+                continue
+            }
             if Date().timeIntervalSince(started) > 60 { backoff = 1 }
+            if first {
+                set(.failed, exit: "llama-server \(how)")
+                return
+            }
             logger.warning("llama-server exited; restarting", metadata: ["how": "\(how)", "in_seconds": "\(backoff)"])
-            cond.lock()
-            lastExit = "llama-server \(how)"
-            let first = state == .starting
-            restarts += first ? 0 : 1
-            state = first ? .failed : .restarting
-            cond.broadcast()
-            if first { cond.unlock(); return }
-            _ = cond.wait(until: Date().addingTimeInterval(backoff))
-            cond.unlock()
+            status.withLock { $0.restarts += 1 }
+            set(.restarting, exit: "llama-server \(how)")
+            _ = wake.wait(timeout: .now() + backoff)
             backoff = min(30, backoff * 2)
         }
     }
 
-    private var isStopping: Bool { cond.lock(); defer { cond.unlock() }; return stopping }
+    /// Asks the child's /health every 100 ms until it answers 200 (the model is loaded), then
+    /// marks the model ready. Ends when cancelled (the child is gone).
+    private func watchHealth(child: pid_t, port: Int) async {
+        let request = HTTPRequest(url: "http://127.0.0.1:\(port)/health", headers: [], body: [], connectTimeout: .seconds(1),
+                                  totalTimeout: .seconds(1), method: .get)
+        while !Task.isCancelled {
+            if let answer = try? await http.send(request), answer.status == 200 {
+                if status.withLock({ $0.pid == child && !$0.stopping }) { set(.ready, exit: nil) }
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Whether what the server wrote to its log since `offset` says it could not bind its port.
+    private func logMentionsBindFailure(since offset: Int) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: logPath) else { return false }
+        defer { try? handle.close() }
+        try? handle.seek(toOffset: UInt64(offset))
+        let text = String(decoding: (try? handle.read(upToCount: 64 << 10)) ?? Data(), as: UTF8.self).lowercased()
+        return text.contains("bind") || text.contains("address already in use")
+    }
 
     private func set(_ s: State, exit: String?) {
-        cond.lock()
-        state = s
-        if let exit { lastExit = exit }
-        cond.broadcast()
-        cond.unlock()
+        let ready: [CheckedContinuation<Void, Never>] = status.withLock {
+            $0.state = s
+            if let exit { $0.lastExit = exit }
+            let met = $0.waiters.filter { $0.value.until(s) }
+            for id in met.keys { $0.waiters.removeValue(forKey: id) }
+            return met.values.map(\.done)
+        }
+        for w in ready { w.resume() }
     }
 
     static func describe(_ status: Int32) -> String {
@@ -332,8 +394,8 @@ public final class LocalModel: @unchecked Sendable {
     /// Spawns the server with default signal handling and an empty signal mask (synthd ignores
     /// SIGINT and SIGTERM itself and may block them on this thread), in its own process group,
     /// its output appended to the log file.
-    private func spawn() -> pid_t? {
-        var argv = [serverPath] + arguments
+    private func spawn(port: Int) -> pid_t? {
+        var argv = [serverPath] + arguments(port: port)
         let setpriv = "/usr/bin/setpriv"
         if FileManager.default.isExecutableFile(atPath: setpriv) { argv = [setpriv, "--pdeathsig", "KILL", "--"] + argv }
         var attr = posix_spawnattr_t()
@@ -381,27 +443,4 @@ public final class LocalModel: @unchecked Sendable {
         return String(decoding: data.suffix(2000), as: UTF8.self)
     }
 
-    /// GET /health on loopback with a 1-second timeout: true on a 200 answer.
-    static func healthy(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var tv = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = UInt16(port).bigEndian
-        let connected = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-        guard connected else { return false }
-        let request = Array("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-        guard send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count else { return false }
-        var buf = [UInt8](repeating: 0, count: 64)
-        let n = recv(fd, &buf, buf.count, 0)
-        guard n >= 12 else { return false }
-        return String(decoding: buf[0..<n], as: UTF8.self).hasPrefix("HTTP/1.1 200") || String(decoding: buf[0..<n], as: UTF8.self).hasPrefix("HTTP/1.0 200")
-    }
 }

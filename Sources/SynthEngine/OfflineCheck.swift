@@ -11,7 +11,7 @@ import SynthSpec
 ///
 /// The critic's checks (the judge of `verified` jobs and the invariants) need a model and are not
 /// run here.
-public final class OfflineCheck: @unchecked Sendable {
+public final class OfflineCheck: Sendable {
     let request: PBJobRequest
     let plan: PBPlan
     let gate: QualityGate

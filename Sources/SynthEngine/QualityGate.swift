@@ -4,6 +4,8 @@ import SynthLLM
 import SynthProto
 import SynthQuality
 import SynthSpec
+import SynthStore
+import Synchronization
 
 /// What the quality gate adds to an accepted record.
 struct QualityExtras: Sendable {
@@ -27,8 +29,9 @@ enum Verdict: Sendable {
 /// Runs the quality checks of one job on each generated record, in order of cost: format,
 /// preference, a first near-duplicate look, the judge, the invariant check, and finally admission
 /// to the near-duplicate index (under its lock, so that two similar records in flight at once
-/// cannot both get in).
-final class QualityGate: @unchecked Sendable {
+/// cannot both get in). The near-duplicate steps run on the compute lane's threads, never on
+/// the cooperative pool's.
+final class QualityGate: Sendable {
     let request: PBJobRequest
     let format: FormatChecker
     let critic: (any ChatModel)?
@@ -38,11 +41,18 @@ final class QualityGate: @unchecked Sendable {
     let permits: AsyncSemaphore?
     let logger: Logger
     let jobID: String
-    private let lock = NSLock()
     /// Whole records, and the prompt side alone: a repeated question is a repeated example even
     /// with a new answer, and it would leak across splits.
-    private let records = NearDuplicateIndex()
-    private let prompts = NearDuplicateIndex()
+    private struct Indexes {
+        let records = NearDuplicateIndex()
+        let prompts = NearDuplicateIndex()
+
+        func duplicate(_ full: String, _ prompt: String) -> Bool {
+            records.duplicate(of: full) != nil || prompts.duplicate(of: prompt) != nil
+        }
+    }
+
+    private let indexes = Mutex(Indexes())
 
     /// The judge's pass mark (the documentation's 6.0).
     static let judgePassMark = 6.0
@@ -62,11 +72,14 @@ final class QualityGate: @unchecked Sendable {
     var assessedFields: [PBMetadataField] { request.advanced.metadataFields.filter { $0.type == "llm_assessed" } }
     var needsJudge: Bool { request.verified || !assessedFields.isEmpty }
 
-    /// Adds an accepted record of an earlier run (a resumed job rebuilds its index this way).
-    func restore(_ text: RecordText) {
-        lock.withLock {
-            records.insert(text.fullText)
-            prompts.insert(text.promptText)
+    /// Adds accepted records of an earlier run (a resumed job rebuilds its index this way). Call
+    /// it on a lane, not the cooperative pool.
+    func restore(_ texts: [RecordText]) {
+        indexes.withLock {
+            for text in texts {
+                $0.records.insert(text.fullText)
+                $0.prompts.insert(text.promptText)
+            }
         }
     }
 
@@ -79,7 +92,9 @@ final class QualityGate: @unchecked Sendable {
             return .reject(problem == .lowMargin ? .lowMargin : .tooSimilar, nil)
         }
         let full = text.fullText, prompt = text.promptText
-        if isDuplicate(full, prompt) { return .reject(.nearDuplicate, nil) }
+        if await BlockingLane.compute.run({ self.indexes.withLock { $0.duplicate(full, prompt) } }) {
+            return .reject(.nearDuplicate, nil)
+        }
 
         var extras = QualityExtras()
         if needsJudge {
@@ -97,17 +112,15 @@ final class QualityGate: @unchecked Sendable {
             case .checkerFailed: extras.invariantCheckFailed = true
             }
         }
-        let admitted = lock.withLock { () -> Bool in
-            if records.duplicate(of: full) != nil || prompts.duplicate(of: prompt) != nil { return false }
-            records.insert(full)
-            prompts.insert(prompt)
-            return true
+        let admitted = await BlockingLane.compute.run {
+            self.indexes.withLock { indexes -> Bool in
+                if indexes.duplicate(full, prompt) { return false }
+                indexes.records.insert(full)
+                indexes.prompts.insert(prompt)
+                return true
+            }
         }
         return admitted ? .accept(extras) : .reject(.nearDuplicate, nil)
-    }
-
-    private func isDuplicate(_ full: String, _ prompt: String) -> Bool {
-        lock.withLock { records.duplicate(of: full) != nil || prompts.duplicate(of: prompt) != nil }
     }
 
     // MARK: - the critic

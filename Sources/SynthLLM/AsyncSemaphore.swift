@@ -1,33 +1,36 @@
-import Foundation
+import Synchronization
 
 /// Bounds how many tasks hold a permit at once; waiters are served first come, first served.
-public final class AsyncSemaphore: @unchecked Sendable {
-    private let lock = NSLock()
-    private var available: Int
-    private var waiters: [(id: UInt64, cont: CheckedContinuation<Void, Error>)] = []
-    private var nextID: UInt64 = 0
+public final class AsyncSemaphore: Sendable {
+    private struct State {
+        var available: Int
+        var waiters: [(id: UInt64, cont: CheckedContinuation<Void, Error>)] = []
+        var nextID: UInt64 = 0
+    }
+
+    private let state: Mutex<State>
 
     public init(_ permits: Int) {
-        available = permits
+        state = Mutex(State(available: permits))
     }
 
     public func acquire() async throws {
-        let id: UInt64 = lock.withLock {
-            nextID += 1
-            return nextID
+        let id: UInt64 = state.withLock {
+            $0.nextID += 1
+            return $0.nextID
         }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, Error>) in
                 // Decided once, under the lock: granted now, refused (already cancelled) or queued.
                 // Only a queued waiter is ever resumed by someone else (release or onCancel).
                 enum Outcome { case granted, cancelled, queued }
-                let outcome: Outcome = lock.withLock {
+                let outcome: Outcome = state.withLock {
                     if Task.isCancelled { return .cancelled }
-                    if available > 0 {
-                        available -= 1
+                    if $0.available > 0 {
+                        $0.available -= 1
                         return .granted
                     }
-                    waiters.append((id, cont))
+                    $0.waiters.append((id, cont))
                     return .queued
                 }
                 switch outcome {
@@ -37,21 +40,21 @@ public final class AsyncSemaphore: @unchecked Sendable {
                 }
             }
         } onCancel: {
-            let waiter: CheckedContinuation<Void, Error>? = lock.withLock {
-                guard let i = waiters.firstIndex(where: { $0.id == id }) else { return nil }
-                return waiters.remove(at: i).cont
+            let waiter: CheckedContinuation<Void, Error>? = state.withLock {
+                guard let i = $0.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return $0.waiters.remove(at: i).cont
             }
             waiter?.resume(throwing: CancellationError())
         }
     }
 
     public func release() {
-        let next: CheckedContinuation<Void, Error>? = lock.withLock {
-            if waiters.isEmpty {
-                available += 1
+        let next: CheckedContinuation<Void, Error>? = state.withLock {
+            if $0.waiters.isEmpty {
+                $0.available += 1
                 return nil
             }
-            return waiters.removeFirst().cont
+            return $0.waiters.removeFirst().cont
         }
         next?.resume()
     }

@@ -3,13 +3,18 @@ import Foundation
 
 /// One request for the engine.
 public struct HTTPRequest: Sendable {
+    public enum Method: Sendable { case get, post }
+
+    public var method: Method
     public var url: String
     public var headers: [String]
     public var body: [UInt8]
     public var connectTimeout: Duration
     public var totalTimeout: Duration
 
-    public init(url: String, headers: [String], body: [UInt8], connectTimeout: Duration = .seconds(10), totalTimeout: Duration = .seconds(120)) {
+    public init(url: String, headers: [String], body: [UInt8], connectTimeout: Duration = .seconds(10), totalTimeout: Duration = .seconds(120),
+                method: Method = .post) {
+        self.method = method
         self.url = url
         self.headers = headers
         self.body = body
@@ -28,6 +33,9 @@ public struct HTTPResponse: Sendable {
 /// Many HTTP requests in flight from one thread on libcurl's multi interface, bridged to Swift
 /// concurrency: `send` suspends until its transfer completes. Connections are kept and reused by
 /// the multi handle's connection cache.
+///
+/// Unchecked: libcurl's multi and easy handles and `active` belong to the engine's thread alone;
+/// what other threads hand over (`pending`, `cancelled`, `stopping`) sits under `lock`.
 public final class HTTPEngine: @unchecked Sendable {
     private let multi: UnsafeMutableRawPointer
     private let lock = NSLock()
@@ -86,8 +94,8 @@ public final class HTTPEngine: @unchecked Sendable {
                     cont.resume(throwing: HTTPError(code: -1, message: "the HTTP engine is shut down"))
                 }
             }
-        } onCancel: {
-            lock.withLock { cancelled.append(transfer.id) }
+        } onCancel: { [id = transfer.id] in
+            lock.withLock { cancelled.append(id) }
             curl_multi_wakeup(multi)
         }
     }
@@ -142,9 +150,14 @@ public final class HTTPEngine: @unchecked Sendable {
         let me = Unmanaged.passUnretained(t).toOpaque()
         t.url.withUnsafeBufferPointer { _ = synth_curl_setopt_ptr(easy, CURLOPT_URL, $0.baseAddress) }
         synth_curl_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
-        synth_curl_setopt_long(easy, CURLOPT_POST, 1)
-        synth_curl_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(t.request.body.count))
-        t.bodyPointer.withUnsafeBufferPointer { _ = synth_curl_setopt_ptr(easy, CURLOPT_POSTFIELDS, $0.baseAddress) }
+        switch t.request.method {
+        case .post:
+            synth_curl_setopt_long(easy, CURLOPT_POST, 1)
+            synth_curl_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(t.request.body.count))
+            t.bodyPointer.withUnsafeBufferPointer { _ = synth_curl_setopt_ptr(easy, CURLOPT_POSTFIELDS, $0.baseAddress) }
+        case .get:
+            synth_curl_setopt_long(easy, CURLOPT_HTTPGET, 1)
+        }
         synth_curl_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(t.request.connectTimeout.milliseconds))
         synth_curl_setopt_long(easy, CURLOPT_TIMEOUT_MS, Int(t.request.totalTimeout.milliseconds))
         synth_curl_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
@@ -195,7 +208,7 @@ public final class HTTPEngine: @unchecked Sendable {
 }
 
 /// One transfer's state, owned by the engine thread once started.
-final class Transfer: @unchecked Sendable {
+final class Transfer {
     static let maxBody = 64 << 20
     var id: UInt64 = 0
     let request: HTTPRequest

@@ -1,9 +1,10 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// Talks to one configured provider: builds the wire request for its format, bounds how many
 /// requests are in flight, retries what is worth retrying, and parses the answer.
-public final class LLMClient: @unchecked Sendable {
+public final class LLMClient: Sendable {
     /// How structured output is asked for. Tried in this order; what worked is remembered.
     public enum OutputMode: Int, Sendable {
         case jsonSchema = 0, jsonObject = 1, prompt = 2
@@ -13,11 +14,12 @@ public final class LLMClient: @unchecked Sendable {
     private let engine: HTTPEngine
     private let permits: AsyncSemaphore
     public let limiter: RateLimiter
-    private var inFlight = 0
+    private let inFlight = Atomic<Int>(0)
     private let logger: Logger
-    private let lock = NSLock()
-    private var mode: OutputMode = .jsonSchema
-    private var schemas: [String: String] = [:]
+    /// The way of asking for JSON that works with this endpoint, as far as is known.
+    private let mode = Mutex<OutputMode>(.jsonSchema)
+    /// Output schemas as sent, by their text.
+    private let schemas = Mutex<[String: String]>([:])
     /// The sampling fields in name order (so that the bytes never vary).
     private let sampling: [(String, Double)]
 
@@ -30,7 +32,7 @@ public final class LLMClient: @unchecked Sendable {
         self.logger = logger
     }
 
-    public var outputMode: OutputMode { lock.withLock { mode } }
+    public var outputMode: OutputMode { mode.withLock { $0 } }
 
     /// One completion, retried on timeouts, resets, 408, 429, 5xx and 529 with exponential
     /// backoff and jitter, never sooner than the provider's retry-after.
@@ -62,7 +64,7 @@ public final class LLMClient: @unchecked Sendable {
                 let message = Self.errorMessage(response.body).replacingOccurrences(of: config.apiKey.isEmpty ? "\u{0}" : config.apiKey, with: "[redacted]")
                 if response.status == 400, currentMode != .prompt, Self.mentionsStructuredOutput(message) {
                     // The endpoint does not take this way of asking for JSON: step down and remember.
-                    lock.withLock { if mode == currentMode { mode = OutputMode(rawValue: currentMode.rawValue + 1)! } }
+                    mode.withLock { if $0 == currentMode { $0 = OutputMode(rawValue: currentMode.rawValue + 1)! } }
                     logger.info("provider does not support structured output mode, falling back", metadata: ["provider": "\(config.name)", "mode": "\(currentMode)"])
                     attempt -= 1
                     continue
@@ -89,17 +91,17 @@ public final class LLMClient: @unchecked Sendable {
     private func send(_ http: HTTPRequest, estimate: Int) async throws -> HTTPResponse {
         let wait = limiter.reserve(tokens: estimate)
         if wait > .zero { try await Task.sleep(for: wait) }
-        lock.withLock { inFlight += 1 }
+        inFlight.wrappingAdd(1, ordering: .relaxed)
         RequestLog.shared?.append(http.body)
         let sentAt = ContinuousClock.now
         let response: HTTPResponse
         do {
             response = try await engine.send(http)
         } catch {
-            lock.withLock { inFlight -= 1 }
+            inFlight.wrappingSubtract(1, ordering: .relaxed)
             throw error
         }
-        let others = lock.withLock { inFlight -= 1; return inFlight }
+        let others = inFlight.wrappingSubtract(1, ordering: .relaxed).newValue
         limiter.observe(headers: response.headers, inFlight: others, sentAt: sentAt)
         return response
     }
@@ -203,7 +205,7 @@ public final class LLMClient: @unchecked Sendable {
 
     /// The output schema as sent: checked once, with string caps when configured, serialised once.
     private func preparedSchema(_ text: String) throws -> String {
-        if let done = lock.withLock({ schemas[text] }) { return done }
+        if let done = schemas.withLock({ $0[text] }) { return done }
         guard var object = try? JSONSerialization.jsonObject(with: Data(text.utf8)), object is [String: Any] else {
             throw ProviderError(kind: .fatal, provider: config.name, status: 0, message: "the output schema is not a JSON object")
         }
@@ -213,7 +215,7 @@ public final class LLMClient: @unchecked Sendable {
             object = Self.dropOnePerItem(object)
         }
         let prepared = JSONText.write(object)
-        lock.withLock { schemas[text] = prepared }
+        schemas.withLock { $0[text] = prepared }
         return prepared
     }
 
@@ -364,21 +366,20 @@ public enum JSONRepair {
 /// appended to FILE, one JSON document per line (bodies only: headers, and so keys, never). For
 /// replaying a job's exact requests straight at a provider (tools/bench-local) and for debugging
 /// prompts.
-final class RequestLog: @unchecked Sendable {
+final class RequestLog: Sendable {
     static let shared: RequestLog? = ProcessInfo.processInfo.environment["SYNTHD_REQUEST_LOG"].flatMap { RequestLog(path: $0) }
 
-    private let lock = NSLock()
-    private let handle: FileHandle
+    private let handle: Mutex<FileHandle>
 
     init?(path: String) {
         guard !path.isEmpty, FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
               let h = FileHandle(forWritingAtPath: path) else { return nil }
-        handle = h
+        handle = Mutex(h)
     }
 
     func append(_ body: [UInt8]) {
         var line = body.filter { $0 != 0x0A }
         line.append(0x0A)
-        lock.withLock { handle.write(Data(line)) }
+        handle.withLock { $0.write(Data(line)) }
     }
 }

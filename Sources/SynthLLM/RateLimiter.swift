@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Keeps one provider inside its requests-per-minute and tokens-per-minute limits.
 ///
@@ -12,7 +13,7 @@ import Foundation
 ///
 /// Token costs are estimated before sending (prompt characters / 4 plus `max_tokens`, as providers
 /// count them for rate limiting) and settled against the usage the answer reports.
-public final class RateLimiter: @unchecked Sendable {
+public final class RateLimiter: Sendable {
     struct Bucket {
         var perSecond: Double
         var capacity: Double
@@ -50,38 +51,40 @@ public final class RateLimiter: @unchecked Sendable {
         var since: ContinuousClock.Instant? = nil
     }
 
-    private let lock = NSLock()
+    private struct State {
+        var requestBucket: Bucket?
+        var tokenBucket: Bucket?
+        var requestWindow: Window?
+        var tokenWindow: Window?
+    }
+
     private let clock = ContinuousClock()
-    private var requestBucket: Bucket?
-    private var tokenBucket: Bucket?
-    private var requestWindow: Window?
-    private var tokenWindow: Window?
+    private let state: Mutex<State>
     /// Added to a reported reset time: clocks and rounding differ a little.
     let resetMargin: Duration
 
     public init(requestsPerMinute: Int?, tokensPerMinute: Int?, resetMargin: Duration = .milliseconds(250)) {
-        let now = clock.now
+        let now = ContinuousClock.now
         func bucket(_ perMinute: Int?) -> Bucket? {
             guard let perMinute, perMinute > 0 else { return nil }
             let perSecond = Double(perMinute) / 60
             let capacity = max(1, perSecond)
             return Bucket(perSecond: perSecond, capacity: capacity, level: capacity, updated: now)
         }
-        requestBucket = bucket(requestsPerMinute)
-        tokenBucket = bucket(tokensPerMinute)
+        state = Mutex(State(requestBucket: bucket(requestsPerMinute), tokenBucket: bucket(tokensPerMinute)))
         self.resetMargin = resetMargin
     }
 
     /// Reserves one request costing about `tokens`, and returns how long to wait before sending it.
     public func reserve(tokens: Int) -> Duration {
-        lock.withLock {
+        state.withLock { s in
             let now = clock.now
             var wait = 0.0
-            if requestBucket != nil { wait = max(wait, requestBucket!.take(1, now)) }
-            if tokenBucket != nil { wait = max(wait, tokenBucket!.take(Double(tokens), now)) }
+            if s.requestBucket != nil { wait = max(wait, s.requestBucket!.take(1, now)) }
+            if s.tokenBucket != nil { wait = max(wait, s.tokenBucket!.take(Double(tokens), now)) }
             var until = now + .milliseconds(Int64((wait * 1000).rounded(.up)))
-            if let w = Self.spend(&requestWindow, 1, now, resetMargin) { until = max(until, w) }
-            if let w = Self.spend(&tokenWindow, Double(tokens), now, resetMargin) { until = max(until, w) }
+            if let w = Self.spend(&s.requestWindow, 1, now, resetMargin) { until = max(until, w) }
+            if let w = Self.spend(&s.tokenWindow, Double(tokens), now, resetMargin) { until = max(until, w) }
             return until - now
         }
     }
@@ -122,9 +125,9 @@ public final class RateLimiter: @unchecked Sendable {
     public func settle(estimated: Int, actual: Int) {
         let delta = Double(actual - estimated)
         guard delta != 0 else { return }
-        lock.withLock {
-            if tokenBucket != nil { tokenBucket!.level = min(tokenBucket!.capacity, tokenBucket!.level - delta) }
-            if tokenWindow != nil { tokenWindow!.remaining = max(0, tokenWindow!.remaining - delta) }
+        state.withLock { s in
+            if s.tokenBucket != nil { s.tokenBucket!.level = min(s.tokenBucket!.capacity, s.tokenBucket!.level - delta) }
+            if s.tokenWindow != nil { s.tokenWindow!.remaining = max(0, s.tokenWindow!.remaining - delta) }
         }
     }
 
@@ -132,7 +135,7 @@ public final class RateLimiter: @unchecked Sendable {
     /// counted this one; they are taken off the reported remainder.
     public func observe(headers: [String: String], inFlight: Int, sentAt: ContinuousClock.Instant? = nil) {
         guard let report = RateLimitHeaders.parse(headers) else { return }
-        lock.withLock {
+        state.withLock { s in
             let now = clock.now
             func apply(_ window: inout Window?, _ r: RateLimitHeaders.Figures?, _ pending: Double) {
                 guard let r, let remaining = r.remaining else { return }
@@ -156,8 +159,8 @@ public final class RateLimiter: @unchecked Sendable {
                     window = Window(limit: r.limit, remaining: left, resetAt: resetAt, opensAt: nil, since: window?.since)
                 }
             }
-            apply(&requestWindow, report.requests, Double(inFlight))
-            apply(&tokenWindow, report.tokens, 0)
+            apply(&s.requestWindow, report.requests, Double(inFlight))
+            apply(&s.tokenWindow, report.tokens, 0)
         }
     }
 

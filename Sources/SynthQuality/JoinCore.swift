@@ -14,6 +14,9 @@ import Synchronization
 ///   runs on one thread at a time (claimed through `addState`) and never during a check: the
 ///   caller finishes any pending add before it publishes a check;
 /// - during a check, both threads only read, and each task's result goes through atomics.
+///
+/// Unchecked: the compiler cannot see this protocol (plain fields read by the helper thread while
+/// the caller spins on atomics); the join tests, which share every check with the helper, exercise it.
 final class JoinCore: @unchecked Sendable {
     let threshold: Threshold
 

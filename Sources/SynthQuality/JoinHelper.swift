@@ -41,7 +41,7 @@ final class HelperSlots: Sendable {
 
 /// The thread that shares an index's work with its owner: it takes tasks of each published check
 /// and files accepted texts. Between calls it polls for a short while, then sleeps until woken.
-final class JoinHelper: @unchecked Sendable {
+final class JoinHelper {
     let core: JoinCore
     private let stopping = Atomic<Bool>(false)
     private let sleeping = Atomic<Bool>(false)

@@ -193,7 +193,7 @@ struct ProbeSketches {
 
 /// One loaded text. A class, so that the caller can load the next text into one while the
 /// helper files the previous one from the other.
-final class ProbeBox: @unchecked Sendable {
+final class ProbeBox {
     var probe = ProbeTrigrams()
 }
 

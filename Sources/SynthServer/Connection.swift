@@ -193,17 +193,24 @@ func sendConnectionStatus(_ writer: FrameWriter, _ code: PBStatusCode, _ errorCo
 }
 
 /// The open calls of one connection and when it last saw traffic.
-final class ConnectionState: @unchecked Sendable {
-    private let lock = NSLock()
-    private var calls: [UInt64: CallControl] = [:]
-    private var lastActivity = ContinuousClock.now
-    private var drained: [CheckedContinuation<Void, Never>] = []
+final class ConnectionState: Sendable {
+    private struct State {
+        var calls: [UInt64: CallControl] = [:]
+        var lastActivity = ContinuousClock.now
+        /// Calls opened whose final status has not been written yet.
+        var unanswered = 0
+        var drained: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter: UInt64 = 0
+        /// Whether a stream call ran on it (its connection's end is then a moment to trim the heap).
+        var streamed = false
+    }
+
+    private let state = Mutex(State())
     let limit: FrameSizeLimit
-    /// Whether a stream call ran on it (its connection's end is then a moment to trim the heap).
-    private var didStream = false
+
     var streamed: Bool {
-        get { lock.withLock { didStream } }
-        set { lock.withLock { didStream = newValue } }
+        get { state.withLock { $0.streamed } }
+        set { state.withLock { $0.streamed = newValue } }
     }
 
     init(limit: FrameSizeLimit) {
@@ -215,75 +222,86 @@ final class ConnectionState: @unchecked Sendable {
 
     var hasAuthenticated: Bool { limit.isRaised }
 
-    /// Calls opened whose final status has not been written yet.
-    private var unanswered = 0
-
-    /// Returns once every call opened has had its final status written.
+    /// Returns once every call opened has had its final status written, or when the waiting
+    /// task is cancelled.
     func waitForCalls() async {
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            let now: Bool = lock.withLock {
-                if unanswered == 0 { return true }
-                drained.append(done)
-                return false
+        let id = state.withLock {
+            $0.nextWaiter += 1
+            return $0.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                let now: Bool = state.withLock {
+                    if $0.unanswered == 0 || Task.isCancelled { return true }
+                    $0.drained[id] = done
+                    return false
+                }
+                if now { done.resume() }
             }
-            if now { done.resume() }
+        } onCancel: {
+            state.withLock { $0.drained.removeValue(forKey: id) }?.resume()
         }
     }
 
     /// A call's final status was written (or could not be).
     func answered() {
-        let waiting: [CheckedContinuation<Void, Never>] = lock.withLock {
-            unanswered -= 1
-            guard unanswered == 0 else { return [] }
-            defer { drained = [] }
-            return drained
+        let waiting: [CheckedContinuation<Void, Never>] = state.withLock {
+            $0.unanswered -= 1
+            guard $0.unanswered == 0 else { return [] }
+            let waiting = Array($0.drained.values)
+            $0.drained = [:]
+            return waiting
         }
         for w in waiting { w.resume() }
     }
 
-    func touch() { lock.withLock { lastActivity = .now } }
+    func touch() { state.withLock { $0.lastActivity = .now } }
 
     func open(_ id: UInt64, limit: Int) -> CallControl? {
-        lock.withLock {
-            guard calls[id] == nil, calls.count < limit else { return nil }
+        state.withLock {
+            guard $0.calls[id] == nil, $0.calls.count < limit else { return nil }
             let c = CallControl()
-            calls[id] = c
-            unanswered += 1
+            $0.calls[id] = c
+            $0.unanswered += 1
             return c
         }
     }
 
-    func isOpen(_ id: UInt64) -> Bool { lock.withLock { calls[id] != nil } }
+    func isOpen(_ id: UInt64) -> Bool { state.withLock { $0.calls[id] != nil } }
 
     func close(_ id: UInt64) {
-        lock.withLock {
-            calls[id] = nil
-            lastActivity = .now
+        state.withLock {
+            $0.calls[id] = nil
+            $0.lastActivity = .now
         }
     }
 
     func cancel(_ id: UInt64) {
-        let c = lock.withLock { calls[id] }
+        let c = state.withLock { $0.calls[id] }
         c?.cancel()
     }
 
     func isIdle(for timeout: Duration) -> Bool {
-        lock.withLock { calls.isEmpty && ContinuousClock.now - lastActivity > timeout }
+        state.withLock { $0.calls.isEmpty && ContinuousClock.now - $0.lastActivity > timeout }
     }
 
     /// The server is stopping: every open call ends with UNAVAILABLE (SHUTTING_DOWN).
     func endCallsForShutdown() {
-        for c in lock.withLock({ Array(calls.values) }) { c.cancel(byServer: true) }
+        for c in state.withLock({ Array($0.calls.values) }) { c.cancel(byServer: true) }
     }
 
-    var openCalls: Int { lock.withLock { calls.count } }
+    var openCalls: Int { state.withLock { $0.calls.count } }
 }
 
 /// Lets a Cancel frame reach the task running its call.
-final class CallControl: @unchecked Sendable {
-    private let lock = NSLock()
-    private var cancelled = false
-    private var server = false
+final class CallControl: Sendable {
+    private struct State {
+        var cancelled = false
+        /// Cancelled because the server is stopping, not by the client.
+        var byServer = false
+    }
+
+    private let state = Mutex(State())
     private let stream: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
 
@@ -291,14 +309,14 @@ final class CallControl: @unchecked Sendable {
         (stream, continuation) = AsyncStream<Void>.makeStream()
     }
 
-    var isCancelled: Bool { lock.withLock { cancelled } }
+    var isCancelled: Bool { state.withLock { $0.cancelled } }
     /// Cancelled because the server is stopping, not by the client.
-    var byServer: Bool { lock.withLock { server } }
+    var byServer: Bool { state.withLock { $0.byServer } }
 
     func cancel(byServer: Bool = false) {
-        lock.withLock {
-            cancelled = true
-            server = server || byServer
+        state.withLock {
+            $0.cancelled = true
+            $0.byServer = $0.byServer || byServer
         }
         continuation.finish()
     }

@@ -22,7 +22,7 @@ struct Authentication: CallInterceptor {
 
     func intercept(_ call: inout InboundCall) async throws {
         guard call.method.scope != .open else { return }
-        let caller = try core.authenticate(call.apiKey)
+        let caller = try await core.authenticate(call.apiKey)
         call.caller = caller
         call.authenticated(caller)
     }

@@ -1,14 +1,15 @@
 import Foundation
+import Synchronization
 
 /// Calls per org per minute, by the generic cell rate algorithm: each call moves the org's
 /// theoretical arrival time on by one interval (60 s / rate), and a call is refused while that time
 /// is more than `burst - 1` intervals ahead of now. Over any stretch a flooding org gets `burst`
 /// calls at once and then `rate` a minute. Orgs do not affect each other.
-final class OrgRateLimiter: @unchecked Sendable {
+final class OrgRateLimiter: Sendable {
     let interval: Double
     let tolerance: Double
-    private let lock = NSLock()
-    private var arrival: [String: Double] = [:]
+    /// Each org's theoretical arrival time.
+    private let arrival = Mutex<[String: Double]>([:])
     private let start = ContinuousClock.now
 
     /// nil when `perMinute` is 0: no limit.
@@ -25,7 +26,7 @@ final class OrgRateLimiter: @unchecked Sendable {
 
     /// nil when the call may go; else how long until it could.
     func admit(_ org: String) -> Duration? {
-        lock.withLock {
+        arrival.withLock { arrival in
             let t = now
             let tat = max(arrival[org] ?? t, t)
             if tat - t > tolerance {

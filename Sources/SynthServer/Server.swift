@@ -8,10 +8,11 @@ import SynthProto
 import SynthSpec
 import SynthStore
 import SynthWire
+import Synchronization
 
 /// The synthd server: Unix and TCP listeners speaking the framed protocol, dispatching calls to
 /// the service.
-public final class Server: @unchecked Sendable {
+public final class Server: Sendable {
     public struct Bound: Sendable {
         public var unixPath: String?
         public var tcpPort: Int?
@@ -21,10 +22,13 @@ public final class Server: @unchecked Sendable {
     let service: Service
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
-    private let lock = NSLock()
-    private var runTask: Task<Void, Never>?
-    private var listeners: [NIOAsyncChannel<Accepted, Never>] = []
-    private var connections: [ObjectIdentifier: ConnectionState] = [:]
+    private struct State {
+        var runTask: Task<Void, Never>?
+        var listeners: [NIOAsyncChannel<Accepted, Never>] = []
+        var connections: [ObjectIdentifier: ConnectionState] = [:]
+    }
+
+    private let state = Mutex(State())
 
     /// A new connection and its frame limit, which rises once it authenticates.
     struct Accepted: Sendable {
@@ -34,17 +38,18 @@ public final class Server: @unchecked Sendable {
 
     /// Counts the connection in, unless `maxConnections` are open already.
     func register(_ state: ConnectionState) -> Bool {
-        lock.withLock {
-            guard connections.count < config.maxConnections else { return false }
-            connections[ObjectIdentifier(state)] = state
+        let max = config.maxConnections
+        return self.state.withLock {
+            guard $0.connections.count < max else { return false }
+            $0.connections[ObjectIdentifier(state)] = state
             return true
         }
     }
 
-    func unregister(_ state: ConnectionState) { _ = lock.withLock { connections.removeValue(forKey: ObjectIdentifier(state)) } }
+    func unregister(_ state: ConnectionState) { _ = self.state.withLock { $0.connections.removeValue(forKey: ObjectIdentifier(state)) } }
 
     /// Connections open now.
-    public var connectionCount: Int { lock.withLock { connections.count } }
+    public var connectionCount: Int { state.withLock { $0.connections.count } }
 
     public init(config: ServerConfig, store: Store, engine: Engine, validator: Validator, logger: Logger,
                 group: MultiThreadedEventLoopGroup = .singleton) {
@@ -98,9 +103,12 @@ public final class Server: @unchecked Sendable {
             for l in listeners { try? await l.channel.close() }
             throw error
         }
-        lock.withLock { self.listeners = listeners }
-        let task = Task { await self.serve(listeners) }
-        lock.withLock { runTask = task }
+        let ready = listeners
+        let task = Task { await self.serve(ready) }
+        state.withLock {
+            $0.listeners = ready
+            $0.runTask = task
+        }
         return bound
     }
 
@@ -140,15 +148,19 @@ public final class Server: @unchecked Sendable {
     /// returns when all are closed.
     public func stop() async {
         service.isStopping = true
-        let (task, listeners) = lock.withLock { (runTask, self.listeners) }
+        let (task, listeners) = state.withLock { ($0.runTask, $0.listeners) }
         for l in listeners { try? await l.channel.close() }
         // Open calls end with a status that tells the client to retry; the connections close once
-        // those statuses are written (or after 2 seconds).
-        let open = lock.withLock { Array(connections.values) }
+        // those statuses are written (or after 2 seconds, for a client that does not read).
+        let open = state.withLock { Array($0.connections.values) }
         for c in open { c.endCallsForShutdown() }
-        let deadline = ContinuousClock.now + .seconds(2)
-        while ContinuousClock.now < deadline, open.contains(where: { $0.openCalls > 0 }) {
-            try? await Task.sleep(for: .milliseconds(10))
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for c in open { await c.waitForCalls() }
+            }
+            group.addTask { try? await Task.sleep(for: .seconds(2)) }
+            await group.next()
+            group.cancelAll()
         }
         task?.cancel()
         await task?.value
@@ -156,7 +168,7 @@ public final class Server: @unchecked Sendable {
 
     /// Returns when the server has stopped.
     public func wait() async {
-        let task = lock.withLock { runTask }
+        let task = state.withLock { $0.runTask }
         await task?.value
     }
 }

@@ -67,16 +67,16 @@ final class Service: Sendable {
         case Methods.plan.info: try await unary(Methods.plan, body, ctx) { try await core.plan($0, caller) }
         case Methods.getJob.info: try await unary(Methods.getJob, body, ctx) { try core.getJob($0, caller) }
         case Methods.listJobs.info: try await unary(Methods.listJobs, body, ctx) { try core.listJobs($0, caller) }
-        case Methods.cancelJob.info: try await unary(Methods.cancelJob, body, ctx) { try core.cancelJob($0, caller) }
+        case Methods.cancelJob.info: try await unary(Methods.cancelJob, body, ctx) { try await core.cancelJob($0, caller) }
         case Methods.watchJob.info: try await watchJob(try decode(body), ctx)
         case Methods.fetchSplits.info: try await fetchSplits(try decode(body), ctx)
         case Methods.getQualityReport.info: try await unary(Methods.getQualityReport, body, ctx) { try core.qualityReport($0, caller) }
         case Methods.getManifest.info: try await unary(Methods.getManifest, body, ctx) { try core.manifest($0, caller) }
         case Methods.getPricing.info: try await unary(Methods.getPricing, body, ctx) { _ in core.pricing() }
         case Methods.health.info: try await unary(Methods.health, body, ctx) { _ in core.health() }
-        case Methods.createApiKey.info: try await unary(Methods.createApiKey, body, ctx) { try core.createKey($0, caller) }
+        case Methods.createApiKey.info: try await unary(Methods.createApiKey, body, ctx) { try await core.createKey($0, caller) }
         case Methods.listApiKeys.info: try await unary(Methods.listApiKeys, body, ctx) { _ in try core.listKeys(caller) }
-        case Methods.revokeApiKey.info: try await unary(Methods.revokeApiKey, body, ctx) { try core.revokeKey($0, caller) }
+        case Methods.revokeApiKey.info: try await unary(Methods.revokeApiKey, body, ctx) { try await core.revokeKey($0, caller) }
         default:
             // Every method of the table has a case above; a test calls each one.
             throw RPCError(.unimplemented, "\(method.name) has no handler")

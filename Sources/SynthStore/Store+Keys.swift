@@ -41,6 +41,8 @@ extension Store {
     }
 
     /// The key record for `key` when it is known and not revoked.
+    /// The key's record, or nil for an unknown or revoked key. A read only: `recordUse` notes
+    /// when it was used, once `useIsDue` says so.
     public func authenticate(key: String) throws -> PBStoredKey? {
         let digest = Self.digest(key)
         let found: PBStoredKey? = try read { txn in
@@ -51,18 +53,25 @@ extension Store {
             // key's own record holds is then compared in constant time as well.
             return constantTimeEquals(recorded, digest) ? info : nil
         }
-        guard var info = found, !info.revoked else { return nil }
-        let now = Clock.nowMillis()
-        if now - info.lastUsedMs > Self.lastUsedResolutionMillis {
-            info.lastUsedMs = now
-            try write { txn in
-                // Re-read: a revoke may have landed in between.
-                guard var current = try txn.message(.keys, digest, as: PBStoredKey.self), !current.revoked else { return }
-                current.lastUsedMs = now
-                try txn.put(.keys, digest, try current.serializedBytes())
-            }
-        }
+        guard let info = found, !info.revoked else { return nil }
         return info
+    }
+
+    /// Whether the key's last use is older than the resolution it is kept at.
+    public static func useIsDue(_ info: PBStoredKey, now: Int64 = Clock.nowMillis()) -> Bool {
+        now - info.lastUsedMs > lastUsedResolutionMillis
+    }
+
+    /// Notes that `key` was used now (a write transaction: call it off the cooperative pool).
+    public func recordUse(key: String) throws {
+        let digest = Self.digest(key)
+        let now = Clock.nowMillis()
+        try write { txn in
+            // Re-read: a revoke may have landed in between.
+            guard var current = try txn.message(.keys, digest, as: PBStoredKey.self), !current.revoked else { return }
+            current.lastUsedMs = now
+            try txn.put(.keys, digest, try current.serializedBytes())
+        }
     }
 
     public func keys(org: String) throws -> [PBStoredKey] {

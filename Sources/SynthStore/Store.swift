@@ -7,6 +7,9 @@ import Synchronization
 /// Transactions are synchronous closures: they commit when the closure returns and abort when it
 /// throws, so they can never span an `await`. Writes are serialised by one lock; reads run in
 /// parallel (the environment is opened with MDB_NOTLS, so a read transaction is not tied to a thread).
+///
+/// Unchecked: the LMDB environment and the map's resize lock are C pointers, which LMDB and
+/// pthreads make safe to share across threads under the rules above; `dbis` is set once in init.
 public final class Store: @unchecked Sendable {
     /// The named tables. `mdb_stat -a DATADIR` lists them.
     public enum Table: String, CaseIterable, Sendable {

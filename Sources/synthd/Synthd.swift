@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import ServiceLifecycle
+import Synchronization
 import SynthEngine
 import SynthServer
 import SynthSpec
@@ -82,7 +84,7 @@ struct Serve: AsyncParsableCommand {
                 let model = try LocalModel(config: choice.config, dataDirectory: data.path, logger: logger)
                 logger.info("starting the local model", metadata: ["server": "\(model.serverPath)", "model": "\(model.modelPath)",
                                                                    "slots": "\(model.parallel)", "log": "\(data.path)/local-model.log"])
-                try model.start()
+                try await model.start()
                 file.engine = model.engineConfig(over: file.engine, keepRoutes: file.hasEngine)
                 local = model
             } catch let e as LocalModelError where !choice.explicit {
@@ -93,23 +95,19 @@ struct Serve: AsyncParsableCommand {
         let engine = Engine(store: store, config: file.engine, pricing: file.pricing, localModel: local, logger: logger)
         let server = Server(config: serverConfig, store: store, engine: engine,
                             validator: Validator(maxCount: file.engine.maxCount), logger: logger)
-        let bound = try await server.start()
-        var parts: [String] = []
-        if let p = bound.unixPath { parts.append("unix=\(p)") }
-        if let p = bound.tcpPort { parts.append("tcp=\(p)") }
-        logger.info("synthd listening", metadata: ["unix": "\(bound.unixPath ?? "-")", "tcp": "\(bound.tcpPort.map(String.init) ?? "-")", "data": "\(data.path)"])
-        // One machine-readable line, for scripts and tests that start synthd.
-        FileHandle.standardOutput.write(Data(("LISTENING " + parts.joined(separator: " ") + "\n").utf8))
-        let resumed = try engine.resumeUnfinished()
-        if resumed > 0 { logger.info("resuming unfinished jobs", metadata: ["jobs": "\(resumed)"]) }
-
-        let signal = await signals.first()
-        logger.info("shutting down", metadata: ["signal": "\(signal)"])
-        await server.stop()
-        await engine.shutdown()
-        local?.stop()
-        store.sync()
-        if let p = bound.unixPath { unlink(p) }
+        // Stopped in the reverse of this order: the listeners first (open calls end with a status
+        // that says to retry), then the engine's runners, the local model, and the store last.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: StoreService(store: store), serviceName: "store"),
+        ]
+        if let local { services.append(.init(service: LocalModelService(model: local), serviceName: "local-model")) }
+        services += [
+            .init(service: EngineService(engine: engine, logger: logger), serviceName: "engine"),
+            .init(service: ListenerService(server: server, dataPath: data.path, logger: logger), serviceName: "listeners"),
+            .init(service: SignalService(signals: signals, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup,
+                  serviceName: "signals"),
+        ]
+        try await ServiceGroup(configuration: ServiceGroupConfiguration(services: services, logger: logger)).run()
         logger.info("stopped; running jobs resume at the next start")
         withExtendedLifetime(claim) {}
     }
@@ -117,27 +115,27 @@ struct Serve: AsyncParsableCommand {
 
 /// Catches signals from the moment it is made, with their default action turned off, so that a
 /// SIGTERM that comes as soon as the server says it listens still shuts it down cleanly.
-final class Signals: @unchecked Sendable {
+final class Signals: Sendable {
     private let stream: AsyncStream<Int32>
-    private let sources: [DispatchSourceSignal]
+    private let sources: Mutex<[any DispatchSourceSignal]>
 
     init(_ signals: [Int32]) {
         let (stream, continuation) = AsyncStream<Int32>.makeStream()
         self.stream = stream
-        sources = signals.map { s in
+        sources = Mutex(signals.map { s in
             Foundation.signal(s, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: s, queue: .global())
             source.setEventHandler { continuation.yield(s) }
             source.resume()
             return source
-        }
+        })
     }
 
-    /// The first signal caught.
-    func first() async -> Int32 {
+    /// The first signal caught; nil when the waiting task is cancelled first.
+    func first() async -> Int32? {
         var it = stream.makeAsyncIterator()
-        let got = await it.next() ?? SIGTERM
-        for s in sources { s.cancel() }
+        let got = await it.next()
+        sources.withLock { for s in $0 { s.cancel() } }
         return got
     }
 }

@@ -1,0 +1,80 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import SynthEngine
+import SynthServer
+import SynthStore
+
+// The parts of a running synthd as services of one ServiceGroup (see `Serve.run`). Each runs until
+// the group shuts down gracefully, then stops its part; the group stops them one at a time, in
+// the reverse of the order they were given.
+
+/// The first SIGINT or SIGTERM (caught from the process's first moments by `Signals`) shuts the
+/// group down gracefully.
+struct SignalService: Service {
+    let signals: Signals
+    let logger: Logger
+
+    func run() async throws {
+        let signals = self.signals
+        if let caught = await cancelWhenGracefulShutdown({ await signals.first() }) {
+            logger.info("shutting down", metadata: ["signal": "\(caught)"])
+        }
+    }
+}
+
+/// The listeners: bound at start, with the one machine-readable LISTENING line once they are;
+/// at shutdown no new connection is taken and open calls end with a status that says to retry.
+struct ListenerService: Service {
+    let server: Server
+    let dataPath: String
+    let logger: Logger
+
+    func run() async throws {
+        let bound = try await server.start()
+        var parts: [String] = []
+        if let p = bound.unixPath { parts.append("unix=\(p)") }
+        if let p = bound.tcpPort { parts.append("tcp=\(p)") }
+        logger.info("synthd listening", metadata: ["unix": "\(bound.unixPath ?? "-")", "tcp": "\(bound.tcpPort.map(String.init) ?? "-")",
+                                                   "data": "\(dataPath)"])
+        // For scripts and tests that start synthd.
+        FileHandle.standardOutput.write(Data(("LISTENING " + parts.joined(separator: " ") + "\n").utf8))
+        try? await gracefulShutdown()
+        await server.stop()
+        if let p = bound.unixPath { unlink(p) }
+    }
+}
+
+/// The engine: resumes the jobs the last process left unfinished, and at shutdown stops every
+/// runner (their jobs stay `running` in the store and resume at the next start).
+struct EngineService: Service {
+    let engine: Engine
+    let logger: Logger
+
+    func run() async throws {
+        let resumed = try engine.resumeUnfinished()
+        if resumed > 0 { logger.info("resuming unfinished jobs", metadata: ["jobs": "\(resumed)"]) }
+        try? await gracefulShutdown()
+        await engine.shutdown()
+    }
+}
+
+/// The local model, started (and awaited) before the group runs: stopped after the engine.
+struct LocalModelService: Service {
+    let model: LocalModel
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await model.stop()
+    }
+}
+
+/// The store, last: everything committed is flushed to disk.
+struct StoreService: Service {
+    let store: Store
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        store.sync()
+    }
+}
