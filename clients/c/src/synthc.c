@@ -62,6 +62,7 @@ struct synthc_stream {
 	struct impl *c; /* NULL once detached from its client */
 	uint64_t id;
 	int kind;
+	const ProtobufCMethodDescriptor *method; /* WatchJob or FetchSplits, from method_for */
 	int state;
 	int progress_only;
 	int batches; /* asked for RecordBatch events (batch_bytes > 0) */
@@ -1092,6 +1093,29 @@ static int next_for_call(struct impl *c, uint64_t id, const char *method, const 
 	}
 }
 
+/* ---- Methods ------------------------------------------------------------------------------------ */
+
+/* The protocol's methods are the generated descriptor of service.proto's `service Synthd`: the one
+ * table of their names on the wire and their request and response types. A call finds its method
+ * there by the type of its request (each method has a request type of its own; tests/offline.c checks
+ * that), so this file spells out no method's name. NULL for a message that is no method's request. */
+static const ProtobufCMethodDescriptor *method_for(const ProtobufCMessageDescriptor *request)
+{
+	const ProtobufCServiceDescriptor *sd = &synthd__v1__synthd__descriptor;
+	for (unsigned i = 0; i < sd->n_methods; i++)
+		if (sd->methods[i].input == request)
+			return &sd->methods[i];
+	return NULL;
+}
+
+static int no_method(struct impl *c, const ProtobufCMessage *request)
+{
+	clear_err(c);
+	set_err(c, SYNTHC_ERR_ARG, SYNTHD__V1__STATUS_CODE__INVALID_ARGUMENT, "BAD_ARGUMENT",
+		"service %s has no method taking a %s", synthd__v1__synthd__descriptor.name, request->descriptor->name);
+	return -1;
+}
+
 /* ---- Unary calls -------------------------------------------------------------------------------- */
 
 ProtobufCMessage *synthc_call(synthc_client *pub, const char *method, const ProtobufCMessage *request,
@@ -1153,6 +1177,18 @@ ProtobufCMessage *synthc_call(synthc_client *pub, const char *method, const Prot
 	return NULL;
 }
 
+/* The unary call of the method whose request `request` is; the method gives the response type. */
+static ProtobufCMessage *call_method(synthc_client *pub, const ProtobufCMessage *request)
+{
+	const ProtobufCMethodDescriptor *m = method_for(request->descriptor);
+	if (m == NULL) {
+		if (pub)
+			no_method(IMPL(pub), request);
+		return NULL;
+	}
+	return synthc_call(pub, m->name, request, m->output);
+}
+
 static int require(struct impl *c, const void *arg, const char *what)
 {
 	if (arg || c == NULL)
@@ -1166,15 +1202,14 @@ Synthd__V1__GenerateResponse *synthc_generate(synthc_client *c, const Synthd__V1
 {
 	if (require(IMPL(c), req, "the GenerateRequest"))
 		return NULL;
-	return (Synthd__V1__GenerateResponse *)synthc_call(c, "Generate", &req->base,
-							   &synthd__v1__generate_response__descriptor);
+	return (Synthd__V1__GenerateResponse *)call_method(c, &req->base);
 }
 
 Synthd__V1__PlanResponse *synthc_plan(synthc_client *c, const Synthd__V1__PlanRequest *req)
 {
 	if (require(IMPL(c), req, "the PlanRequest"))
 		return NULL;
-	return (Synthd__V1__PlanResponse *)synthc_call(c, "Plan", &req->base, &synthd__v1__plan_response__descriptor);
+	return (Synthd__V1__PlanResponse *)call_method(c, &req->base);
 }
 
 /* The API's NULL strings are proto3's empty ones. */
@@ -1187,7 +1222,7 @@ Synthd__V1__GetJobResponse *synthc_get_job(synthc_client *c, const char *job_id)
 {
 	Synthd__V1__GetJobRequest req = SYNTHD__V1__GET_JOB_REQUEST__INIT;
 	req.job_id = str(job_id);
-	return (Synthd__V1__GetJobResponse *)synthc_call(c, "GetJob", &req.base, &synthd__v1__get_job_response__descriptor);
+	return (Synthd__V1__GetJobResponse *)call_method(c, &req.base);
 }
 
 Synthd__V1__ListJobsResponse *synthc_list_jobs(synthc_client *c, const char *status, int32_t limit, const char *page_token)
@@ -1196,68 +1231,60 @@ Synthd__V1__ListJobsResponse *synthc_list_jobs(synthc_client *c, const char *sta
 	req.status = str(status);
 	req.limit = limit;
 	req.page_token = str(page_token);
-	return (Synthd__V1__ListJobsResponse *)synthc_call(c, "ListJobs", &req.base,
-							   &synthd__v1__list_jobs_response__descriptor);
+	return (Synthd__V1__ListJobsResponse *)call_method(c, &req.base);
 }
 
 Synthd__V1__CancelJobResponse *synthc_cancel_job(synthc_client *c, const char *job_id)
 {
 	Synthd__V1__CancelJobRequest req = SYNTHD__V1__CANCEL_JOB_REQUEST__INIT;
 	req.job_id = str(job_id);
-	return (Synthd__V1__CancelJobResponse *)synthc_call(c, "CancelJob", &req.base,
-							    &synthd__v1__cancel_job_response__descriptor);
+	return (Synthd__V1__CancelJobResponse *)call_method(c, &req.base);
 }
 
 Synthd__V1__GetQualityReportResponse *synthc_get_quality_report(synthc_client *c, const char *job_id)
 {
 	Synthd__V1__GetQualityReportRequest req = SYNTHD__V1__GET_QUALITY_REPORT_REQUEST__INIT;
 	req.job_id = str(job_id);
-	return (Synthd__V1__GetQualityReportResponse *)synthc_call(c, "GetQualityReport", &req.base,
-								   &synthd__v1__get_quality_report_response__descriptor);
+	return (Synthd__V1__GetQualityReportResponse *)call_method(c, &req.base);
 }
 
 Synthd__V1__GetManifestResponse *synthc_get_manifest(synthc_client *c, const char *job_id)
 {
 	Synthd__V1__GetManifestRequest req = SYNTHD__V1__GET_MANIFEST_REQUEST__INIT;
 	req.job_id = str(job_id);
-	return (Synthd__V1__GetManifestResponse *)synthc_call(c, "GetManifest", &req.base,
-							      &synthd__v1__get_manifest_response__descriptor);
+	return (Synthd__V1__GetManifestResponse *)call_method(c, &req.base);
 }
 
 Synthd__V1__GetPricingResponse *synthc_get_pricing(synthc_client *c)
 {
 	Synthd__V1__GetPricingRequest req = SYNTHD__V1__GET_PRICING_REQUEST__INIT;
-	return (Synthd__V1__GetPricingResponse *)synthc_call(c, "GetPricing", &req.base,
-							     &synthd__v1__get_pricing_response__descriptor);
+	return (Synthd__V1__GetPricingResponse *)call_method(c, &req.base);
 }
 
 Synthd__V1__HealthResponse *synthc_health(synthc_client *c)
 {
 	Synthd__V1__HealthRequest req = SYNTHD__V1__HEALTH_REQUEST__INIT;
-	return (Synthd__V1__HealthResponse *)synthc_call(c, "Health", &req.base, &synthd__v1__health_response__descriptor);
+	return (Synthd__V1__HealthResponse *)call_method(c, &req.base);
 }
 
 Synthd__V1__CreateApiKeyResponse *synthc_create_api_key(synthc_client *c, const char *name)
 {
 	Synthd__V1__CreateApiKeyRequest req = SYNTHD__V1__CREATE_API_KEY_REQUEST__INIT;
 	req.name = str(name);
-	return (Synthd__V1__CreateApiKeyResponse *)synthc_call(c, "CreateApiKey", &req.base,
-							       &synthd__v1__create_api_key_response__descriptor);
+	return (Synthd__V1__CreateApiKeyResponse *)call_method(c, &req.base);
 }
 
 Synthd__V1__ListApiKeysResponse *synthc_list_api_keys(synthc_client *c)
 {
 	Synthd__V1__ListApiKeysRequest req = SYNTHD__V1__LIST_API_KEYS_REQUEST__INIT;
-	return (Synthd__V1__ListApiKeysResponse *)synthc_call(c, "ListApiKeys", &req.base,
-							      &synthd__v1__list_api_keys_response__descriptor);
+	return (Synthd__V1__ListApiKeysResponse *)call_method(c, &req.base);
 }
 
 Synthd__V1__RevokeApiKeyResponse *synthc_revoke_api_key(synthc_client *c, const char *key_id)
 {
 	Synthd__V1__RevokeApiKeyRequest req = SYNTHD__V1__REVOKE_API_KEY_REQUEST__INIT;
 	req.key_id = str(key_id);
-	return (Synthd__V1__RevokeApiKeyResponse *)synthc_call(c, "RevokeApiKey", &req.base,
-							       &synthd__v1__revoke_api_key_response__descriptor);
+	return (Synthd__V1__RevokeApiKeyResponse *)call_method(c, &req.base);
 }
 
 /* ---- Streams ------------------------------------------------------------------------------------ */
@@ -1277,7 +1304,7 @@ static int stream_fail(struct synthc_stream *s)
 
 static const char *stream_method(const struct synthc_stream *s)
 {
-	return s->kind == S_WATCH ? "WatchJob" : "FetchSplits";
+	return s->method->name;
 }
 
 /* Reads the next frame of the stream's call into *body and *len: 1 for a message, 0 when the stream has
@@ -1303,10 +1330,10 @@ static int stream_frame(struct synthc_stream *s, const uint8_t **body, size_t *l
 	}
 	synthd__v1__status__free_unpacked(st, NULL);
 	if (s->kind == S_WATCH && !s->saw_progress)
-		STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "the WatchJob stream ended without a progress snapshot");
+		STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "the %s stream ended without a progress snapshot", stream_method(s));
 	if (s->kind == S_SPLITS && s->split_left > 0)
-		STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "the FetchSplits stream ended %lld records short of split %s",
-				  (long long)s->split_left, s->split_name);
+		STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "the %s stream ended %lld records short of split %s",
+				  stream_method(s), (long long)s->split_left, s->split_name);
 	end_stream(s, ST_DONE);
 	return 0;
 }
@@ -1347,7 +1374,7 @@ int synthc_stream_next(synthc_stream *s, synthc_item *item)
 			if (s->kind == S_WATCH) {
 				if (s->progress_only)
 					STREAM_PROTO_FAIL(s, "UNEXPECTED_FRAME",
-							  "synthd sent a record on a progress-only WatchJob stream");
+							  "synthd sent a record on a progress-only %s stream", stream_method(s));
 				if (seq <= s->last_seq)
 					STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "records out of order: %llu after %llu",
 							  (unsigned long long)seq, (unsigned long long)s->last_seq);
@@ -1382,7 +1409,7 @@ int synthc_stream_next(synthc_stream *s, synthc_item *item)
 			if (s->kind == S_WATCH) {
 				if (s->progress_only)
 					STREAM_PROTO_FAIL(s, "UNEXPECTED_FRAME",
-							  "synthd sent records on a progress-only WatchJob stream");
+							  "synthd sent records on a progress-only %s stream", stream_method(s));
 				if (first <= s->last_seq || last < first || last - first + 1 < count)
 					STREAM_PROTO_FAIL(s, "BAD_SEQUENCE", "batch of records %llu..%llu (%llu) after record %llu",
 							  (unsigned long long)first, (unsigned long long)last,
@@ -1431,10 +1458,18 @@ int synthc_stream_next(synthc_stream *s, synthc_item *item)
 	}
 }
 
-static synthc_stream *open_stream(struct impl *c, int kind, const char *method, const ProtobufCMessage *req,
-				  uint64_t after_seq, int progress_only, int batches)
+/* Opens the stream of the method that `req` is the request of. */
+static synthc_stream *open_stream(struct impl *c, int kind, const ProtobufCMessage *req, uint64_t after_seq,
+				  int progress_only, int batches)
 {
-	if (c == NULL || ready(c) != 0)
+	if (c == NULL)
+		return NULL;
+	const ProtobufCMethodDescriptor *m = method_for(req->descriptor);
+	if (m == NULL) {
+		no_method(c, req);
+		return NULL;
+	}
+	if (ready(c) != 0)
 		return NULL;
 	synthc_stream *s = calloc(1, sizeof *s);
 	if (s == NULL) {
@@ -1443,11 +1478,12 @@ static synthc_stream *open_stream(struct impl *c, int kind, const char *method, 
 	}
 	s->c = c;
 	s->kind = kind;
+	s->method = m;
 	s->last_seq = after_seq;
 	s->progress_only = progress_only;
 	s->batches = batches;
 	s->split_left = -1;
-	s->id = open_call(c, method, req, c->stream_timeout_ms);
+	s->id = open_call(c, m->name, req, c->stream_timeout_ms);
 	if (s->id == 0) {
 		free(s);
 		return NULL;
@@ -1455,7 +1491,7 @@ static synthc_stream *open_stream(struct impl *c, int kind, const char *method, 
 	c->stream = s;
 	/* Wait for the first frame so that a call refused at once (unknown job, bad key) fails here. */
 	Synthd__V1__Status *st;
-	int r = next_for_call(c, s->id, method, &s->pending, &s->pending_len, &st);
+	int r = next_for_call(c, s->id, m->name, &s->pending, &s->pending_len, &st);
 	if (r == 1) {
 		s->has_pending = 1;
 		return s;
@@ -1466,14 +1502,14 @@ static synthc_stream *open_stream(struct impl *c, int kind, const char *method, 
 			synthd__v1__status__free_unpacked(st, NULL);
 			if (kind == S_WATCH) {
 				set_err(c, SYNTHC_ERR_PROTOCOL, SYNTHD__V1__STATUS_CODE__INTERNAL, "BAD_SEQUENCE",
-					"the WatchJob stream ended without a progress snapshot");
+					"the %s stream ended without a progress snapshot", m->name);
 				drop_connection(c);
 				goto fail;
 			}
 			end_stream(s, ST_DONE);
 			return s;
 		}
-		status_err(c, st, method);
+		status_err(c, st, m->name);
 	}
 fail:
 	end_stream(s, ST_FAILED);
@@ -1487,7 +1523,7 @@ synthc_stream *synthc_watch_job(synthc_client *pub, const char *job_id, uint64_t
 	req.job_id = str(job_id);
 	req.after_seq = after_seq;
 	req.progress_only = progress_only ? 1 : 0;
-	return open_stream(IMPL(pub), S_WATCH, "WatchJob", &req.base, after_seq, progress_only, 0);
+	return open_stream(IMPL(pub), S_WATCH, &req.base, after_seq, progress_only, 0);
 }
 
 synthc_stream *synthc_watch_job_batches(synthc_client *pub, const char *job_id, uint64_t after_seq, uint32_t batch_bytes)
@@ -1496,7 +1532,7 @@ synthc_stream *synthc_watch_job_batches(synthc_client *pub, const char *job_id, 
 	req.job_id = str(job_id);
 	req.after_seq = after_seq;
 	req.batch_bytes = batch_bytes ? batch_bytes : 1;
-	return open_stream(IMPL(pub), S_WATCH, "WatchJob", &req.base, after_seq, 0, 1);
+	return open_stream(IMPL(pub), S_WATCH, &req.base, after_seq, 0, 1);
 }
 
 synthc_stream *synthc_fetch_splits(synthc_client *pub, const char *job_id, const char *split)
@@ -1504,7 +1540,7 @@ synthc_stream *synthc_fetch_splits(synthc_client *pub, const char *job_id, const
 	Synthd__V1__FetchSplitsRequest req = SYNTHD__V1__FETCH_SPLITS_REQUEST__INIT;
 	req.job_id = str(job_id);
 	req.split = str(split);
-	return open_stream(IMPL(pub), S_SPLITS, "FetchSplits", &req.base, 0, 0, 0);
+	return open_stream(IMPL(pub), S_SPLITS, &req.base, 0, 0, 0);
 }
 
 synthc_stream *synthc_fetch_splits_batches(synthc_client *pub, const char *job_id, const char *split, uint32_t batch_bytes)
@@ -1513,7 +1549,7 @@ synthc_stream *synthc_fetch_splits_batches(synthc_client *pub, const char *job_i
 	req.job_id = str(job_id);
 	req.split = str(split);
 	req.batch_bytes = batch_bytes ? batch_bytes : 1;
-	return open_stream(IMPL(pub), S_SPLITS, "FetchSplits", &req.base, 0, 0, 1);
+	return open_stream(IMPL(pub), S_SPLITS, &req.base, 0, 0, 1);
 }
 
 int synthc_stream_cancel(synthc_stream *s)

@@ -40,27 +40,6 @@
 #include "synthd/v1/frame.pb-c.h"
 #include "synthd/v1/service.pb-c.h"
 
-/* CallOpen.method -> the method's request message. */
-static const struct {
-	const char *method;
-	const ProtobufCMessageDescriptor *request;
-} methods[] = {
-	{"Generate", &synthd__v1__generate_request__descriptor},
-	{"Plan", &synthd__v1__plan_request__descriptor},
-	{"GetJob", &synthd__v1__get_job_request__descriptor},
-	{"ListJobs", &synthd__v1__list_jobs_request__descriptor},
-	{"CancelJob", &synthd__v1__cancel_job_request__descriptor},
-	{"WatchJob", &synthd__v1__watch_job_request__descriptor},
-	{"FetchSplits", &synthd__v1__fetch_splits_request__descriptor},
-	{"GetQualityReport", &synthd__v1__get_quality_report_request__descriptor},
-	{"GetManifest", &synthd__v1__get_manifest_request__descriptor},
-	{"GetPricing", &synthd__v1__get_pricing_request__descriptor},
-	{"Health", &synthd__v1__health_request__descriptor},
-	{"CreateApiKey", &synthd__v1__create_api_key_request__descriptor},
-	{"ListApiKeys", &synthd__v1__list_api_keys_request__descriptor},
-	{"RevokeApiKey", &synthd__v1__revoke_api_key_request__descriptor},
-};
-
 /* Messages nest at most this deep in the output (a hostile Value can nest without end). */
 #define MAX_DEPTH 100
 
@@ -695,12 +674,13 @@ fail:
 	return -1;
 }
 
+/* CallOpen.method -> the method's request message, from the generated descriptor of service Synthd. */
 static const ProtobufCMessageDescriptor *request_type(const char *method)
 {
-	for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-		if (strcmp(methods[i].method, method) == 0)
-			return methods[i].request;
-	return NULL;
+	const ProtobufCMethodDescriptor *m =
+		protobuf_c_service_descriptor_get_method_by_name(&synthd__v1__synthd__descriptor, method);
+
+	return m ? m->input : NULL;
 }
 
 int main(int argc, char **argv)

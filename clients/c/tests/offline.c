@@ -4,7 +4,9 @@
  *   offline golden DIR     for every DIR/<Method>.frame (proto/testdata): the client's own encoder,
  *                          given the frame's method, key, timeout and request, writes the same bytes;
  *                          and <Method>.json parsed by the client's JSON reader packs to the same
- *                          request bytes. One line per method, "ok Method" or "FAIL Method: why".
+ *                          request bytes. One line per method of service Synthd (the generated
+ *                          descriptor), "ok Method" or "FAIL Method: why"; and a FAIL line for a
+ *                          request type that two methods share (the library tells calls apart by it).
  *   offline json FILE...   parses each file as a JobRequest; prints "FILE HEX" (the packed message)
  *                          or "FILE ERR error_code: message".
  *
@@ -15,26 +17,6 @@
 #include <string.h>
 
 #include "synthc_internal.h"
-
-static const struct {
-	const char *method;
-	const ProtobufCMessageDescriptor *request;
-} methods[] = {
-	{"Generate", &synthd__v1__generate_request__descriptor},
-	{"Plan", &synthd__v1__plan_request__descriptor},
-	{"GetJob", &synthd__v1__get_job_request__descriptor},
-	{"ListJobs", &synthd__v1__list_jobs_request__descriptor},
-	{"CancelJob", &synthd__v1__cancel_job_request__descriptor},
-	{"WatchJob", &synthd__v1__watch_job_request__descriptor},
-	{"FetchSplits", &synthd__v1__fetch_splits_request__descriptor},
-	{"GetQualityReport", &synthd__v1__get_quality_report_request__descriptor},
-	{"GetManifest", &synthd__v1__get_manifest_request__descriptor},
-	{"GetPricing", &synthd__v1__get_pricing_request__descriptor},
-	{"Health", &synthd__v1__health_request__descriptor},
-	{"CreateApiKey", &synthd__v1__create_api_key_request__descriptor},
-	{"ListApiKeys", &synthd__v1__list_api_keys_request__descriptor},
-	{"RevokeApiKey", &synthd__v1__revoke_api_key_request__descriptor},
-};
 
 static char *slurp(const char *path, size_t *len)
 {
@@ -132,8 +114,18 @@ int main(int argc, char **argv)
 {
 	if (argc >= 3 && strcmp(argv[1], "golden") == 0) {
 		int failed = 0;
-		for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-			failed += golden_one(argv[2], methods[i].method, methods[i].request);
+		/* Every method of service Synthd, as the library finds them (the generated descriptor). */
+		const ProtobufCServiceDescriptor *sd = &synthd__v1__synthd__descriptor;
+		for (unsigned i = 0; i < sd->n_methods; i++)
+			failed += golden_one(argv[2], sd->methods[i].name, sd->methods[i].input);
+		/* The library finds a call's method by its request's type, so no two methods may share one. */
+		for (unsigned i = 0; i < sd->n_methods; i++)
+			for (unsigned j = i + 1; j < sd->n_methods; j++)
+				if (sd->methods[i].input == sd->methods[j].input) {
+					printf("FAIL %s: its request type %s is %s's too\n", sd->methods[j].name,
+					       sd->methods[j].input->name, sd->methods[i].name);
+					failed++;
+				}
 		return failed;
 	}
 	if (argc >= 2 && strcmp(argv[1], "json") == 0) {

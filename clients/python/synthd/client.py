@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
 
 from google.protobuf import json_format
 
-from . import _wire
+from . import _methods as M, _wire
 from ._address import Address, resolve_address
 from .errors import (Cancelled, ConnectionLost, DeadlineExceeded, FieldError, InvalidArgument, StatusCode,
                      SynthError, Unavailable)
@@ -112,10 +112,12 @@ class Client:
     def _connect(self) -> _wire.Connection:
         return _wire.Connection(self.address, connect_timeout=self.connect_timeout, max_frame_size=self.max_frame_size)
 
-    def _unary(self, method: str, request, response_type, *, retry: bool = True):
-        """One unary call. A stale connection (closed by the server while idle) is replaced first;
-        when ``retry`` (calls that change nothing, or Generate with an idempotency key), a call
-        whose connection fails before its status arrives is tried once more on a new one."""
+    def _unary(self, method: M.Method, request, *, retry: bool = True):
+        """One unary call of ``method`` (from `synthd._methods`), which gives its response type.
+        A stale connection (closed by the server while idle) is replaced first; when ``retry``
+        (calls that change nothing, or Generate with an idempotency key), a call whose connection
+        fails before its status arrives is tried once more on a new one."""
+        _check_call(method, M.Kind.UNARY, request)
         timeout_ms = int(self.timeout * 1000) if self.timeout else 0
         with self._lock:
             if self._pid != os.getpid():
@@ -136,8 +138,8 @@ class Client:
                 conn.sock_timeout = self.timeout + 5 if self.timeout else None
                 conn.sock.settimeout(conn.sock_timeout)
                 try:
-                    call_id = conn.open_call(method, self.api_key, timeout_ms, request)
-                    return conn.unary(call_id, response_type)
+                    call_id = conn.open_call(method.name, self.api_key, timeout_ms, request)
+                    return conn.unary(call_id, method.response_type)
                 except ConnectionLost:
                     conn.close()
                     self._conn = None
@@ -147,7 +149,7 @@ class Client:
                     conn.close()
                     self._conn = None
                     raise DeadlineExceeded(StatusCode.DEADLINE_EXCEEDED,
-                                           f"no answer from synthd to {method} within {conn.sock_timeout} s") from e
+                                           f"no answer from synthd to {method.name} within {conn.sock_timeout} s") from e
                 except SynthError:
                     if conn.closed:  # a status on call 0 ends the connection
                         self._conn = None
@@ -172,7 +174,7 @@ class Client:
         req = pb.GenerateRequest(request=job_request(request), domain_confirmed=confirm_domain,
                                  idempotency_key=idempotency_key or "")
         # Without an idempotency key a retry could start a second job: never retry then.
-        return Job.from_proto(self._unary("Generate", req, pb.GenerateResponse, retry=bool(idempotency_key)).job)
+        return Job.from_proto(self._unary(M.GENERATE, req, retry=bool(idempotency_key)).job)
 
     def plan(self, request: RequestLike, *, confirm_domain: bool = False) -> Dict[str, Any]:
         """Validates and prices a request without starting a job.
@@ -181,20 +183,18 @@ class Client:
         category / coverage cell / axis, techniques and splits, the cost estimate, and the request
         after defaults (as a JSON body).
         """
-        resp = self._unary("Plan", pb.PlanRequest(request=job_request(request), domain_confirmed=confirm_domain),
-                           pb.PlanResponse)
+        resp = self._unary(M.PLAN, pb.PlanRequest(request=job_request(request), domain_confirmed=confirm_domain))
         return {"plan": to_dict(resp.plan), "cost": to_dict(resp.cost),
                 "effective_request": to_dict(resp.effective_request, presence=True)}
 
     def job(self, job_id: str) -> Job:
         """One job."""
-        return Job.from_proto(self._unary("GetJob", pb.GetJobRequest(job_id=job_id), pb.GetJobResponse).job)
+        return Job.from_proto(self._unary(M.GET_JOB, pb.GetJobRequest(job_id=job_id)).job)
 
     def jobs(self, status: Optional[str] = None, *, limit: int = 0, page_token: Optional[str] = None) -> JobList:
         """A page of the org's jobs, newest first (``limit`` 0 means 50; at most 500).
         The result is a list with ``next_page_token`` for the next page (empty at the end)."""
-        resp = self._unary("ListJobs", pb.ListJobsRequest(status=status or "", limit=limit, page_token=page_token or ""),
-                           pb.ListJobsResponse)
+        resp = self._unary(M.LIST_JOBS, pb.ListJobsRequest(status=status or "", limit=limit, page_token=page_token or ""))
         return JobList([Job.from_proto(j) for j in resp.jobs], resp.next_page_token)
 
     def iter_jobs(self, status: Optional[str] = None, *, page_size: int = 500) -> Iterator[Job]:
@@ -209,53 +209,51 @@ class Client:
 
     def cancel(self, job_id: str) -> Job:
         """Cancels a job; its accepted records are kept. A finished job raises `FailedPrecondition`."""
-        return Job.from_proto(self._unary("CancelJob", pb.CancelJobRequest(job_id=job_id), pb.CancelJobResponse,
-                                          retry=False).job)
+        return Job.from_proto(self._unary(M.CANCEL_JOB, pb.CancelJobRequest(job_id=job_id), retry=False).job)
 
     def report(self, job_id: str) -> Dict[str, Any]:
         """The job's quality report, as manifest.json holds it (pass rate, diversity, grade, rejections)."""
-        resp = self._unary("GetQualityReport", pb.GetQualityReportRequest(job_id=job_id), pb.GetQualityReportResponse)
+        resp = self._unary(M.GET_QUALITY_REPORT, pb.GetQualityReportRequest(job_id=job_id))
         return json.loads(resp.json) if resp.json else to_dict(resp.report)
 
     def manifest(self, job_id: str, *, raw: bool = False) -> Union[Dict[str, Any], bytes]:
         """The manifest.json of a job that succeeded (parsed, or its bytes with ``raw=True``).
         Before that it raises `FailedPrecondition`."""
-        resp = self._unary("GetManifest", pb.GetManifestRequest(job_id=job_id), pb.GetManifestResponse)
+        resp = self._unary(M.GET_MANIFEST, pb.GetManifestRequest(job_id=job_id))
         return bytes(resp.json) if raw else json.loads(resp.json)
 
     # ---- public ----------------------------------------------------------------------------
 
     def pricing(self) -> Dict[str, Any]:
         """The price list per 1,000 accepted records, per tier, and the surcharges."""
-        return to_dict(self._unary("GetPricing", pb.GetPricingRequest(), pb.GetPricingResponse))
+        return to_dict(self._unary(M.GET_PRICING, pb.GetPricingRequest()))
 
     def health(self) -> Dict[str, Any]:
         """``{"status": "ok"|"degraded", "version": ..., "components": [{name, status, detail}]}``."""
-        return to_dict(self._unary("Health", pb.HealthRequest(), pb.HealthResponse))
+        return to_dict(self._unary(M.HEALTH, pb.HealthRequest()))
 
     # ---- keys ------------------------------------------------------------------------------
 
     def keys(self) -> List[Dict[str, Any]]:
         """The org's API keys (never the secret): key_id, prefix, name, created_at, last_used_at, revoked."""
-        return [to_dict(k) for k in self._unary("ListApiKeys", pb.ListApiKeysRequest(), pb.ListApiKeysResponse).keys]
+        return [to_dict(k) for k in self._unary(M.LIST_API_KEYS, pb.ListApiKeysRequest()).keys]
 
     def create_key(self, name: str = "") -> Dict[str, Any]:
         """A new key: ``{"key": "sk_live_...", "info": {...}}``. The key is shown only this once."""
-        resp = self._unary("CreateApiKey", pb.CreateApiKeyRequest(name=name), pb.CreateApiKeyResponse, retry=False)
+        resp = self._unary(M.CREATE_API_KEY, pb.CreateApiKeyRequest(name=name), retry=False)
         return {"key": resp.key, "info": to_dict(resp.info)}
 
     def revoke_key(self, key_id: str) -> Dict[str, Any]:
         """Revokes a key by its id; returns its info."""
-        return to_dict(self._unary("RevokeApiKey", pb.RevokeApiKeyRequest(key_id=key_id), pb.RevokeApiKeyResponse,
-                                   retry=False).key)
+        return to_dict(self._unary(M.REVOKE_API_KEY, pb.RevokeApiKeyRequest(key_id=key_id), retry=False).key)
 
     # ---- streams ---------------------------------------------------------------------------
 
-    def _resilient(self, method: str, make_request, response_type, mode: int, on_item, resume) -> Iterator[Any]:
-        """Runs a server stream on a connection of its own. When the connection drops (or the
-        server ends the call UNAVAILABLE or CANCELLED as it shuts down) it reconnects, with backoff, for up to
-        ``reconnect_timeout`` seconds, and asks ``resume(last_seq)`` where to pick up:
-        ``make_request()`` is then called again."""
+    def _resilient(self, method: M.Method, make_request, mode: int, on_item, resume) -> Iterator[Any]:
+        """Runs a server stream of ``method`` (from `synthd._methods`) on a connection of its own.
+        When the connection drops (or the server ends the call UNAVAILABLE or CANCELLED as it shuts
+        down) it reconnects, with backoff, for up to ``reconnect_timeout`` seconds, and asks
+        ``resume(last_seq)`` where to pick up: ``make_request()`` is then called again."""
         down_since = None
         delay = 0.05
         while True:
@@ -264,14 +262,16 @@ class Client:
             try:
                 try:
                     conn = self._connect()
-                    call_id = conn.open_call(method, self.api_key, 0, make_request())
+                    request = make_request()
+                    _check_call(method, M.Kind.SERVER_STREAMING, request)
+                    call_id = conn.open_call(method.name, self.api_key, 0, request)
                 except ConnectionLost:
                     if conn is not None:
                         conn.close()
                     conn = None
                     raise
                 connected_at = time.monotonic()
-                yield from conn.stream(call_id, response_type, mode, on_item, resume.skip_through())
+                yield from conn.stream(call_id, method.response_type, mode, on_item, resume.skip_through())
                 return
             except ConnectionLost as e:
                 last_seq = getattr(e, "last_seq", None)
@@ -307,9 +307,9 @@ class Client:
         no record is lost and none repeats.
         """
         state = _WatchResume(after_seq)
-        return self._resilient("WatchJob", lambda: pb.WatchJobRequest(job_id=job_id, after_seq=state.after_seq,
-                                                                      progress_only=progress_only),
-                               pb.WatchJobResponse, _wire.RECORD, _watch_item, state)
+        return self._resilient(M.WATCH_JOB, lambda: pb.WatchJobRequest(job_id=job_id, after_seq=state.after_seq,
+                                                                       progress_only=progress_only),
+                               _wire.RECORD, _watch_item, state)
 
     def wait(self, job_id: str, timeout: Optional[float] = None) -> Job:
         """Blocks until the job is final and returns it. Raises `DeadlineExceeded` after ``timeout`` s."""
@@ -342,24 +342,31 @@ class Client:
         mode = (_wire.SEQ_RAW if raw else _wire.SEQ_DICT) if with_seq else (_wire.RAW if raw else _wire.DICT)
         if split is None:
             state = _WatchResume(0)
-            return self._resilient("WatchJob", lambda: pb.WatchJobRequest(job_id=job_id, after_seq=state.after_seq),
-                                   pb.WatchJobResponse, mode, _ignore, state)
+            return self._resilient(M.WATCH_JOB, lambda: pb.WatchJobRequest(job_id=job_id, after_seq=state.after_seq),
+                                   mode, _ignore, state)
         if not split:
             raise ValueError("split must be a split name such as 'train', or None for every record")
         state = _SplitResume()
-        return self._resilient("FetchSplits", lambda: pb.FetchSplitsRequest(job_id=job_id, split=split),
-                               pb.FetchSplitsResponse, mode, state.on_item_quiet, state)
+        return self._resilient(M.FETCH_SPLITS, lambda: pb.FetchSplitsRequest(job_id=job_id, split=split),
+                               mode, state.on_item_quiet, state)
 
     def fetch_splits(self, job_id: str, split: Optional[str] = None) -> Iterator[Union[SplitInfo, Record]]:
         """A succeeded job's splits: for each (or only ``split``), a `SplitInfo` then its `Record` s
         in file order. Resumes after a dropped connection without repeating anything."""
         state = _SplitResume()
-        return self._resilient("FetchSplits", lambda: pb.FetchSplitsRequest(job_id=job_id, split=split or ""),
-                               pb.FetchSplitsResponse, _wire.RECORD, state.on_item, state)
+        return self._resilient(M.FETCH_SPLITS, lambda: pb.FetchSplitsRequest(job_id=job_id, split=split or ""),
+                               _wire.RECORD, state.on_item, state)
 
     def split_infos(self, job_id: str) -> List[SplitInfo]:
         """The names, sizes and hashes of a succeeded job's splits (reads the records past)."""
         return [x for x in self.fetch_splits(job_id) if isinstance(x, SplitInfo)]
+
+
+def _check_call(method: M.Method, kind: M.Kind, request) -> None:
+    """A call site that passes the wrong request, or a stream to `_unary`, is a bug in this client."""
+    if method.kind is not kind or type(request) is not method.request_type:
+        raise TypeError(f"{method.name} is a {method.kind.value} call taking a "
+                        f"{method.request_type.DESCRIPTOR.full_name}; got a {kind.value} call with a {type(request).__name__}")
 
 
 def _watch_item(item):

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import json_format
 
 import synthd
-from synthd import _wire
+from synthd import _methods as M, _wire
 from synthd._address import Address, parse_address, resolve_address
 from synthd.v1 import frame_pb2, service_pb2 as pb, status_pb2
 from harness import REPO
@@ -67,8 +67,9 @@ def test_client_frames_are_the_golden_frames(method, type_name):
     Generate and Plan go through job_request(), as a user's dict does."""
     env = json.loads((TESTDATA / "Frame.json").read_text())
     body = json.loads((TESTDATA / f"{method}.json").read_text())
-    cls = getattr(pb, type_name.split(".")[-1])
-    if "request" in body and method in ("Generate", "Plan"):
+    cls = M.BY_NAME[method].request_type
+    assert cls.DESCRIPTOR.full_name == type_name
+    if "request" in body and method in (M.GENERATE.name, M.PLAN.name):
         inner = body.pop("request")
         req = json_format.ParseDict(body, cls())
         req.request.CopyFrom(synthd.job_request(inner))
