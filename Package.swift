@@ -28,29 +28,32 @@ let package = Package(
         .target(name: "SynthSpec", dependencies: ["SynthProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "SynthWire", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
+        // Permits and lanes (threads of their own for blocking work), shared by every layer.
+        .target(name: "SynthConcurrency"),
         .target(name: "SynthStore", dependencies: [
-            "CLMDB", "SynthProto",
+            "CLMDB", "SynthProto", "SynthConcurrency",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "SynthLLM", dependencies: ["CCurl", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "SynthLLM", dependencies: ["CCurl", "SynthConcurrency", .product(name: "Logging", package: "swift-log")]),
         // The join's sketch filter, with an AVX2 kernel chosen at run time. Optimised in debug builds too.
         .target(name: "CSketch", cSettings: [.unsafeFlags(["-O2"])]),
         // Optimised in debug builds too: tests compare it with brute force on thousands of records.
         .target(name: "SynthQuality", dependencies: ["CSketch"], swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "SynthEngine", dependencies: [
-            "SynthSpec", "SynthStore", "SynthLLM", "SynthQuality", "SynthProto",
+            "SynthSpec", "SynthStore", "SynthLLM", "SynthQuality", "SynthProto", "SynthConcurrency",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ], resources: [.copy("Prompts")]),
         // The application: every operation for a typed caller, and its policy; no transport.
         .target(name: "SynthCore", dependencies: [
-            "SynthAPI", "SynthSpec", "SynthStore", "SynthEngine", "SynthLLM", "SynthProto",
+            "SynthAPI", "SynthSpec", "SynthStore", "SynthEngine", "SynthLLM", "SynthProto", "SynthConcurrency",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
+        // The framed protocol's edge: it sees the application (SynthCore) and nothing behind it.
         .target(name: "SynthServer", dependencies: [
-            "SynthCore", "SynthAPI", "SynthWire", "SynthSpec", "SynthStore", "SynthEngine", "SynthProto",
+            "SynthCore", "SynthAPI", "SynthWire", "SynthProto", "SynthConcurrency",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -63,7 +66,7 @@ let package = Package(
         .executableTarget(name: "dedup-bench", dependencies: ["SynthQuality"]),
         .executableTarget(name: "stream-bench-seed", dependencies: ["SynthEngine", "SynthStore", "SynthSpec", "SynthProto"]),
         .executableTarget(name: "synthd", dependencies: [
-            "SynthServer", "SynthStore", "SynthEngine", "SynthSpec",
+            "SynthServer", "SynthCore", "SynthStore", "SynthEngine", "SynthSpec",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -85,12 +88,13 @@ let package = Package(
         .testTarget(name: "SynthQualityTests", dependencies: ["SynthQuality", "CSketch"]),
         // The engine in process against a scripted model: no sockets, no HTTP.
         .testTarget(name: "SynthEngineTests", dependencies: [
-            "SynthEngine", "SynthCore", "SynthLLM", "SynthStore", "SynthSpec", "SynthProto",
+            "SynthEngine", "SynthCore", "SynthLLM", "SynthStore", "SynthSpec", "SynthProto", "SynthConcurrency",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "SynthStoreTests", dependencies: ["SynthStore", "SynthProto"]),
         .testTarget(name: "SynthServerTests", dependencies: [
             "SynthAPI", "SynthCore", "SynthServer", "SynthClient", "SynthStore", "SynthEngine", "SynthProto", "SynthWire", "SynthSpec", "SynthLLM", "SynthQuality",
+            "SynthConcurrency",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

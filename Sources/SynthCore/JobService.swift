@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import SwiftProtobuf
+import SynthConcurrency
 import SynthEngine
 import SynthProto
 import SynthSpec
@@ -12,9 +13,9 @@ import SynthStore
 /// It knows nothing of frames or sockets: an edge decodes a call, authenticates it here, calls the
 /// operation and encodes what it returns, and a second edge does the same with no behaviour of its own.
 public final class JobService: Sendable {
-    public let store: Store
-    public let engine: Engine
-    public let validator: Validator
+    let store: Store
+    let engine: Engine
+    let validator: Validator
     let logger: Logger
 
     public init(store: Store, engine: Engine, validator: Validator, logger: Logger) {

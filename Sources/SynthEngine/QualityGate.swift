@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SynthConcurrency
 import SynthLLM
 import SynthProto
 import SynthQuality

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import SynthConcurrency
 
 /// Talks to one configured provider: builds the wire request for its format, bounds how many
 /// requests are in flight, retries what is worth retrying, and parses the answer.

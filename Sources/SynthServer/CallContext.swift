@@ -1,7 +1,7 @@
 import NIOCore
 import SwiftProtobuf
+import SynthConcurrency
 import SynthCore
-import SynthLLM
 import SynthProto
 import SynthWire
 

@@ -3,10 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SynthCore
-import SynthEngine
 import SynthProto
-import SynthSpec
-import SynthStore
 import SynthWire
 import Synchronization
 
@@ -51,12 +48,12 @@ public final class Server: Sendable {
     /// Connections open now.
     public var connectionCount: Int { state.withLock { $0.connections.count } }
 
-    public init(config: ServerConfig, store: Store, engine: Engine, validator: Validator, logger: Logger,
-                group: MultiThreadedEventLoopGroup = .singleton) {
+    /// Serves `core`, the application, over the framed protocol.
+    public init(config: ServerConfig, core: JobService, logger: Logger, group: MultiThreadedEventLoopGroup = .singleton) {
         self.config = config
         self.logger = logger
         self.group = group
-        self.service = Service(core: JobService(store: store, engine: engine, validator: validator, logger: logger), config: config, logger: logger)
+        self.service = Service(core: core, config: config, logger: logger)
     }
 
     /// Binds the configured listeners and starts serving. Returns the real addresses (a TCP port
@@ -64,7 +61,7 @@ public final class Server: Sendable {
     public func start() async throws -> Bound {
         // Load the domain spell check's word list and index now, on its own thread, rather than
         // inside the first Generate.
-        DomainSpellCheck.warmUp()
+        JobService.warmUp()
         var bound = Bound()
         let maxFrame = config.maxFrameSize, firstFrames = config.unauthenticatedMaxFrameSize
         let initializer: @Sendable (Channel) -> EventLoopFuture<Accepted> = { child in

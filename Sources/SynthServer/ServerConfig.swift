@@ -1,4 +1,4 @@
-import SynthSpec
+import SynthCore
 import SynthWire
 
 /// Listeners and per-connection limits.
@@ -45,6 +45,6 @@ public struct ServerConfig: Sendable {
     /// The frame limit of a connection that has not authenticated yet: the largest valid request
     /// and room for the call around it (method, key, deadline), never above `maxFrameSize`.
     public var unauthenticatedMaxFrameSize: Int {
-        min(maxFrameSize, RequestLimits.largestGenerateRequestBytes + 4096)
+        min(maxFrameSize, JobService.largestGenerateRequestBytes + 4096)
     }
 }

@@ -1,9 +1,6 @@
 import Foundation
 import SynthCore
-import SynthEngine
 import SynthProto
-import SynthSpec
-import SynthStore
 import SynthWire
 
 extension Service {
@@ -17,7 +14,7 @@ extension Service {
         let jobID = job.job.jobID
         let (wake, wakeUp) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         // Subscribe before the first read, so that no change can fall between a read and a wait.
-        let changes = engine.hub.changes(of: jobID)
+        let changes = core.changes(of: job)
         let recheck = config.keyRecheckInterval
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -48,15 +45,15 @@ extension Service {
                 if !req.progressOnly, req.batchBytes > 0 {
                     let upTo = job.job.lastSeq
                     // An ended job's records are final: they go from its export file when it can be had.
-                    if cursor < upTo, JobStatus(rawValue: job.job.status)?.isTerminal == true {
-                        cursor = try await sendFromExport(jobID: jobID, after: cursor, upTo: upTo, batchBytes: req.batchBytes, ctx,
+                    if cursor < upTo, JobService.hasEnded(job.job) {
+                        cursor = try await sendFromExport(job, after: cursor, upTo: upTo, batchBytes: req.batchBytes, ctx,
                                                           recheck: recheckKey)
                     }
                     while cursor < upTo {
                         let sent = try await ctx.bulk {
                             var batch = RecordBatchBuilder(allocator: ctx.writer.allocator, requested: req.batchBytes,
                                                            maxFrameSize: config.maxFrameSize)
-                            try store.visitRecords(jobID: jobID, after: cursor) { seq, json in seq <= upTo && batch.add(seq: seq, json: json) }
+                            try core.visitRecords(of: job, after: cursor) { seq, json in seq <= upTo && batch.add(seq: seq, json: json) }
                             if batch.count == 0 { return false }
                             cursor = batch.last
                             try await ctx.sendPayload(batch.payload(callID: ctx.callID, sequenced: true))
@@ -71,7 +68,7 @@ extension Service {
                         // reports fewer records than were delivered.
                         let upTo = job.job.lastSeq
                         let sent = try await ctx.bulk {
-                            let batch = try store.records(jobID: jobID, after: cursor, limit: Self.recordBatch).filter { $0.seq <= upTo }
+                            let batch = try core.records(of: job, after: cursor, limit: Self.recordBatch).filter { $0.seq <= upTo }
                             if batch.isEmpty { return false }
                             try await ctx.sendRecords(batch)
                             cursor = batch.last!.seq
@@ -90,7 +87,7 @@ extension Service {
                     lastSent = job.job
                     lastSentAt = .now
                 }
-                if let status = JobStatus(rawValue: job.job.status), status.isTerminal, req.progressOnly || cursor >= job.job.lastSeq {
+                if JobService.hasEnded(job.job), req.progressOnly || cursor >= job.job.lastSeq {
                     break
                 }
                 guard await wakes.next() != nil else { throw CancellationError() }
@@ -103,18 +100,15 @@ extension Service {
     /// (RecordExport): batches whose JSON lines go from the file to the socket with sendfile.
     /// Returns how far it got; when the export cannot be had, the caller goes on from there with
     /// records read from the database.
-    func sendFromExport(jobID: String, after: UInt64, upTo: UInt64, batchBytes: UInt32, _ ctx: CallContext,
+    func sendFromExport(_ job: PBStoredJob, after: UInt64, upTo: UInt64, batchBytes: UInt32, _ ctx: CallContext,
                         recheck: () throws -> Void) async throws -> UInt64 {
-        let store = self.store
+        let jobID = job.job.jobID
         // An export is made only for a read of at least half the job: a watcher a few records
         // behind when the job ended gets them from the database rather than wait for the whole.
         let make = upTo - after >= upTo / 2
-        let found: RecordExport?
+        let found: JobExport?
         do {
-            // Loading is quick; making one reads every record, so it runs off the cooperative pool.
-            found = try await withCheckedThrowingContinuation { done in
-                DispatchQueue.global().async { done.resume(with: Result { try store.recordExport(jobID: jobID, count: upTo, make: make) }) }
-            }
+            found = try await core.export(of: job, count: upTo, make: make)
         } catch {
             logger.warning("no export of an ended job; its records are read from the database",
                            metadata: ["job": "\(jobID)", "error": "\(error)"])
@@ -132,7 +126,7 @@ extension Service {
             do {
                 fd = try export.open(covering: r.offset + r.length)
             } catch {
-                store.forgetExport(jobID: jobID)
+                core.forgetExport(of: job)
                 logger.warning("an export went missing; the rest is read from the database", metadata: ["job": "\(jobID)", "error": "\(error)"])
                 return cursor
             }
@@ -149,32 +143,19 @@ extension Service {
     /// file order.
     func fetchSplits(_ req: PBFetchSplitsRequest, _ ctx: CallContext) async throws {
         let job = try core.job(req.jobID, ctx.caller)
-        guard job.job.status == JobStatus.succeeded.rawValue else {
-            throw RPCError(.failedPrecondition, "job \(req.jobID) is \(job.job.status); splits exist once it succeeds")
-        }
-        let manifest = try store.manifest(jobID: job.job.jobID).flatMap { JSONValue.parse($0) }
-        var hashes: [String: String] = [:]
-        if case .array(let splits)? = manifest?["splits"] {
-            for s in splits {
-                if let n = s["name"]?.stringValue, let h = s["sha256"]?.stringValue { hashes[n] = h }
-            }
-        }
-        let all = Splits.assign(count: Int(job.job.accepted), seed: job.seed, plan: job.plan.splits)
-        let chosen = req.split.isEmpty ? all : all.filter { $0.name == req.split }
-        guard !chosen.isEmpty else {
-            throw RPCError.notFound("split \(String(req.split.prefix(64))) (this job has \(all.map(\.name).joined(separator: ", ")))")
-        }
-        for (name, seqs) in chosen {
+        let chosen = try core.splits(of: job, named: req.split)
+        for split in chosen {
+            let seqs = split.seqs
             var head = PBFetchSplitsResponse()
-            head.split.name = name
+            head.split.name = split.name
             head.split.count = Int64(seqs.count)
-            head.split.sha256 = hashes[name] ?? ""
+            head.split.sha256 = split.sha256
             try await ctx.send(head)
             var i = 0
             while req.batchBytes > 0, i < seqs.count {
                 try await ctx.bulk {
                     var batch = RecordBatchBuilder(allocator: ctx.writer.allocator, requested: req.batchBytes, maxFrameSize: config.maxFrameSize)
-                    try store.visitRecords(jobID: job.job.jobID, seqs: seqs[i...]) { seq, json in batch.add(seq: seq, json: json) }
+                    try core.visitRecords(of: job, seqs: seqs[i...]) { seq, json in batch.add(seq: seq, json: json) }
                     i += Int(batch.count)
                     try await ctx.sendPayload(batch.payload(callID: ctx.callID, sequenced: false))
                 }
@@ -182,7 +163,7 @@ extension Service {
             while i < seqs.count {
                 try await ctx.bulk {
                     let slice = seqs[i..<min(seqs.count, i + Self.recordBatch)]
-                    let records = try store.records(jobID: job.job.jobID, seqs: slice)
+                    let records = try core.records(of: job, seqs: slice)
                     try await ctx.sendRecords(zip(slice, records).map { (seq: $0.0, json: $0.1) })
                     i += slice.count
                 }

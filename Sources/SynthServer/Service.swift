@@ -3,10 +3,7 @@ import Logging
 import SwiftProtobuf
 import SynthAPI
 import SynthCore
-import SynthEngine
 import SynthProto
-import SynthSpec
-import SynthStore
 import Synchronization
 
 /// The framed protocol's router: decodes a call's request as its method's type, runs the
@@ -18,9 +15,6 @@ final class Service: Sendable {
     let logger: Logger
     let interceptors: [any CallInterceptor]
     private let stopping = Atomic<Bool>(false)
-
-    var store: Store { core.store }
-    var engine: Engine { core.engine }
 
     /// Set when the server begins to stop: calls still open end UNAVAILABLE, which clients retry.
     var isStopping: Bool {
@@ -59,7 +53,7 @@ final class Service: Sendable {
         }
         if method == Methods.generate.info || method == Methods.plan.info {
             // Lists of hundreds of thousands of empty items are refused before they are decoded.
-            try RequestPrescan.check(generateOrPlan: Array(body))
+            try JobService.prescanGenerateOrPlan(Array(body))
         }
         let core = self.core
         switch method {
@@ -123,6 +117,6 @@ extension MethodInfo {
     /// The largest request body the method can validly take.
     var largestRequest: Int {
         // Ids, a page token, a status, a key name: a few hundred bytes at most.
-        self == Methods.generate.info || self == Methods.plan.info ? RequestLimits.largestGenerateRequestBytes : 8192
+        self == Methods.generate.info || self == Methods.plan.info ? JobService.largestGenerateRequestBytes : 8192
     }
 }

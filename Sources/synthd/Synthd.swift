@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
+import SynthCore
 import SynthEngine
 import SynthServer
 import SynthSpec
@@ -93,8 +94,8 @@ struct Serve: AsyncParsableCommand {
             }
         }
         let engine = Engine(store: store, config: file.engine, pricing: file.pricing, localModel: local, logger: logger)
-        let server = Server(config: serverConfig, store: store, engine: engine,
-                            validator: Validator(maxCount: file.engine.maxCount), logger: logger)
+        let core = JobService(store: store, engine: engine, validator: Validator(maxCount: file.engine.maxCount), logger: logger)
+        let server = Server(config: serverConfig, core: core, logger: logger)
         // Stopped in the reverse of this order: the listeners first (open calls end with a status
         // that says to retry), then the engine's runners, the local model, and the store last.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [

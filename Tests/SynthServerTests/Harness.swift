@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SynthClient
+import SynthCore
 import SynthEngine
 import SynthLLM
 import SynthProto
@@ -184,7 +185,7 @@ final class Harness: @unchecked Sendable {
         self.serverConfig = serverConfig
         let logger = logs.logger()
         engine = Engine(store: store, config: config, logger: logger)
-        server = Server(config: serverConfig, store: store, engine: engine, validator: Validator(), logger: logger)
+        server = Server(config: serverConfig, core: JobService(store: store, engine: engine, validator: Validator(), logger: logger), logger: logger)
         bound = try await server.start()
     }
 
@@ -201,7 +202,7 @@ final class Harness: @unchecked Sendable {
     func restart() async throws {
         let logger = logs.logger()
         engine = Engine(store: store, config: config, logger: logger)
-        server = Server(config: serverConfig, store: store, engine: engine, validator: Validator(), logger: logger)
+        server = Server(config: serverConfig, core: JobService(store: store, engine: engine, validator: Validator(), logger: logger), logger: logger)
         bound = try await server.start()
         _ = try engine.resumeUnfinished()
     }
