@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(if $(shell command -v swift),$(PATH),/opt/swift/usr/bin:$(PATH))
 PY := .venv/bin/python
 
-.PHONY: all build test test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup bench-stream bench-local bench-abuse
+.PHONY: all build test test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup bench-stream bench-local bench-abuse bench-latency
 
 all: build
 
@@ -70,6 +70,12 @@ bench-dedup: deps
 ## BENCH_ARGS go to the script, e.g. BENCH_ARGS="--bin-dir .build/debug --records 100000".
 bench-stream: deps
 	$(PY) tools/bench-stream $(BENCH_ARGS)
+
+## Health's round trip (p50, p99) every 20 ms while a 10,000-record job runs on the same server against
+## the fake provider (200 ms latency, 128 in flight, near-duplicates planted); three runs, medians.
+## BENCH_ARGS go to the script, e.g. BENCH_ARGS="--bin-dir .build/release --runs 1".
+bench-latency: deps
+	$(PY) tools/bench-latency $(BENCH_ARGS)
 
 ## The same 40-record job on the bundled local model through synthd and as direct calls to llama-server.
 bench-local: deps
