@@ -119,7 +119,13 @@ public final class LocalModel: Sendable {
         let file = (modelPath as NSString).lastPathComponent
         modelName = config.modelName ?? (file.hasSuffix(".gguf") ? String(file.dropLast(5)) : file)
         parallel = max(1, config.parallel ?? min(8, 2 * ProcessInfo.processInfo.activeProcessorCount))
-        status = Mutex(Status(port: try Self.freePort()))
+        let port: Int
+        do {
+            port = try Loopback.freePort()
+        } catch {
+            throw LocalModelError(message: "local model: \(error)")
+        }
+        status = Mutex(Status(port: port))
         self.config = config
         logPath = dataDirectory + "/local-model.log"
         pidPath = dataDirectory + "/local-model.pid"
@@ -171,26 +177,6 @@ public final class LocalModel: Sendable {
                                   + "run tools/local-model, or set local_model.model in the config")
         }
         return (server, model)
-    }
-
-    /// A loopback port free at this moment. Another process may take it before llama-server binds
-    /// it; the supervisor then starts the server again on a new one.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw LocalModelError(message: "local model: cannot open a socket to find a free port") }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                bind(fd, sa, len) == 0 && getsockname(fd, sa, &len) == 0
-            }
-        }
-        guard ok else { throw LocalModelError(message: "local model: cannot find a free loopback port") }
-        return Int(UInt16(bigEndian: addr.sin_port))
     }
 
     /// The engine configuration that sends every tier and the critic to this model. Tiers and a
@@ -331,7 +317,7 @@ public final class LocalModel: Sendable {
                 return ($0.stopping, $0.state == .starting)
             }
             if wasStopping { set(.stopped, exit: nil); return }
-            if first, bindRetries < Self.bindRetries, logMentionsBindFailure(since: logStart), let next = try? Self.freePort() {
+            if first, bindRetries < Self.bindRetries, logMentionsBindFailure(since: logStart), let next = try? Loopback.freePort() {
                 // Another process took the port between our choice and the server's bind.
                 bindRetries += 1
                 logger.warning("llama-server could not bind its port; starting it on another", metadata: ["port": "\(port)", "next": "\(next)"])
@@ -393,7 +379,7 @@ public final class LocalModel: Sendable {
 
     /// Spawns the server with default signal handling and an empty signal mask (synthd ignores
     /// SIGINT and SIGTERM itself and may block them on this thread), in its own process group,
-    /// its output appended to the log file.
+    /// its output appended to the log file, and no other descriptor of synthd's.
     private func spawn(port: Int) -> pid_t? {
         var argv = [serverPath] + arguments(port: port)
         let setpriv = "/usr/bin/setpriv"
@@ -416,6 +402,10 @@ public final class LocalModel: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of synthd's reaches the server (or what it starts in turn): its sockets,
+        // the store's files, the data directory's lock, the pipes of whoever started synthd.
+        // (glibc 2.34 and later; the Glibc module does not declare it, so it is looked up.)
+        if let closeFrom = Self.addCloseFrom { _ = closeFrom(&actions, 3) }
         let cargs = argv.map { strdup($0) } + [nil]
         defer { for p in cargs { free(p) } }
         var child: pid_t = 0
@@ -426,6 +416,12 @@ public final class LocalModel: Sendable {
         }
         return child
     }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np`, when the C library has it.
+    private static let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let f = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(f, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
 
     /// A server left running by a synthd that was killed: its pid file names it; it is stopped
     /// when that process still runs this server binary.

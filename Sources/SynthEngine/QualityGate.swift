@@ -93,7 +93,10 @@ final class QualityGate: Sendable {
             return .reject(problem == .lowMargin ? .lowMargin : .tooSimilar, nil)
         }
         let full = text.fullText, prompt = text.promptText
-        if await BlockingLane.compute.run({ self.indexes.withLock { $0.duplicate(full, prompt) } }) {
+        // A first near-duplicate look saves the critic's calls on a record that would be turned
+        // away anyway; with no critic to ask, the admission below is the one look it needs.
+        let asksCritic = needsJudge || !request.advanced.invariants.isEmpty
+        if asksCritic, await BlockingLane.compute.run({ self.indexes.withLock { $0.duplicate(full, prompt) } }) {
             return .reject(.nearDuplicate, nil)
         }
 

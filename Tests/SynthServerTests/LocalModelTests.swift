@@ -121,6 +121,45 @@ import SynthStore
         #expect(Self.childPID(dir) == nil)
     }
 
+    /// The free port synthd chose is taken by another process before llama-server binds it: the
+    /// server fails to bind, and synthd starts it again on another port rather than failing. (The
+    /// squatter outlives synthd: had it inherited synthd's descriptors, as children once did, the
+    /// test's wait for synthd's exit would last as long as the squatter.)
+    @Test func aPortTakenBeforeTheServerBindsItIsReplacedByAnother() async throws {
+        let (dir, config, key) = try Self.setUp()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // The first start finds its port held by a squatter (a real socket, bound before the
+        // server tries); every start writes down the port it was given.
+        try Data("""
+        #!/bin/sh
+        while [ $# -gt 0 ]; do case "$1" in --port) port=$2; shift;; esac; shift; done
+        echo "$port" >> \(dir)/ports
+        if [ ! -e \(dir)/squatter ]; then
+          python3 -c "import socket,os,time; s=socket.socket(); s.bind(('127.0.0.1', $port)); s.listen(); print(os.getpid(), flush=True); time.sleep(120)" > \(dir)/squatter &
+          while [ ! -s \(dir)/squatter ]; do sleep 0.05; done
+        fi
+        exec python3 \(repoRoot.appendingPathComponent("tools/fake_provider/server.py").path) --port "$port" --seed 3
+        """.utf8).write(to: URL(fileURLWithPath: dir + "/llama-server"))
+        defer {
+            if let text = try? String(contentsOfFile: dir + "/squatter", encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                kill(pid, SIGKILL)
+            }
+        }
+        let server = try ProcessTests.Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
+        let ports = try String(contentsOfFile: dir + "/ports", encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(ports.count == 2 && ports[0] != ports[1], "\(ports)")
+        let local = try #require(try await Self.health(client)["local_model"])
+        #expect(local.status == "ok")
+        #expect(local.detail.contains("127.0.0.1:\(ports.last ?? "?")"), "\(local.detail)")
+        let job = try await Self.runJob(client, count: 3)
+        #expect(job.status == "succeeded" && job.accepted == 3)
+        await client.close()
+        #expect(try await server.stop(SIGTERM) == 0)
+        let log = (try? String(contentsOfFile: dir + "/data/local-model.log", encoding: .utf8)) ?? ""
+        #expect(log.lowercased().contains("address already in use"), "\(log.suffix(2000))")
+    }
+
     /// `stand_in_for`: a request that names a cloud provider and its model runs on the local
     /// model; without it, the same job fails at once, naming the key to set.
     @Test func aStandInAnswersForTheProvidersARequestNames() async throws {
