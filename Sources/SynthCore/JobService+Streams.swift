@@ -78,13 +78,18 @@ extension JobService {
         store.forgetExport(jobID: job.job.jobID)
     }
 
-    /// The splits of a succeeded job, or only the one named `name` (all when it is empty).
-    /// FAILED_PRECONDITION before the job has succeeded; NOT_FOUND for a split it does not have.
-    public func splits(of job: PBStoredJob, named name: String) throws -> [JobSplit] {
-        guard job.job.status == JobStatus.succeeded.rawValue else {
-            throw RPCError(.failedPrecondition, "job \(job.job.jobID) is \(job.job.status); splits exist once it succeeds")
+    /// The splits of an ended job's accepted records (a job that succeeded, short of its count or
+    /// not, or was cancelled), or only the one named `name` (all when it is empty).
+    /// FAILED_PRECONDITION before the job has ended or when it kept no record; NOT_FOUND for a
+    /// split it does not have.
+    public func splits(of job: PBStoredJob, named name: String) async throws -> [JobSplit] {
+        guard Self.hasEnded(job.job) else {
+            throw RPCError(.failedPrecondition, "job \(job.job.jobID) is \(job.job.status); splits exist once it ends")
         }
-        let manifest = try store.manifest(jobID: job.job.jobID).flatMap { JSONValue.parse($0) }
+        guard job.job.accepted > 0 else {
+            throw RPCError(.failedPrecondition, "job \(job.job.jobID) ended \(job.job.status) with no records; it has no splits")
+        }
+        let manifest = try await engine.manifest(jobID: job.job.jobID).flatMap { JSONValue.parse($0) }
         var hashes: [String: String] = [:]
         if case .array(let splits)? = manifest?["splits"] {
             for s in splits {

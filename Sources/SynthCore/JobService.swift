@@ -55,7 +55,7 @@ public final class JobService: Sendable {
         // No job id is this long (and LMDB keys are at most 511 bytes).
         guard id.utf8.count <= 128 else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
         guard var job = try store.job(id: id, org: caller.org) else { throw RPCError.notFound("job \(String(id.prefix(64)))") }
-        present(&job.job)
+        job.job = present(job)
         return job
     }
 
@@ -72,6 +72,16 @@ public final class JobService: Sendable {
             job.detail.code = "FAILED"
             job.detail.message = job.error
         }
+    }
+
+    /// The same for a stored job, whose end may have a detail of its own (ENDED_SHORT, CANCELLED).
+    public func present(_ stored: PBStoredJob) -> PBJob {
+        var job = stored.job
+        present(&job)
+        if stored.hasEndDetail, !stored.endDetail.code.isEmpty {
+            job.detail = stored.endDetail
+        }
+        return job
     }
 
     /// The validated, effective request and its plan.
@@ -231,8 +241,7 @@ public final class JobService: Sendable {
         let page = try store.listJobs(org: caller.org, status: req.status.isEmpty ? nil : req.status,
                                       limit: req.limit == 0 ? 50 : Int(req.limit), pageToken: req.pageToken)
         var out = PBListJobsResponse()
-        out.jobs = page.jobs.map(\.job)
-        for i in out.jobs.indices { present(&out.jobs[i]) }
+        out.jobs = page.jobs.map(present)
         out.nextPageToken = page.next
         return out
     }
@@ -244,8 +253,7 @@ public final class JobService: Sendable {
         }
         var out = PBCancelJobResponse()
         let engine = self.engine
-        out.job = try await BlockingLane.writes.run { try engine.cancel(jobID: req.jobID) }.job
-        present(&out.job)
+        out.job = present(try await BlockingLane.writes.run { try engine.cancel(jobID: req.jobID) })
         return out
     }
 
@@ -257,10 +265,12 @@ public final class JobService: Sendable {
         return out
     }
 
-    public func manifest(_ req: PBGetManifestRequest, _ caller: Caller) throws -> PBGetManifestResponse {
+    public func manifest(_ req: PBGetManifestRequest, _ caller: Caller) async throws -> PBGetManifestResponse {
         let job = try job(req.jobID, caller)
-        guard let bytes = try store.manifest(jobID: job.job.jobID) else {
-            throw RPCError(.failedPrecondition, "job \(req.jobID) is \(job.job.status); its manifest is written when it succeeds")
+        guard let bytes = try await engine.manifest(jobID: job.job.jobID) else {
+            throw RPCError(.failedPrecondition, Self.hasEnded(job.job)
+                ? "job \(req.jobID) ended \(job.job.status) with no records; there is no manifest"
+                : "job \(req.jobID) is \(job.job.status); its manifest is written when it ends")
         }
         var out = PBGetManifestResponse()
         out.json = Data(bytes)

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import SynthConcurrency
 import SynthLLM
 import SynthProto
 import SynthSpec
@@ -81,19 +82,63 @@ public final class Engine: Sendable {
         return jobs.count
     }
 
-    /// Marks a job cancelled and stops its runner; what was accepted stays.
+    /// Marks a job cancelled and stops its runner. What was accepted stays, is billed in the
+    /// transaction that ends the job, and gets its manifest and splits as a finished job does.
     public func cancel(jobID: String) throws -> PBStoredJob {
-        let job = try store.updateJob(id: jobID, event: "cancelled") { job in
-            guard let status = JobStatus(rawValue: job.job.status), !status.isTerminal else { return }
+        let (job, ended) = try store.endJob(id: jobID, { job in
             job.job.status = JobStatus.cancelled.rawValue
             job.finishedAtMs = Clock.nowMillis()
             job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
-        }
+            job.job.costUsd = pricing.estimate(job.request, records: job.job.accepted).totalUsd
+            job.endDetail.code = "CANCELLED"
+            job.endDetail.message = "cancelled with \(job.job.accepted) of \(job.job.count) records accepted; those are delivered and billed"
+        }, bill: bill)
         let task = state.withLock { $0.runners[jobID] }
         task?.cancel()
         hub.publish(jobID)
-        logger.info("job cancelled", metadata: ["job": "\(jobID)", "accepted": "\(job.job.accepted)", "count": "\(job.job.count)"])
+        if ended {
+            logger.info("job cancelled", metadata: ["job": "\(jobID)", "accepted": "\(job.job.accepted)", "count": "\(job.job.count)"])
+            // Its manifest and split hashes come once the runner has let go (off the call's path).
+            if job.job.accepted > 0 {
+                Task {
+                    await task?.value
+                    do {
+                        _ = try await self.manifest(jobID: jobID)
+                    } catch {
+                        self.logger.warning("no manifest for a cancelled job yet", metadata: ["job": "\(jobID)", "error": "\(error)"])
+                    }
+                }
+            }
+        }
         return job
+    }
+
+    /// What a job's accepted records cost its org.
+    func bill(_ job: PBStoredJob) -> Store.Bill {
+        guard job.job.accepted > 0 else { return (0, 0, 0) }
+        let cost = pricing.estimate(job.request, records: job.job.accepted)
+        return (job.job.accepted, cost.quotaRecords, Int64((cost.totalUsd * 1_000_000).rounded()))
+    }
+
+    /// The manifest of an ended job; made now (split hashes over its accepted records, on the
+    /// compute lane) when the job ended without one, as a cancelled job does. Nil while the job
+    /// runs, or when it ended with no records.
+    public func manifest(jobID: String) async throws -> [UInt8]? {
+        if let bytes = try store.manifest(jobID: jobID) { return bytes }
+        guard let job = try store.job(id: jobID), JobStatus(rawValue: job.job.status)?.isTerminal == true, job.job.accepted > 0 else {
+            return nil
+        }
+        let store = self.store
+        let (splits, leaks) = try await BlockingLane.compute.run {
+            let splits = try Manifest.splitInfos(job: job, store: store)
+            return (splits, try Manifest.crossSplitLeaks(job: job, splits: splits, store: store))
+        }
+        return try await BlockingLane.writes.run {
+            try store.putManifest(jobID: jobID, { job in
+                job.crossSplitLeaks = leaks
+                job.job.grade = Manifest.qualityReport(job).overallGrade
+            }, manifest: { job in Manifest.build(job: job, splits: splits.map(\.info)) })
+        }
     }
 
     public var runningJobs: Int { state.withLock { $0.runners.count } }

@@ -151,30 +151,42 @@ final class JobRunner: Sendable {
                 if !Task.isCancelled { logger.info("job resumed: the store has room again", metadata: ["job": "\(jobID)"]) }
                 continue
             } catch {
-                await fail(error)
+                await end(error)
             }
             break
         }
         engine.hub.publish(jobID)
     }
 
-    func fail(_ error: Error) async {
+    /// Ends a job that cannot go on. Quality never blocks delivery: with records accepted, the
+    /// job succeeds short of its count (its records delivered, billed, with manifest, splits and
+    /// the report that shows why) and the reason goes in its detail; with none, it fails.
+    func end(_ error: Error) async {
         let message: String
         switch error {
         case let e as ProviderError: message = "generation stopped: \(e.description)"
         case let e as EngineError: message = e.message
         default: message = "generation stopped: \(error)"
         }
-        logger.error("job failed", metadata: ["job": "\(jobID)", "error": "\(message)"])
         let jobID = self.jobID
+        if let job = try? store.job(id: jobID), job.job.accepted > 0 {
+            do {
+                try await finish(short: message)
+                return
+            } catch {
+                logger.error("a job that ended short could not be finished", metadata: ["job": "\(jobID)", "error": "\(error)"])
+            }
+        }
+        logger.error("job failed", metadata: ["job": "\(jobID)", "error": "\(message)"])
+        let engine = self.engine
         _ = try? await BlockingLane.writes.run {
-            try self.store.updateJob(id: jobID, event: "failed", detail: message) { job in
-                guard let status = JobStatus(rawValue: job.job.status), !status.isTerminal else { return }
+            try self.store.endJob(id: jobID, detail: message, { job in
                 job.job.status = JobStatus.failed.rawValue
                 job.job.error = message
                 job.finishedAtMs = Clock.nowMillis()
                 job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
-            }
+                job.job.costUsd = engine.pricing.estimate(job.request, records: job.job.accepted).totalUsd
+            }, bill: engine.bill)
         }
     }
 
@@ -236,13 +248,18 @@ final class JobRunner: Sendable {
 
         // The committer and the generators are siblings: if a commit fails (a full disk, say),
         // the group ends and the generators stop paying for answers that could not be kept.
-        try await withThrowingTaskGroup(of: Void.self) { outer in
-            outer.addTask { try await self.commitLoop(queue, request: request) }
+        // The generators' task ends with nil once every slot is filled, or with why it stopped
+        // short (the attempt budget is spent); the committer's with nil.
+        let short: String? = try await withThrowingTaskGroup(of: String?.self) { outer in
+            outer.addTask {
+                try await self.commitLoop(queue, request: request)
+                return nil
+            }
             outer.addTask {
                 defer { queue.finish() }
                 var todo = pending
                 var attempts = priorAttempts
-                try await withThrowingTaskGroup(of: AttemptStep.self) { group in
+                return try await withThrowingTaskGroup(of: AttemptStep.self) { group -> String? in
                     var inFlight = 0
                     var variation = startVariation
                     func launch(_ slot: Slot) {
@@ -269,17 +286,22 @@ final class JobRunner: Sendable {
                             inFlight -= 1
                             if !ok { todo.append(slot) }
                             if !todo.isEmpty, attempts >= budget {
+                                // What is still in flight is let go; the slots it had stay open.
                                 group.cancelAll()
-                                throw EngineError(.invalidState, "gave up after \(attempts) attempts for \(plan.count) records: too many answers were rejected")
+                                return "the attempt budget (\(attempts) attempts for \(plan.count) records) was spent: "
+                                    + "too many answers were rejected (the quality report says why)"
                             }
                             while inFlight < attemptsAtOnce, !todo.isEmpty { launch(todo.removeFirst()) }
                         }
                     }
+                    return nil
                 }
             }
-            try await outer.waitForAll()
+            var short: String?
+            for try await reason in outer where reason != nil { short = reason }
+            return short
         }
-        try await finish()
+        try await finish(short: short)
     }
 
     /// Where an attempt is: its request answered (to be checked), or over (true when it
@@ -412,33 +434,38 @@ final class JobRunner: Sendable {
         engine.hub.publish(jobID)
     }
 
-    /// Marks the job succeeded, with its manifest and its usage, in one transaction.
-    func finish() async throws {
+    /// Marks the job succeeded, with its manifest and its bill, in one transaction. `short`: why
+    /// it ends with fewer records than its count (in its detail).
+    func finish(short: String? = nil) async throws {
         try Task.checkCancellation()
         guard let done = try store.job(id: jobID), done.job.status == JobStatus.running.rawValue else { return }
         // Every record is committed by now, so the split files can be hashed before the final write.
-        let store = self.store, jobID = self.jobID
+        let store = self.store, jobID = self.jobID, engine = self.engine
         let (splits, leaks) = try await BlockingLane.compute.run {
             let splits = try Manifest.splitInfos(job: done, store: store)
             return (splits, try Manifest.crossSplitLeaks(job: done, splits: splits, store: store))
         }
         let pricing = engine.pricing
-        let ended = try await BlockingLane.writes.run { try store.succeedJob(id: jobID, { job in
-            job.job.status = JobStatus.succeeded.rawValue
-            job.crossSplitLeaks = leaks
-            job.job.grade = Manifest.qualityReport(job).overallGrade
-            job.finishedAtMs = Clock.nowMillis()
-            job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
-            job.job.costUsd = pricing.estimate(job.request, records: job.job.accepted).totalUsd
-        }, manifest: { job in
-            Manifest.build(job: job, splits: splits.map(\.info))
-        }, usage: { job in
-            let cost = pricing.estimate(job.request, records: job.job.accepted)
-            return (job.job.accepted, cost.quotaRecords, Int64((cost.totalUsd * 1_000_000).rounded()))
-        }) }
+        let (ended, _) = try await BlockingLane.writes.run {
+            try store.endJob(id: jobID, detail: short ?? "", { job in
+                job.job.status = JobStatus.succeeded.rawValue
+                job.crossSplitLeaks = leaks
+                job.job.grade = Manifest.qualityReport(job).overallGrade
+                job.finishedAtMs = Clock.nowMillis()
+                job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
+                job.job.costUsd = pricing.estimate(job.request, records: job.job.accepted).totalUsd
+                if let short, job.job.accepted < job.job.count {
+                    job.endDetail.code = "ENDED_SHORT"
+                    job.endDetail.message = "\(job.job.accepted) of \(job.job.count) records: \(short)"
+                }
+            }, manifest: { job in
+                Manifest.build(job: job, splits: splits.map(\.info))
+            }, bill: engine.bill)
+        }
         logger.info("job ended", metadata: ["job": "\(jobID)", "status": "\(ended.job.status)", "accepted": "\(ended.job.accepted)",
-                                            "rejected": "\(ended.job.rejected)", "generated": "\(ended.job.generated)",
-                                            "grade": "\(ended.job.grade)", "cost_usd": "\(ended.job.costUsd)"])
+                                            "count": "\(ended.job.count)", "rejected": "\(ended.job.rejected)",
+                                            "generated": "\(ended.job.generated)", "grade": "\(ended.job.grade)",
+                                            "cost_usd": "\(ended.job.costUsd)", "short": "\(short ?? "-")"])
     }
 }
 

@@ -14,7 +14,9 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 }
 
 /// Which records go in which split: sequence numbers 1...count shuffled with the job's seed,
-/// then cut into the planned sizes. The same seed and plan always give the same files.
+/// then cut into the planned sizes. A job that ended short of its plan (fewer records than the
+/// splits' sizes add up to) has its records cut in the planned proportions instead (largest
+/// remainders first). The same seed, plan and count always give the same files.
 public enum Splits {
     public static func assign(count: Int, seed: UInt64, plan: [PBSplitCount]) -> [(name: String, seqs: [UInt64])] {
         var seqs = (1...max(1, count)).map(UInt64.init)
@@ -28,13 +30,30 @@ public enum Splits {
             }
         }
         guard !plan.isEmpty else { return [("all", seqs)] }
+        let sizes = sizes(of: plan, for: seqs.count)
         var out: [(String, [UInt64])] = []
         var start = 0
-        for s in plan {
-            let end = min(seqs.count, start + Int(s.count))
+        for (s, size) in zip(plan, sizes) {
+            let end = min(seqs.count, start + size)
             out.append((s.name, Array(seqs[start..<end])))
             start = end
         }
         return out
+    }
+
+    /// The split sizes for `n` records: as planned when `n` covers the plan, else in proportion.
+    static func sizes(of plan: [PBSplitCount], for n: Int) -> [Int] {
+        let planned = plan.reduce(0) { $0 + max(0, Int($1.count)) }
+        guard planned > 0, n < planned else { return plan.map { Int($0.count) } }
+        // Integer shares: each split's floor of count * n / planned, then one more record to the
+        // largest remainders (the earlier split first on a tie) until all n are placed.
+        var sizes = plan.map { max(0, Int($0.count)) * n / planned }
+        let remainders = plan.map { max(0, Int($0.count)) * n % planned }
+        var left = n - sizes.reduce(0, +)
+        for i in remainders.indices.sorted(by: { remainders[$0] != remainders[$1] ? remainders[$0] > remainders[$1] : $0 < $1 }) where left > 0 {
+            sizes[i] += 1
+            left -= 1
+        }
+        return sizes
     }
 }

@@ -210,6 +210,16 @@ public nonisolated struct PBStoredJob: @unchecked Sendable {
     set {_uniqueStorage()._crossSplitLeaks = newValue}
   }
 
+  /// How the job ended, when that needs saying (ENDED_SHORT, CANCELLED): shown as Job.detail.
+  public var endDetail: PBJobDetail {
+    get {_storage._endDetail ?? PBJobDetail()}
+    set {_uniqueStorage()._endDetail = newValue}
+  }
+  /// Returns true if `endDetail` has been explicitly set.
+  public var hasEndDetail: Bool {_storage._endDetail != nil}
+  /// Clears the value of `endDetail`. Subsequent reads from it will return its default value.
+  public mutating func clearEndDetail() {_uniqueStorage()._endDetail = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -379,7 +389,7 @@ nonisolated extension PBStoredKey: SwiftProtobuf.Message, SwiftProtobuf._Message
 
 nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StoredJob"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}org\0\u{1}request\0\u{1}plan\0\u{1}seed\0\u{1}rejections\0\u{3}models_answered\0\u{3}idempotency_key\0\u{3}request_digest\0\u{3}last_event\0\u{3}cell_accepted\0\u{1}attempts\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}filled\0\u{3}judge_score_sum\0\u{3}judge_scored\0\u{3}invariant_check_failures\0\u{3}cell_rejected\0\u{3}format_problems\0\u{3}cross_split_leaks\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}org\0\u{1}request\0\u{1}plan\0\u{1}seed\0\u{1}rejections\0\u{3}models_answered\0\u{3}idempotency_key\0\u{3}request_digest\0\u{3}last_event\0\u{3}cell_accepted\0\u{1}attempts\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}filled\0\u{3}judge_score_sum\0\u{3}judge_scored\0\u{3}invariant_check_failures\0\u{3}cell_rejected\0\u{3}format_problems\0\u{3}cross_split_leaks\0\u{3}end_detail\0")
 
   fileprivate class _StorageClass {
     var _job: PBJob? = nil
@@ -404,6 +414,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
     var _cellRejected: [Int64] = []
     var _formatProblems: Dictionary<String,Int64> = [:]
     var _crossSplitLeaks: Int64 = 0
+    var _endDetail: PBJobDetail? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -436,6 +447,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
       _cellRejected = source._cellRejected
       _formatProblems = source._formatProblems
       _crossSplitLeaks = source._crossSplitLeaks
+      _endDetail = source._endDetail
     }
   }
 
@@ -476,6 +488,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
         case 20: try { try decoder.decodeRepeatedInt64Field(value: &_storage._cellRejected) }()
         case 21: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._formatProblems) }()
         case 22: try { try decoder.decodeSingularInt64Field(value: &_storage._crossSplitLeaks) }()
+        case 23: try { try decoder.decodeSingularMessageField(value: &_storage._endDetail) }()
         default: break
         }
       }
@@ -554,6 +567,9 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
       if _storage._crossSplitLeaks != 0 {
         try visitor.visitSingularInt64Field(value: _storage._crossSplitLeaks, fieldNumber: 22)
       }
+      try { if let v = _storage._endDetail {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -585,6 +601,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
         if _storage._cellRejected != rhs_storage._cellRejected {return false}
         if _storage._formatProblems != rhs_storage._formatProblems {return false}
         if _storage._crossSplitLeaks != rhs_storage._crossSplitLeaks {return false}
+        if _storage._endDetail != rhs_storage._endDetail {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -143,7 +143,7 @@ extension Service {
     /// file order.
     func fetchSplits(_ req: PBFetchSplitsRequest, _ ctx: CallContext) async throws {
         let job = try core.job(req.jobID, ctx.caller)
-        let chosen = try core.splits(of: job, named: req.split)
+        let chosen = try await core.splits(of: job, named: req.split)
         for split in chosen {
             let seqs = split.seqs
             var head = PBFetchSplitsResponse()

@@ -65,7 +65,7 @@ final class Service: Sendable {
         case Methods.watchJob.info: try await watchJob(try decode(body), ctx)
         case Methods.fetchSplits.info: try await fetchSplits(try decode(body), ctx)
         case Methods.getQualityReport.info: try await unary(Methods.getQualityReport, body, ctx) { try core.qualityReport($0, caller) }
-        case Methods.getManifest.info: try await unary(Methods.getManifest, body, ctx) { try core.manifest($0, caller) }
+        case Methods.getManifest.info: try await unary(Methods.getManifest, body, ctx) { try await core.manifest($0, caller) }
         case Methods.getPricing.info: try await unary(Methods.getPricing, body, ctx) { _ in core.pricing() }
         case Methods.health.info: try await unary(Methods.health, body, ctx) { _ in core.health() }
         case Methods.createApiKey.info: try await unary(Methods.createApiKey, body, ctx) { try await core.createKey($0, caller) }

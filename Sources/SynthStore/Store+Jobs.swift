@@ -154,21 +154,27 @@ extension Store {
         }
     }
 
-    /// Marks a running job succeeded, stores its manifest and adds its usage to its org's month,
-    /// all in one transaction; does nothing when the job is no longer running.
+    /// What a job's accepted records cost its org: records billed, quota consumed, dollars.
+    public typealias Bill = (records: Int64, quotaRecords: Double, costMicroUSD: Int64)
+
+    /// Ends a job that is still queued or running, in one transaction: `mutate` sets its end
+    /// (status, times, detail), its manifest is stored when one is given, and its accepted records
+    /// are billed: added to the org's month (the quota) and, pay-as-you-go, taken from its balance.
+    /// A job that has ended already is returned unchanged with `ended` false, so that whichever of
+    /// a cancel and the runner's own end comes second bills nothing.
     @discardableResult
-    public func succeedJob(id: String, _ mutate: (inout PBStoredJob) -> Void, manifest: (PBStoredJob) throws -> [UInt8],
-                           usage: (PBStoredJob) -> (records: Int64, quotaRecords: Double, costMicroUSD: Int64)) throws -> PBStoredJob {
+    public func endJob(id: String, detail: String = "", _ mutate: (inout PBStoredJob) -> Void, manifest: ((PBStoredJob) throws -> [UInt8])? = nil,
+                       bill: (PBStoredJob) -> Bill) throws -> (job: PBStoredJob, ended: Bool) {
         try write { txn in
             guard var job = try job(id: id, txn: txn) else {
                 throw StoreError(.notFound, "job \(id) does not exist")
             }
-            guard JobStatus(rawValue: job.job.status) == .running else { return job }
+            guard let status = JobStatus(rawValue: job.job.status), !status.isTerminal else { return (job, false) }
             mutate(&job)
-            try appendEvent(&job, kind: job.job.status, seq: job.job.lastSeq, detail: "", txn: txn)
+            try appendEvent(&job, kind: job.job.status, seq: job.job.lastSeq, detail: detail, txn: txn)
             try txn.put(.jobs, Keys.text(id), try job.serializedBytes())
-            try txn.put(.manifests, Keys.text(id), try manifest(job))
-            let u = usage(job)
+            if let manifest { try txn.put(.manifests, Keys.text(id), try manifest(job)) }
+            let u = bill(job)
             let key = Keys.join(Keys.text(job.org), Keys.text(Clock.month(job.finishedAtMs)))
             var row = try txn.message(.usage, key, as: PBStoredUsage.self) ?? PBStoredUsage()
             row.records += u.records
@@ -177,11 +183,30 @@ extension Store {
             row.jobs += 1
             try txn.put(.usage, key, try row.serializedBytes())
             // Pay-as-you-go: the accepted records are paid from the balance.
-            if var org = try txn.message(.orgs, Keys.text(job.org), as: PBStoredOrg.self), org.plan == "payg" {
+            if u.costMicroUSD != 0, var org = try txn.message(.orgs, Keys.text(job.org), as: PBStoredOrg.self), org.plan == "payg" {
                 org.balanceMicroUsd -= u.costMicroUSD
                 try txn.put(.orgs, Keys.text(job.org), try org.serializedBytes())
             }
-            return job
+            return (job, true)
+        }
+    }
+
+    /// Stores the manifest of an ended job that has none yet (a cancelled job's, made after its
+    /// end), with the job's fields `mutate` sets from the same reading of its records. Returns the
+    /// manifest stored, the one already there, or nil when the job has not ended.
+    @discardableResult
+    public func putManifest(jobID: String, _ mutate: (inout PBStoredJob) -> Void, manifest: (PBStoredJob) throws -> [UInt8]) throws -> [UInt8]? {
+        try write { txn in
+            guard var job = try job(id: jobID, txn: txn) else {
+                throw StoreError(.notFound, "job \(jobID) does not exist")
+            }
+            guard JobStatus(rawValue: job.job.status)?.isTerminal == true else { return nil }
+            if let existing = try txn.get(.manifests, Keys.text(jobID)) { return existing }
+            mutate(&job)
+            let bytes = try manifest(job)
+            try txn.put(.jobs, Keys.text(jobID), try job.serializedBytes())
+            try txn.put(.manifests, Keys.text(jobID), bytes)
+            return bytes
         }
     }
 

@@ -23,6 +23,11 @@ extension Store {
         try read { txn in try txn.message(.orgs, Keys.text(name), as: PBStoredOrg.self) }
     }
 
+    /// What an org was billed in a calendar month ("2026-12"), or nil when nothing was.
+    public func usage(org: String, month: String) throws -> PBStoredUsage? {
+        try read { txn in try txn.message(.usage, Keys.join(Keys.text(org), Keys.text(month)), as: PBStoredUsage.self) }
+    }
+
     public func orgs() throws -> [PBStoredOrg] {
         try read { txn in
             var out: [PBStoredOrg] = []

@@ -89,12 +89,12 @@ while written < total {
 try out.close()
 let finished = try store.job(id: jobID)!
 let splits = try Manifest.splitInfos(job: finished, store: store)
-try store.succeedJob(id: jobID, { job in
+try store.endJob(id: jobID, { job in
     job.job.status = JobStatus.succeeded.rawValue
     job.finishedAtMs = Clock.nowMillis()
     job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
 }, manifest: { job in Manifest.build(job: job, splits: splits.map(\.info)) },
-   usage: { job in (job.job.accepted, 0, 0) })
+   bill: { job in (job.job.accepted, 0, 0) })
 store.sync()
 print("JOB \(jobID)")
 print("KEY \(key)")

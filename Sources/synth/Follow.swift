@@ -190,6 +190,7 @@ struct ProgressBar {
     func finish(_ j: PBJob) {
         guard enabled else { return }
         FileHandle.standardError.write(Data(((tty ? "\r\u{1B}[K" : "") + line(j) + "\n").utf8))
+        if j.hasDetail, j.detail.code != "FAILED" { FileHandle.standardError.write(Data("\(j.detail.code): \(j.detail.message)\n".utf8)) }
         if !j.error.isEmpty { FileHandle.standardError.write(Data("error: \(j.error)\n".utf8)) }
     }
 }

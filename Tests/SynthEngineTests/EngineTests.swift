@@ -101,19 +101,34 @@ import SynthStore
         #expect(try rig.store.manifest(jobID: job.jobID) != nil)
     }
 
-    @Test func aFatalAnswerFailsTheJobAndStopsItsRequests() async throws {
+    @Test func aFatalAnswerEndsTheJobAndStopsItsRequests() async throws {
+        // Answers 1 to 6 come back before request 7 is refused: the job ends with what it kept
+        // (succeeded short of its count, the reason in its detail).
         let model = ScriptedModel(latency: .milliseconds(5)) { $0 == 7 ? .fail(.fatal) : .answer }
         let rig = try Rig(model, concurrency: 4)
         let job = try await rig.submit(Self.plain(200))
         let done = try await rig.ended(job.jobID)
-        #expect(done.status == "failed")
-        #expect(done.error.contains("scripted failure at request 7"), "\(done.error)")
-        #expect(done.accepted < 200)
+        #expect(done.accepted > 0 && done.accepted < 200)
+        #expect(done.status == "succeeded")
+        let stored = try #require(try rig.store.job(id: job.jobID))
+        #expect(stored.endDetail.code == "ENDED_SHORT")
+        #expect(stored.endDetail.message.contains("scripted failure at request 7"), "\(stored.endDetail.message)")
         // The requests already waiting never went: at most the ones in flight at the time.
         let after = model.count
         #expect(after <= 7 + 4, "\(after) requests")
         try await Task.sleep(for: .milliseconds(100))
         #expect(model.count == after)
+    }
+
+    @Test func aFatalFirstAnswerFailsTheJob() async throws {
+        let model = ScriptedModel { _ in .fail(.fatal) }
+        let rig = try Rig(model, concurrency: 1)
+        let job = try await rig.submit(Self.plain(20))
+        let done = try await rig.ended(job.jobID)
+        #expect(done.status == "failed" && done.accepted == 0)
+        #expect(done.error.contains("scripted failure at request 1"), "\(done.error)")
+        #expect(model.count == 1)
+        #expect(try rig.store.manifest(jobID: job.jobID) == nil)
     }
 
     @Test func requestsThatRanOutOfRetriesAreTriedAgainAndUnusableAnswersReplaced() async throws {

@@ -81,6 +81,9 @@ class Job:
     grade: str
     usage: Dict[str, Any] = field(repr=False)
     cost_usd: float
+    # Why the job is where it is, beyond its status: {"code": ..., "message": ...}, both empty when
+    # there is nothing to add (codes: PAUSED_STORAGE_FULL, FAILED, ENDED_SHORT, CANCELLED).
+    detail: Dict[str, str]
 
     @property
     def done(self) -> bool:

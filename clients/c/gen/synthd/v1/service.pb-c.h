@@ -250,9 +250,11 @@ struct  Synthd__V1__CostEstimate
  * Why a job is where it is, beyond its state: a stable code for programs and a sentence for
  * people. Empty when there is nothing to add. The codes so far:
  *   PAUSED_STORAGE_FULL   running, but waiting for room in the server's storage; it goes on by itself
- *   FAILED                failed; the sentence says why (the same text as Job.error)
- * Later sub-states (a queued job's place, waiting for a provider batch, ended short of its count)
- * are codes of this same field.
+ *   FAILED                failed, with no record accepted; the sentence says why (the same text as Job.error)
+ *   ENDED_SHORT           succeeded with fewer records than its count (accepted < count): the
+ *                         sentence says why; its records, manifest, splits and report are there
+ *   CANCELLED             cancelled; the records accepted before are delivered and billed
+ * Later sub-states (a queued job's place, waiting for a provider batch) are codes of this same field.
  */
 struct  Synthd__V1__JobDetail
 {

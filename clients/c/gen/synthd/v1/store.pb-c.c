@@ -565,7 +565,7 @@ const ProtobufCMessageDescriptor synthd__v1__stored_job__format_problems_entry__
   (ProtobufCMessageInit) synthd__v1__stored_job__format_problems_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[22] =
+static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[23] =
 {
   {
     "job",
@@ -831,6 +831,18 @@ static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "end_detail",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredJob, end_detail),
+    &synthd__v1__job_detail__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__stored_job__field_indices_by_name[] = {
   11,   /* field[11] = attempts */
@@ -838,6 +850,7 @@ static const unsigned synthd__v1__stored_job__field_indices_by_name[] = {
   19,   /* field[19] = cell_rejected */
   12,   /* field[12] = created_at_ms */
   21,   /* field[21] = cross_split_leaks */
+  22,   /* field[22] = end_detail */
   15,   /* field[15] = filled */
   14,   /* field[14] = finished_at_ms */
   20,   /* field[20] = format_problems */
@@ -859,7 +872,7 @@ static const unsigned synthd__v1__stored_job__field_indices_by_name[] = {
 static const ProtobufCIntRange synthd__v1__stored_job__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 22 }
+  { 0, 23 }
 };
 const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor =
 {
@@ -869,7 +882,7 @@ const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor =
   "Synthd__V1__StoredJob",
   "synthd.v1",
   sizeof(Synthd__V1__StoredJob),
-  22,
+  23,
   synthd__v1__stored_job__field_descriptors,
   synthd__v1__stored_job__field_indices_by_name,
   1,  synthd__v1__stored_job__number_ranges,

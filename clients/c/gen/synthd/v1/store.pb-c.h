@@ -137,10 +137,14 @@ struct  Synthd__V1__StoredJob
   size_t n_format_problems;
   Synthd__V1__StoredJob__FormatProblemsEntry **format_problems;
   int64_t cross_split_leaks;
+  /*
+   * How the job ended, when that needs saying (ENDED_SHORT, CANCELLED): shown as Job.detail.
+   */
+  Synthd__V1__JobDetail *end_detail;
 };
 #define SYNTHD__V1__STORED_JOB__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__stored_job__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, NULL, NULL, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, {0,NULL}, 0, 0,NULL, 0, 0, 0, 0, {0,NULL}, 0, 0, 0, 0,NULL, 0,NULL, 0 }
+    , NULL, (char *)protobuf_c_empty_string, NULL, NULL, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, {0,NULL}, 0, 0,NULL, 0, 0, 0, 0, {0,NULL}, 0, 0, 0, 0,NULL, 0,NULL, 0, NULL }
 
 
 struct  Synthd__V1__StoredEvent

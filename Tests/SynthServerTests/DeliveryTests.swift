@@ -1,0 +1,160 @@
+import Foundation
+import SynthAPI
+import Testing
+import SynthClient
+import SynthEngine
+import SynthProto
+import SynthSpec
+import SynthStore
+
+/// "Quality never blocks delivery" and "billed per accepted record", through the real server: a job
+/// that cannot reach its count, a cancelled one and one whose provider goes away all end with what
+/// they kept delivered (manifest, splits, report) and billed exactly once.
+@Suite struct DeliveryTests {
+    /// The splits of a job as FetchSplits sends them: records by split name.
+    static func splits(_ client: SynthClient, _ jobID: String) async throws -> [String: [String]] {
+        var req = PBFetchSplitsRequest()
+        req.jobID = jobID
+        var out: [String: [String]] = [:]
+        var current = ""
+        for try await item in client.stream(Methods.fetchSplits, req) {
+            switch item.item {
+            case .split(let s):
+                current = s.name
+                out[current] = out[current] ?? []
+            case .record(let r): out[current, default: []].append(String(decoding: r.json, as: UTF8.self))
+            case .batch, nil: break
+            }
+        }
+        return out
+    }
+
+    static func manifest(_ client: SynthClient, _ jobID: String) async throws -> [String: Any] {
+        var req = PBGetManifestRequest()
+        req.jobID = jobID
+        let bytes = try await client.unary(Methods.getManifest, req).json
+        return try #require(try JSONSerialization.jsonObject(with: bytes) as? [String: Any])
+    }
+
+    static func report(_ client: SynthClient, _ jobID: String) async throws -> PBQualityReport {
+        var req = PBGetQualityReportRequest()
+        req.jobID = jobID
+        return try await client.unary(Methods.getQualityReport, req).report
+    }
+
+    /// Everything an ended job kept: its splits hold exactly its accepted records (each once), in
+    /// the planned proportions; the manifest counts them; the report is there.
+    static func checkDelivered(_ h: Harness, _ client: SynthClient, _ job: PBJob) async throws {
+        let splits = try await Self.splits(client, job.jobID)
+        let all = splits.values.flatMap { $0 }
+        #expect(all.count == Int(job.accepted))
+        #expect(Set(all).count == all.count, "a record is in two splits")
+        let stored = try h.store.records(jobID: job.jobID, after: 0, limit: 100_000).map { String(decoding: $0.json, as: UTF8.self) }
+        #expect(Set(all) == Set(stored))
+        // 80/20 of what was kept, to the record (largest remainder).
+        let train = Int((Double(job.accepted) * 0.8).rounded())
+        #expect(abs((splits["train"]?.count ?? 0) - train) <= 1, "\(splits.mapValues(\.count)) of \(job.accepted)")
+        let manifest = try await Self.manifest(client, job.jobID)
+        #expect(manifest["count_accepted"] as? Int == Int(job.accepted))
+        #expect(manifest["status"] as? String == job.status)
+        let report = try await Self.report(client, job.jobID)
+        #expect(report.totalAccepted == job.accepted)
+    }
+
+    /// What the org was billed this month.
+    static func billed(_ h: Harness, _ org: String) throws -> PBStoredUsage {
+        try h.store.usage(org: org, month: Clock.month(Clock.nowMillis())) ?? PBStoredUsage()
+    }
+
+    @Test func aJobThatRunsOutOfAttemptsSucceedsShortWithWhatItKept() async throws {
+        // Most answers are malformed and there is no slack: the budget of 60 attempts runs out
+        // before 60 records are accepted.
+        try await withHarness(fakeArgs: ["--rate-malformed", "0.5", "--seed", "11"], engine: { c in
+            c.attemptsPerRecord = 1
+            c.attemptSlack = 0
+        }) { h in
+            let key = try h.org("acme")
+            let client = try await h.client(key)
+            let created = try await client.unary(Methods.generate, Harness.request(count: 60, split: true)).job
+            let job = try await h.waitForEnd(client, created.jobID)
+            #expect(job.status == "succeeded" && job.state == .succeeded)
+            #expect(job.accepted > 0 && job.accepted < 60, "\(job.accepted)")
+            #expect(job.detail.code == "ENDED_SHORT")
+            #expect(job.detail.message.contains("\(job.accepted) of 60 records") && job.detail.message.contains("attempt budget"),
+                    "\(job.detail.message)")
+            #expect(job.error.isEmpty)
+            try await Self.checkDelivered(h, client, job)
+            let report = try await Self.report(client, job.jobID)
+            #expect(report.totalRejected > 0)
+            // Billed for what it kept, once: the usage row and the balance agree with the price
+            // of `accepted` records.
+            let cost = Pricing.documented.estimate(Harness.request(count: 60).request, records: job.accepted)
+            let usage = try Self.billed(h, "acme")
+            #expect(usage.records == job.accepted && usage.jobs == 1)
+            #expect(usage.costMicroUsd == Int64((cost.totalUsd * 1_000_000).rounded()))
+            let org = try #require(try h.store.org(named: "acme"))
+            #expect(org.balanceMicroUsd == 1_000_000_000 - usage.costMicroUsd)
+            #expect(abs(job.costUsd - cost.totalUsd) < 1e-9)
+            await client.close()
+        }
+    }
+
+    @Test func aCancelledJobIsBilledOnceAndDeliversWhatItKept() async throws {
+        try await withHarness(fakeArgs: ["--latency-ms", "40"], jobConcurrency: 4) { h in
+            let key = try h.org("freebie", plan: "free")
+            let client = try await h.client(key)
+            let created = try await client.unary(Methods.generate, Harness.request(count: 100, split: true)).job
+            _ = try await withTimeout(30, "30 records") {
+                while try #require(try h.store.job(id: created.jobID)).job.accepted < 30 { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            var cancel = PBCancelJobRequest()
+            cancel.jobID = created.jobID
+            let cancelled = try await client.unary(Methods.cancelJob, cancel).job
+            #expect(cancelled.status == "cancelled" && cancelled.detail.code == "CANCELLED")
+            let job = try await h.waitForEnd(client, created.jobID)
+            #expect(job.accepted == cancelled.accepted && job.accepted >= 30 && job.accepted < 100)
+            try await Self.checkDelivered(h, client, job)
+            // Counted against the free plan's 100 records a month: what was kept is used up.
+            let usage = try Self.billed(h, "freebie")
+            #expect(usage.records == job.accepted && usage.jobs == 1)
+            let left = 100 - job.accepted
+            do {
+                _ = try await client.unary(Methods.generate, Harness.request(count: left + 1))
+                Issue.record("a job over the month's quota was taken")
+            } catch let e as ClientError {
+                #expect(e.status.errorCode == "INSUFFICIENT_BALANCE", "\(e)")
+                #expect(e.status.message.contains("\(left) are left this month"), "\(e.status.message)")
+            }
+            // Cancelling again changes nothing and bills nothing.
+            do {
+                _ = try await client.unary(Methods.cancelJob, cancel)
+                Issue.record("a second cancel was taken")
+            } catch let e as ClientError {
+                #expect(e.code == .failedPrecondition)
+            }
+            #expect(try Self.billed(h, "freebie").records == job.accepted)
+            await client.close()
+        }
+    }
+
+    @Test func aJobWhoseProviderGoesAwayHalfWayEndsWithWhatItKept() async throws {
+        try await withHarness(fakeArgs: ["--latency-ms", "20"], jobConcurrency: 8, providerTimeout: 2, maxRetries: 1, engine: { c in
+            c.attemptsPerRecord = 1.5
+        }) { h in
+            let key = try h.org("acme")
+            let client = try await h.client(key)
+            let created = try await client.unary(Methods.generate, Harness.request(count: 400, split: true)).job
+            _ = try await withTimeout(30, "40 records") {
+                while try #require(try h.store.job(id: created.jobID)).job.accepted < 40 { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            h.fake.stop()
+            let job = try await h.waitForEnd(client, created.jobID, seconds: 120)
+            #expect(job.status == "succeeded" && job.detail.code == "ENDED_SHORT", "\(job.status) \(job.detail)")
+            #expect(job.accepted >= 40 && job.accepted < 400)
+            try await Self.checkDelivered(h, client, job)
+            let usage = try Self.billed(h, "acme")
+            #expect(usage.records == job.accepted && usage.jobs == 1)
+            await client.close()
+        }
+    }
+}
