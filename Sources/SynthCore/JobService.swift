@@ -68,6 +68,9 @@ public final class JobService: Sendable {
         if status == .running, let why = engine.pauseReason(jobID: job.jobID) {
             job.detail.code = "PAUSED_STORAGE_FULL"
             job.detail.message = why
+        } else if status == .running, let why = engine.waitingReason(jobID: job.jobID) {
+            job.detail.code = "WAITING_FOR_PROVIDER"
+            job.detail.message = why
         } else if status == .failed, !job.error.isEmpty {
             job.detail.code = "FAILED"
             job.detail.message = job.error
@@ -322,6 +325,10 @@ public final class JobService: Sendable {
                 c.status = "ok"
                 // The base URL is left out: Health is public, and a URL can carry credentials.
                 c.detail = "\(route.provider) (\(p.kind.rawValue)) model \(route.model)"
+                if let down = engine.model(route.provider)?.unreachable {
+                    c.status = "unreachable"
+                    c.detail += "; no connection for \(down.seconds) s: \(down.error)"
+                }
             } else {
                 c.status = "unconfigured"
                 c.detail = "provider \(route.provider) is not configured"

@@ -24,6 +24,8 @@ public final class Engine: Sendable {
         var stopping = false
         /// Why each paused job is paused.
         var paused: [String: String] = [:]
+        /// Jobs waiting for a provider that cannot be reached, and what they say.
+        var waiting: [String: String] = [:]
     }
 
     private let state = Mutex(State())
@@ -50,6 +52,9 @@ public final class Engine: Sendable {
     }
 
     func client(_ provider: String) -> (any ChatModel)? { clients[provider] }
+
+    /// The model that answers for a provider (to ask whether it can be reached).
+    public func model(_ provider: String) -> (any ChatModel)? { clients[provider] }
 
     /// The provider and model that answer for a request.
     public func routes(for request: PBJobRequest) -> (generator: ModelRoute?, critic: ModelRoute) {
@@ -148,6 +153,19 @@ public final class Engine: Sendable {
 
     /// The jobs paused now.
     public var pausedJobs: Int { state.withLock { $0.paused.count } }
+
+    /// Why a running job is waiting for its provider (it cannot be reached), or nil.
+    public func waitingReason(jobID: String) -> String? { state.withLock { $0.waiting[jobID] } }
+
+    /// Notes (or clears, with nil) that a job waits for its provider; watchers hear of a change.
+    func setWaiting(_ jobID: String, _ reason: String?) {
+        let changed = state.withLock { s -> Bool in
+            let before = s.waiting[jobID]
+            s.waiting[jobID] = reason
+            return (before == nil) != (reason == nil)
+        }
+        if changed { hub.publish(jobID) }
+    }
 
     func setPaused(_ jobID: String, _ reason: String?) {
         state.withLock { $0.paused[jobID] = reason }

@@ -28,6 +28,9 @@ public struct EngineConfig: Sendable, Codable {
     public var maxCount: Int64
     /// How often a job paused by a full store asks whether there is room again.
     public var spaceRecheckMilliseconds: Int64 = 2000
+    /// How long a job waits for a provider that cannot be reached (no connection at all) before
+    /// it ends with what it has, naming the provider and the last connection error.
+    public var providerUnreachableTimeoutSeconds: Double = 600
 
     enum CodingKeys: String, CodingKey {
         case providers, tiers, critic
@@ -35,6 +38,7 @@ public struct EngineConfig: Sendable, Codable {
         case attemptsPerRecord = "attempts_per_record"
         case attemptSlack = "attempt_slack"
         case maxCount = "max_count"
+        case providerUnreachableTimeoutSeconds = "provider_unreachable_timeout_seconds"
     }
 
     public init(providers: [String: ProviderConfig], tiers: [String: ModelRoute], critic: ModelRoute,
@@ -60,6 +64,10 @@ public struct EngineConfig: Sendable, Codable {
                   attemptsPerRecord: try c.decodeIfPresent(Double.self, forKey: .attemptsPerRecord) ?? d.attemptsPerRecord,
                   attemptSlack: try c.decodeIfPresent(Int.self, forKey: .attemptSlack) ?? d.attemptSlack,
                   maxCount: try c.decodeIfPresent(Int64.self, forKey: .maxCount) ?? d.maxCount)
+        if let t = try c.decodeIfPresent(Double.self, forKey: .providerUnreachableTimeoutSeconds) {
+            // Clamped: a second to a day (NaN and negatives become a second).
+            providerUnreachableTimeoutSeconds = t.isNaN ? 1 : min(86_400, max(1, t))
+        }
     }
 
     /// The documentation's tier map: OpenAI for fast, balanced and diverse, Anthropic for deep,

@@ -3,6 +3,8 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
     public enum Code: Sendable {
         case providerNotConfigured
         case invalidState
+        /// The generator could not be reached for the configured time.
+        case providerUnreachable
     }
 
     public var code: Code

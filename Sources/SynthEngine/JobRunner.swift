@@ -155,6 +155,7 @@ final class JobRunner: Sendable {
             }
             break
         }
+        engine.setWaiting(jobID, nil)
         engine.hub.publish(jobID)
     }
 
@@ -245,6 +246,9 @@ final class JobRunner: Sendable {
         let halted = HaltFlag()
         let attemptsAtOnce = 2 * concurrency
         let drives = prompts.drivesByAxis
+        // Whether the generator can be reached; the job ends once it has not been for this long.
+        let reach = Reachability(jobID: jobID, provider: route.provider, engine: engine)
+        let unreachableLimit = Duration.milliseconds(Int64(engine.config.providerUnreachableTimeoutSeconds * 1000))
 
         // The committer and the generators are siblings: if a commit fails (a full disk, say),
         // the group ends and the generators stop paying for answers that could not be kept.
@@ -272,7 +276,7 @@ final class JobRunner: Sendable {
                         // work queued before it.
                         group.addTask(priority: .high) {
                             try await self.send(slot, variation: v, request: request, prompts: prompts, route: route, client: client,
-                                                requests: requests, halted: halted, queue: queue)
+                                                requests: requests, halted: halted, queue: queue, reach: reach)
                         }
                     }
                     while inFlight < attemptsAtOnce, !todo.isEmpty { launch(todo.removeFirst()) }
@@ -282,6 +286,16 @@ final class JobRunner: Sendable {
                             group.addTask(priority: .medium) {
                                 try await self.check(slot, completion, request: request, plan: plan, drives: drives, gate: gate, queue: queue)
                             }
+                        case .unreached(let slot):
+                            inFlight -= 1
+                            attempts -= 1
+                            todo.append(slot)
+                            if let since = reach.since, ContinuousClock.now - since > unreachableLimit {
+                                group.cancelAll()
+                                throw EngineError(.providerUnreachable, "provider \(route.provider) could not be reached for "
+                                                  + "\(Int(self.engine.config.providerUnreachableTimeoutSeconds)) s: \(reach.lastError)")
+                            }
+                            while inFlight < attemptsAtOnce, !todo.isEmpty { launch(todo.removeFirst()) }
                         case .done(let slot, let ok):
                             inFlight -= 1
                             if !ok { todo.append(slot) }
@@ -309,11 +323,13 @@ final class JobRunner: Sendable {
     enum AttemptStep: Sendable {
         case answered(Slot, ChatCompletion)
         case done(Slot, Bool)
+        /// The provider could not be reached: the slot goes back, and the attempt does not count.
+        case unreached(Slot)
     }
 
     /// The request of one attempt at one slot, holding one of the job's request permits.
     func send(_ slot: Slot, variation: Int, request: PBJobRequest, prompts: PromptBuilder, route: ModelRoute, client: any ChatModel,
-              requests: AsyncSemaphore, halted: HaltFlag, queue: CommitQueue) async throws -> AttemptStep {
+              requests: AsyncSemaphore, halted: HaltFlag, queue: CommitQueue, reach: Reachability) async throws -> AttemptStep {
         let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: variation),
                                jsonSchema: prompts.jsonSchema(for: slot), schemaName: request.schema, maxTokens: prompts.maxTokens)
         let completion: ChatCompletion
@@ -327,6 +343,13 @@ final class JobRunner: Sendable {
                 halted.set(e)
                 throw e
             }
+            reach.answered()
+        } catch let e as ProviderError where e.kind == .unreachable {
+            // Nothing was answered, so nothing was rejected. The slot waits (without a permit)
+            // before it goes back, longer while the provider stays away.
+            let wait = reach.failed(e.message)
+            try await Task.sleep(for: wait)
+            return .unreached(slot)
         } catch let e as ProviderError where e.kind == .unusable {
             queue.add(nil) { $0.generated += 1; $0.reject(.formatInvalid, .unusable, cell: slot.cell) }
             return .done(slot, false)
@@ -466,6 +489,53 @@ final class JobRunner: Sendable {
                                             "count": "\(ended.job.count)", "rejected": "\(ended.job.rejected)",
                                             "generated": "\(ended.job.generated)", "grade": "\(ended.job.grade)",
                                             "cost_usd": "\(ended.job.costUsd)", "short": "\(short ?? "-")"])
+    }
+}
+
+/// Whether a job's generator can be reached: since when it cannot, the last connection error,
+/// and the wait before a slot that could not reach it goes back. The job's detail says it waits.
+final class Reachability: Sendable {
+    private struct State {
+        var since: ContinuousClock.Instant?
+        var lastError = ""
+        var failures = 0
+    }
+
+    private let state = Mutex(State())
+    let jobID: String
+    let provider: String
+    let engine: Engine
+
+    init(jobID: String, provider: String, engine: Engine) {
+        self.jobID = jobID
+        self.provider = provider
+        self.engine = engine
+    }
+
+    var since: ContinuousClock.Instant? { state.withLock { $0.since } }
+    var lastError: String { state.withLock { $0.lastError } }
+
+    /// A request got an answer (whatever it was).
+    func answered() {
+        let was = state.withLock { s -> Bool in
+            defer { s = State() }
+            return s.since != nil
+        }
+        if was { engine.setWaiting(jobID, nil) }
+    }
+
+    /// A request found no way through; returns how long its slot waits: 1 s, doubling with each
+    /// failure in a row, at most 30 s.
+    func failed(_ error: String) -> Duration {
+        let failures = state.withLock { s -> Int in
+            if s.since == nil { s.since = .now }
+            s.lastError = error
+            s.failures += 1
+            return s.failures
+        }
+        engine.setWaiting(jobID, "waiting for provider \(provider), which cannot be reached: \(error); "
+                          + "the job goes on when it answers, or ends after \(Int(engine.config.providerUnreachableTimeoutSeconds)) s")
+        return .milliseconds(Int64(min(30_000, 1000 << min(failures - 1, 5))))
     }
 }
 

@@ -59,6 +59,9 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
         case exhausted
         /// The answer came but is not usable (malformed JSON, refusal); the caller may try again.
         case unusable
+        /// No connection could be made (refused, no such host, a TLS failure), through every
+        /// retry: nothing was answered, so nothing was rejected.
+        case unreachable
     }
 
     public var kind: Kind

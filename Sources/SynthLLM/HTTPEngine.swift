@@ -240,6 +240,12 @@ public struct HTTPError: Error, Sendable, CustomStringConvertible {
     public var message: String
     public var description: String { "HTTP transport error \(code): \(message)" }
     public var isTimeout: Bool { code == Int(CURLE_OPERATION_TIMEDOUT.rawValue) }
+    /// No connection was made: the host is unknown, refused it, or the TLS handshake failed.
+    public var isConnectFailure: Bool {
+        [CURLE_COULDNT_RESOLVE_PROXY, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_CONNECT, CURLE_SSL_CONNECT_ERROR,
+         CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER, CURLE_SSL_CACERT_BADFILE]
+            .contains { Int($0.rawValue) == code }
+    }
 }
 
 extension Duration {

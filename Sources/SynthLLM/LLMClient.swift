@@ -21,6 +21,8 @@ public final class LLMClient: Sendable {
     private let mode = Mutex<OutputMode>(.jsonSchema)
     /// Output schemas as sent, by their text.
     private let schemas = Mutex<[String: String]>([:])
+    /// Since when no connection could be made, and why (nil since: the last request got an answer).
+    let reachability = Mutex<(since: Date?, lastError: String)>((nil, ""))
     /// The sampling fields in name order (so that the bytes never vary).
     private let sampling: [(String, Double)]
 
@@ -54,6 +56,7 @@ public final class LLMClient: Sendable {
                 outcome = .failure(error)
             }
             var retryAfter: Duration?
+            if case .success = outcome { reachability.withLock { $0.since = nil } }
             switch outcome {
             case .success(let response) where response.status == 200:
                 var completion = try parse(response, request: request)
@@ -79,8 +82,16 @@ public final class LLMClient: Sendable {
                     throw ProviderError(kind: .exhausted, provider: config.name, status: response.status, message: "gave up after \(attempt) attempts: \(message)")
                 }
             case .failure(let error):
+                let connect = (error as? HTTPError)?.isConnectFailure == true
+                if connect {
+                    reachability.withLock {
+                        if $0.since == nil { $0.since = Date() }
+                        $0.lastError = "\(error)"
+                    }
+                }
                 if attempt > config.maxRetries {
-                    throw ProviderError(kind: .exhausted, provider: config.name, status: 0, message: "gave up after \(attempt) attempts: \(error)")
+                    throw ProviderError(kind: connect ? .unreachable : .exhausted, provider: config.name, status: 0,
+                                        message: connect ? "no connection after \(attempt) attempts: \(error)" : "gave up after \(attempt) attempts: \(error)")
                 }
             }
             let delay = Self.backoff(attempt: attempt, retryAfter: retryAfter)

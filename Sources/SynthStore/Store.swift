@@ -154,7 +154,7 @@ public final class Store: @unchecked Sendable {
     public func hasRoom(for bytes: Int = 256 << 10) -> Bool {
         let key = Keys.text("space_probe")
         do {
-            try write { txn in try txn.put(.meta, key, [UInt8](repeating: 0, count: bytes)) }
+            _ = try write { txn in try txn.put(.meta, key, [UInt8](repeating: 0, count: bytes)) }
             try write { txn in try txn.delete(.meta, key) }
             return true
         } catch {

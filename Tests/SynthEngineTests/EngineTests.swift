@@ -144,6 +144,24 @@ import SynthStore
         #expect(stored.rejections["format_invalid", default: 0] > 0, "\(stored.rejections)")
     }
 
+    @Test func anUnreachableProviderIsWaitedForLongerEachTimeAndRejectsNothing() async throws {
+        // No connection for the first two requests, then an answer: the one slot waits 1 s, then
+        // 2 s, before it goes back; no attempt is spent and no answer rejected, and the job says
+        // it waits meanwhile.
+        let model = ScriptedModel { $0 <= 2 ? .fail(.unreachable) : .answer }
+        let rig = try Rig(model, concurrency: 1)
+        let job = try await rig.submit(Self.plain(1))
+        _ = try await rig.wait(job.jobID) { _ in rig.engine.waitingReason(jobID: job.jobID) != nil }
+        #expect(rig.engine.waitingReason(jobID: job.jobID)?.contains("provider scripted") == true)
+        let done = try await rig.ended(job.jobID)
+        #expect(done.status == "succeeded" && done.accepted == 1 && done.rejected == 0)
+        #expect(rig.engine.waitingReason(jobID: job.jobID) == nil)
+        let t = model.times
+        #expect(t.count == 3)
+        let gaps = zip(t.dropFirst(), t).map { $0 - $1 }
+        #expect(gaps.count == 2 && gaps[0] >= .milliseconds(950) && gaps[1] >= .milliseconds(1950), "\(gaps)")
+    }
+
     @Test func cancellingKeepsWhatWasAcceptedAndStopsAsking() async throws {
         let model = ScriptedModel(latency: .milliseconds(20))
         let rig = try Rig(model, concurrency: 4)

@@ -28,6 +28,9 @@ final class ScriptedModel: ChatModel {
     /// Requests made so far.
     var count: Int { calls.withLock { $0.count } }
 
+    /// When each request came, in order.
+    var times: [ContinuousClock.Instant] { calls.withLock { $0.at } }
+
     func complete(_ request: ChatRequest) async throws -> ChatCompletion {
         let n = calls.withLock { c in
             c.count += 1
@@ -41,7 +44,8 @@ final class ScriptedModel: ChatModel {
         case .garbage:
             return ChatCompletion(content: "Sure! Here is what you asked for.", model: "scripted")
         case .fail(let kind):
-            throw ProviderError(kind: kind, provider: "scripted", status: kind == .fatal ? 401 : 503, message: "scripted failure at request \(n)")
+            throw ProviderError(kind: kind, provider: "scripted", status: kind == .fatal ? 401 : kind == .unreachable ? 0 : 503,
+                                message: "scripted failure at request \(n)")
         }
     }
 

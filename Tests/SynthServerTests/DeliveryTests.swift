@@ -137,9 +137,9 @@ import SynthStore
         }
     }
 
-    @Test func aJobWhoseProviderGoesAwayHalfWayEndsWithWhatItKept() async throws {
+    @Test func aJobWhoseProviderGoesAwayHalfWayWaitsThenEndsWithWhatItKept() async throws {
         try await withHarness(fakeArgs: ["--latency-ms", "20"], jobConcurrency: 8, providerTimeout: 2, maxRetries: 1, engine: { c in
-            c.attemptsPerRecord = 1.5
+            c.providerUnreachableTimeoutSeconds = 4
         }) { h in
             let key = try h.org("acme")
             let client = try await h.client(key)
@@ -148,12 +148,49 @@ import SynthStore
                 while try #require(try h.store.job(id: created.jobID)).job.accepted < 40 { try await Task.sleep(for: .milliseconds(10)) }
             }
             h.fake.stop()
+            // While it cannot connect, the job says it waits for its provider, and Health says the
+            // provider cannot be reached; no answer was rejected for it.
+            var ask = PBGetJobRequest()
+            ask.jobID = created.jobID
+            let get = ask
+            let waiting = try await withTimeout(20, "the job to wait for its provider") {
+                while true {
+                    let j = try await client.unary(Methods.getJob, get).job
+                    if j.detail.code == "WAITING_FOR_PROVIDER" { return j }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            #expect(waiting.status == "running" && waiting.detail.message.contains("provider openai"), "\(waiting.detail)")
+            let health = try await client.unary(Methods.health, PBHealthRequest())
+            let tier = try #require(health.components.first { $0.name == "tier:fast" })
+            #expect(tier.status == "unreachable" && health.status == "degraded", "\(tier)")
+            #expect(!tier.detail.contains("127.0.0.1"), "Health names no URL: \(tier.detail)")
             let job = try await h.waitForEnd(client, created.jobID, seconds: 120)
             #expect(job.status == "succeeded" && job.detail.code == "ENDED_SHORT", "\(job.status) \(job.detail)")
+            #expect(job.detail.message.contains("provider openai could not be reached for 4 s"), "\(job.detail.message)")
             #expect(job.accepted >= 40 && job.accepted < 400)
+            #expect(job.rejected == 0, "an unreachable provider rejected nothing")
             try await Self.checkDelivered(h, client, job)
             let usage = try Self.billed(h, "acme")
             #expect(usage.records == job.accepted && usage.jobs == 1)
+            await client.close()
+        }
+    }
+
+    @Test func aJobAgainstADeadEndpointFailsNamingTheProviderAndTheError() async throws {
+        try await withHarness(providerTimeout: 2, maxRetries: 1, engine: { c in
+            c.providerUnreachableTimeoutSeconds = 2
+        }) { h in
+            h.fake.stop()
+            let key = try h.org("acme")
+            let client = try await h.client(key)
+            let created = try await client.unary(Methods.generate, Harness.request(count: 5)).job
+            let job = try await h.waitForEnd(client, created.jobID, seconds: 60)
+            #expect(job.status == "failed" && job.accepted == 0)
+            #expect(job.generated == 0 && job.rejected == 0)
+            #expect(job.error.contains("provider openai could not be reached for 2 s"), "\(job.error)")
+            #expect(job.error.lowercased().contains("connect"), "the last connection error: \(job.error)")
+            #expect(try Self.billed(h, "acme").records == 0)
             await client.close()
         }
     }
