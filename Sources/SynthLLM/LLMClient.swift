@@ -140,7 +140,20 @@ public final class LLMClient: Sendable {
         }
         if let ms = headers["retry-after-ms"].flatMap(Double.init), let d = clamp(ms) { return d }
         if let s = headers["retry-after"].flatMap(Double.init), let d = clamp(s * 1000) { return d }
+        // Or an HTTP date (RFC 9110: "Wed, 21 Oct 2015 07:28:00 GMT"): the wait until then.
+        if let text = headers["retry-after"], let date = httpDate(text) {
+            return clamp(max(0, date.timeIntervalSinceNow * 1000))
+        }
         return nil
+    }
+
+    /// An HTTP date in its preferred form (IMF-fixdate), or nil.
+    static func httpDate(_ text: String) -> Date? {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "GMT")
+        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return f.date(from: text.trimmingCharacters(in: .whitespaces))
     }
 
     static func mentionsStructuredOutput(_ message: String) -> Bool {

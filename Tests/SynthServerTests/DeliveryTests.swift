@@ -194,4 +194,30 @@ import SynthStore
             await client.close()
         }
     }
+
+    /// A 429 whose Retry-After is an HTTP date (the other form RFC 9110 allows) is retried no
+    /// sooner than that date.
+    @Test func aRetryAfterGivenAsAnHTTPDateIsHonoured() async throws {
+        try await withHarness(fakeArgs: ["--rate-429", "0.4", "--retry-after", "1", "--retry-after-format", "http-date", "--seed", "5"],
+                              jobConcurrency: 4, maxRetries: 8) { h in
+            let client = try await h.client(try h.org("acme"))
+            let job = try await h.generate(client, count: 12)
+            let final = try await h.waitForEnd(client, job.jobID)
+            #expect(final.status == "succeeded" && final.accepted == 12)
+            let log = (try h.fake.stats()["log"] as? [[String: Any]] ?? []).filter { $0["path"] as? String != "/v1/models" }
+            var byBody: [String: [[String: Any]]] = [:]
+            for e in log { byBody[e["body_sha"] as? String ?? "", default: []].append(e) }
+            var checked = 0
+            for (_, entries) in byBody {
+                let ordered = entries.sorted { ($0["t"] as? Double ?? 0) < ($1["t"] as? Double ?? 0) }
+                for (a, b) in zip(ordered, ordered.dropFirst()) where a["status"] as? Int == 429 {
+                    let until = try #require(a["retry_after_until"] as? Double, "the 429 carried an HTTP date")
+                    #expect((b["t"] as? Double ?? 0) >= until - 0.01, "a retry came before the date its 429 gave")
+                    checked += 1
+                }
+            }
+            #expect(checked >= 2)
+            await client.close()
+        }
+    }
 }

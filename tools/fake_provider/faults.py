@@ -60,6 +60,7 @@ class FaultConfig:
     rpm_limit: int = 0                # requests per window; 0 = unlimited
     rpm_window: float = 60.0          # seconds of the rate-limit window (reported in the headers)
     retry_after: float = 1.0          # seconds, sent with every 429
+    retry_after_format: str = "seconds"  # "seconds" (and retry-after-ms) or "http-date" (an HTTP date alone)
     hang_seconds: float = 30.0
     rate_400: float = 0.0
     rate_429: float = 0.0
@@ -111,6 +112,8 @@ class FaultConfig:
         for name in ("max_concurrency", "rpm_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.retry_after_format not in ("seconds", "http-date"):
+            raise ValueError("retry_after_format must be seconds or http-date")
         if self.fault_key not in FAULT_KEYS:
             raise ValueError(f"fault_key must be one of {FAULT_KEYS}")
 

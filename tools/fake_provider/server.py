@@ -28,6 +28,7 @@ import email.utils
 import hashlib
 import html
 import json
+import math
 import os
 import signal
 import socket
@@ -740,11 +741,18 @@ class Connection(asyncio.Protocol):
     def error_answer(self, api: str, cfg: F.FaultConfig, entry: dict, err: ProviderError):
         headers = self.ratelimit_headers(api, cfg, entry)
         if err.status == 429:
-            headers += self.retry_headers(entry, entry["retry_after"] or cfg.retry_after)
+            headers += self.retry_headers(entry, entry["retry_after"] or cfg.retry_after, cfg)
         entry["status"] = err.status
         return err.status, json.dumps(error_body(api, err)).encode(), "application/json", headers
 
-    def retry_headers(self, entry: dict, seconds: float) -> list[tuple[str, str]]:
+    def retry_headers(self, entry: dict, seconds: float, cfg: F.FaultConfig) -> list[tuple[str, str]]:
+        if cfg.retry_after_format == "http-date":
+            # An HTTP date has whole seconds: the first one at least `seconds` from now.
+            at = math.ceil(time.time() + seconds)
+            entry["retry_after"] = at - time.time()
+            # On the log's clock (time.monotonic, as its "t").
+            entry["retry_after_until"] = time.monotonic() + entry["retry_after"]
+            return [("retry-after", email.utils.formatdate(at, usegmt=True))]
         entry["retry_after"] = seconds
         return [("retry-after", format_seconds(seconds)), ("retry-after-ms", str(int(seconds * 1000)))]
 
@@ -1176,6 +1184,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--rpm-limit", type=int, default=0, help="answer 429 beyond this many requests per minute (0 = off)")
     a("--rpm-window", type=float, default=60.0, help="seconds of the --rpm-limit window (default 60)")
     a("--retry-after", type=float, default=1.0, help="retry-after seconds sent with 429 (default 1)")
+    a("--retry-after-format", choices=["seconds", "http-date"], default="seconds",
+      help="send retry-after as seconds (with retry-after-ms) or as an HTTP date (default seconds)")
     a("--hang-seconds", type=float, default=30.0, help="how long a hung request stalls (default 30)")
     for name in F.TRANSPORT_FAULTS:
         a("--" + name.replace("_", "-"), type=float, default=0.0, metavar="R",
@@ -1197,7 +1207,7 @@ def config_from_args(args) -> F.FaultConfig:
     cfg = F.FaultConfig(
         seed=args.seed, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
         max_concurrency=args.max_concurrency, rpm_limit=args.rpm_limit, rpm_window=args.rpm_window,
-        retry_after=args.retry_after, hang_seconds=args.hang_seconds,
+        retry_after=args.retry_after, retry_after_format=args.retry_after_format, hang_seconds=args.hang_seconds,
         near_dup_rate=args.near_dup_rate, vary=args.vary, fault_key=args.fault_key,
         plant=dict(F.parse_plant(s) for s in args.plant), require_key=args.require_key,
         **{name: getattr(args, name) for name in F.TRANSPORT_FAULTS})
