@@ -12,7 +12,7 @@ import SynthProto
 public enum RequestLimits {
     public static let domain = 500
     public static let systemPrompt = 4_000
-    /// license, constraints.language / tone / difficulty.
+    /// license, constraints.tone / difficulty (constraints.language is an ISO 639-1 code).
     public static let shortText = 200
     /// Every name: categories, coverage dimensions and values, splits, metadata fields, policy
     /// sections, techniques, axes and drives, override words, providers and models.
@@ -69,7 +69,7 @@ public enum RequestLimits {
         r.systemPrompt = text(systemPrompt)
         r.verified = true
         r.license = text(shortText)
-        r.constraints.language = text(shortText)
+        r.constraints.language = "en"
         r.constraints.tone = text(shortText)
         r.constraints.difficulty = text(shortText)
         r.constraints.minTokens.value = 10_000
@@ -139,4 +139,21 @@ public enum RequestLimits {
         g.request = r
         return g
     }
+}
+
+/// The ISO 639-1 language codes (two letters), which `constraints.language` must be one of.
+public enum LanguageCodes {
+    public static let iso639_1: Set<String> = [
+        "aa", "ab", "ae", "af", "ak", "am", "an", "ar", "as", "av", "ay", "az", "ba", "be", "bg", "bh", "bi", "bm",
+        "bn", "bo", "br", "bs", "ca", "ce", "ch", "co", "cr", "cs", "cu", "cv", "cy", "da", "de", "dv", "dz", "ee",
+        "el", "en", "eo", "es", "et", "eu", "fa", "ff", "fi", "fj", "fo", "fr", "fy", "ga", "gd", "gl", "gn", "gu",
+        "gv", "ha", "he", "hi", "ho", "hr", "ht", "hu", "hy", "hz", "ia", "id", "ie", "ig", "ii", "ik", "io", "is",
+        "it", "iu", "ja", "jv", "ka", "kg", "ki", "kj", "kk", "kl", "km", "kn", "ko", "kr", "ks", "ku", "kv", "kw",
+        "ky", "la", "lb", "lg", "li", "ln", "lo", "lt", "lu", "lv", "mg", "mh", "mi", "mk", "ml", "mn", "mr", "ms",
+        "mt", "my", "na", "nb", "nd", "ne", "ng", "nl", "nn", "no", "nr", "nv", "ny", "oc", "oj", "om", "or", "os",
+        "pa", "pi", "pl", "ps", "pt", "qu", "rm", "rn", "ro", "ru", "rw", "sa", "sc", "sd", "se", "sg", "si", "sk",
+        "sl", "sm", "sn", "so", "sq", "sr", "ss", "st", "su", "sv", "sw", "ta", "te", "tg", "th", "ti", "tk", "tl",
+        "tn", "to", "tr", "ts", "tt", "tw", "ty", "ug", "uk", "ur", "uz", "ve", "vi", "vo", "wa", "wo", "xh", "yi",
+        "yo", "za", "zh", "zu"
+    ]
 }

@@ -102,7 +102,9 @@ public struct Validator: Sendable {
         text("license", r.license, max: RequestLimits.shortText, lines: false, fail)
         if r.hasConstraints {
             let c = r.constraints
-            text("constraints.language", c.language, max: RequestLimits.shortText, lines: false, fail)
+            if !c.language.isEmpty, !LanguageCodes.iso639_1.contains(c.language) {
+                fail("constraints.language", "must be an ISO 639-1 code (two lower-case letters, such as en, es, fr, zh)", c.language)
+            }
             text("constraints.tone", c.tone, max: RequestLimits.shortText, lines: false, fail)
             text("constraints.difficulty", c.difficulty, max: RequestLimits.shortText, lines: false, fail)
             checkTokens("constraints", c.hasMinTokens ? c.minTokens.value : nil, c.hasMaxTokens ? c.maxTokens.value : nil, fail)
