@@ -51,15 +51,24 @@ enum RecordAssembler {
                 break
             }
         }
-        func has(_ k: String) -> Bool { out.contains { $0.0 == k } }
-        if let category = r.category, !has("category") { out.append(("category", .string(category))) }
-        for (k, v) in r.coverage.sorted(by: { $0.key < $1.key }) { out.append(("coverage_\(k)", .string(v))) }
+        // synthd's own keys. Validation refuses metadata fields of these names (but `category` as
+        // `from_category`, the same value); one that got in anyway (a job stored before the rule)
+        // takes synthd's value in its place, so that no key is ever written twice.
+        func put(_ k: String, _ v: JSONValue) {
+            if let i = out.firstIndex(where: { $0.0 == k }) {
+                out[i].1 = v
+            } else {
+                out.append((k, v))
+            }
+        }
+        if let category = r.category { put("category", .string(category)) }
+        for (k, v) in r.coverage.sorted(by: { $0.key < $1.key }) { put("coverage_\(k)", .string(v)) }
         if request.advanced.invariants.contains(where: { $0.enforcement == "soft" }) {
-            out.append(("invariant_soft_flags", .array(r.extras.softFlags.map { .string($0) })))
+            put("invariant_soft_flags", .array(r.extras.softFlags.map { .string($0) }))
         }
         if request.advanced.hardNegatives.enabled {
-            out.append(("hard_negative", .bool(cellInfo.hardNegative)))
-            if let t = cellInfo.technique { out.append(("technique", .string(t))) }
+            put("hard_negative", .bool(cellInfo.hardNegative))
+            if let t = cellInfo.technique { put("technique", .string(t)) }
         }
         return out
     }

@@ -313,6 +313,10 @@ public struct Validator: Sendable {
             let path = "advanced.metadata_fields[\(i)]"
             name("\(path).name", f.name, fail)
             if !fieldNames.insert(f.name).inserted { fail("\(path).name", "names must be unique", f.name) }
+            if Self.reservedMetadata.contains(f.name) || f.name.hasPrefix("coverage_"), !(f.name == "category" && f.type == "from_category") {
+                fail("\(path).name", "is a key synthd writes into metadata itself (\(Self.reservedMetadata.sorted().joined(separator: ", ")), "
+                     + "coverage_*; category only as from_category); choose another name", f.name)
+            }
             text("\(path).prefix", f.prefix, max: RequestLimits.description, lines: false, fail)
             text("\(path).description", f.description_p, max: RequestLimits.description, lines: true, fail)
             switch f.type {
@@ -329,6 +333,11 @@ public struct Validator: Sendable {
             }
         }
     }
+
+    /// The keys synthd writes into a record's `metadata` itself, which a metadata field may not
+    /// take (nor any `coverage_` name; `category` only as a `from_category` field, which writes
+    /// the same value).
+    public static let reservedMetadata: Set<String> = ["category", "hard_negative", "technique", "invariant_soft_flags"]
 
     func validateConflict(_ c: PBConflictConfig, _ fail: (String, String, String) -> Void) {
         if c.drivePairs.isEmpty || c.drivePairs.count > RequestLimits.drivePairs {

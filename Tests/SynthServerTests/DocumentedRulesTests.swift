@@ -40,4 +40,39 @@ import SynthProto
             await client.close()
         }
     }
+
+    /// A metadata field may not take a key synthd writes itself (the record would hold it twice);
+    /// `category` as `from_category`, the documentation's own example, writes the same value.
+    @Test func metadataFieldsCannotTakeTheKeysSynthdWrites() async throws {
+        try await withHarness { h in
+            let client = try await h.client(try h.org("acme"))
+            func field(_ name: String, _ type: String) -> PBMetadataField {
+                var f = PBMetadataField()
+                f.name = name
+                f.type = type
+                return f
+            }
+            var ok = Harness.request(count: 10).request
+            ok.advanced.categories = ["billing": PBCategory.with { $0.percentage = 50 }, "access": PBCategory.with { $0.percentage = 50 }]
+            ok.advanced.metadataFields = [field("category", "from_category"), field("run", "uuid")]
+            #expect(try await Self.refusal(client, ok) == nil)
+            for (name, type) in [("hard_negative", "uuid"), ("technique", "auto_increment"), ("invariant_soft_flags", "uuid"),
+                                 ("coverage_region", "uuid"), ("category", "uuid")] {
+                var r = Harness.request(count: 10).request
+                r.advanced.metadataFields = [field("fine", "uuid"), field(name, type)]
+                let errors = try #require(try await Self.refusal(client, r), "\(name) was taken")
+                #expect(errors["advanced.metadata_fields[1].name"]?.rule.contains("synthd writes into metadata itself") == true, "\(name): \(errors)")
+                #expect(errors.count == 1)
+            }
+            // The documented example runs, and its records hold each key once.
+            let job = try await client.unary(Methods.generate, PBGenerateRequest.with { $0.request = ok }).job
+            let done = try await h.waitForEnd(client, job.jobID)
+            #expect(done.status == "succeeded" && done.accepted == 10)
+            for r in try h.store.records(jobID: job.jobID, after: 0, limit: 100) {
+                let text = String(decoding: r.json, as: UTF8.self)
+                #expect(text.components(separatedBy: "\"category\"").count == 2, "\(text)")
+            }
+            await client.close()
+        }
+    }
 }
