@@ -73,8 +73,10 @@ public struct FormatChecker: Sendable {
         for (_, text) in r.prompts + r.responses where leaks(text) { return .leakage }
         for (_, text) in r.responses where Self.looksTruncated(text) { return .truncated }
         if Self.copyPasted(r) { return .copyPaste }
-        if let first = r.responses.first {
-            let tokens = Self.approximateTokens(first.text)
+        // response_constraints hold for every response of a record: a preference pair's rejected
+        // answer and a conflict's second response as much as the first.
+        for (_, text) in r.responses {
+            let tokens = Self.approximateTokens(text)
             if let lo = minTokens, Double(tokens) < Double(lo) * (1 - Self.lengthSlack) { return .tooShort }
             if let hi = maxTokens, Double(tokens) > Double(hi) * (1 + Self.lengthSlack) { return .tooLong }
         }

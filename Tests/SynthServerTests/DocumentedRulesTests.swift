@@ -75,4 +75,30 @@ import SynthProto
             await client.close()
         }
     }
+
+    /// response_constraints hold for every response of a record: a preference pair whose
+    /// rejected answer runs long is turned away (too_long) as one whose chosen answer does.
+    @Test func responseConstraintsHoldForEveryResponse() async throws {
+        try await withHarness(fakeArgs: ["--plant", "long_second:0.5", "--seed", "9"]) { h in
+            let client = try await h.client(try h.org("acme"))
+            var r = Harness.request(count: 12).request
+            r.schema = "preference_v1"
+            r.model = "balanced"
+            r.advanced.responseConstraints.maxTokens.value = 300
+            let job = try await client.unary(Methods.generate, PBGenerateRequest.with { $0.request = r }).job
+            let done = try await h.waitForEnd(client, job.jobID)
+            #expect(done.status == "succeeded" && done.accepted == 12, "\(done.status) \(done.accepted) \(done.detail)")
+            // 300 tokens is about 225 words, 25% slack: no accepted response is longer.
+            for rec in try h.store.records(jobID: job.jobID, after: 0, limit: 100) {
+                let obj = try #require(try JSONSerialization.jsonObject(with: Data(rec.json)) as? [String: Any])
+                for field in ["chosen", "rejected"] {
+                    let words = (obj[field] as? String ?? "").split(whereSeparator: \.isWhitespace).count
+                    #expect(words <= 282, "\(field) has \(words) words")
+                }
+            }
+            let stored = try #require(try h.store.job(id: job.jobID))
+            #expect(stored.formatProblems["too_long", default: 0] > 0, "\(stored.formatProblems)")
+            await client.close()
+        }
+    }
 }

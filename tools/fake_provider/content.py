@@ -453,6 +453,7 @@ PLANT_APPLIES = {
     "leakage": lambda s: bool(MAIN_TEXT[s]),
     "truncation": lambda s: bool(MAIN_TEXT[s]),
     "empty": lambda s: bool(MAIN_TEXT[s]),
+    "long_second": lambda s: len(MAIN_TEXT[s]) > 1,
     "low_margin": lambda s: s == "preference_v1",
     "low_judge": lambda s: s == "judge",
     "invariant_violation": lambda s: s == "invariants",
@@ -476,6 +477,13 @@ def apply_plants(record: dict, info: PromptInfo, kinds: list[str], rng: random.R
             set_path(record, path, cut_mid_sentence(get_path(record, path), rng))
         elif kind == "empty":
             set_path(record, MAIN_TEXT[schema][0], "")
+        elif kind == "long_second":
+            path = MAIN_TEXT[schema][1]
+            text = get_path(record, path)
+            g = TextGen(rng, info)
+            while len(text.split()) < 600:
+                text += " " + g.sentence()
+            set_path(record, path, text)
         elif kind == "low_margin":
             chosen = _score(rng, 5.5, 8.0)
             record["chosen_score"] = chosen

@@ -40,6 +40,7 @@ PLANT_KINDS = (
     "low_judge",            # judge overall < 6
     "invariant_violation",  # invariants returns a violation
     "empty",                # main output field is ""
+    "long_second",          # the second response (preference rejected, conflict responses[1]) runs to 600+ words
 )
 
 FAULT_KEYS = ("request", "prompt")
