@@ -26,6 +26,8 @@ public final class Engine: Sendable {
         var paused: [String: String] = [:]
         /// Jobs waiting for a provider that cannot be reached, and what they say.
         var waiting: [String: String] = [:]
+        /// Manifests being made now, by job: a second caller waits for the first one's.
+        var making: [String: Task<[UInt8]?, Error>] = [:]
     }
 
     private let state = Mutex(State())
@@ -133,17 +135,27 @@ public final class Engine: Sendable {
         guard let job = try store.job(id: jobID), JobStatus(rawValue: job.job.status)?.isTerminal == true, job.job.accepted > 0 else {
             return nil
         }
+        // One reading of the records per job, however many ask at once.
         let store = self.store
-        let (splits, leaks) = try await BlockingLane.compute.run {
-            let splits = try Manifest.splitInfos(job: job, store: store)
-            return (splits, try Manifest.crossSplitLeaks(job: job, splits: splits, store: store))
+        let task: Task<[UInt8]?, Error> = state.withLock { s in
+            if let running = s.making[jobID] { return running }
+            let t = Task {
+                defer { self.state.withLock { _ = $0.making.removeValue(forKey: jobID) } }
+                let (splits, leaks) = try await BlockingLane.compute.run {
+                    let splits = try Manifest.splitInfos(job: job, store: store)
+                    return (splits, try Manifest.crossSplitLeaks(job: job, splits: splits, store: store))
+                }
+                return try await BlockingLane.writes.run {
+                    try store.putManifest(jobID: jobID, { job in
+                        job.crossSplitLeaks = leaks
+                        job.job.grade = Manifest.qualityReport(job).overallGrade
+                    }, manifest: { job in Manifest.build(job: job, splits: splits.map(\.info)) })
+                }
+            }
+            s.making[jobID] = t
+            return t
         }
-        return try await BlockingLane.writes.run {
-            try store.putManifest(jobID: jobID, { job in
-                job.crossSplitLeaks = leaks
-                job.job.grade = Manifest.qualityReport(job).overallGrade
-            }, manifest: { job in Manifest.build(job: job, splits: splits.map(\.info)) })
-        }
+        return try await task.value
     }
 
     public var runningJobs: Int { state.withLock { $0.runners.count } }
