@@ -8,7 +8,8 @@ import SynthSpec
 import SynthStore
 import Synchronization
 
-/// Generates one job to completion: every planned slot gets exactly one accepted record.
+/// Generates one job: every planned slot gets exactly one accepted record, unless the job ends short
+/// of its count (its attempt budget spent, its provider gone or refusing it) with what it accepted.
 final class JobRunner: Sendable {
     let jobID: String
     let engine: Engine
