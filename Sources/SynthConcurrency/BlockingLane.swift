@@ -35,6 +35,12 @@ public final class BlockingLane: Sendable {
         }
     }
 
+    /// Hands `body` to the lane's threads and returns at once (work nobody waits for).
+    public func submit(_ body: @escaping @Sendable () -> Void) {
+        queue.withLock { $0.append(body) }
+        wake.signal()
+    }
+
     /// Runs `body` on one of the lane's threads and returns what it returns (or throws what it throws).
     /// Work already handed over runs to its end even if the caller is cancelled.
     public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {

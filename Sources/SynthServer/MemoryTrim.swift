@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import SynthConcurrency
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,6 +26,6 @@ enum MemoryTrim {
         }
         guard due, let trim else { return }
         // Off the threads that serve calls: a trim walks the whole heap.
-        DispatchQueue.global(qos: .utility).async { _ = trim(0) }
+        BlockingLane.compute.submit { _ = trim(0) }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SynthConcurrency
 import SynthProto
 
 /// The domain spell check: a word of `domain` that is in neither the system word list (Debian's
@@ -16,7 +17,8 @@ import SynthProto
 public final class DomainSpellCheck: Sendable {
     let words: WordTable
     let index: DeletionIndex
-    private static let queue = DispatchQueue(label: "synthd.spell-check")
+    /// One thread: a flood of nonsense domains costs one core at most.
+    private static let lane = BlockingLane(name: "synthd-spell-check", threads: 1)
 
     public static let defaultPath = "/usr/share/dict/words"
 
@@ -50,14 +52,12 @@ public final class DomainSpellCheck: Sendable {
     /// Loads the word list and builds the index now, on a thread of its own, so that the first
     /// Generate does not wait for it.
     public static func warmUp() {
-        queue.async { _ = shared.isAvailable }
+        lane.submit { _ = shared.isAvailable }
     }
 
     /// `suspects(in:)`, run on the spell check's own thread.
     public func suspectsOffPool(in domain: String) async -> [PBSpellingSuggestion] {
-        await withCheckedContinuation { continuation in
-            Self.queue.async { continuation.resume(returning: self.suspects(in: domain)) }
-        }
+        await Self.lane.run { self.suspects(in: domain) }
     }
 
     /// Shared, loaded on first use.

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import SynthEngine
 import SynthLLM
 
 /// A stand-in for the external LLM, in process: it writes clean instruction_v1 records of its own
@@ -62,7 +63,7 @@ final class ScriptedModel: ChatModel {
     /// A clean record, different for every `n`: template sentences with many slots, and names made
     /// of syllables, so that two records rarely share most of their trigrams.
     static func record(_ n: Int) -> String {
-        var rng = SplitMix(n)
+        var rng = SplitMix64(seed: UInt64(n))
         func pick(_ a: [String]) -> String { a[Int(rng.next() % UInt64(a.count))] }
         func name() -> String {
             let s = (0..<3).map { _ in pick(syllables) }.joined()
@@ -82,15 +83,3 @@ final class ScriptedModel: ChatModel {
     }
 }
 
-/// A small seeded generator, so that record n is always the same text.
-struct SplitMix {
-    var state: UInt64
-    init(_ seed: Int) { state = UInt64(truncatingIfNeeded: seed) &* 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
