@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SynthClient
+import SynthConcurrency
 import SynthCore
 import SynthEngine
 import SynthLLM
@@ -35,8 +36,18 @@ func withTimeout<T: Sendable>(_ seconds: Double, _ what: String = "operation", _
     }
 }
 
+/// Threads for the tests' own blocking work (starting child processes and waiting for their first
+/// line): done on the cooperative pool, it would stall every in-process server of the tests
+/// running beside it, and their timings with them.
+let testThreads = BlockingLane(name: "tests-blocking", threads: 4)
+
 /// The fake provider from tools/, as a real HTTP server on loopback.
 final class FakeProvider: @unchecked Sendable {
+    /// Starts one, waiting for it off the cooperative pool.
+    static func start(_ args: [String] = []) async throws -> FakeProvider {
+        try await testThreads.run { try FakeProvider(args) }
+    }
+
     let process = Process()
     let port: Int
 
@@ -167,7 +178,7 @@ final class Harness: @unchecked Sendable {
          prepareData: (String) throws -> Void = { _ in }) async throws {
         dir = "/tmp/sd-" + String(UUID().uuidString.prefix(8))
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        fake = try FakeProvider(fakeArgs)
+        fake = try await FakeProvider.start(fakeArgs)
         let provider = ProviderConfig(name: "openai", kind: .openai, baseURL: "http://127.0.0.1:\(fake.port)/v1", apiKey: Self.providerSecret,
                                       maxInFlight: 64, maxRetries: maxRetries, requestTimeoutSeconds: providerTimeout,
                                       sampling: ["frequency_penalty": 0.8], stringMaxLength: 2000)

@@ -83,7 +83,7 @@ import SynthStore
     @Test func startsRoutesEveryTierRestartsAfterACrashAndStopsWithSynthd() async throws {
         let (dir, config, key) = try Self.setUp()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let server = try ProcessTests.Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        let server = try await ProcessTests.Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         // LISTENING comes after the health check passed: the model answers from the first call.
         var h = try await Self.health(client)
@@ -145,7 +145,7 @@ import SynthStore
                 kill(pid, SIGKILL)
             }
         }
-        let server = try ProcessTests.Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        let server = try await ProcessTests.Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         let ports = try String(contentsOfFile: dir + "/ports", encoding: .utf8).split(separator: "\n").map(String.init)
         #expect(ports.count == 2 && ports[0] != ports[1], "\(ports)")
@@ -171,7 +171,7 @@ import SynthStore
         for standIn in [false, true] {
             let (dir, config, key) = try Self.setUp(extra: standIn ? #", "stand_in_for": ["openai", "anthropic"]"# : "")
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            let server = try ProcessTests.Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+            let server = try await ProcessTests.Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
             let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
             let last = try await Self.runJob(client, gen)
             if standIn {
@@ -188,7 +188,7 @@ import SynthStore
     @Test func aKilledSynthdTakesItsModelServerWithIt() async throws {
         let (dir, config, _) = try Self.setUp()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let server = try ProcessTests.Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        let server = try await ProcessTests.Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let child = try #require(Self.childPID(dir))
         #expect(Self.alive(child))
         #expect(try await server.stop(SIGKILL) != 0)

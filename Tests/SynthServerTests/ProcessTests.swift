@@ -15,6 +15,11 @@ import SynthStore
         let stdout = Pipe()
         var socket = ""
 
+        /// Starts one and waits for its LISTENING line, off the cooperative pool.
+        static func start(data: String, socket: String, config: String) async throws -> Synthd {
+            try await testThreads.run { try Synthd(data: data, socket: socket, config: config) }
+        }
+
         init(data: String, socket: String, config: String) throws {
             process.executableURL = ProcessTests.bin.appendingPathComponent("synthd")
             process.arguments = ["serve", "--data", data, "--unix", socket, "--config", config, "--log-level", "debug"]
@@ -36,18 +41,21 @@ import SynthStore
             kill(process.processIdentifier, signal)
             let p = process
             return try await withTimeout(20, "synthd to exit") {
-                p.waitUntilExit()
-                return p.terminationStatus
+                // Waited for on a thread of the tests' own, not one the servers in process need.
+                await testThreads.run {
+                    p.waitUntilExit()
+                    return p.terminationStatus
+                }
             }
         }
     }
 
     /// A temp directory with a config pointing every tier at a fresh fake provider, and an org
     /// "acme" with one key.
-    static func setUp(latencyMs: Int, concurrency: Int) throws -> (dir: String, fake: FakeProvider, config: String, key: String) {
+    static func setUp(latencyMs: Int, concurrency: Int) async throws -> (dir: String, fake: FakeProvider, config: String, key: String) {
         let dir = "/tmp/sdp-" + String(UUID().uuidString.prefix(8))
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let fake = try FakeProvider(["--latency-ms", String(latencyMs)])
+        let fake = try await FakeProvider.start(["--latency-ms", String(latencyMs)])
         let config = dir + "/config.json"
         try Data("""
         {"engine": {"providers": {"openai": {"kind": "openai", "base_url": "http://127.0.0.1:\(fake.port)/v1", "max_in_flight": 64}},
@@ -78,9 +86,9 @@ import SynthStore
     }
 
     @Test func sigtermStopsCleanlyAndTheJobResumesAtTheNextStart() async throws {
-        let (dir, fake, config, key) = try Self.setUp(latencyMs: 20, concurrency: 8)
+        let (dir, fake, config, key) = try await Self.setUp(latencyMs: 20, concurrency: 8)
         defer { Self.tearDown(dir, fake) }
-        var server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        var server = try await Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         var client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         // The config's price table is what GetPricing gives.
         let prices = try await client.unary(Methods.getPricing, PBGetPricingRequest())
@@ -108,7 +116,7 @@ import SynthStore
             #expect(stopped.job.accepted >= 50 && stopped.job.accepted < 2000)
             #expect(try store.records(jobID: job.jobID, after: 0, limit: 3000).count == Int(stopped.job.accepted))
         }
-        server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        server = try await Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         let final = try await followToEnd(client, job.jobID, seconds: 120)
         #expect(final.status == "succeeded")
@@ -123,9 +131,9 @@ import SynthStore
     /// job once ended with 1,152 records, billed twice). It is refused at once, naming the
     /// holder, while `synthd admin` still works beside the running server.
     @Test func aSecondServerOnTheSameDataIsRefusedAndTheJobEndsExactOnceBilledOnce() async throws {
-        let (dir, fake, config, key) = try Self.setUp(latencyMs: 20, concurrency: 16)
+        let (dir, fake, config, key) = try await Self.setUp(latencyMs: 20, concurrency: 16)
         defer { Self.tearDown(dir, fake) }
-        let server = try Synthd(data: dir + "/data", socket: dir + "/a.sock", config: config)
+        let server = try await Synthd.start(data: dir + "/data", socket: dir + "/a.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         let job = try await client.unary(Methods.generate, Self.supportJob(count: 600)).job
 
@@ -149,16 +157,16 @@ import SynthStore
         // $0.75 per 1,000 records (the config's price), billed once: $0.45 off $100.
         #expect(try store.org(named: "acme")?.balanceMicroUsd == 100_000_000 - 450_000)
         // With the first server gone, the directory is free again.
-        let third = try Synthd(data: dir + "/data", socket: dir + "/c.sock", config: config)
+        let third = try await Synthd.start(data: dir + "/data", socket: dir + "/c.sock", config: config)
         #expect(try await third.stop(SIGTERM) == 0)
     }
 
     /// A data file cut short is refused at start with a clear message, never served until a read
     /// past its end kills the process; `synthd admin verify` says what is wrong.
     @Test func aTruncatedStoreIsRefusedAtStartAndVerifyReportsIt() async throws {
-        let (dir, fake, config, key) = try Self.setUp(latencyMs: 1, concurrency: 16)
+        let (dir, fake, config, key) = try await Self.setUp(latencyMs: 1, concurrency: 16)
         defer { Self.tearDown(dir, fake) }
-        let server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        let server = try await Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         let job = try await client.unary(Methods.generate, Self.supportJob(count: 600)).job
         _ = try await followToEnd(client, job.jobID)
@@ -221,9 +229,9 @@ import SynthStore
     /// reading: each connection holds back one batch, not one per call (about 1 MB a call, 512 MB
     /// in all, before).
     @Test func streamsNobodyReadsCostASmallBoundedAmount() async throws {
-        let (dir, fake, config, key) = try Self.setUp(latencyMs: 20, concurrency: 16)
+        let (dir, fake, config, key) = try await Self.setUp(latencyMs: 20, concurrency: 16)
         defer { Self.tearDown(dir, fake) }
-        let server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        let server = try await Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         let job = try await client.unary(Methods.generate, Self.supportJob(count: 50_000)).job
         let get = PBGetJobRequest.with { $0.jobID = job.jobID }
@@ -263,9 +271,9 @@ import SynthStore
     }
 
     @Test func killNineAtTenRandomMomentsLosesAndDoublesNothing() async throws {
-        let (dir, fake, config, key) = try Self.setUp(latencyMs: 15, concurrency: 32)
+        let (dir, fake, config, key) = try await Self.setUp(latencyMs: 15, concurrency: 32)
         defer { Self.tearDown(dir, fake) }
-        var server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        var server = try await Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         var client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         var gen = PBGenerateRequest()
         gen.request = try RequestJSON.parse("""
@@ -284,7 +292,7 @@ import SynthStore
             kill(server.process.processIdentifier, SIGKILL)
             server.process.waitUntilExit()
             acceptedAtKill.append(try Store(path: dir + "/data").job(id: job.jobID)?.job.accepted ?? -1)
-            server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+            server = try await Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         }
         client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         let final = try await followToEnd(client, job.jobID, seconds: 120)
@@ -316,9 +324,9 @@ import SynthStore
     }
 
     @Test func synthWatchFollowsAJobAcrossAServerRestart() async throws {
-        let (dir, fake, config, key) = try Self.setUp(latencyMs: 20, concurrency: 8)
+        let (dir, fake, config, key) = try await Self.setUp(latencyMs: 20, concurrency: 8)
         defer { Self.tearDown(dir, fake) }
-        var server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        var server = try await Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         let gen = Self.supportJob(count: 400)
         let job = try await client.unary(Methods.generate, gen).job
@@ -347,7 +355,7 @@ import SynthStore
         let atKill = written()
         try await Task.sleep(for: .milliseconds(1500))
         #expect(watch.isRunning, "synth watch gave up instead of reconnecting")
-        server = try Synthd(data: dir + "/data", socket: dir + "/s.sock", config: config)
+        server = try await Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let status = try await withTimeout(90, "synth watch to end with the job") {
             watch.waitUntilExit()
             return watch.terminationStatus

@@ -96,7 +96,7 @@ let sharedTestEngine = HTTPEngine()
     }
 
     @Test func configuredRequestsPerMinuteIsNeverExceeded() async throws {
-        let fake = try FakeProvider([])
+        let fake = try await FakeProvider.start([])
         defer { fake.stop() }
         try await run(client(fake, rpm: 600), 40)
         let starts = try log(fake).compactMap { $0["t"] as? Double }.sorted()
@@ -122,7 +122,7 @@ let sharedTestEngine = HTTPEngine()
     @Test(arguments: [ProviderConfig.Kind.openai, .anthropic])
     func reportedLimitsAvoid429s(kind: ProviderConfig.Kind) async throws {
         // 8 requests per 2-second window, told only through the rate-limit headers.
-        let fake = try FakeProvider(["--rpm-limit", "8", "--rpm-window", "2"])
+        let fake = try await FakeProvider.start(["--rpm-limit", "8", "--rpm-window", "2"])
         defer { fake.stop() }
         let started = ContinuousClock.now
         try await run(client(fake, kind: kind), 24)
