@@ -105,20 +105,13 @@ public final class JobService: Sendable {
                                 + "the spelling with domain_confirmed (synth generate --confirm-domain)", suggestions: suspects)
             }
         }
-        let effective = Planner.effective(request)
+        let effective = Planner.effective(request, catalog: engine.config.catalog)
         var plan = Planner.plan(effective)
         let routes = engine.routes(for: effective)
-        guard let generator = routes.generator else {
+        // The validator has checked the providers a request names; a tier's own route names one
+        // of the config's providers too (the config is checked at start).
+        guard let generator = routes.generator, engine.config.providers[generator.provider] != nil else {
             throw RPCError(.failedPrecondition, "no provider is configured for model \(effective.model)")
-        }
-        guard engine.config.providers[generator.provider] != nil else {
-            var e = RPCError(.invalidArgument, "the request names a provider that is not configured", errorCode: SpecError.Code.validation.rawValue)
-            var fe = PBFieldError()
-            fe.field = "models.generator.provider"
-            fe.rule = "must be a configured provider (\(engine.config.providers.keys.sorted().joined(separator: ", ")))"
-            fe.value = generator.provider
-            e.status.fieldErrors = [fe]
-            throw e
         }
         plan.generator.provider = generator.provider
         plan.generator.model = generator.model
@@ -169,8 +162,22 @@ public final class JobService: Sendable {
 
     static func figure(_ v: Double) -> String { v == v.rounded() ? String(Int64(v)) : String(format: "%.1f", v) }
 
+    /// The request of a Generate or Plan: `request`, or `request_json` read with every problem of
+    /// its shape kept for the validator's one answer.
+    func read(_ request: PBJobRequest, json: String, given: Bool) throws -> ParsedRequest {
+        if json.isEmpty { return ParsedRequest(request) }
+        if given {
+            throw RPCError.invalid("set request or request_json, not both")
+        }
+        return try RequestJSON.read(Array(json.utf8))
+    }
+
     public func generate(_ req: PBGenerateRequest, _ caller: Caller) async throws -> PBGenerateResponse {
-        try validator.validate(req)
+        let parsed = try read(req.request, json: req.requestJson, given: req.hasRequest)
+        try validator.validate(parsed, idempotencyKey: req.idempotencyKey)
+        var req = req
+        req.request = parsed.request
+        req.requestJson = ""
         if let full = store.spaceProblem {
             throw RPCError(.resourceExhausted, "new jobs are refused while the server's storage is full (\(full)); running jobs wait for room",
                            errorCode: "STORAGE_FULL")
@@ -219,7 +226,9 @@ public final class JobService: Sendable {
     }
 
     public func plan(_ req: PBPlanRequest, _ caller: Caller) async throws -> PBPlanResponse {
-        let (effective, plan) = try await prepare(req.request, domainConfirmed: req.domainConfirmed)
+        let parsed = try read(req.request, json: req.requestJson, given: req.hasRequest)
+        try validator.validate(parsed)
+        let (effective, plan) = try await prepare(parsed.request, domainConfirmed: req.domainConfirmed, validated: true)
         var out = PBPlanResponse()
         out.plan = plan
         out.cost = engine.pricing.estimate(effective)

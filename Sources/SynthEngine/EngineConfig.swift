@@ -31,6 +31,8 @@ public struct EngineConfig: Sendable, Codable {
     /// How long a job waits for a provider that cannot be reached (no connection at all) before
     /// it ends with what it has, naming the provider and the last connection error.
     public var providerUnreachableTimeoutSeconds: Double = 600
+    /// The tier a verbose `models.generator` that no tier routes to is priced at and held to.
+    public var unlistedModelTier: Tier = .deep
 
     enum CodingKeys: String, CodingKey {
         case providers, tiers, critic
@@ -39,6 +41,7 @@ public struct EngineConfig: Sendable, Codable {
         case attemptSlack = "attempt_slack"
         case maxCount = "max_count"
         case providerUnreachableTimeoutSeconds = "provider_unreachable_timeout_seconds"
+        case unlistedModelTier = "unlisted_model_tier"
     }
 
     public init(providers: [String: ProviderConfig], tiers: [String: ModelRoute], critic: ModelRoute,
@@ -68,6 +71,12 @@ public struct EngineConfig: Sendable, Codable {
             // Clamped: a second to a day (NaN and negatives become a second).
             providerUnreachableTimeoutSeconds = t.isNaN ? 1 : min(86_400, max(1, t))
         }
+        if let t = try c.decodeIfPresent(String.self, forKey: .unlistedModelTier) {
+            guard let tier = Tier(shorthand: t) else {
+                throw DecodingError.dataCorruptedError(forKey: .unlistedModelTier, in: c, debugDescription: "must be fast, balanced, diverse or deep")
+            }
+            unlistedModelTier = tier
+        }
     }
 
     /// The documentation's tier map: OpenAI for fast, balanced and diverse, Anthropic for deep,
@@ -87,6 +96,16 @@ public struct EngineConfig: Sendable, Codable {
             "deep": ModelRoute(provider: "anthropic", model: "claude-sonnet-4-6"),
         ],
         critic: ModelRoute(provider: "openai", model: "gpt-4o-mini"))
+
+    /// The providers and tier routes, as validation and pricing see them.
+    public var catalog: ModelCatalog {
+        var routes: [Tier: ModelCatalog.Route] = [:]
+        for (name, r) in tiers {
+            if let tier = Tier(shorthand: name) { routes[tier] = .init(provider: r.provider, model: r.model) }
+        }
+        return ModelCatalog(providers: Set(providers.keys), tiers: routes, critic: .init(provider: critic.provider, model: critic.model),
+                            unlistedTier: unlistedModelTier)
+    }
 
     /// Applies OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL.
     public mutating func applyEnvironment(_ env: [String: String]) {

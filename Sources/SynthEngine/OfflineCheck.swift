@@ -26,9 +26,18 @@ public final class OfflineCheck: Sendable {
     }
 
     /// `request` as a client would send it: it is validated, and its defaults are filled in.
-    public init(request: PBJobRequest) throws {
-        try Validator().validate(request)
-        var effective = Planner.effective(request)
+    public convenience init(request: PBJobRequest) throws {
+        try self.init(request: ParsedRequest(request))
+    }
+
+    /// A request read from JSON: its unknown fields and wrong types are refused with its rules.
+    /// The documented tier map stands in for a server's config.
+    public init(request parsed: ParsedRequest) throws {
+        var catalog = EngineConfig.documented.catalog
+        catalog.providers.insert("local")
+        try Validator(catalog: catalog).validate(parsed)
+        let request = parsed.request
+        var effective = Planner.effective(request, catalog: catalog)
         // No critic here: nothing may wait for one.
         effective.verified = false
         effective.advanced.invariants = []

@@ -99,6 +99,11 @@ public nonisolated struct PBGenerateRequest: Sendable {
   /// a repeat with the same key and body returns the same job
   public var idempotencyKey: String = String()
 
+  /// The request as the documentation's JSON body, instead of `request` (set one of the two). The
+  /// server reads it and answers with every problem at once: JSON syntax (MALFORMED_REQUEST, with
+  /// line and column), unknown fields and wrong types (with their paths) beside the rule violations.
+  public var requestJson: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -142,6 +147,9 @@ public nonisolated struct PBPlanRequest: Sendable {
   public mutating func clearRequest() {self._request = nil}
 
   public var domainConfirmed: Bool = false
+
+  /// as in GenerateRequest
+  public var requestJson: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -197,7 +205,7 @@ public nonisolated struct PBPlan: Sendable {
 
   public var count: Int64 = 0
 
-  /// after alias mapping; empty when `models` was given
+  /// the tier it is priced at: the shorthand's after alias mapping, or the verbose generator's
   public var tier: String = String()
 
   public var generator: PBModelChoice {
@@ -1201,7 +1209,7 @@ nonisolated extension PBJobState: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension PBGenerateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GenerateRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}request\0\u{3}domain_confirmed\0\u{3}idempotency_key\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}request\0\u{3}domain_confirmed\0\u{3}idempotency_key\0\u{3}request_json\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1212,6 +1220,7 @@ nonisolated extension PBGenerateRequest: SwiftProtobuf.Message, SwiftProtobuf._M
       case 1: try { try decoder.decodeSingularMessageField(value: &self._request) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.domainConfirmed) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.requestJson) }()
       default: break
       }
     }
@@ -1231,6 +1240,9 @@ nonisolated extension PBGenerateRequest: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.idempotencyKey.isEmpty {
       try visitor.visitSingularStringField(value: self.idempotencyKey, fieldNumber: 3)
     }
+    if !self.requestJson.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestJson, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1238,6 +1250,7 @@ nonisolated extension PBGenerateRequest: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs._request != rhs._request {return false}
     if lhs.domainConfirmed != rhs.domainConfirmed {return false}
     if lhs.idempotencyKey != rhs.idempotencyKey {return false}
+    if lhs.requestJson != rhs.requestJson {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1279,7 +1292,7 @@ nonisolated extension PBGenerateResponse: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension PBPlanRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}request\0\u{3}domain_confirmed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}request\0\u{3}domain_confirmed\0\u{3}request_json\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1289,6 +1302,7 @@ nonisolated extension PBPlanRequest: SwiftProtobuf.Message, SwiftProtobuf._Messa
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._request) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.domainConfirmed) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.requestJson) }()
       default: break
       }
     }
@@ -1305,12 +1319,16 @@ nonisolated extension PBPlanRequest: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if self.domainConfirmed != false {
       try visitor.visitSingularBoolField(value: self.domainConfirmed, fieldNumber: 2)
     }
+    if !self.requestJson.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestJson, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: PBPlanRequest, rhs: PBPlanRequest) -> Bool {
     if lhs._request != rhs._request {return false}
     if lhs.domainConfirmed != rhs.domainConfirmed {return false}
+    if lhs.requestJson != rhs.requestJson {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

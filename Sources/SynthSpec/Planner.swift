@@ -28,10 +28,21 @@ public enum Planner {
     }
 
     /// The request with its defaults filled in: the tier a legacy alias maps to, the hard-negative
-    /// percentage, the coverage mode, the resolution mode.
-    public static func effective(_ request: PBJobRequest) -> PBJobRequest {
+    /// percentage, the coverage mode, the resolution mode. With the server's catalog, a verbose
+    /// generator gets its provider and `model` becomes the tier it is priced at (its own tier's,
+    /// not the shorthand written beside it); a verbose critic gets its provider.
+    public static func effective(_ request: PBJobRequest, catalog: ModelCatalog? = nil) -> PBJobRequest {
         var r = request
         if let tier = Tier(shorthand: r.model) { r.model = tier.rawValue }
+        if let catalog {
+            if let generator = catalog.explicitGenerator(r) {
+                r.models.generator.provider = generator.provider
+                r.model = catalog.tier(of: generator).rawValue
+            }
+            if r.hasModels, r.models.hasCritic, r.models.critic.provider.isEmpty {
+                r.models.critic.provider = catalog.critic.provider
+            }
+        }
         if r.hasAdvanced {
             if r.advanced.hasHardNegatives, r.advanced.hardNegatives.enabled, !r.advanced.hardNegatives.hasPercentage {
                 r.advanced.hardNegatives.percentage.value = 20

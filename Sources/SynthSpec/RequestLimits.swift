@@ -46,8 +46,35 @@ public enum RequestLimits {
     /// connection that has not yet authenticated may be no larger than this plus the call's
     /// envelope.
     public static let largestGenerateRequestBytes: Int = {
-        (try? largestRequest().serializedBytes() as [UInt8])?.count ?? 4 << 20
+        let proto = (try? largestRequest().serializedBytes() as [UInt8])?.count ?? 4 << 20
+        // Or the same call carrying the body as JSON text (request_json), with its key.
+        return max(proto, requestJSONBytes + idempotencyKeyBytes + 64)
     }()
+
+    /// The largest JSON body (`request_json`, or what `RequestJSON.read` takes): the largest valid
+    /// request as compact JSON, plus room for indentation and escapes (64 KiB, or a quarter).
+    public static let requestJSONBytes: Int = {
+        let compact = largestRequestJSON.utf8.count
+        return compact + max(64 << 10, compact / 4)
+    }()
+
+    /// The most JSON values (objects, lists, strings, numbers...) a body may hold: four times as
+    /// many as the largest valid request has. It bounds the parse tree, whatever the bytes hold.
+    public static let requestJSONValues: Int = {
+        var n = 0
+        func count(_ v: JSONValue) {
+            n += 1
+            switch v {
+            case .array(let items): items.forEach(count)
+            case .object(let pairs): pairs.forEach { count($0.1) }
+            default: break
+            }
+        }
+        if let v = JSONValue.parse(Array(largestRequestJSON.utf8)) { count(v) }
+        return 4 * max(n, 1000)
+    }()
+
+    static var largestRequestJSON: String { RequestJSON.render(largestRequest().request) }
 
     /// Every list at its maximum length and every text at its maximum, in 4-byte characters.
     public static func largestRequest() -> PBGenerateRequest {

@@ -1,5 +1,5 @@
 /// The model shorthand.
-public enum Tier: String, Sendable, CaseIterable, Comparable {
+public enum Tier: String, Sendable, CaseIterable, Comparable, Codable {
     case fast, balanced, diverse, deep
 
     /// Resolves a shorthand or a legacy alias.

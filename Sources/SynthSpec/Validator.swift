@@ -8,56 +8,103 @@ import SynthProto
 /// first maximum items are looked at.
 public struct Validator: Sendable {
     public var maxCount: Int64
+    /// The server's providers and tier routes; without it (an offline check) provider names are
+    /// checked for form only and a verbose generator is not held to a tier.
+    public var catalog: ModelCatalog?
     public static let maxSystemPrompt = RequestLimits.systemPrompt
 
-    public init(maxCount: Int64 = 100_000) {
+    public init(maxCount: Int64 = 100_000, catalog: ModelCatalog? = nil) {
         self.maxCount = maxCount
+        self.catalog = catalog
     }
 
     /// The field errors found so far: at most `RequestLimits.fieldErrors` kept, all counted.
     struct Errors {
         var kept: [PBFieldError] = []
         var total = 0
+        /// advanced.categories and advanced.coverage were both given: the answer's code is
+        /// CONFLICTING_OPTIONS (the documentation's 400), and it still lists everything else.
+        var conflicting = false
+        /// Paths the body's shape refused (a wrong type, a repeated key): a rule about the same
+        /// field, or one inside or around it, would only repeat the problem.
+        var refused: [String] = []
 
         mutating func add(_ field: String, _ rule: String, _ value: String) {
             total += 1
             if kept.count < RequestLimits.fieldErrors { kept.append(PBFieldError(field, rule, Validator.quote(value))) }
         }
 
+        /// A rule violation, unless the shape already refused that field.
+        mutating func rule(_ field: String, _ rule: String, _ value: String) {
+            if refused.contains(where: { Self.related($0, field) }) { return }
+            add(field, rule, value)
+        }
+
+        static func related(_ a: String, _ b: String) -> Bool {
+            func under(_ x: String, _ y: String) -> Bool { x.hasPrefix(y) && (x.dropFirst(y.count).first == "." || x.dropFirst(y.count).first == "[") }
+            return a == b || under(a, b) || under(b, a)
+        }
+
         func thrown() -> SpecError? {
             guard total > 0 else { return nil }
             var message = "the request has \(total) invalid field\(total == 1 ? "" : "s")"
             if total > kept.count { message += " (the first \(kept.count) are listed; \(total - kept.count) more are not)" }
+            if conflicting {
+                message = "advanced.categories and advanced.coverage are mutually exclusive: pass one or the other"
+                    + (total > 1 ? "; \(message)" : "")
+                return SpecError(.conflictingOptions, message, fieldErrors: kept)
+            }
             return SpecError(.validation, message, fieldErrors: kept)
         }
     }
 
-    /// Throws `SpecError(.validation)` listing every violation, or `.conflictingOptions` when
-    /// categories and coverage are both given (the documentation's 400).
+    /// Throws `SpecError(.validation)` listing every violation (`.conflictingOptions` when
+    /// categories and coverage are both given, the documentation's 400, still listing the rest).
     public func validate(_ r: PBJobRequest) throws {
-        if let error = try check(r).thrown() { throw error }
+        if let error = check(ParsedRequest(r)).thrown() { throw error }
+    }
+
+    /// Validates a request read from JSON: its shape's errors and the rules', together.
+    public func validate(_ parsed: ParsedRequest) throws {
+        if let error = check(parsed).thrown() { throw error }
     }
 
     /// Validates a Generate call: its request and its idempotency key, together.
     public func validate(_ g: PBGenerateRequest) throws {
-        var errors = try check(g.request)
-        if g.idempotencyKey.utf8.count > RequestLimits.idempotencyKeyBytes {
-            errors.add("idempotency_key", "at most \(RequestLimits.idempotencyKeyBytes) bytes", "\(g.idempotencyKey.utf8.count) bytes")
+        try validate(ParsedRequest(g.request), idempotencyKey: g.idempotencyKey)
+    }
+
+    /// Validates a Generate call whose request was read from JSON.
+    public func validate(_ parsed: ParsedRequest, idempotencyKey: String) throws {
+        var errors = check(parsed)
+        if idempotencyKey.utf8.count > RequestLimits.idempotencyKeyBytes {
+            errors.add("idempotency_key", "at most \(RequestLimits.idempotencyKeyBytes) bytes", "\(idempotencyKey.utf8.count) bytes")
         }
-        if g.idempotencyKey.unicodeScalars.contains(where: Self.isControl) {
-            errors.add("idempotency_key", "must not contain control characters", g.idempotencyKey)
+        if idempotencyKey.unicodeScalars.contains(where: Self.isControl) {
+            errors.add("idempotency_key", "must not contain control characters", idempotencyKey)
         }
         if let error = errors.thrown() { throw error }
     }
 
-    /// The field errors of `r`; throws `.conflictingOptions` first, alone, as the documentation's 400.
-    func check(_ r: PBJobRequest) throws -> Errors {
-        if let advanced = r.hasAdvanced ? r.advanced : nil, !advanced.categories.isEmpty, advanced.hasCoverage {
-            throw SpecError(.conflictingOptions, "advanced.categories and advanced.coverage are mutually exclusive: pass one or the other",
-                            fieldErrors: [PBFieldError("advanced.coverage", "cannot be combined with advanced.categories", "both given")])
-        }
+    /// The field errors of a request: its shape's first, then every rule's.
+    func check(_ parsed: ParsedRequest) -> Errors {
+        let r = parsed.request
         var errors = Errors()
-        func fail(_ field: String, _ rule: String, _ value: String) { errors.add(field, rule, value) }
+        errors.refused = parsed.refusedPaths
+        for e in parsed.shapeErrors { errors.add(e.field, e.rule, e.value) }
+        func fail(_ field: String, _ rule: String, _ value: String) { errors.rule(field, rule, value) }
+
+        if r.hasAdvanced, !r.advanced.categories.isEmpty, r.advanced.hasCoverage {
+            errors.conflicting = true
+            fail("advanced.coverage", "cannot be combined with advanced.categories (CONFLICTING_OPTIONS)", "both given")
+        }
+        for path in ["advanced.invariants", "advanced.output_split", "advanced.categories"] where parsed.emptyLists.contains(path) {
+            switch path {
+            case "advanced.invariants": fail(path, "1 to \(RequestLimits.invariants) invariants (leave it out for none)", "0")
+            case "advanced.output_split": fail(path, "\(RequestLimits.splits.lowerBound) to \(RequestLimits.splits.upperBound) named splits (leave it out for none)", "0")
+            default: fail(path, "at least one category (leave it out for none)", "0")
+            }
+        }
 
         let schema = Schema(rawValue: r.schema)
         if r.schema.isEmpty {
@@ -75,29 +122,7 @@ public struct Validator: Sendable {
         } else if r.count > maxCount {
             fail("count", "at most \(maxCount) per job", "\(r.count)")
         }
-
-        // The model: a tier shorthand or the verbose object, not neither.
-        var tier: Tier?
-        if !r.model.isEmpty {
-            tier = Tier(shorthand: r.model)
-            if tier == nil { fail("model", "must be fast, balanced, diverse or deep (or economy, standard, premium)", r.model) }
-        }
-        if r.hasModels {
-            if !r.models.hasGenerator || r.models.generator.model.isEmpty {
-                fail("models.generator.model", "required when models is given", "")
-            }
-            for (name, ref) in [("generator", r.models.generator), ("critic", r.models.critic)] {
-                if !ref.provider.isEmpty, !["openai", "anthropic", "local"].contains(ref.provider) {
-                    fail("models.\(name).provider", "must be openai, anthropic or local", ref.provider)
-                }
-                text("models.\(name).model", ref.model, max: RequestLimits.name, lines: false, fail)
-            }
-        } else if r.model.isEmpty {
-            fail("model", "required unless models is given", "")
-        }
-        if let schema, let tier, tier < schema.minimumTier {
-            fail("model", "\(schema.rawValue) needs balanced or higher", r.model)
-        }
+        checkModels(r, schema: schema, fail)
         text("system_prompt", r.systemPrompt, max: RequestLimits.systemPrompt, lines: true, fail)
         text("license", r.license, max: RequestLimits.shortText, lines: false, fail)
         if r.hasConstraints {
@@ -120,6 +145,46 @@ public struct Validator: Sendable {
             fail("conflict_config", "only for conflict_v1", r.schema)
         }
         return errors
+    }
+
+    /// The model: a tier shorthand, the verbose generator, or both (the generator wins); a
+    /// verbose critic alone beside a shorthand. The tier floor of a schema holds for the
+    /// generator actually used.
+    func checkModels(_ r: PBJobRequest, schema: Schema?, _ fail: (String, String, String) -> Void) {
+        if !r.model.isEmpty, Tier(shorthand: r.model) == nil {
+            fail("model", "must be fast, balanced, diverse or deep (or economy, standard, premium)", r.model)
+        }
+        let hasGenerator = r.hasModels && r.models.hasGenerator
+        if r.model.isEmpty, !hasGenerator {
+            fail("model", r.hasModels ? "required unless models.generator is given" : "required unless models is given", "")
+        }
+        if r.hasModels {
+            for (name, present, ref) in [("generator", r.models.hasGenerator, r.models.generator), ("critic", r.models.hasCritic, r.models.critic)] where present {
+                if ref.model.unicodeScalars.allSatisfy(\.properties.isWhitespace) {
+                    fail("models.\(name).model", "required when models.\(name) is given", ref.model)
+                } else {
+                    text("models.\(name).model", ref.model, max: RequestLimits.name, lines: false, fail)
+                }
+                guard !ref.provider.isEmpty else { continue }
+                if let catalog {
+                    if !catalog.providers.contains(ref.provider) {
+                        fail("models.\(name).provider", "must be a provider the server defines (\(catalog.providers.sorted().joined(separator: ", ")))", ref.provider)
+                    }
+                } else {
+                    self.name("models.\(name).provider", ref.provider, fail)
+                }
+            }
+        }
+        guard let schema else { return }
+        if let catalog, let generator = catalog.explicitGenerator(r) {
+            let tier = catalog.tier(of: generator)
+            if tier < schema.minimumTier {
+                fail("models.generator.model", "\(schema.rawValue) needs balanced or higher; \(generator.provider)/\(generator.model) is the \(tier.rawValue) tier's model",
+                     generator.model)
+            }
+        } else if !hasGenerator, let tier = Tier(shorthand: r.model), tier < schema.minimumTier {
+            fail("model", "\(schema.rawValue) needs balanced or higher", r.model)
+        }
     }
 
     /// Whether a code point is a control character: C0 (tab and line breaks included), DEL and C1.

@@ -17,7 +17,10 @@ struct Generate: AsyncParsableCommand {
     func run() async throws {
         try await common.run { client in
             var req = PBGenerateRequest()
-            req.request = try request.build()
+            switch try request.body() {
+            case .request(let r): req.request = r
+            case .json(let text): req.requestJson = text
+            }
             req.domainConfirmed = confirmDomain
             req.idempotencyKey = idempotencyKey ?? ""
             let resp = try await client.unary(Methods.generate, req, timeout: common.deadline)
@@ -45,7 +48,10 @@ struct PlanCommand: AsyncParsableCommand {
     func run() async throws {
         try await common.run { client in
             var req = PBPlanRequest()
-            req.request = try request.build()
+            switch try request.body() {
+            case .request(let r): req.request = r
+            case .json(let text): req.requestJson = text
+            }
             req.domainConfirmed = confirmDomain
             let resp = try await client.unary(Methods.plan, req, timeout: common.deadline)
             if common.json { print(Output.json(resp)); return }

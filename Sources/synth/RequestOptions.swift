@@ -23,33 +23,91 @@ struct RequestOptions: ParsableArguments {
     @Option(help: "Tone, e.g. formal.") var tone: String?
     @Option(help: "Difficulty, e.g. expert.") var difficulty: String?
 
-    func build() throws -> PBJobRequest {
-        var r = PBJobRequest()
-        if let path = request {
-            let data = path == "-" ? FileHandle.standardInput.readDataToEndOfFile() : try readFile(path)
-            r = try RequestJSON.parse(Array(data))
+    /// The request to send: a request file goes as its JSON text (`request_json`), so that the
+    /// server answers with every problem in it at once, with line and column for JSON syntax;
+    /// flags given beside a file are set into its JSON first. Flags alone make the request here.
+    enum Body {
+        case request(PBJobRequest)
+        case json(String)
+    }
+
+    func body() throws -> Body {
+        guard let path = request else { return .request(try flagsOnly()) }
+        let data = path == "-" ? FileHandle.standardInput.readDataToEndOfFile() : try readFile(path)
+        var edits: [([String], JSONValue)] = []
+        if let schema { edits.append((["schema"], .string(schema))) }
+        if let domain { edits.append((["domain"], .string(domain))) }
+        if let count { edits.append((["count"], .int(count))) }
+        if let model { edits.append((["model"], .string(model))) }
+        if let systemPrompt { edits.append((["system_prompt"], .string(systemPrompt))) }
+        if verified { edits.append((["verified"], .bool(true))) }
+        if let license { edits.append((["license"], .string(license))) }
+        for (name, pct) in try categories() { edits.append((["advanced", "categories", name], .object([("percentage", .number(pct))]))) }
+        for (name, pct) in try splits() { edits.append((["advanced", "output_split", name], .number(pct))) }
+        if let hardNegatives {
+            edits.append((["advanced", "hard_negatives", "enabled"], .bool(true)))
+            edits.append((["advanced", "hard_negatives", "percentage"], .number(hardNegatives)))
         }
+        if let language { edits.append((["constraints", "language"], .string(language))) }
+        if let tone { edits.append((["constraints", "tone"], .string(tone))) }
+        if let difficulty { edits.append((["constraints", "difficulty"], .string(difficulty))) }
+        if edits.isEmpty { return .json(String(decoding: data, as: UTF8.self)) }
+        var root: JSONValue
+        do {
+            root = try JSONValue.parse(Array(data), maxValues: RequestLimits.requestJSONValues)
+        } catch {
+            throw ValidationError("--request \(path) is not JSON: \(error)")
+        }
+        guard case .object = root else { throw ValidationError("--request \(path) must hold one JSON object") }
+        for (keys, value) in edits { root = Self.setting(root, keys[...], value) }
+        return .json(root.text)
+    }
+
+    /// `root` with the value at `keys` replaced (objects made on the way where missing).
+    static func setting(_ root: JSONValue, _ keys: ArraySlice<String>, _ value: JSONValue) -> JSONValue {
+        guard let key = keys.first else { return value }
+        guard case .object(var pairs) = root else { return .object([(key, setting(.object([]), keys.dropFirst(), value))]) }
+        if let i = pairs.firstIndex(where: { $0.0 == key }) {
+            pairs[i].1 = setting(pairs[i].1, keys.dropFirst(), value)
+        } else {
+            pairs.append((key, setting(.object([]), keys.dropFirst(), value)))
+        }
+        return .object(pairs)
+    }
+
+    func categories() throws -> [(String, Double)] {
+        try category.map { c in
+            let parts = c.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, let pct = Double(parts[1]) else { throw ValidationError("--category must be NAME=PERCENT, got \(c)") }
+            return (String(parts[0]), pct)
+        }
+    }
+
+    func splits() throws -> [(String, Double)] {
+        guard let split else { return [] }
+        return try split.split(separator: ",").map { part in
+            let kv = part.split(separator: "=", maxSplits: 1)
+            guard kv.count == 2, let pct = Double(kv[1]) else { throw ValidationError("--split must be NAME=PERCENT,..., got \(split)") }
+            return (String(kv[0]), pct)
+        }
+    }
+
+    /// The request made from flags alone; it defaults to the balanced tier.
+    func flagsOnly() throws -> PBJobRequest {
+        var r = PBJobRequest()
         if let schema { r.schema = schema }
         if let domain { r.domain = domain }
         if let count { r.count = count }
-        if let model { r.model = model }
+        r.model = model ?? "balanced"
         if let systemPrompt { r.systemPrompt = systemPrompt }
         if verified { r.verified = true }
         if let license { r.license = license }
-        for c in category {
-            let parts = c.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, let pct = Double(parts[1]) else { throw ValidationError("--category must be NAME=PERCENT, got \(c)") }
+        for (name, pct) in try categories() {
             var cat = PBCategory()
             cat.percentage = pct
-            r.advanced.categories[String(parts[0])] = cat
+            r.advanced.categories[name] = cat
         }
-        if let split {
-            for part in split.split(separator: ",") {
-                let kv = part.split(separator: "=", maxSplits: 1)
-                guard kv.count == 2, let pct = Double(kv[1]) else { throw ValidationError("--split must be NAME=PERCENT,..., got \(split)") }
-                r.advanced.outputSplit[String(kv[0])] = pct
-            }
-        }
+        for (name, pct) in try splits() { r.advanced.outputSplit[name] = pct }
         if let hardNegatives {
             r.advanced.hardNegatives.enabled = true
             r.advanced.hardNegatives.percentage.value = hardNegatives
@@ -57,8 +115,6 @@ struct RequestOptions: ParsableArguments {
         if let language { r.constraints.language = language }
         if let tone { r.constraints.tone = tone }
         if let difficulty { r.constraints.difficulty = difficulty }
-        // Flags alone default to the balanced tier; a request file must say what it wants.
-        if request == nil, r.model.isEmpty, !r.hasModels { r.model = "balanced" }
         return r
     }
 

@@ -28,7 +28,7 @@ struct Check: AsyncParsableCommand {
         }
         let checker: OfflineCheck
         do {
-            checker = try OfflineCheck(request: try RequestJSON.parse(requestText))
+            checker = try OfflineCheck(request: try RequestJSON.read(Array(requestText.utf8)))
         } catch let e as SpecError {
             throw CheckError("--request \(request): \(e.description)")
         }

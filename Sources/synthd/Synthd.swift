@@ -94,7 +94,7 @@ struct Serve: AsyncParsableCommand {
             }
         }
         let engine = Engine(store: store, config: file.engine, pricing: file.pricing, localModel: local, logger: logger)
-        let core = JobService(store: store, engine: engine, validator: Validator(maxCount: file.engine.maxCount), logger: logger)
+        let core = JobService(store: store, engine: engine, validator: Validator(maxCount: file.engine.maxCount, catalog: file.engine.catalog), logger: logger)
         let server = Server(config: serverConfig, core: core, logger: logger)
         // Stopped in the reverse of this order: the listeners first (open calls end with a status
         // that says to retry), then the engine's runners, the local model, and the store last.

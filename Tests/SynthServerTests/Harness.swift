@@ -196,7 +196,7 @@ final class Harness: @unchecked Sendable {
         self.serverConfig = serverConfig
         let logger = logs.logger()
         engine = Engine(store: store, config: config, logger: logger)
-        server = Server(config: serverConfig, core: JobService(store: store, engine: engine, validator: Validator(), logger: logger), logger: logger)
+        server = Server(config: serverConfig, core: JobService(store: store, engine: engine, validator: Validator(maxCount: config.maxCount, catalog: config.catalog), logger: logger), logger: logger)
         bound = try await server.start()
     }
 
@@ -213,7 +213,7 @@ final class Harness: @unchecked Sendable {
     func restart() async throws {
         let logger = logs.logger()
         engine = Engine(store: store, config: config, logger: logger)
-        server = Server(config: serverConfig, core: JobService(store: store, engine: engine, validator: Validator(), logger: logger), logger: logger)
+        server = Server(config: serverConfig, core: JobService(store: store, engine: engine, validator: Validator(maxCount: config.maxCount, catalog: config.catalog), logger: logger), logger: logger)
         bound = try await server.start()
         _ = try engine.resumeUnfinished()
     }

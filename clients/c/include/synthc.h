@@ -156,7 +156,10 @@ ProtobufCMessage *synthc_call(synthc_client *c, const char *method, const Protob
  * reason on the client (SYNTHC_ERR_ARG / MALFORMED_REQUEST). */
 Synthd__V1__JobRequest *synthc_job_request_from_json(synthc_client *c, const char *json, size_t len);
 
-/* Generate and Plan with a JSON body. idempotency_key may be NULL. */
+/* Generate and Plan with a JSON body, sent as it stands (request_json): the server answers with
+ * every problem in it at once (MALFORMED_REQUEST with line and column for JSON syntax;
+ * VALIDATION_ERROR listing unknown fields, wrong types and rule violations with their paths).
+ * idempotency_key may be NULL. */
 Synthd__V1__GenerateResponse *synthc_generate_json(synthc_client *c, const char *json, size_t len,
 						   const char *idempotency_key, int domain_confirmed);
 Synthd__V1__PlanResponse *synthc_plan_json(synthc_client *c, const char *json, size_t len,

@@ -1027,30 +1027,51 @@ Synthd__V1__JobRequest *synthc_job_request_from_json(synthc_client *c, const cha
 	return (Synthd__V1__JobRequest *)m;
 }
 
+/* The body as a NUL-terminated copy for the request_json field; NULL (with the reason) when it
+ * holds a NUL byte, which JSON text never does. */
+static char *json_text(synthc_client *c, const char *json, size_t len)
+{
+	if (json == NULL || memchr(json, 0, len) != NULL) {
+		synthc_set_error(c, SYNTHC_ERR_ARG, SYNTHD__V1__STATUS_CODE__INVALID_ARGUMENT, "MALFORMED_REQUEST",
+				 "the request body must be JSON text (it holds a NUL byte)");
+		return NULL;
+	}
+	char *text = malloc(len + 1);
+	if (text == NULL) {
+		synthc_set_error(c, SYNTHC_ERR_OOM, SYNTHD__V1__STATUS_CODE__RESOURCE_EXHAUSTED, "OUT_OF_MEMORY", "out of memory");
+		return NULL;
+	}
+	memcpy(text, json, len);
+	text[len] = 0;
+	return text;
+}
+
+/* The body goes as request_json: the server reads it and answers with every problem at once (JSON
+ * syntax with line and column, unknown fields and wrong types with their paths, and the rules). */
 Synthd__V1__GenerateResponse *synthc_generate_json(synthc_client *c, const char *json, size_t len,
 						   const char *idempotency_key, int domain_confirmed)
 {
-	Synthd__V1__JobRequest *jr = synthc_job_request_from_json(c, json, len);
-	if (jr == NULL)
+	char *text = json_text(c, json, len);
+	if (text == NULL)
 		return NULL;
 	Synthd__V1__GenerateRequest req = SYNTHD__V1__GENERATE_REQUEST__INIT;
-	req.request = jr;
+	req.request_json = text;
 	req.domain_confirmed = domain_confirmed ? 1 : 0;
 	req.idempotency_key = (char *)(idempotency_key ? idempotency_key : "");
 	Synthd__V1__GenerateResponse *r = synthc_generate(c, &req);
-	synthc_free(jr);
+	free(text);
 	return r;
 }
 
 Synthd__V1__PlanResponse *synthc_plan_json(synthc_client *c, const char *json, size_t len, int domain_confirmed)
 {
-	Synthd__V1__JobRequest *jr = synthc_job_request_from_json(c, json, len);
-	if (jr == NULL)
+	char *text = json_text(c, json, len);
+	if (text == NULL)
 		return NULL;
 	Synthd__V1__PlanRequest req = SYNTHD__V1__PLAN_REQUEST__INIT;
-	req.request = jr;
+	req.request_json = text;
 	req.domain_confirmed = domain_confirmed ? 1 : 0;
 	Synthd__V1__PlanResponse *r = synthc_plan(c, &req);
-	synthc_free(jr);
+	free(text);
 	return r;
 }

@@ -343,17 +343,24 @@ static void t_validation(void)
 	CHECK(c->err == SYNTHC_ERR_STATUS && c->code == SYNTHD__V1__STATUS_CODE__INVALID_ARGUMENT,
 	      "want INVALID_ARGUMENT, got %s %s", synthc_code_name(c->code), c->errstr);
 
-	/* JSON the client refuses before sending anything. */
-	const char *unknown = "{\"schema\":\"instruction_v1\",\"domian\":\"support\",\"count\":10}";
+	/* JSON the server refuses, every problem at once, each field named. */
+	const char *unknown = "{\"schema\":\"instruction_v1\",\"domian\":\"support\",\"count\":\"ten\",\"model\":\"fast\"}";
 	g = synthc_generate_json(c, unknown, strlen(unknown), NULL, 0);
 	CHECK(g == NULL, "an unknown field was accepted");
-	CHECK_ERR(c, SYNTHC_ERR_ARG, SYNTHD__V1__STATUS_CODE__INVALID_ARGUMENT, "MALFORMED_REQUEST");
-	CHECK(strstr(c->errstr, "domian") != NULL, "the message does not name the field: %s", c->errstr);
-	const char *badtype = "{\"schema\":\"instruction_v1\",\"count\":\"ten\"}";
-	g = synthc_generate_json(c, badtype, strlen(badtype), NULL, 0);
-	CHECK(g == NULL, "count \"ten\" accepted");
-	CHECK_ERR(c, SYNTHC_ERR_ARG, SYNTHD__V1__STATUS_CODE__INVALID_ARGUMENT, "MALFORMED_REQUEST");
-	CHECK(strstr(c->errstr, "count") != NULL, "the message does not name the field: %s", c->errstr);
+	CHECK_ERR(c, SYNTHC_ERR_STATUS, SYNTHD__V1__STATUS_CODE__INVALID_ARGUMENT, "VALIDATION_ERROR");
+	st = synthc_status(c);
+	CHECK(st != NULL && st->n_field_errors == 3, "want 3 field errors (domian, count, domain), got %zu", st ? st->n_field_errors : 0);
+	int saw_domian = 0, saw_count = 0;
+	for (size_t i = 0; st && i < st->n_field_errors; i++) {
+		saw_domian |= strcmp(st->field_errors[i]->field, "domian") == 0;
+		saw_count |= strcmp(st->field_errors[i]->field, "count") == 0;
+	}
+	CHECK(saw_domian && saw_count, "the field errors do not name domian and count");
+	const char *broken = "{\"schema\":\"instruction_v1\",\n \"count\": 10,,\n}";
+	g = synthc_generate_json(c, broken, strlen(broken), NULL, 0);
+	CHECK(g == NULL, "broken JSON accepted");
+	CHECK_ERR(c, SYNTHC_ERR_STATUS, SYNTHD__V1__STATUS_CODE__INVALID_ARGUMENT, "MALFORMED_REQUEST");
+	CHECK(strstr(c->errstr, "line 2, column 14") != NULL, "the message does not say where: %s", c->errstr);
 	/* The connection is still fine. */
 	Synthd__V1__HealthResponse *h = synthc_health(c);
 	CHECK_OK(c, h);

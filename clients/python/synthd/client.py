@@ -25,9 +25,9 @@ RequestLike = Union[Mapping[str, Any], str, bytes, request_pb2.JobRequest]
 def job_request(request: RequestLike) -> request_pb2.JobRequest:
     """The documentation's JSON body (a dict, or JSON text) as a ``JobRequest``.
 
-    This is the proto3 JSON mapping with the proto field names, unknown fields refused, as
-    ``synth generate --request`` parses a body. A body that does not parse raises
-    `InvalidArgument` with error code ``MALFORMED_REQUEST`` and a field error naming the problem.
+    This is the proto3 JSON mapping with the proto field names, unknown fields refused, done here
+    and stopping at the first problem (``MALFORMED_REQUEST``). `Client.generate` and `Client.plan`
+    send a dict as JSON instead, and the server reports every problem of it at once.
     """
     if isinstance(request, request_pb2.JobRequest):
         return request
@@ -49,6 +49,24 @@ def job_request(request: RequestLike) -> request_pb2.JobRequest:
         # "Failed to parse advanced field: Failed to parse coverage field: ..." names the path.
         path = ".".join(re.findall(r"Failed to parse (\w+) field", text)) or "(body)"
         raise _malformed(path, "a value has the wrong type for its field", text.split("\n")[0]) from None
+
+
+def _request_fields(request: RequestLike) -> Dict[str, Any]:
+    """How Generate and Plan carry a request: a ``JobRequest`` as it is; a dict or JSON text as
+    ``request_json``, which the server reads with every problem reported in one answer (JSON syntax
+    with line and column, unknown fields and wrong types with their paths, and the rules)."""
+    if isinstance(request, request_pb2.JobRequest):
+        return {"request": request}
+    if isinstance(request, (bytes, bytearray)):
+        return {"request_json": bytes(request).decode("utf-8", errors="replace")}
+    if isinstance(request, str):
+        return {"request_json": request}
+    if not isinstance(request, Mapping):
+        raise TypeError(f"request must be a dict (the documented JSON body), got {type(request).__name__}")
+    try:
+        return {"request_json": json.dumps(request, ensure_ascii=False, allow_nan=False, separators=(",", ":"))}
+    except ValueError as e:
+        raise _malformed("(body)", "numbers must be finite (JSON has no NaN or Infinity)", str(e)) from None
 
 
 def _malformed(field: str, rule: str, value: str) -> InvalidArgument:
@@ -165,14 +183,17 @@ class Client:
 
     def generate(self, request: RequestLike, *, idempotency_key: Optional[str] = None,
                  confirm_domain: bool = False) -> Job:
-        """Starts a job from the documentation's JSON body (a dict) and returns it, ``queued``.
+        """Starts a job from the documentation's JSON body (a dict or JSON text) and returns it, ``queued``.
+
+        A body with problems raises `InvalidArgument` listing all of them (``VALIDATION_ERROR``;
+        ``MALFORMED_REQUEST`` with line and column when JSON text does not parse).
 
         A repeat with the same ``idempotency_key`` and body returns the same job; the same key with
         another body raises `FailedPrecondition` (``IDEMPOTENCY_CONFLICT``). ``confirm_domain``
         skips the domain spell check.
         """
-        req = pb.GenerateRequest(request=job_request(request), domain_confirmed=confirm_domain,
-                                 idempotency_key=idempotency_key or "")
+        req = pb.GenerateRequest(domain_confirmed=confirm_domain, idempotency_key=idempotency_key or "",
+                                 **_request_fields(request))
         # Without an idempotency key a retry could start a second job: never retry then.
         return Job.from_proto(self._unary(M.GENERATE, req, retry=bool(idempotency_key)).job)
 
@@ -183,7 +204,7 @@ class Client:
         category / coverage cell / axis, techniques and splits, the cost estimate, and the request
         after defaults (as a JSON body).
         """
-        resp = self._unary(M.PLAN, pb.PlanRequest(request=job_request(request), domain_confirmed=confirm_domain))
+        resp = self._unary(M.PLAN, pb.PlanRequest(domain_confirmed=confirm_domain, **_request_fields(request)))
         return {"plan": to_dict(resp.plan), "cost": to_dict(resp.cost),
                 "effective_request": to_dict(resp.effective_request, presence=True)}
 

@@ -223,12 +223,24 @@ def test_categories_and_coverage_conflict(client):
     assert e.value.error_code == "CONFLICTING_OPTIONS"
 
 
-def test_a_body_that_does_not_parse_never_reaches_the_server(client):
+def test_every_problem_of_a_body_comes_in_one_answer(client):
     before = len(client.jobs(limit=500))
+    body = dict(request(5), colour="blue", count="five", advanced={"invariants": [], "hard_negatives": {"enabled": "yes"}})
     with pytest.raises(synthd.InvalidArgument) as e:
-        client.generate(dict(request(5), colour="blue"))
-    assert e.value.error_code == "MALFORMED_REQUEST" and e.value.field_errors[0].field == "colour"
+        client.generate(body)
+    assert e.value.error_code == "VALIDATION_ERROR"
+    fields = {f.field: f.rule for f in e.value.field_errors}
+    assert set(fields) == {"colour", "count", "advanced.invariants", "advanced.hard_negatives.enabled"}, fields
+    assert fields["count"] == "must be an integer"
     assert len(client.jobs(limit=500)) == before
+    # JSON text that does not parse: where, by line and column.
+    with pytest.raises(synthd.InvalidArgument) as e:
+        client.plan('{"schema": "instruction_v1",\n "count": 5,,}')
+    assert e.value.error_code == "MALFORMED_REQUEST"
+    assert e.value.field_errors[0].value == "line 2, column 13"
+    with pytest.raises(synthd.InvalidArgument) as e:
+        client.plan(dict(request(5), count=float("nan")))
+    assert e.value.error_code == "MALFORMED_REQUEST"
 
 
 def test_documented_conflict_example_is_accepted(client):

@@ -2107,7 +2107,7 @@ void   synthd__v1__revoke_api_key_response__free_unpacked
   assert(message->base.descriptor == &synthd__v1__revoke_api_key_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor synthd__v1__generate_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor synthd__v1__generate_request__field_descriptors[4] =
 {
   {
     "request",
@@ -2145,16 +2145,29 @@ static const ProtobufCFieldDescriptor synthd__v1__generate_request__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "request_json",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GenerateRequest, request_json),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__generate_request__field_indices_by_name[] = {
   1,   /* field[1] = domain_confirmed */
   2,   /* field[2] = idempotency_key */
   0,   /* field[0] = request */
+  3,   /* field[3] = request_json */
 };
 static const ProtobufCIntRange synthd__v1__generate_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor synthd__v1__generate_request__descriptor =
 {
@@ -2164,7 +2177,7 @@ const ProtobufCMessageDescriptor synthd__v1__generate_request__descriptor =
   "Synthd__V1__GenerateRequest",
   "synthd.v1",
   sizeof(Synthd__V1__GenerateRequest),
-  3,
+  4,
   synthd__v1__generate_request__field_descriptors,
   synthd__v1__generate_request__field_indices_by_name,
   1,  synthd__v1__generate_request__number_ranges,
@@ -2209,7 +2222,7 @@ const ProtobufCMessageDescriptor synthd__v1__generate_response__descriptor =
   (ProtobufCMessageInit) synthd__v1__generate_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__plan_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor synthd__v1__plan_request__field_descriptors[3] =
 {
   {
     "request",
@@ -2235,15 +2248,28 @@ static const ProtobufCFieldDescriptor synthd__v1__plan_request__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "request_json",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__PlanRequest, request_json),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__plan_request__field_indices_by_name[] = {
   1,   /* field[1] = domain_confirmed */
   0,   /* field[0] = request */
+  2,   /* field[2] = request_json */
 };
 static const ProtobufCIntRange synthd__v1__plan_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor synthd__v1__plan_request__descriptor =
 {
@@ -2253,7 +2279,7 @@ const ProtobufCMessageDescriptor synthd__v1__plan_request__descriptor =
   "Synthd__V1__PlanRequest",
   "synthd.v1",
   sizeof(Synthd__V1__PlanRequest),
-  2,
+  3,
   synthd__v1__plan_request__field_descriptors,
   synthd__v1__plan_request__field_indices_by_name,
   1,  synthd__v1__plan_request__number_ranges,

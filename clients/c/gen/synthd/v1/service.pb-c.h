@@ -100,10 +100,16 @@ struct  Synthd__V1__GenerateRequest
    * a repeat with the same key and body returns the same job
    */
   char *idempotency_key;
+  /*
+   * The request as the documentation's JSON body, instead of `request` (set one of the two). The
+   * server reads it and answers with every problem at once: JSON syntax (MALFORMED_REQUEST, with
+   * line and column), unknown fields and wrong types (with their paths) beside the rule violations.
+   */
+  char *request_json;
 };
 #define SYNTHD__V1__GENERATE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__generate_request__descriptor) \
-    , NULL, 0, (char *)protobuf_c_empty_string }
+    , NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Synthd__V1__GenerateResponse
@@ -121,10 +127,14 @@ struct  Synthd__V1__PlanRequest
   ProtobufCMessage base;
   Synthd__V1__JobRequest *request;
   protobuf_c_boolean domain_confirmed;
+  /*
+   * as in GenerateRequest
+   */
+  char *request_json;
 };
 #define SYNTHD__V1__PLAN_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__plan_request__descriptor) \
-    , NULL, 0 }
+    , NULL, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Synthd__V1__PlanResponse
@@ -147,7 +157,7 @@ struct  Synthd__V1__Plan
   ProtobufCMessage base;
   int64_t count;
   /*
-   * after alias mapping; empty when `models` was given
+   * the tier it is priced at: the shorthand's after alias mapping, or the verbose generator's
    */
   char *tier;
   Synthd__V1__ModelChoice *generator;
