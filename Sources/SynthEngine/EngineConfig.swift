@@ -2,17 +2,6 @@ import Foundation
 import SynthLLM
 import SynthSpec
 
-/// Which provider and model answer for a tier or the critic.
-public struct ModelRoute: Sendable, Codable, Equatable {
-    public var provider: String
-    public var model: String
-
-    public init(provider: String, model: String) {
-        self.provider = provider
-        self.model = model
-    }
-}
-
 /// Providers, the tier map and the engine's limits. Loaded from the `engine` part of the config
 /// file; environment variables override the keys and base URLs.
 public struct EngineConfig: Sendable, Codable {
@@ -99,12 +88,11 @@ public struct EngineConfig: Sendable, Codable {
 
     /// The providers and tier routes, as validation and pricing see them.
     public var catalog: ModelCatalog {
-        var routes: [Tier: ModelCatalog.Route] = [:]
+        var routes: [Tier: ModelRoute] = [:]
         for (name, r) in tiers {
-            if let tier = Tier(shorthand: name) { routes[tier] = .init(provider: r.provider, model: r.model) }
+            if let tier = Tier(shorthand: name) { routes[tier] = r }
         }
-        return ModelCatalog(providers: Set(providers.keys), tiers: routes, critic: .init(provider: critic.provider, model: critic.model),
-                            unlistedTier: unlistedModelTier)
+        return ModelCatalog(providers: Set(providers.keys), tiers: routes, critic: critic, unlistedTier: unlistedModelTier)
     }
 
     /// Applies OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL.

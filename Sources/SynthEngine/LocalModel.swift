@@ -5,6 +5,7 @@ import Glibc
 import Logging
 import SynthLLM
 import Synchronization
+import SynthSpec
 
 /// The `local_model` part of the config file: a llama.cpp server that synthd starts, watches and
 /// stops itself, so that a machine with no cloud key still generates with a real model.

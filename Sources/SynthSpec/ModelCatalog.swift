@@ -1,19 +1,22 @@
 import SynthProto
 
+/// Which provider and model answer for a tier or the critic.
+public struct ModelRoute: Sendable, Codable, Hashable {
+    public var provider: String
+    public var model: String
+
+    public init(provider: String, model: String) {
+        self.provider = provider
+        self.model = model
+    }
+}
+
 /// What the server's config says about models: the providers it defines, the model each tier
 /// uses, the default critic, and the tier a generator no tier uses is priced at. A verbose
 /// `models.generator` is priced at, and held to the rules of, the tier whose model it is, not the
 /// shorthand written beside it.
 public struct ModelCatalog: Sendable {
-    public struct Route: Sendable, Hashable {
-        public var provider: String
-        public var model: String
-
-        public init(provider: String, model: String) {
-            self.provider = provider
-            self.model = model
-        }
-    }
+    public typealias Route = ModelRoute
 
     public var providers: Set<String>
     public var tiers: [Tier: Route]
