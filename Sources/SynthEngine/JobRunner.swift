@@ -263,8 +263,8 @@ final class JobRunner: Sendable {
             queue.add(nil) { $0.add(completion, stage: "generate") }
             let verdict = try await gate.check(content) { answer, stage in queue.add(nil) { $0.add(answer, stage: stage) } }
             switch verdict {
-            case .accept(let extras):
-                var record = Accepted(slot: slot, cell: plan.cells[slot.cell], content: content, model: completion.model,
+            case .accept(let shipped, let extras):
+                var record = Accepted(slot: slot, cell: plan.cells[slot.cell], content: shipped, model: completion.model,
                                       atMillis: Clock.nowMillis())
                 record.extras = extras
                 queue.add(record) {

@@ -9,7 +9,7 @@ enum PromptFiles {
         var out: [String: String] = [:]
         let names = ["system", "instruction_v1", "preference_v1", "eval_v1", "conflict_v1", "hard_negative", "user_instructions",
                      "instruction_v1.schema", "preference_v1.schema", "eval_v1.schema", "conflict_v1.schema",
-                     "judge", "judge.schema", "invariants", "invariants.schema"]
+                     "judge", "judge.schema", "invariants", "invariants.schema", "preference_scores", "preference_scores.schema"]
         for name in names {
             let ext = name.hasSuffix(".schema") ? "json" : "txt"
             if let url = Bundle.module.url(forResource: name, withExtension: ext, subdirectory: "Prompts"),

@@ -19,11 +19,16 @@ struct QualityExtras: Sendable {
     var softFlags: [String] = []
     /// The invariant checker gave no answer, so the record passed unchecked (fail-open).
     var invariantCheckFailed = false
+    /// The model that scored a preference pair's responses (the critic's, as it reported itself),
+    /// for `provenance.scored_by`.
+    var scoredBy: String?
 }
 
 /// The gate's answer for one generated record.
 enum Verdict: Sendable {
-    case accept(QualityExtras)
+    /// The record's fields as they ship (a preference pair's scores and reasoning are the
+    /// critic's), and what the gate adds.
+    case accept([(String, JSONValue)], QualityExtras)
     case reject(Rejection, FormatProblem?)
 }
 
@@ -84,23 +89,38 @@ final class QualityGate: Sendable {
         }
     }
 
-    func check(_ content: [(String, JSONValue)], usage: (ChatCompletion, String) -> Void) async throws -> Verdict {
+    func check(_ generated: [(String, JSONValue)], usage: (ChatCompletion, String) -> Void) async throws -> Verdict {
+        var content = generated
         let text = RecordText.of(request.schema, content)
         if let problem = format.check(text) { return .reject(.formatInvalid, problem) }
-        if request.schema == "preference_v1",
-           let problem = PreferenceCheck.check(chosen: text.responses[0].text, rejected: text.responses[1].text,
-                                               chosenScore: content.double("chosen_score"), rejectedScore: content.double("rejected_score")) {
-            return .reject(problem == .lowMargin ? .lowMargin : .tooSimilar, nil)
+        let preference = request.schema == "preference_v1"
+        if preference, PreferenceCheck.tooSimilar(chosen: text.responses[0].text, rejected: text.responses[1].text) {
+            return .reject(.tooSimilar, nil)
         }
         let full = text.fullText, prompt = text.promptText
         // A first near-duplicate look saves the critic's calls on a record that would be turned
         // away anyway; with no critic to ask, the admission below is the one look it needs.
-        let asksCritic = needsJudge || !request.advanced.invariants.isEmpty
+        let asksCritic = needsJudge || !request.advanced.invariants.isEmpty || (preference && critic != nil)
         if asksCritic, await BlockingLane.compute.run({ self.indexes.withLock { $0.duplicate(full, prompt) } }) {
             return .reject(.nearDuplicate, nil)
         }
 
         var extras = QualityExtras()
+        if preference {
+            // "Both responses are scored by a critic pass": the critic's scores and reasoning
+            // replace the generator's. Only with no critic at all (an offline check) do the
+            // generator's own scores stand.
+            if critic != nil {
+                guard let scored = try await scorePair(content, usage: usage) else { return .reject(.judgeRejected, nil) }
+                content.set("chosen_score", .number(scored.chosen))
+                content.set("rejected_score", .number(scored.rejected))
+                content.set("reasoning", .string(scored.reasoning))
+                extras.scoredBy = scored.model
+            }
+            if content.double("chosen_score") - content.double("rejected_score") < PreferenceCheck.minimumMargin {
+                return .reject(.lowMargin, nil)
+            }
+        }
         if needsJudge {
             guard let verdict = try await judge(content, usage: usage) else { return .reject(.judgeRejected, nil) }
             extras.judge = verdict.scores
@@ -124,7 +144,7 @@ final class QualityGate: Sendable {
                 return true
             }
         }
-        return admitted ? .accept(extras) : .reject(.nearDuplicate, nil)
+        return admitted ? .accept(content, extras) : .reject(.nearDuplicate, nil)
     }
 
     // MARK: - the critic
@@ -174,6 +194,37 @@ final class QualityGate: Sendable {
         }
         scores.append(("judge_model", .string(answer.model)))
         return JudgeVerdict(scores: scores, overall: obj["overall"]?.doubleValue ?? 0, assessed: assessed)
+    }
+
+    struct PairScores {
+        var chosen: Double
+        var rejected: Double
+        var reasoning: String
+        var model: String
+    }
+
+    /// The critic's scores of a preference pair's two responses, from the prompt and the two
+    /// responses alone (the generator's own scores are not shown to it); nil when it gave no
+    /// usable answer.
+    func scorePair(_ content: [(String, JSONValue)], usage: (ChatCompletion, String) -> Void) async throws -> PairScores? {
+        guard let critic else { return nil }
+        let shown = content.filter { ["prompt", "chosen", "rejected"].contains($0.0) }
+        let chat = ChatRequest(model: criticModel, system: PromptFiles.text("preference_scores"), user: card("preference_scores", [], shown),
+                               jsonSchema: PromptFiles.text("preference_scores.schema"), schemaName: "preference_scores", maxTokens: 300,
+                               temperature: 0, stage: "preference_scores")
+        let answer: ChatCompletion
+        do {
+            answer = try await ask(critic, chat)
+        } catch let e as ProviderError where e.kind != .fatal {
+            logger.warning("the critic gave no scores for a preference pair", metadata: ["job": "\(jobID)", "error": "\(e.description)"])
+            return nil
+        }
+        usage(answer, "preference_scores")
+        guard let obj = JSONValue.parse(Array(answer.content.utf8)),
+              let chosen = obj["chosen_score"]?.doubleValue, (1...10).contains(chosen),
+              let rejected = obj["rejected_score"]?.doubleValue, (1...10).contains(rejected),
+              let reasoning = obj["reasoning"]?.stringValue, !reasoning.isEmpty else { return nil }
+        return PairScores(chosen: chosen, rejected: rejected, reasoning: String(reasoning.prefix(4000)), model: answer.model)
     }
 
     enum InvariantResult {
@@ -242,4 +293,9 @@ extension RecordText {
 
 extension Array where Element == (String, JSONValue) {
     func double(_ key: String) -> Double { first { $0.0 == key }?.1.doubleValue ?? 0 }
+
+    /// Replaces a key's value where it stands, or appends it.
+    mutating func set(_ key: String, _ value: JSONValue) {
+        if let i = firstIndex(where: { $0.0 == key }) { self[i].1 = value } else { append((key, value)) }
+    }
 }

@@ -22,7 +22,8 @@ enum RecordAssembler {
             ("domain", .string(request.domain)),
             ("generated_at", .string(Clock.rfc3339(r.atMillis))),
             ("model", .string(r.model)),
-        ] + (r.extras.judge.map { [("quality", JSONValue.object($0))] } ?? []))))
+        ] + (r.extras.scoredBy.map { [("scored_by", JSONValue.string($0))] } ?? [])
+          + (r.extras.judge.map { [("quality", JSONValue.object($0))] } ?? []))))
         return JSONValue.object(top).serialized()
     }
 

@@ -289,9 +289,14 @@ public enum PreferenceCheck {
 
     public static func check(chosen: String, rejected: String, chosenScore: Double, rejectedScore: Double) -> Problem? {
         if chosenScore - rejectedScore < minimumMargin { return .lowMargin }
+        return tooSimilar(chosen: chosen, rejected: rejected) ? .tooSimilar : nil
+    }
+
+    /// Whether the two responses are worded too much alike (no scores needed, so it runs before
+    /// the critic is asked for any).
+    public static func tooSimilar(chosen: String, rejected: String) -> Bool {
         let a = Trigrams.set(chosen), b = Trigrams.set(rejected)
-        if similarity.exceeded(overlap: Trigrams.overlap(a, b), a.count, b.count) { return .tooSimilar }
-        return nil
+        return similarity.exceeded(overlap: Trigrams.overlap(a, b), a.count, b.count)
     }
 }
 

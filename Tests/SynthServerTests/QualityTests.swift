@@ -126,11 +126,17 @@ import Testing
         try await withHarness(fakeArgs: ["--plant", "low_margin:0.2"], seconds: 240) { h in
             let o = try await run(h, #"{"schema":"preference_v1","domain":"customer support for a SaaS product","count":50,"model":"balanced"}"#)
             #expect(o.records.count == 50)
-            let planted = o.planted("preference_v1", "low_margin")
-            #expect(planted > 0)
+            // "Both responses are scored by a critic pass": the margin is the critic's. The fake
+            // plants low margins in generated pairs and in critic answers alike; only the critic's count.
+            let planted = o.planted("preference_scores", "low_margin")
+            #expect(planted > 0 && o.planted("preference_v1", "low_margin") > 0)
             #expect(o.rejections == ["low_margin": planted])
+            #expect(o.answers("preference_scores").count == 50 + planted)
             for r in o.records {
                 #expect((r["chosen_score"] as? Double ?? 0) - (r["rejected_score"] as? Double ?? 0) >= 2)
+                // The critic's reasoning ships, and provenance names the model that scored.
+                #expect(!(r["reasoning"] as? String ?? "").contains(" than the rejected one. "))
+                #expect((r["provenance"] as? [String: Any])?["scored_by"] as? String == "fake-model")
             }
             checkFigures(o)
         }

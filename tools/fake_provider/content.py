@@ -2,7 +2,7 @@
 
 The fake reads directive lines from the prompt:
 
-    SCHEMA: instruction_v1 | preference_v1 | eval_v1 | conflict_v1 | judge | invariants
+    SCHEMA: instruction_v1 | preference_v1 | eval_v1 | conflict_v1 | judge | invariants | preference_scores
     CATEGORY: ...   TECHNIQUE: ...   AXIS: ...   DRIVES: a,b   DOMAIN: ...
 
 and produces one JSON record of that schema.  Text is assembled from the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import vocabulary as V
 
-SCHEMAS = ("instruction_v1", "preference_v1", "eval_v1", "conflict_v1", "judge", "invariants")
+SCHEMAS = ("instruction_v1", "preference_v1", "eval_v1", "conflict_v1", "judge", "invariants", "preference_scores")
 DEFAULT_SCHEMA = "instruction_v1"
 REFUSAL_TEXT = "I can't help with that."
 
@@ -36,6 +36,7 @@ MAIN_TEXT = {
     "conflict_v1": [("responses", 0, "output"), ("responses", 1, "output")],
     "judge": [],
     "invariants": [],
+    "preference_scores": [],
 }
 # The field that plays the role of the prompt / question in a record.
 PROMPT_FIELD = {
@@ -406,6 +407,10 @@ def generate(info: PromptInfo, rng: random.Random) -> dict:
         return out
     if schema == "invariants":
         return {"violations": []}
+    if schema == "preference_scores":
+        # The critic's scores of a pair: the first response well above the second.
+        return {"chosen_score": _score(rng, 7.0, 10.0), "rejected_score": _score(rng, 1.0, 5.0),
+                "reasoning": f"The chosen response is more {rng.choice(V.ADJECTIVES)}. " + g.sentence()}
     raise ValueError(f"unknown schema {schema!r}")
 
 
@@ -454,7 +459,7 @@ PLANT_APPLIES = {
     "truncation": lambda s: bool(MAIN_TEXT[s]),
     "empty": lambda s: bool(MAIN_TEXT[s]),
     "long_second": lambda s: len(MAIN_TEXT[s]) > 1,
-    "low_margin": lambda s: s == "preference_v1",
+    "low_margin": lambda s: s in ("preference_v1", "preference_scores"),
     "low_judge": lambda s: s == "judge",
     "invariant_violation": lambda s: s == "invariants",
 }
