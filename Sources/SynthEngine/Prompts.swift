@@ -100,8 +100,9 @@ public struct PromptBuilder: Sendable {
         }
         if !cell.axis.isEmpty, let pair = drivePair(axis: cell.axis) {
             lines.append("AXIS: \(cell.axis)")
+            if let about = axisDescription(cell.axis), !about.isEmpty { lines.append("AXIS DESCRIPTION: \(Self.oneLine(about))") }
             lines.append("DRIVES: \(pair.0.name),\(pair.1.name)")
-            for d in [pair.0, pair.1] where !d.description_p.isEmpty { lines.append("DRIVE \(d.name): \(d.description_p)") }
+            for d in [pair.0, pair.1] where !d.description_p.isEmpty { lines.append("DRIVE \(d.name): \(Self.oneLine(d.description_p))") }
             if !request.conflictConfig.overrideVocabulary.isEmpty {
                 lines.append("OVERRIDE LABELS: " + request.conflictConfig.overrideVocabulary.joined(separator: ", "))
             }
@@ -140,6 +141,19 @@ public struct PromptBuilder: Sendable {
     var drivesByAxis: [String: (String, String)] {
         Dictionary(plan.cells.compactMap { cell in drivePair(axis: cell.axis).map { (cell.axis, ($0.0.name, $0.1.name)) } },
                    uniquingKeysWith: { a, _ in a })
+    }
+
+    /// A description may hold line breaks; on the task card it stays on its own line, so that it
+    /// cannot pass for another of the card's labelled lines.
+    static func oneLine(_ text: String) -> String {
+        text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.joined(separator: " ")
+    }
+
+    /// The drive pair's own description of an axis.
+    func axisDescription(_ axis: String) -> String? {
+        let axes = Planner.axes(request.conflictConfig)
+        guard let i = axes.firstIndex(of: axis) else { return nil }
+        return request.conflictConfig.drivePairs[i].description_p
     }
 
     func drivePair(axis: String) -> (PBDrive, PBDrive)? {

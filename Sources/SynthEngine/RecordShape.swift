@@ -51,18 +51,25 @@ enum RecordShape {
                 if case .bool(let v)? = r["viable"] { viable = v }
                 outResponses.append(.object([("drive", .string(drive)), ("output", .string(output)), ("viable", .bool(viable))]))
             }
+            // The two responses argue the axis' two drives, one each.
+            if let drives {
+                let named = responses.compactMap { $0["drive"]?.stringValue }
+                if Set(named) != Set([drives.0, drives.1]) || named.count != 2 || named[0] == named[1] { return .failure(.formatInvalid) }
+            }
             var data: [(String, JSONValue)] = [("input", .string(input)), ("axis", .string(axis)),
                                                ("tension_type", .string(str("tension_type") ?? "\(axis)_tension")),
                                                ("responses", .array(outResponses))]
             if resolutionMode != "none" {
                 guard let res = obj["resolution"], let preferred = res["preferred_drive"]?.stringValue, let losing = res["losing_drive"]?.stringValue,
                       let confidence = res["confidence"]?.doubleValue, (0...1).contains(confidence),
-                      let reasoning = res["reasoning"]?.stringValue, !reasoning.isEmpty
+                      let reasoning = res["reasoning"]?.stringValue, !reasoning.isEmpty,
+                      // annotated and graded resolutions say when the losing drive would win.
+                      let override = res["override_condition"]?.stringValue.map(FastText.trimmed), !override.isEmpty
                 else { return .failure(.formatInvalid) }
                 if let drives, Set([preferred, losing]) != Set([drives.0, drives.1]) { return .failure(.formatInvalid) }
                 var resolution: [(String, JSONValue)] = [("preferred_drive", .string(preferred)), ("losing_drive", .string(losing)),
                                                          ("confidence", .number(confidence)),
-                                                         ("override_condition", .string(res["override_condition"]?.stringValue ?? "")),
+                                                         ("override_condition", .string(override)),
                                                          ("reasoning", .string(reasoning))]
                 if resolutionMode == "graded" {
                     // Graded adds numeric scores: the winning drive's strength is the confidence.

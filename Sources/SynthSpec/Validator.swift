@@ -441,6 +441,12 @@ public struct Validator: Sendable {
                 sum += v
             }
             if sum.isFinite, n == c.axisDistribution.count, abs(sum - 100) > 1 { fail("conflict_config.axis_distribution", "percentages must sum to about 100 (99-101)", Self.number(sum)) }
+            // An axis left out would get no records at all: say so rather than drop it quietly.
+            let missing = axes.filter { c.axisDistribution[$0] == nil }
+            if !missing.isEmpty {
+                fail("conflict_config.axis_distribution", "must give every axis of drive_pairs a share (0 to leave one out on purpose)",
+                     missing.joined(separator: ", "))
+            }
         }
         if !c.resolutionMode.isEmpty, !["annotated", "graded", "none"].contains(c.resolutionMode) {
             fail("conflict_config.resolution_mode", "must be annotated, graded or none", c.resolutionMode)

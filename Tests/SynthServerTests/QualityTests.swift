@@ -142,6 +142,40 @@ import Testing
         }
     }
 
+    /// conflict_v1: the two responses argue the axis' two drives, one each; annotated and graded
+    /// resolutions carry an override condition; the pair's description reaches the model.
+    @Test func conflictRecordsArgueBothDrivesAndSayWhenTheLoserWins() async throws {
+        try await withHarness(fakeArgs: ["--plant", "same_drive:0.15", "--plant", "no_override:0.15"], seconds: 240) { h in
+            for mode in ["annotated", "graded"] {
+                let o = try await run(h, #"""
+                    {"schema":"conflict_v1","domain":"AI assistant alignment decisions","count":30,"model":"balanced",
+                     "conflict_config":{"resolution_mode":"\#(mode)","drive_pairs":[
+                       {"axis_name":"safety_autonomy","description":"Protecting a user against respecting their choices",
+                        "drives":[{"name":"safety","description":"Prioritize user protection"},{"name":"autonomy","description":"Respect user agency"}]},
+                       {"a":"honesty","b":"helpfulness"}]}}
+                    """#)
+                #expect(o.records.count == 30)
+                let bad = o.answers("conflict_v1").filter { !Set($0["planted"] as? [String] ?? []).isDisjoint(with: ["same_drive", "no_override"]) }.count
+                #expect(bad > 0)
+                #expect(o.rejections == ["format_invalid": bad], "\(mode): \(o.rejections) for \(bad) planted")
+                let drives = ["safety_autonomy": Set(["safety", "autonomy"]), "honesty_helpfulness": Set(["honesty", "helpfulness"])]
+                for r in o.records {
+                    let data = r["data"] as? [String: Any] ?? [:]
+                    let axis = data["axis"] as? String ?? ""
+                    let named = (data["responses"] as? [[String: Any]] ?? []).compactMap { $0["drive"] as? String }
+                    #expect(named.count == 2 && Set(named) == drives[axis], "\(axis): \(named)")
+                    let resolution = data["resolution"] as? [String: Any] ?? [:]
+                    #expect(!((resolution["override_condition"] as? String) ?? "").trimmingCharacters(in: .whitespaces).isEmpty)
+                }
+                // The axis with a description had it on every one of its task cards; the short form has none.
+                let cards = o.answers("conflict_v1")
+                let described = cards.filter { $0["axis_description"] as? String == "Protecting a user against respecting their choices" }.count
+                #expect(described > 0 && described + cards.filter { $0["axis_description"] == nil }.count == cards.count)
+                checkFigures(o)
+            }
+        }
+    }
+
     @Test func verifiedJobsAreJudgedAndScoresShipWithTheRecords() async throws {
         try await withHarness(fakeArgs: ["--plant", "low_judge:0.2"], seconds: 240) { h in
             let o = try await run(h, #"""

@@ -131,6 +131,10 @@ import SynthProto
     @Test func conflictNeedsItsConfig() {
         #expect(errors(#"{"schema":"conflict_v1","domain":"d","count":1,"model":"deep"}"#) == ["conflict_config"])
         #expect(errors(#"{"schema":"conflict_v1","domain":"d","count":10,"model":"deep","conflict_config":{"drive_pairs":[{"a":"x","b":"y"}],"axis_distribution":{"nope":100}}}"#)
-                == ["conflict_config.axis_distribution.nope"])
+                == ["conflict_config.axis_distribution.nope", "conflict_config.axis_distribution"])
+        // Every axis gets a share: one left out would get no records at all. 0 leaves it out on purpose.
+        let two = #"{"schema":"conflict_v1","domain":"d","count":10,"model":"deep","conflict_config":{"drive_pairs":[{"a":"x","b":"y"},{"a":"p","b":"q"}],"axis_distribution":{"x_y":100"#
+        #expect(errors(two + "}}}") == ["conflict_config.axis_distribution"])
+        #expect(errors(two + #","p_q":0}}}"#) == [])
     }
 }

@@ -3,7 +3,7 @@
 The fake reads directive lines from the prompt:
 
     SCHEMA: instruction_v1 | preference_v1 | eval_v1 | conflict_v1 | judge | invariants | preference_scores
-    CATEGORY: ...   TECHNIQUE: ...   AXIS: ...   DRIVES: a,b   DOMAIN: ...
+    CATEGORY: ...   TECHNIQUE: ...   AXIS: ...   AXIS DESCRIPTION: ...   DRIVES: a,b   DOMAIN: ...
 
 and produces one JSON record of that schema.  Text is assembled from the
 word lists in vocabulary.py with a seeded random.Random, so the same seed
@@ -49,7 +49,7 @@ PROMPT_FIELD = {
 MAIN_LEN = (200, 800)
 
 _ASSESS = re.compile(r"^[ \t]*ASSESS[ \t]*:[ \t]*([A-Za-z0-9_.-]+)", re.MULTILINE)
-_DIRECTIVE = re.compile(r"^[ \t]*(SCHEMA|CATEGORY|TECHNIQUE|AXIS|DRIVES|DOMAIN)[ \t]*:[ \t]*(.*?)[ \t]*$",
+_DIRECTIVE = re.compile(r"^[ \t]*(SCHEMA|CATEGORY|TECHNIQUE|AXIS DESCRIPTION|AXIS|DRIVES|DOMAIN)[ \t]*:[ \t]*(.*?)[ \t]*$",
                         re.MULTILINE)
 
 
@@ -60,6 +60,7 @@ class PromptInfo:
     category: str | None = None
     technique: str | None = None
     axis: str | None = None
+    axis_description: str | None = None
     drives: list[str] = field(default_factory=list)
     domain: str | None = None
     directive_lines: list[str] = field(default_factory=list)   # raw lines, for leakage
@@ -110,6 +111,7 @@ def parse_prompt(text: str, hint: str | None = None, parts=None) -> PromptInfo:
     info.category = seen.get("CATEGORY") or None
     info.technique = seen.get("TECHNIQUE") or None
     info.axis = seen.get("AXIS") or None
+    info.axis_description = seen.get("AXIS DESCRIPTION") or None
     info.domain = seen.get("DOMAIN") or None
     drives = [d.strip() for d in seen.get("DRIVES", "").split(",") if d.strip()]
     info.drives = drives
@@ -462,6 +464,8 @@ PLANT_APPLIES = {
     "low_margin": lambda s: s in ("preference_v1", "preference_scores"),
     "low_judge": lambda s: s == "judge",
     "invariant_violation": lambda s: s == "invariants",
+    "same_drive": lambda s: s == "conflict_v1",
+    "no_override": lambda s: s == "conflict_v1",
 }
 
 
@@ -497,6 +501,10 @@ def apply_plants(record: dict, info: PromptInfo, kinds: list[str], rng: random.R
             for k in ("relevance", "accuracy", "completeness"):
                 record[k] = _score(rng, 2.0, 6.5)
             record["overall"] = _score(rng, 1.0, 5.5)
+        elif kind == "same_drive":
+            record["responses"][1]["drive"] = record["responses"][0]["drive"]
+        elif kind == "no_override":
+            record["resolution"]["override_condition"] = ""
         elif kind == "invariant_violation":
             g = TextGen(rng, info)
             record["violations"] = [{"rule_index": 0,

@@ -41,6 +41,8 @@ PLANT_KINDS = (
     "invariant_violation",  # invariants returns a violation
     "empty",                # main output field is ""
     "long_second",          # the second response (preference rejected, conflict responses[1]) runs to 600+ words
+    "same_drive",           # conflict: both responses argue the first drive
+    "no_override",          # conflict: the resolution's override_condition is ""
 )
 
 FAULT_KEYS = ("request", "prompt")

@@ -853,6 +853,8 @@ class Connection(asyncio.Protocol):
         plan.fresh = C.generate(info, F.rng_for(cfg.seed, "content", plan.prompt_hash, plan.k if cfg.vary else 0))
         if decision.fault is None and not decision.plants and not maybe_dup:
             plan.entry["schema"] = info.schema
+            if info.axis_description:
+                plan.entry["axis_description"] = info.axis_description
             plan.prebuilt = self.build_body(plan, plan.fresh)
 
     def deliver(self, plan: Plan):
@@ -880,6 +882,8 @@ class Connection(asyncio.Protocol):
         # 4. content
         info = plan.info or C.parse_prompt(plan.prompt_text, plan.hint, plan.prompt_parts)
         entry["schema"] = info.schema
+        if info.axis_description:
+            entry["axis_description"] = info.axis_description
         if plan.prebuilt is not None:
             # A clean answer, serialised while waiting.  Nothing plants in the record: it goes into
             # the history as it is.
