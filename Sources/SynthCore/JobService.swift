@@ -393,9 +393,3 @@ public final class JobService: Sendable {
         return out
     }
 }
-
-
-public enum SynthVersion {
-    public static let current = "0.1.0"
-}
-

@@ -85,10 +85,13 @@ final class JobRunner: Sendable {
         guard var job = try store.job(id: jobID), let status = JobStatus(rawValue: job.job.status), !status.isTerminal else { return }
         let resumed = status == .running
         let jobID = self.jobID
+        let starting = engine.routes(for: job.request)
+        let recipe = starting.generator.map { Recipe.json(request: job.request, plan: job.plan, generator: $0, critic: starting.critic, config: engine.config) }
         job = try await BlockingLane.writes.run {
             try self.store.updateJob(id: jobID, event: resumed ? "resumed" : "started") { job in
                 // A cancel may have landed since the read above: never bring a finished job back.
                 guard let now = JobStatus(rawValue: job.job.status), !now.isTerminal else { return }
+                if let recipe, job.recipes.last.map(Array.init) != recipe { job.recipes.append(Data(recipe)) }
                 job.job.status = JobStatus.running.rawValue
                 if job.startedAtMs == 0 {
                     job.startedAtMs = Clock.nowMillis()

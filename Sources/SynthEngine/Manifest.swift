@@ -148,6 +148,7 @@ public enum Manifest {
             ("request", protoJSON(job.request)),
             ("plan", protoJSON(job.plan)),
             ("models", .array(job.modelsAnswered.map { .string($0) })),
+            ("made_with", .array(job.recipes.compactMap { JSONValue.parse(Array($0)) })),
             ("seed", .string(String(job.seed))),
             ("splits", .array(splits.map { s in
                 .object([("name", .string(s.name)), ("file", .string("\(s.name).jsonl")),

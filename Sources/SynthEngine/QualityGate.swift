@@ -62,6 +62,9 @@ final class QualityGate: Sendable {
 
     /// The judge's pass mark (the documentation's 6.0).
     static let judgePassMark = 6.0
+    /// The critic's sampling: deterministic, with an answer budget per kind of call.
+    static let criticTemperature = 0.0
+    static let criticMaxTokens = ["judge": 300, "preference_scores": 300, "invariants": 400]
 
     init(request: PBJobRequest, system: [String], critic: (any ChatModel)?, criticModel: String, permits: AsyncSemaphore? = nil, jobID: String,
          logger: Logger) {
@@ -172,7 +175,8 @@ final class QualityGate: Sendable {
         guard let critic else { return nil }
         let lines = assessedFields.map { f in "ASSESS: \(f.name)" + (f.description_p.isEmpty ? "" : " - \(f.description_p)") }
         let chat = ChatRequest(model: criticModel, system: PromptFiles.text("judge"), user: card("judge", lines, content),
-                               jsonSchema: PromptFiles.text("judge.schema"), schemaName: "judge", maxTokens: 300, temperature: 0,
+                               jsonSchema: PromptFiles.text("judge.schema"), schemaName: "judge", maxTokens: Self.criticMaxTokens["judge"]!,
+                               temperature: Self.criticTemperature,
                                stage: "judge")
         let answer: ChatCompletion
         do {
@@ -210,8 +214,8 @@ final class QualityGate: Sendable {
         guard let critic else { return nil }
         let shown = content.filter { ["prompt", "chosen", "rejected"].contains($0.0) }
         let chat = ChatRequest(model: criticModel, system: PromptFiles.text("preference_scores"), user: card("preference_scores", [], shown),
-                               jsonSchema: PromptFiles.text("preference_scores.schema"), schemaName: "preference_scores", maxTokens: 300,
-                               temperature: 0, stage: "preference_scores")
+                               jsonSchema: PromptFiles.text("preference_scores.schema"), schemaName: "preference_scores",
+                               maxTokens: Self.criticMaxTokens["preference_scores"]!, temperature: Self.criticTemperature, stage: "preference_scores")
         let answer: ChatCompletion
         do {
             answer = try await ask(critic, chat)
@@ -236,8 +240,8 @@ final class QualityGate: Sendable {
         let rules = request.advanced.invariants
         let lines = rules.enumerated().map { "RULE \($0.offset): \($0.element.rule)" }
         let chat = ChatRequest(model: criticModel, system: PromptFiles.text("invariants"), user: card("invariants", lines, content),
-                               jsonSchema: PromptFiles.text("invariants.schema"), schemaName: "invariants", maxTokens: 400,
-                               temperature: 0, stage: "invariants")
+                               jsonSchema: PromptFiles.text("invariants.schema"), schemaName: "invariants", maxTokens: Self.criticMaxTokens["invariants"]!,
+                               temperature: Self.criticTemperature, stage: "invariants")
         let answer: ChatCompletion
         do {
             answer = try await ask(critic, chat)

@@ -8,11 +8,13 @@ public struct ChatRequest: Sendable {
     public var schemaName: String
     public var maxTokens: Int
     public var temperature: Double
-    /// Which budget the usage is counted under: generate, judge, invariants.
+    /// Which budget the usage is counted under: generate, preference_scores, judge, invariants.
     public var stage: String
+    /// A generation request's temperature, unless the provider's config sets one.
+    public static let generationTemperature = 0.9
 
     public init(model: String, system: String, user: String, jsonSchema: String?, schemaName: String = "record",
-                maxTokens: Int = 1024, temperature: Double = 0.9, stage: String = "generate") {
+                maxTokens: Int = 1024, temperature: Double = ChatRequest.generationTemperature, stage: String = "generate") {
         self.model = model
         self.system = system
         self.user = user

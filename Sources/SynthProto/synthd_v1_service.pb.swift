@@ -495,7 +495,7 @@ public nonisolated struct PBStageUsage: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// generate | judge | invariants
+  /// generate | preference_scores | judge | invariants
   public var stage: String = String()
 
   public var requests: Int64 = 0

@@ -220,6 +220,14 @@ public nonisolated struct PBStoredJob: @unchecked Sendable {
   /// Clears the value of `endDetail`. Subsequent reads from it will return its default value.
   public mutating func clearEndDetail() {_uniqueStorage()._endDetail = nil}
 
+  /// How the records were made (synthd version, prompt template hashes, models with their
+  /// sampling, the config values that shape a job), as JSON: one entry per distinct recipe the
+  /// job ran under (a restart with another config adds one). The manifest's made_with.
+  public var recipes: [Data] {
+    get {_storage._recipes}
+    set {_uniqueStorage()._recipes = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -389,7 +397,7 @@ nonisolated extension PBStoredKey: SwiftProtobuf.Message, SwiftProtobuf._Message
 
 nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StoredJob"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}org\0\u{1}request\0\u{1}plan\0\u{1}seed\0\u{1}rejections\0\u{3}models_answered\0\u{3}idempotency_key\0\u{3}request_digest\0\u{3}last_event\0\u{3}cell_accepted\0\u{1}attempts\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}filled\0\u{3}judge_score_sum\0\u{3}judge_scored\0\u{3}invariant_check_failures\0\u{3}cell_rejected\0\u{3}format_problems\0\u{3}cross_split_leaks\0\u{3}end_detail\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}org\0\u{1}request\0\u{1}plan\0\u{1}seed\0\u{1}rejections\0\u{3}models_answered\0\u{3}idempotency_key\0\u{3}request_digest\0\u{3}last_event\0\u{3}cell_accepted\0\u{1}attempts\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}filled\0\u{3}judge_score_sum\0\u{3}judge_scored\0\u{3}invariant_check_failures\0\u{3}cell_rejected\0\u{3}format_problems\0\u{3}cross_split_leaks\0\u{3}end_detail\0\u{1}recipes\0")
 
   fileprivate class _StorageClass {
     var _job: PBJob? = nil
@@ -415,6 +423,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
     var _formatProblems: Dictionary<String,Int64> = [:]
     var _crossSplitLeaks: Int64 = 0
     var _endDetail: PBJobDetail? = nil
+    var _recipes: [Data] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -448,6 +457,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
       _formatProblems = source._formatProblems
       _crossSplitLeaks = source._crossSplitLeaks
       _endDetail = source._endDetail
+      _recipes = source._recipes
     }
   }
 
@@ -489,6 +499,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
         case 21: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &_storage._formatProblems) }()
         case 22: try { try decoder.decodeSingularInt64Field(value: &_storage._crossSplitLeaks) }()
         case 23: try { try decoder.decodeSingularMessageField(value: &_storage._endDetail) }()
+        case 24: try { try decoder.decodeRepeatedBytesField(value: &_storage._recipes) }()
         default: break
         }
       }
@@ -570,6 +581,9 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
       try { if let v = _storage._endDetail {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
       } }()
+      if !_storage._recipes.isEmpty {
+        try visitor.visitRepeatedBytesField(value: _storage._recipes, fieldNumber: 24)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -602,6 +616,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
         if _storage._formatProblems != rhs_storage._formatProblems {return false}
         if _storage._crossSplitLeaks != rhs_storage._crossSplitLeaks {return false}
         if _storage._endDetail != rhs_storage._endDetail {return false}
+        if _storage._recipes != rhs_storage._recipes {return false}
         return true
       }
       if !storagesAreEqual {return false}

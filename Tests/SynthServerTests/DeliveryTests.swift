@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import SynthAPI
 import Testing
@@ -6,6 +7,7 @@ import SynthEngine
 import SynthProto
 import SynthSpec
 import SynthStore
+import Synchronization
 
 /// "Quality never blocks delivery" and "billed per accepted record", through the real server: a job
 /// that cannot reach its count, a cancelled one and one whose provider goes away all end with what
@@ -135,6 +137,64 @@ import SynthStore
             #expect(try Self.billed(h, "freebie").records == job.accepted)
             await client.close()
         }
+    }
+
+    /// The manifest says how the records were made: synthd's version, the hash of each prompt
+    /// template used, the models with their sampling, and the config values that shape a job.
+    @Test func theManifestSaysHowTheRecordsWereMade() async throws {
+        /// A job's made_with entry, as JSON bytes.
+        @Sendable func run(_ h: Harness) async throws -> Data {
+            let client = try await h.client(try h.org("acme-\(UUID().uuidString.prefix(4))"))
+            var g = PBGenerateRequest()
+            g.requestJson = #"{"schema":"preference_v1","domain":"code review best practices","count":5,"model":"balanced","verified":true}"#
+            g.domainConfirmed = true
+            let job = try await client.unary(Methods.generate, g).job
+            let done = try await h.waitForEnd(client, job.jobID)
+            #expect(done.status == "succeeded")
+            let manifest = try await Self.manifest(client, job.jobID)
+            await client.close()
+            let made = try #require(manifest["made_with"] as? [[String: Any]])
+            #expect(made.count == 1)
+            return try JSONSerialization.data(withJSONObject: try #require(made.first), options: [.sortedKeys])
+        }
+        let recipes = Mutex<[Data]>([])
+        try await withHarness { h in
+            let a = try await run(h), b = try await run(h)
+            recipes.withLock { $0 += [a, b] }
+        }
+        try await withHarness(engine: { $0.attemptsPerRecord = 5 }) { h in
+            let c = try await run(h)
+            recipes.withLock { $0.append(c) }
+        }
+        let all = recipes.withLock { $0 }
+        try #require(all.count == 3)
+        // Two jobs made the same way have equal recipes; another attempt budget makes another one.
+        #expect(all[0] == all[1])
+        #expect(all[0] != all[2])
+        let first = try #require(try JSONSerialization.jsonObject(with: all[0]) as? [String: Any])
+        let other = try #require(try JSONSerialization.jsonObject(with: all[2]) as? [String: Any])
+        #expect((other["config"] as? [String: Any])?["attempts_per_record"] as? Double == 5)
+
+        #expect(first["synthd_version"] as? String == SynthVersion.current)
+        // Each template the job used, hashed as synthd loads it (trimmed).
+        let prompts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Sources/SynthEngine/Prompts")
+        let templates = try #require(first["prompt_templates"] as? [String: String])
+        #expect(Set(templates.keys) == ["system", "preference_v1", "preference_v1.schema", "preference_scores", "preference_scores.schema",
+                                        "judge", "judge.schema"])
+        for (name, hash) in templates {
+            let file = prompts.appendingPathComponent(name + (name.hasSuffix(".schema") ? ".json" : ".txt"))
+            let text = try String(contentsOf: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let want = SHA256.hash(data: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
+            #expect(hash == "sha256:" + want, "\(name)")
+        }
+        let generator = try #require(first["generator"] as? [String: Any])
+        #expect(generator["provider"] as? String == "openai" && generator["model"] as? String == "fake-model")
+        #expect(generator["temperature"] as? Double == 0.9 && (generator["max_tokens"] as? Int ?? 0) > 0)
+        #expect((generator["sampling"] as? [String: Double]) == ["frequency_penalty": 0.8])
+        let critic = try #require(first["critic"] as? [String: Any])
+        #expect(critic["temperature"] as? Double == 0 && (critic["max_tokens"] as? [String: Int]) == ["preference_scores": 300, "judge": 300])
+        let config = try #require(first["config"] as? [String: Any])
+        #expect(config["attempts_per_record"] as? Double == 3 && config["job_concurrency"] as? Int == 16)
     }
 
     @Test func aJobWhoseProviderGoesAwayHalfWayWaitsThenEndsWithWhatItKept() async throws {

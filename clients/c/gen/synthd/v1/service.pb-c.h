@@ -333,7 +333,7 @@ struct  Synthd__V1__StageUsage
 {
   ProtobufCMessage base;
   /*
-   * generate | judge | invariants
+   * generate | preference_scores | judge | invariants
    */
   char *stage;
   int64_t requests;

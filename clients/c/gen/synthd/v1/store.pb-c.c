@@ -565,7 +565,7 @@ const ProtobufCMessageDescriptor synthd__v1__stored_job__format_problems_entry__
   (ProtobufCMessageInit) synthd__v1__stored_job__format_problems_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[23] =
+static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[24] =
 {
   {
     "job",
@@ -843,6 +843,18 @@ static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "recipes",
+    24,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_BYTES,
+    offsetof(Synthd__V1__StoredJob, n_recipes),
+    offsetof(Synthd__V1__StoredJob, recipes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__stored_job__field_indices_by_name[] = {
   11,   /* field[11] = attempts */
@@ -863,6 +875,7 @@ static const unsigned synthd__v1__stored_job__field_indices_by_name[] = {
   6,   /* field[6] = models_answered */
   1,   /* field[1] = org */
   3,   /* field[3] = plan */
+  23,   /* field[23] = recipes */
   5,   /* field[5] = rejections */
   2,   /* field[2] = request */
   8,   /* field[8] = request_digest */
@@ -872,7 +885,7 @@ static const unsigned synthd__v1__stored_job__field_indices_by_name[] = {
 static const ProtobufCIntRange synthd__v1__stored_job__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 23 }
+  { 0, 24 }
 };
 const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor =
 {
@@ -882,7 +895,7 @@ const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor =
   "Synthd__V1__StoredJob",
   "synthd.v1",
   sizeof(Synthd__V1__StoredJob),
-  23,
+  24,
   synthd__v1__stored_job__field_descriptors,
   synthd__v1__stored_job__field_indices_by_name,
   1,  synthd__v1__stored_job__number_ranges,

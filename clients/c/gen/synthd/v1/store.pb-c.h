@@ -141,10 +141,17 @@ struct  Synthd__V1__StoredJob
    * How the job ended, when that needs saying (ENDED_SHORT, CANCELLED): shown as Job.detail.
    */
   Synthd__V1__JobDetail *end_detail;
+  /*
+   * How the records were made (synthd version, prompt template hashes, models with their
+   * sampling, the config values that shape a job), as JSON: one entry per distinct recipe the
+   * job ran under (a restart with another config adds one). The manifest's made_with.
+   */
+  size_t n_recipes;
+  ProtobufCBinaryData *recipes;
 };
 #define SYNTHD__V1__STORED_JOB__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__stored_job__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, NULL, NULL, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, {0,NULL}, 0, 0,NULL, 0, 0, 0, 0, {0,NULL}, 0, 0, 0, 0,NULL, 0,NULL, 0, NULL }
+    , NULL, (char *)protobuf_c_empty_string, NULL, NULL, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, {0,NULL}, 0, 0,NULL, 0, 0, 0, 0, {0,NULL}, 0, 0, 0, 0,NULL, 0,NULL, 0, NULL, 0,NULL }
 
 
 struct  Synthd__V1__StoredEvent
