@@ -26,6 +26,7 @@ let package = Package(
         .target(name: "SynthAPI", dependencies: ["SynthProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // Optimised in debug builds too: the spell check's index is built from 100,000 words at start.
         .target(name: "SynthSpec", dependencies: ["SynthProto", "SynthConcurrency", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                resources: [.copy("Vocabulary")],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "SynthWire", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
         // Permits and lanes (threads of their own for blocking work), shared by every layer.

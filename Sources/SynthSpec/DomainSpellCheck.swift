@@ -22,27 +22,19 @@ public final class DomainSpellCheck: Sendable {
 
     public static let defaultPath = "/usr/share/dict/words"
 
-    /// Terms of the trade that a general word list lacks.
-    public static let vocabulary: Set<String> = [
-        "ai", "ml", "llm", "llms", "nlp", "api", "apis", "saas", "paas", "iaas", "sdk", "sdks", "cli", "gui", "ui", "ux", "json", "yaml",
-        "xml", "csv", "sql", "nosql", "http", "https", "grpc", "rest", "restful", "graphql", "oauth", "sso", "jwt", "tls", "ssl", "dns",
-        "devops", "mlops", "fintech", "insurtech", "healthtech", "edtech", "regtech", "pytorch", "tensorflow", "keras", "numpy", "pandas",
-        "sklearn", "huggingface", "transformers", "lora", "qlora", "peft", "rlhf", "dpo", "sft", "ppo", "gguf", "quantization",
-        "quantized", "finetune", "finetuning", "fine", "tuning", "embeddings", "tokenizer", "tokenizers", "tokenization", "chatbot",
-        "chatbots", "backend", "frontend", "fullstack", "kubernetes", "docker", "dockerfile", "terraform", "ansible", "linux", "unix",
-        "macos", "ios", "android", "javascript", "typescript", "python", "golang", "rust", "kotlin", "swift", "postgres", "postgresql",
-        "mysql", "sqlite", "mongodb", "redis", "kafka", "spark", "hadoop", "aws", "gcp", "azure", "cloud", "serverless", "microservices",
-        "microservice", "webhook", "webhooks", "cybersecurity", "malware", "ransomware", "phishing", "blockchain", "crypto",
-        "cryptocurrency", "ecommerce", "onboarding", "offboarding", "workflow", "workflows", "dataset", "datasets", "metadata",
-        "hyperparameter", "hyperparameters", "inference", "multilingual", "multimodal", "async", "runtime", "middleware", "login",
-        "signup", "username", "usernames", "email", "emails", "chargeback", "chargebacks", "kyc", "aml", "gdpr", "hipaa", "soc",
-        "telehealth", "telemedicine", "ehr", "emr", "crm", "erp", "hr", "b2b", "b2c", "esg", "roi", "kpi", "kpis", "okr", "okrs",
-        "helpdesk", "helpdesks", "walkthrough", "walkthroughs", "dropdown", "codebase", "codebases", "repo", "repos", "github",
-        "gitlab", "jira", "wifi", "bluetooth", "uptime", "timeout", "timeouts", "copywriting", "refactoring", "preprocessing",
-        "postprocessing", "deduplication", "smartphone", "smartphones", "app", "apps", "signup", "signups", "checkout",
-        "screenshot", "screenshots", "hotfix", "hotfixes", "changelog", "lookup", "autocomplete", "geolocation", "crowdfunding",
-        "cryptocurrencies", "biotech", "medtech", "proptech", "agritech", "ebook", "ebooks", "podcast", "podcasts", "vlog",
-    ]
+    /// Terms of technical work that a general word list lacks (Vocabulary/technical-terms.txt:
+    /// machine learning, data engineering, programming, cloud, security and product work, a
+    /// few thousand of them).
+    public static let vocabulary: Set<String> = {
+        guard let url = Bundle.module.url(forResource: "technical-terms", withExtension: "txt", subdirectory: "Vocabulary"),
+              let text = try? String(contentsOf: url, encoding: .utf8) else { return [] }
+        var terms = Set<String>()
+        for line in text.split(whereSeparator: \.isNewline) {
+            let term = line.trimmingCharacters(in: .whitespaces).lowercased()
+            if !term.isEmpty, !term.hasPrefix("#") { terms.insert(term) }
+        }
+        return terms
+    }()
 
     public init(path: String = DomainSpellCheck.defaultPath) {
         words = WordTable(contentsOf: FileManager.default.contents(atPath: path) ?? Data())

@@ -116,6 +116,27 @@ import Testing
         }
     }
 
+    /// The spell check knows the trade's terms ("LLM evals" was queried as "evans", "pgvector" as
+    /// "vector") and still queries a typo.
+    @Test func technicalDomainsAreNotQueried() async throws {
+        try await withHarness { h in
+            let client = try await h.client(try h.org("acme"))
+            for (domain, queried) in [("LLM evals for RAG pipelines", []), ("pgvector similarity search in Postgres", []),
+                                      ("airflow dags feeding a dbt lakehouse", []), ("custmer suport for pgvector", ["custmer", "suport"])] {
+                var plan = PBPlanRequest()
+                plan.requestJson = #"{"schema":"instruction_v1","domain":"\#(domain)","count":10,"model":"fast"}"#
+                do {
+                    _ = try await client.unary(Methods.plan, plan)
+                    #expect(queried.isEmpty, "\(domain) was not queried")
+                } catch let e as ClientError {
+                    #expect(e.status.errorCode == "DOMAIN_SPELL_CHECK" && e.status.suggestions.map(\.word) == queried,
+                            "\(domain): \(e)")
+                }
+            }
+            await client.close()
+        }
+    }
+
     /// Tiers that route to different models, as a real config does, and a provider of its own name.
     static func tiers(_ c: inout EngineConfig) {
         var vllm = c.providers["openai"]!
