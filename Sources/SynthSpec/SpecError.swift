@@ -2,7 +2,7 @@ import SynthProto
 
 /// A request that cannot run as given: what the documentation calls a 4xx, with its error code.
 public struct SpecError: Error, Sendable, CustomStringConvertible {
-    public enum Code: String, Sendable {
+    public enum Code: String, Sendable, CaseIterable {
         case validation = "VALIDATION_ERROR"
         case domainSpelling = "DOMAIN_SPELL_CHECK"
         case conflictingOptions = "CONFLICTING_OPTIONS"

@@ -3,7 +3,7 @@ import NIOCore
 /// A framing violation. The connection that produced it cannot be trusted to stay in sync, so the
 /// peer that sees one reports it and closes.
 public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
-    public enum Code: String, Sendable {
+    public enum Code: String, Sendable, CaseIterable {
         /// The length prefix is above the configured maximum.
         case frameTooLarge = "FRAME_TOO_LARGE"
         /// The length prefix is zero: a frame always carries a message.
