@@ -4,7 +4,7 @@ import SynthQuality
 import SynthSpec
 
 /// Why a generated answer was not accepted, under the documentation's reason names.
-public enum Rejection: String, Sendable, Error {
+public enum Rejection: String, Sendable, Error, CaseIterable {
     case formatInvalid = "format_invalid"
     case nearDuplicate = "near_duplicate"
     case lowMargin = "low_margin"

@@ -1,4 +1,5 @@
 import Foundation
+import SynthEngine
 import SynthSpec
 import SynthWire
 import Testing
@@ -45,5 +46,73 @@ import Testing
         #expect(codes.subtracting(documented).isEmpty, "not in proto/README.md: \(codes.subtracting(documented).sorted())")
         #expect(details.subtracting(documented).isEmpty, "not in proto/README.md: \(details.subtracting(documented).sorted())")
         #expect(!readme.lowercased().contains("reserved code"))
+    }
+
+    /// The rows of the markdown table that follows `heading` in `text`: cells, trimmed.
+    static func table(after heading: String, in text: String) -> [[String]] {
+        guard let start = text.range(of: heading) else { return [] }
+        var rows: [[String]] = []
+        var inTable = false
+        for line in text[start.upperBound...].split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("|") {
+                inTable = true
+                let cells = line.split(separator: "|", omittingEmptySubsequences: false).dropFirst().dropLast()
+                    .map { $0.trimmingCharacters(in: .whitespaces) }
+                if !(cells.first?.hasPrefix("---") ?? false) { rows.append(cells) }
+            } else if inTable {
+                break
+            }
+        }
+        return Array(rows.dropFirst())   // the header
+    }
+
+    /// The README's quality-check table names exactly the reasons a record can be rejected for.
+    @Test func theReadmeQualityTableNamesEveryRejectionReason() throws {
+        let rows = Self.table(after: "## Quality checks", in: try Self.text("README.md"))
+        let named = Set(rows.flatMap { Self.matches("`([a-z_]+)`", in: $0[0]) })
+        #expect(named == Set(Rejection.allCases.map(\.rawValue)), "\(named)")
+    }
+
+    /// The README's errors table: each code with the status proto/README.md gives it, and the
+    /// documented codes all there.
+    @Test func theReadmeErrorTableMatchesTheProtocol() throws {
+        let readme = Self.table(after: "### Errors", in: try Self.text("README.md"))
+        let proto = Self.table(after: "## 5. Status", in: try Self.text("proto/README.md"))
+        var statusByCode: [String: String] = [:]
+        for row in proto { for code in row[0].split(separator: ",") { statusByCode[code.trimmingCharacters(in: .whitespaces)] = row[1] } }
+        #expect(readme.count >= 10)
+        for row in readme {
+            let code = row[0].trimmingCharacters(in: CharacterSet(charactersIn: "`"))
+            #expect(statusByCode[code] == row[1].trimmingCharacters(in: CharacterSet(charactersIn: "`")), "\(code): README \(row[1]), protocol \(statusByCode[code] ?? "none")")
+        }
+        let listed = Set(readme.map { $0[0].trimmingCharacters(in: CharacterSet(charactersIn: "`")) })
+        #expect(["VALIDATION_ERROR", "DOMAIN_SPELL_CHECK", "INSUFFICIENT_BALANCE", "CONFLICTING_OPTIONS"].allSatisfy(listed.contains))
+    }
+
+    /// The README's request limits are the limits the validator enforces.
+    @Test func theReadmeRequestLimitsAreTheValidatorsLimits() throws {
+        let rows = Self.table(after: "### Request limits", in: try Self.text("README.md"))
+        let want: [String: Int] = [
+            "`domain`": RequestLimits.domain, "`system_prompt`": RequestLimits.systemPrompt,
+            "`license`, `constraints.tone` / `difficulty`": RequestLimits.shortText,
+            "`advanced.categories`": RequestLimits.categories, "`advanced.style_rules`": RequestLimits.styleRules,
+            "`advanced.response_policy`": RequestLimits.policySections, "`advanced.metadata_fields`": RequestLimits.metadataFields,
+            "`advanced.hard_negatives.techniques`": RequestLimits.techniques, "`idempotency_key`": RequestLimits.idempotencyKeyBytes,
+            "`advanced.invariants`": RequestLimits.invariants,
+        ]
+        var seen = 0
+        for row in rows {
+            guard let limit = want[row[0]] else { continue }
+            seen += 1
+            let first = Self.matches("([0-9][0-9,]*)", in: row[1]).map { Int($0.replacingOccurrences(of: ",", with: "")) ?? -1 }
+            // "1 to 10": the upper bound is the limit; otherwise the first figure is.
+            let figure = row[1].hasPrefix("1 to ") ? first.dropFirst().first : first.first
+            #expect(figure == limit, "\(row[0]): README says \(row[1]), the validator \(limit)")
+        }
+        #expect(seen == want.count)
+        let names = try #require(rows.first { $0[0].hasPrefix("every name") })
+        #expect(names[1].hasPrefix("\(RequestLimits.name) characters"))
+        let descriptions = try #require(rows.first { $0[0].hasPrefix("descriptions") })
+        #expect(descriptions[1].hasPrefix("1,000") && RequestLimits.description == 1_000)
     }
 }
