@@ -1,6 +1,6 @@
 import Foundation
 import SynthEngine
-import SynthSpec
+@testable import SynthSpec
 import SynthWire
 import Testing
 
@@ -114,5 +114,34 @@ import Testing
         #expect(names[1].hasPrefix("\(RequestLimits.name) characters"))
         let descriptions = try #require(rows.first { $0[0].hasPrefix("descriptions") })
         #expect(descriptions[1].hasPrefix("1,000") && RequestLimits.description == 1_000)
+    }
+
+    /// docs/requests.md documents every field of the request, by its path, and every example it
+    /// names exists.
+    @Test func theRequestGuideDocumentsEveryField() throws {
+        let guide = try Self.text("docs/requests.md")
+        var missing: [String] = []
+        func walk(_ message: String, _ path: String, inList: Bool) {
+            for field in RequestShape.messages[message] ?? [] {
+                let here = path.isEmpty ? field.name : "\(path).\(field.name)"
+                // A field of a list item is documented by its name (`rule`) or its path with [] (`drives[].name`).
+                let documented = inList ? guide.contains("`\(field.name)`") || guide.contains("[].\(field.name)`") || guide.contains("`\(here)`")
+                                        : guide.contains("`\(here)`")
+                if !documented { missing.append(here) }
+                switch field.cardinality {
+                case .single(.message(let m)): walk(m, here, inList: inList)
+                case .repeated(.message(let m)), .map(.message(let m)): walk(m, here, inList: true)
+                default: break
+                }
+            }
+        }
+        walk(RequestShape.root, "", inList: false)
+        #expect(missing.isEmpty, "docs/requests.md does not document \(missing)")
+        for example in Self.matches(#"\(\.\./tools/examples/([a-z0-9-]+\.json)\)"#, in: guide) {
+            #expect(FileManager.default.fileExists(atPath: Self.root.appendingPathComponent("tools/examples/\(example)").path), "\(example)")
+        }
+        for schema in Schema.allCases {
+            #expect(guide.contains("| `\(schema.rawValue)` | [`"), "no example for \(schema.rawValue)")
+        }
     }
 }
