@@ -102,7 +102,12 @@ public enum RequestShape {
             walk.refuse(path, "must be true or false", describe(value))
         case .double:
             switch value {
-            case .int, .number: return value
+            case .int: return value
+            case .number(let d):
+                // 1e400 reads as infinity: refused here, or it would arrive as "not given".
+                if d.isFinite { return value }
+                walk.refuse(path, "must be a finite number", "out of range")
+                return nil
             case .string(let s):
                 if ["NaN", "Infinity", "-Infinity"].contains(s) { return value }
                 if let d = Double(s), d.isFinite { return .number(d) }

@@ -374,11 +374,51 @@ import SynthStore
         #expect(atKill < 400)
     }
 
-    /// Runs `synthd` with `arguments` and `stdin`, returning its exit status and output.
-    static func runSynthd(_ arguments: [String], stdin: String = "") throws -> (status: Int32, out: String, err: String) {
+    /// `synth plan --request FILE` against a real server: one answer lists every problem of the
+    /// file, JSON syntax comes with its line and column, and a flag beside the file replaces what
+    /// the file says.
+    @Test func synthListsEveryProblemOfARequestFileAtOnce() async throws {
+        try await withHarness { h in
+            let key = try h.org("acme")
+            let dir = h.dir
+            let bad = dir + "/bad.json", broken = dir + "/broken.json"
+            try Data("""
+                {
+                  "schema": "instruction_v1",
+                  "domian": "support",
+                  "count": "ten",
+                  "model": "fast",
+                  "advanced": {"invariants": [], "output_split": {"train": 1e400}}
+                }
+                """.utf8).write(to: URL(fileURLWithPath: bad))
+            try Data("{\n  \"schema\": \"instruction_v1\",\n  \"count\": 10,\n}\n".utf8).write(to: URL(fileURLWithPath: broken))
+            let address = "unix:" + (h.bound.unixPath ?? "")
+            func synth(_ args: [String]) async throws -> (status: Int32, out: String, err: String) {
+                try await testThreads.run { try Self.runProcess("synth", args + ["--address", address], environment: ["SYNTH_API_KEY": key]) }
+            }
+            let all = try await synth(["plan", "--request", bad])
+            #expect(all.status == 2, "\(all)")
+            for line in ["error code: VALIDATION_ERROR", "field domian: unknown field: not part of the request (did you mean domain?)",
+                         "field count: must be an integer (got \"ten\")", "field advanced.invariants: 1 to 10 invariants",
+                         "field advanced.output_split.train: must be a finite number", "field domain: required"] {
+                #expect(all.err.contains(line), "missing \(line) in:\n\(all.err)")
+            }
+            let syntax = try await synth(["plan", "--request", broken])
+            #expect(syntax.status == 2 && syntax.err.contains("MALFORMED_REQUEST") && syntax.err.contains("line 4, column 1"), "\(syntax.err)")
+            // --count and --domain replace the file's; the other problems stay.
+            let flagged = try await synth(["plan", "--request", bad, "--count", "5", "--domain", "customer support"])
+            #expect(!flagged.err.contains("field count:") && !flagged.err.contains("field domain:") && flagged.err.contains("field domian:"),
+                    "\(flagged.err)")
+        }
+    }
+
+    /// Runs one of the built executables with `arguments`, returning its exit status and output.
+    static func runProcess(_ name: String, _ arguments: [String], stdin: String = "", environment: [String: String] = [:]) throws
+        -> (status: Int32, out: String, err: String) {
         let p = Process()
-        p.executableURL = bin.appendingPathComponent("synthd")
+        p.executableURL = bin.appendingPathComponent(name)
         p.arguments = arguments
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         let input = Pipe(), out = Pipe(), err = Pipe()
         p.standardInput = input
         p.standardOutput = out
@@ -389,6 +429,11 @@ import SynthStore
         let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// Runs `synthd` with `arguments` and `stdin`, returning its exit status and output.
+    static func runSynthd(_ arguments: [String], stdin: String = "") throws -> (status: Int32, out: String, err: String) {
+        try runProcess("synthd", arguments, stdin: stdin)
     }
 
     @Test func synthdCheckReadsRecordsAcrossItsReadChunks() throws {
