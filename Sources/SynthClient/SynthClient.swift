@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SwiftProtobuf
 import SynthAPI
 import SynthProto
@@ -50,12 +51,22 @@ public final class SynthClient: Sendable {
         }
     }
 
-    /// Connects to `address`.
+    /// Connects to `address`; a `tls:` address with `tls` (the CA that signed the server's
+    /// certificate, else the system's roots; a client certificate and key for mutual TLS).
     public static func connect(_ address: Address, apiKey: String = "", maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
-                               group: MultiThreadedEventLoopGroup = .singleton) async throws -> SynthClient {
+                               tls: TLSOptions = TLSOptions(), group: MultiThreadedEventLoopGroup = .singleton) async throws -> SynthClient {
         let bootstrap = ClientBootstrap(group: group).connectTimeout(.seconds(10))
+        var secure: (context: NIOSSLContext, hostname: String?, handshake: EventLoopPromise<Void>)?
+        if case .tls(let host, _) = address {
+            // An IP address is checked against the certificate's IP names; a name is also sent as SNI.
+            secure = (try tls.context(), host.isIPAddress ? nil : host, group.next().makePromise(of: Void.self))
+        }
         let initializer: @Sendable (Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, ByteBuffer>> = { ch in
             ch.eventLoop.makeCompletedFuture {
+                if let secure {
+                    try ch.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: secure.context, serverHostname: secure.hostname))
+                    try ch.pipeline.syncOperations.addHandler(TLSHandshakeWatcher(promise: secure.handshake))
+                }
                 try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
                 try ch.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder(maxFrameSize: maxFrameSize)))
                 return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch)
@@ -66,11 +77,21 @@ public final class SynthClient: Sendable {
             switch address {
             case .unix(let path):
                 channel = try await bootstrap.connect(unixDomainSocketPath: path, channelInitializer: initializer)
-            case .tcp(let host, let port):
+            case .tcp(let host, let port), .tls(let host, let port):
                 channel = try await bootstrap.connect(host: host, port: port, channelInitializer: initializer)
             }
         } catch {
+            secure?.handshake.fail(error)
             throw ClientError(.unavailable, "cannot connect to synthd at \(address): \(error)")
+        }
+        if let secure {
+            // A certificate the client does not trust fails here, before any key is sent.
+            do {
+                try await secure.handshake.futureResult.get()
+            } catch {
+                try? await channel.channel.close()
+                throw ClientError(.unavailable, "the TLS handshake with synthd at \(address) failed: \(error)")
+            }
         }
         // The channel's streams are taken apart once here: the reader task owns inbound.
         let (inbound, outbound) = try await channel.channel.eventLoop.submit { () -> (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) in

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import SwiftProtobuf
+import SynthAPI
 import SynthConcurrency
 import SynthEngine
 import SynthProto
@@ -25,7 +26,8 @@ public final class JobService: Sendable {
         self.logger = logger
     }
 
-    /// The caller a key belongs to; UNAUTHENTICATED for a missing, malformed, unknown or revoked key.
+    /// The caller a key belongs to; UNAUTHENTICATED for a missing, malformed, unknown, revoked or
+    /// expired key.
     public func authenticate(_ key: String) async throws -> Caller {
         guard !key.isEmpty else { throw RPCError.unauthenticated }
         guard key.hasPrefix("sk_"), key.count <= 200, key.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
@@ -34,17 +36,30 @@ public final class JobService: Sendable {
         guard let info = try store.authenticate(key: key) else {
             throw RPCError(.unauthenticated, "invalid or revoked API key")
         }
+        if Store.isExpired(info) {
+            throw RPCError(.unauthenticated, "this API key expired at \(Clock.rfc3339(info.expiresAtMs)); make a new one", errorCode: "KEY_EXPIRED")
+        }
         if Store.useIsDue(info) {
             let store = self.store
             try await BlockingLane.writes.run { try store.recordUse(key: key) }
         }
-        return Caller(org: info.org, keyID: info.keyID)
+        return Caller(org: info.org, keyID: info.keyID, readOnly: info.scope == "read")
     }
 
-    /// Throws UNAUTHENTICATED once the caller's key has been revoked (a long stream asks now and then).
+    /// PERMISSION_DENIED when the caller's key may not call a method of `scope`: a read-only key
+    /// calls the read methods only.
+    public func authorize(_ caller: Caller, method: String, scope: MethodScope) throws {
+        guard caller.readOnly, scope != .read, scope != .open else { return }
+        let reads = Methods.all.filter { $0.scope == .read }.map(\.name).joined(separator: ", ")
+        throw RPCError(.permissionDenied, "this API key is read-only (it may call \(reads)); \(method) needs a full key",
+                       errorCode: "KEY_SCOPE")
+    }
+
+    /// Throws UNAUTHENTICATED once the caller's key has been revoked or has expired (a long
+    /// stream asks now and then).
     public func ensureKeyActive(_ caller: Caller) throws {
         guard try store.isActive(org: caller.org, keyID: caller.keyID) else {
-            throw RPCError(.unauthenticated, "the API key of this call was revoked")
+            throw RPCError(.unauthenticated, "the API key of this call was revoked or has expired")
         }
     }
 
@@ -359,15 +374,33 @@ public final class JobService: Sendable {
         i.lastUsedAt = Clock.rfc3339(k.lastUsedMs)
         i.revoked = k.revoked
         i.revokedAt = Clock.rfc3339(k.revokedAtMs)
+        i.scope = k.scope.isEmpty ? "full" : k.scope
+        i.expiresAt = Clock.rfc3339(k.expiresAtMs)
+        i.expired = Store.isExpired(k)
         return i
     }
 
+    /// The longest a key may be made to last: ten years.
+    public static let maxKeyLifetimeSeconds: Int64 = 10 * 366 * 86_400
+
     public func createKey(_ req: PBCreateApiKeyRequest, _ caller: Caller) async throws -> PBCreateApiKeyResponse {
-        guard req.name.count <= 100 else { throw RPCError.invalid("name must be at most 100 characters") }
+        var problems: [PBFieldError] = []
+        if req.name.count > 100 { problems.append(PBFieldError("name", "at most 100 characters", "\(req.name.count) characters")) }
+        if !["", "full", "read"].contains(req.scope) { problems.append(PBFieldError("scope", "must be full or read", String(req.scope.prefix(80)))) }
+        if !(0...Self.maxKeyLifetimeSeconds).contains(req.expiresInSeconds) {
+            problems.append(PBFieldError("expires_in_seconds", "0 (never) to \(Self.maxKeyLifetimeSeconds) (ten years)", "\(req.expiresInSeconds)"))
+        }
+        if !problems.isEmpty {
+            var e = RPCError(.invalidArgument, "the key request has \(problems.count) invalid field\(problems.count == 1 ? "" : "s")",
+                             errorCode: SpecError.Code.validation.rawValue)
+            e.status.fieldErrors = problems
+            throw e
+        }
+        let expiresAt = req.expiresInSeconds > 0 ? Clock.nowMillis() + req.expiresInSeconds * 1000 : 0
         let issued: IssuedKey
         do {
-            let store = self.store
-            issued = try await BlockingLane.writes.run { try store.createKey(org: caller.org, name: req.name) }
+            let store = self.store, scope = req.scope
+            issued = try await BlockingLane.writes.run { try store.createKey(org: caller.org, name: req.name, scope: scope, expiresAtMs: expiresAt) }
         } catch let e as StoreError where e.code == .conflict {
             throw RPCError(.resourceExhausted, e.message, errorCode: "KEY_LIMIT")
         }

@@ -1103,6 +1103,14 @@ public nonisolated struct PBApiKeyInfo: Sendable {
 
   public var revokedAt: String = String()
 
+  /// full | read
+  public var scope: String = String()
+
+  /// RFC 3339; empty: never
+  public var expiresAt: String = String()
+
+  public var expired: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1114,6 +1122,13 @@ public nonisolated struct PBCreateApiKeyRequest: Sendable {
   // methods supported on all messages.
 
   public var name: String = String()
+
+  /// "full" (the default: every method the org may call) or "read": GetJob, ListJobs, WatchJob,
+  /// FetchSplits, GetQualityReport and GetManifest only, what a training loader needs.
+  public var scope: String = String()
+
+  /// The key stops working this many seconds after it is made; 0: never. At most ten years.
+  public var expiresInSeconds: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3200,7 +3215,7 @@ nonisolated extension PBComponentHealth: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension PBApiKeyInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ApiKeyInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}key_id\0\u{1}prefix\0\u{1}name\0\u{3}created_at\0\u{3}last_used_at\0\u{1}revoked\0\u{3}revoked_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}key_id\0\u{1}prefix\0\u{1}name\0\u{3}created_at\0\u{3}last_used_at\0\u{1}revoked\0\u{3}revoked_at\0\u{1}scope\0\u{3}expires_at\0\u{1}expired\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3215,6 +3230,9 @@ nonisolated extension PBApiKeyInfo: SwiftProtobuf.Message, SwiftProtobuf._Messag
       case 5: try { try decoder.decodeSingularStringField(value: &self.lastUsedAt) }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.revoked) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.revokedAt) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.scope) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.expiresAt) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.expired) }()
       default: break
       }
     }
@@ -3242,6 +3260,15 @@ nonisolated extension PBApiKeyInfo: SwiftProtobuf.Message, SwiftProtobuf._Messag
     if !self.revokedAt.isEmpty {
       try visitor.visitSingularStringField(value: self.revokedAt, fieldNumber: 7)
     }
+    if !self.scope.isEmpty {
+      try visitor.visitSingularStringField(value: self.scope, fieldNumber: 8)
+    }
+    if !self.expiresAt.isEmpty {
+      try visitor.visitSingularStringField(value: self.expiresAt, fieldNumber: 9)
+    }
+    if self.expired != false {
+      try visitor.visitSingularBoolField(value: self.expired, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3253,6 +3280,9 @@ nonisolated extension PBApiKeyInfo: SwiftProtobuf.Message, SwiftProtobuf._Messag
     if lhs.lastUsedAt != rhs.lastUsedAt {return false}
     if lhs.revoked != rhs.revoked {return false}
     if lhs.revokedAt != rhs.revokedAt {return false}
+    if lhs.scope != rhs.scope {return false}
+    if lhs.expiresAt != rhs.expiresAt {return false}
+    if lhs.expired != rhs.expired {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3260,7 +3290,7 @@ nonisolated extension PBApiKeyInfo: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension PBCreateApiKeyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateApiKeyRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}scope\0\u{3}expires_in_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3269,6 +3299,8 @@ nonisolated extension PBCreateApiKeyRequest: SwiftProtobuf.Message, SwiftProtobu
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.scope) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.expiresInSeconds) }()
       default: break
       }
     }
@@ -3278,11 +3310,19 @@ nonisolated extension PBCreateApiKeyRequest: SwiftProtobuf.Message, SwiftProtobu
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
+    if !self.scope.isEmpty {
+      try visitor.visitSingularStringField(value: self.scope, fieldNumber: 2)
+    }
+    if self.expiresInSeconds != 0 {
+      try visitor.visitSingularInt64Field(value: self.expiresInSeconds, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: PBCreateApiKeyRequest, rhs: PBCreateApiKeyRequest) -> Bool {
     if lhs.name != rhs.name {return false}
+    if lhs.scope != rhs.scope {return false}
+    if lhs.expiresInSeconds != rhs.expiresInSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

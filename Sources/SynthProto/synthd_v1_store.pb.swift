@@ -72,6 +72,12 @@ public nonisolated struct PBStoredKey: Sendable {
 
   public var revokedAtMs: Int64 = 0
 
+  /// "" or "full": every method of the org; "read": the read methods only
+  public var scope: String = String()
+
+  /// 0: never
+  public var expiresAtMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -332,7 +338,7 @@ nonisolated extension PBStoredOrg: SwiftProtobuf.Message, SwiftProtobuf._Message
 
 nonisolated extension PBStoredKey: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StoredKey"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}key_id\0\u{1}org\0\u{1}prefix\0\u{1}name\0\u{3}created_at_ms\0\u{3}last_used_ms\0\u{1}revoked\0\u{3}revoked_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}key_id\0\u{1}org\0\u{1}prefix\0\u{1}name\0\u{3}created_at_ms\0\u{3}last_used_ms\0\u{1}revoked\0\u{3}revoked_at_ms\0\u{1}scope\0\u{3}expires_at_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -348,6 +354,8 @@ nonisolated extension PBStoredKey: SwiftProtobuf.Message, SwiftProtobuf._Message
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.lastUsedMs) }()
       case 7: try { try decoder.decodeSingularBoolField(value: &self.revoked) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.revokedAtMs) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.scope) }()
+      case 10: try { try decoder.decodeSingularInt64Field(value: &self.expiresAtMs) }()
       default: break
       }
     }
@@ -378,6 +386,12 @@ nonisolated extension PBStoredKey: SwiftProtobuf.Message, SwiftProtobuf._Message
     if self.revokedAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.revokedAtMs, fieldNumber: 8)
     }
+    if !self.scope.isEmpty {
+      try visitor.visitSingularStringField(value: self.scope, fieldNumber: 9)
+    }
+    if self.expiresAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.expiresAtMs, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -390,6 +404,8 @@ nonisolated extension PBStoredKey: SwiftProtobuf.Message, SwiftProtobuf._Message
     if lhs.lastUsedMs != rhs.lastUsedMs {return false}
     if lhs.revoked != rhs.revoked {return false}
     if lhs.revokedAtMs != rhs.revokedAtMs {return false}
+    if lhs.scope != rhs.scope {return false}
+    if lhs.expiresAtMs != rhs.expiresAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -16,7 +16,8 @@ protocol CallInterceptor: Sendable {
     func intercept(_ call: inout InboundCall) async throws
 }
 
-/// Every method but the open ones needs a valid key; the call's caller is its org and key.
+/// Every method but the open ones needs a valid key, whose scope allows the method; the call's
+/// caller is its org and key.
 struct Authentication: CallInterceptor {
     let core: JobService
 
@@ -25,6 +26,7 @@ struct Authentication: CallInterceptor {
         let caller = try await core.authenticate(call.apiKey)
         call.caller = caller
         call.authenticated(caller)
+        try core.authorize(caller, method: call.method.name, scope: call.method.scope)
     }
 }
 

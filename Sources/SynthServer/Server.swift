@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SynthCore
 import SynthProto
 import SynthWire
@@ -26,6 +27,8 @@ public final class Server: Sendable {
     }
 
     private let state = Mutex(State())
+    /// The TLS context new TCP connections get; replaced by `reloadTLS` (open connections keep theirs).
+    private let tlsContext = Mutex<NIOSSLContext?>(nil)
 
     /// A new connection and its frame limit, which rises once it authenticates.
     struct Accepted: Sendable {
@@ -63,13 +66,21 @@ public final class Server: Sendable {
         // inside the first Generate.
         JobService.warmUp()
         var bound = Bound()
+        if config.tcp != nil {
+            try checkTCPSecurity()
+            if let files = config.tls { try installTLS(files) }
+        }
         let maxFrame = config.maxFrameSize, firstFrames = config.unauthenticatedMaxFrameSize
-        let initializer: @Sendable (Channel) -> EventLoopFuture<Accepted> = { child in
+        let initializer: @Sendable (Channel, Bool) -> EventLoopFuture<Accepted> = { [self] child, secure in
             child.eventLoop.makeCompletedFuture {
+                let tls = secure ? self.tlsContext.withLock({ $0 }) : nil
+                if let tls {
+                    try child.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                }
                 // Until a call authenticates, a frame may hold the largest valid request and no more.
                 let limit = FrameSizeLimit(firstFrames, full: maxFrame)
                 try child.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limit: limit)))
-                try child.pipeline.syncOperations.addHandler(FrameOutboundHandler(maxFrameSize: maxFrame))
+                try child.pipeline.syncOperations.addHandler(FrameOutboundHandler(maxFrameSize: maxFrame, sendFile: tls == nil))
                 return Accepted(channel: try NIOAsyncChannel<ByteBuffer, OutboundFrame>(wrappingChannelSynchronously: child), limit: limit)
             }
         }
@@ -85,14 +96,16 @@ public final class Server: Sendable {
         do {
             if let path = config.unixPath {
                 try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                let l = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true, childChannelInitializer: initializer)
-                chmod(path, 0o600)
+                let l = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true,
+                                                 childChannelInitializer: { initializer($0, false) })
+                try Self.secureSocket(path, group: config.unixGroup)
                 listeners.append(l)
                 bound.unixPath = path
             }
             if let tcp = config.tcp {
                 let (host, port) = try Self.splitHostPort(tcp)
-                let l = try await bootstrap.bind(host: host, port: port, childChannelInitializer: initializer)
+                let secure = config.tls != nil
+                let l = try await bootstrap.bind(host: host, port: port, childChannelInitializer: { initializer($0, secure) })
                 listeners.append(l)
                 bound.tcpPort = l.channel.localAddress?.port
             }
@@ -107,6 +120,75 @@ public final class Server: Sendable {
             $0.runTask = task
         }
         return bound
+    }
+
+    /// Plain TCP carries API keys and records in clear text: it is refused on an address other
+    /// machines can reach unless the config says `insecure_tcp`, and then it is warned about.
+    func checkTCPSecurity() throws {
+        guard let tcp = config.tcp, config.tls == nil else { return }
+        let (host, _) = try Self.splitHostPort(tcp)
+        if Self.isLoopback(host) { return }
+        guard config.insecureTCP else {
+            throw ServerStartError("refusing to listen on \(tcp) without TLS: API keys and records would cross the network in clear text. "
+                                   + "Give a certificate and key (--tls-cert/--tls-key, server.tls), or --insecure-tcp to accept that")
+        }
+        logger.warning("listening on \(tcp) without TLS (--insecure-tcp): API keys and records cross the network in clear text")
+    }
+
+    /// Whether a host is this machine only: 127.0.0.0/8, ::1 or localhost.
+    static func isLoopback(_ host: String) -> Bool {
+        if host == "localhost" || host == "::1" { return true }
+        if let a = try? SocketAddress(ipAddress: host, port: 0), case .v4 = a { return host.hasPrefix("127.") }
+        return false
+    }
+
+    /// Builds the TLS context from its files and makes it the one new connections get.
+    func installTLS(_ files: TLSFiles) throws {
+        var c: TLSConfiguration
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(files.certificateChain).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: files.privateKey, format: .pem)
+            c = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            c.minimumTLSVersion = .tlsv12
+            if let ca = files.clientCA {
+                // Mutual TLS: a client must show a certificate signed by this CA (its host name is not checked).
+                c.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+                c.certificateVerification = .noHostnameVerification
+            }
+            let context = try NIOSSLContext(configuration: c)
+            tlsContext.withLock { $0 = context }
+        } catch {
+            throw ServerStartError("cannot use the TLS files (certificate \(files.certificateChain), key \(files.privateKey)"
+                                   + (files.clientCA.map { ", client CA \($0)" } ?? "") + "): \(error)")
+        }
+    }
+
+    /// Reads the TLS files again (SIGHUP): new connections get the new certificate; open ones,
+    /// and their streams, carry on with the one they started with. A file that does not load
+    /// leaves the old certificate in place.
+    public func reloadTLS() {
+        guard let files = config.tls else { return }
+        do {
+            try installTLS(files)
+            logger.notice("TLS certificate reloaded", metadata: ["certificate": "\(files.certificateChain)"])
+        } catch {
+            logger.error("TLS reload failed; the previous certificate stays in use", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The socket's mode: 0600, or 0660 for `group`'s members.
+    static func secureSocket(_ path: String, group: String?) throws {
+        guard let group else {
+            chmod(path, 0o600)
+            return
+        }
+        guard let entry = getgrnam(group) else {
+            throw ServerStartError("server.unix_group: there is no group \(group)")
+        }
+        guard chown(path, uid_t.max, entry.pointee.gr_gid) == 0 else {
+            throw ServerStartError("cannot give the socket \(path) to group \(group): \(String(cString: strerror(errno)))")
+        }
+        chmod(path, 0o660)
     }
 
     static func splitHostPort(_ text: String) throws -> (String, Int) {
@@ -168,4 +250,10 @@ public final class Server: Sendable {
         let task = state.withLock { $0.runTask }
         await task?.value
     }
+}
+
+/// Why the server cannot start as configured.
+public struct ServerStartError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -1,6 +1,20 @@
 import SynthCore
 import SynthWire
 
+/// The files of the server's TLS: its certificate chain and private key, and for mutual TLS the
+/// CA certificate(s) a client's certificate must be signed by.
+public struct TLSFiles: Sendable, Equatable {
+    public var certificateChain: String
+    public var privateKey: String
+    public var clientCA: String?
+
+    public init(certificateChain: String, privateKey: String, clientCA: String? = nil) {
+        self.certificateChain = certificateChain
+        self.privateKey = privateKey
+        self.clientCA = clientCA
+    }
+}
+
 /// Listeners and per-connection limits.
 public struct ServerConfig: Sendable {
     /// A Unix socket path; nil for none.
@@ -24,6 +38,12 @@ public struct ServerConfig: Sendable {
     /// Calls per org per minute (0: no limit), and how many may come at once.
     public var rateLimitPerMinute: Int
     public var rateLimitBurst: Int
+    /// TLS on the TCP listener (PEM files); nil: plain TCP, allowed on a loopback address only
+    /// unless `insecureTCP` says otherwise.
+    public var tls: TLSFiles?
+    public var insecureTCP = false
+    /// A group whose members may use the Unix socket too (mode 0660); nil: the owner only (0600).
+    public var unixGroup: String?
 
     public init(unixPath: String? = nil, tcp: String? = nil, maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize,
                 idleTimeout: Duration = .seconds(300), maxCallsPerConnection: Int = 64, keyRecheckInterval: Duration = .seconds(2),

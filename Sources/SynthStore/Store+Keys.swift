@@ -16,13 +16,15 @@ extension Store {
 
     static func digest(_ key: String) -> [UInt8] { Array(SHA256.hash(data: Array(key.utf8))) }
 
-    /// Makes a key for `org`. Only its SHA-256 digest is stored.
-    public func createKey(org: String, name: String = "") throws -> IssuedKey {
+    /// Makes a key for `org`: `scope` "full" (or "") or "read", expiring at `expiresAtMs` (0:
+    /// never). Only its SHA-256 digest is stored.
+    public func createKey(org: String, name: String = "", scope: String = "", expiresAtMs: Int64 = 0) throws -> IssuedKey {
         try write { txn in
             guard try txn.get(.orgs, Keys.text(org)) != nil else {
                 throw StoreError(.notFound, "org \(org) does not exist")
             }
-            let active = try keys(org: org, txn: txn).filter { !$0.revoked }.count
+            let now = Clock.nowMillis()
+            let active = try keys(org: org, txn: txn).filter { !$0.revoked && !Self.isExpired($0, now: now) }.count
             guard active < Self.maxActiveKeys else {
                 throw StoreError(.conflict, "org \(org) already has \(active) active keys, the maximum is \(Self.maxActiveKeys); revoke one first")
             }
@@ -32,6 +34,8 @@ extension Store {
             info.org = org
             info.prefix = String(secret.prefix(12))
             info.name = name
+            info.scope = scope == "full" ? "" : scope
+            info.expiresAtMs = expiresAtMs
             info.createdAtMs = Clock.nowMillis()
             let digest = Self.digest(secret)
             try txn.put(.keys, digest, try info.serializedBytes())
@@ -55,6 +59,11 @@ extension Store {
         }
         guard let info = found, !info.revoked else { return nil }
         return info
+    }
+
+    /// Whether a key's time is up.
+    public static func isExpired(_ info: PBStoredKey, now: Int64 = Clock.nowMillis()) -> Bool {
+        info.expiresAtMs > 0 && now >= info.expiresAtMs
     }
 
     /// Whether the key's last use is older than the resolution it is kept at.
@@ -103,13 +112,14 @@ extension Store {
         }
     }
 
-    /// Whether the key with this id is still active (used to close a revoked key's streams).
+    /// Whether the key with this id is still active: not revoked, not expired (used to close the
+    /// streams of a key that stopped working).
     public func isActive(org: String, keyID: String) throws -> Bool {
         try read { txn in
             guard let digest = try txn.get(.keyIDs, Keys.join(Keys.text(org), Keys.text(keyID))),
                   let info = try txn.message(.keys, digest, as: PBStoredKey.self)
             else { return false }
-            return !info.revoked
+            return !info.revoked && !Self.isExpired(info)
         }
     }
 }

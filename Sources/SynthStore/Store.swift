@@ -35,7 +35,7 @@ public final class Store: @unchecked Sendable {
     /// Opens (creating if needed) the environment in directory `path`.
     public init(path: String, initialMapSize: Int = Store.defaultMapSize) throws {
         self.path = path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         var env: OpaquePointer?
         try StoreError.check(mdb_env_create(&env), "mdb_env_create")
         guard let env else { throw StoreError(.lmdb(-1), "mdb_env_create returned no environment") }

@@ -1,9 +1,11 @@
 import Foundation
 
-/// Where a synthd listens and a client connects: `unix:PATH` or `HOST:PORT`.
+/// Where a synthd listens and a client connects: `unix:PATH`, `HOST:PORT`, or `tls:HOST:PORT`
+/// for TCP with TLS.
 public enum Address: Sendable, Equatable, CustomStringConvertible {
     case unix(String)
     case tcp(host: String, port: Int)
+    case tls(host: String, port: Int)
 
     /// `~/.synthd/synthd.sock`: what `synthd serve` binds and `synth` dials when told nothing.
     public static var defaultSocketPath: String {
@@ -19,8 +21,14 @@ public enum Address: Sendable, Equatable, CustomStringConvertible {
 
     public static var `default`: Address { .unix(defaultSocketPath) }
 
-    /// Parses `unix:PATH`, `unix://PATH`, a bare path, or `HOST:PORT` (`[::1]:PORT` for IPv6).
+    /// Parses `unix:PATH`, `unix://PATH`, a bare path, `HOST:PORT` (`[::1]:PORT` for IPv6), or
+    /// `tls:HOST:PORT` (`tls://HOST:PORT`).
     public init?(_ text: String) {
+        for prefix in ["tls://", "tls:"] where text.hasPrefix(prefix) {
+            guard case .tcp(let host, let port)? = Address(String(text.dropFirst(prefix.count))) else { return nil }
+            self = .tls(host: host, port: port)
+            return
+        }
         if text.hasPrefix("unix://") {
             self = .unix(String(text.dropFirst(7)))
         } else if text.hasPrefix("unix:") {
@@ -42,6 +50,7 @@ public enum Address: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .unix(let p): return "unix:\(p)"
         case .tcp(let h, let p): return h.contains(":") ? "[\(h)]:\(p)" : "\(h):\(p)"
+        case .tls(let h, let p): return "tls:" + Address.tcp(host: h, port: p).description
         }
     }
 }

@@ -77,9 +77,14 @@ public final class FrameOutboundHandler: ChannelOutboundHandler, RemovableChanne
     /// Payloads below this are copied behind their length rather than written separately.
     static let joinBelow = 16 * 1024
     let maxFrameSize: Int
+    /// Whether a file tail may go as a `FileRegion` (sendfile). Not under TLS: the bytes must pass
+    /// through the TLS handler, so the slice is read into a buffer (from the page cache, where
+    /// the export that holds it was just checked) and written as one.
+    let sendFile: Bool
 
-    public init(maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize) {
+    public init(maxFrameSize: Int = FrameDecoder.defaultMaxFrameSize, sendFile: Bool = true) {
         self.maxFrameSize = maxFrameSize
+        self.sendFile = sendFile
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -99,6 +104,26 @@ public final class FrameOutboundHandler: ChannelOutboundHandler, RemovableChanne
             guard check(size, promise) else { return }
             guard let fd = slice.take() else {
                 promise?.fail(WireError(.malformedFrame, "a file slice was written twice"))
+                return
+            }
+            if !sendFile {
+                defer { _ = Glibc.close(fd) }
+                var out = joined(head, size: size, context)
+                let read = out.writeWithUnsafeMutableBytes(minimumWritableBytes: slice.length) { buffer -> Int in
+                    var done = 0
+                    while done < slice.length {
+                        let n = pread(fd, buffer.baseAddress! + done, slice.length - done, off_t(slice.offset + done))
+                        if n < 0, errno == EINTR { continue }
+                        if n <= 0 { break }
+                        done += n
+                    }
+                    return done
+                }
+                guard read == slice.length else {
+                    promise?.fail(WireError(.truncatedFrame, "an export file ended early (\(read) of \(slice.length) bytes)"))
+                    return
+                }
+                context.write(wrapOutboundOut(.byteBuffer(out)), promise: promise)
                 return
             }
             context.write(wrapOutboundOut(.byteBuffer(joined(head, size: size, context))), promise: nil)

@@ -326,14 +326,22 @@ struct Keys: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a key; it is shown only once.")
         @OptionGroup var common: Common
         @Option(help: "A label.") var name: String = ""
+        @Flag(help: "The key may only read: jobs, watch, splits, reports, manifests (what a training loader needs).") var readOnly = false
+        @Option(help: "The key stops working after this long: 90s, 45m, 12h, 30d, 8w.") var expires: String?
 
         func run() async throws {
             var req = PBCreateApiKeyRequest()
             req.name = name
+            req.scope = readOnly ? "read" : "full"
+            if let expires {
+                guard let seconds = Lifetime.seconds(expires) else { throw ValidationError("--expires must be a number and s, m, h, d or w (30d), got \(expires)") }
+                req.expiresInSeconds = seconds
+            }
             try await common.run { client in
                 let resp = try await client.unary(Methods.createApiKey, req, timeout: common.deadline)
                 if common.json { print(Output.json(resp)); return }
-                Output.error("created \(resp.info.keyID); store the key now, it is not shown again:")
+                Output.error("created \(resp.info.keyID) (\(resp.info.scope)" + (resp.info.expiresAt.isEmpty ? "" : ", expires \(resp.info.expiresAt)")
+                             + "); store the key now, it is not shown again:")
                 print(resp.key)
             }
         }
@@ -347,9 +355,10 @@ struct Keys: AsyncParsableCommand {
             try await common.run { client in
                 let resp = try await client.unary(Methods.listApiKeys, PBListApiKeysRequest(), timeout: common.deadline)
                 if common.json { print(Output.json(resp)); return }
-                print(Output.table(["key id", "prefix", "name", "created", "last used", "state"], resp.keys.map {
-                    [$0.keyID, $0.prefix + "...", $0.name.isEmpty ? "-" : $0.name, $0.createdAt, $0.lastUsedAt.isEmpty ? "never" : $0.lastUsedAt,
-                     $0.revoked ? "revoked \($0.revokedAt)" : "active"]
+                print(Output.table(["key id", "prefix", "name", "scope", "created", "expires", "last used", "state"], resp.keys.map {
+                    [$0.keyID, $0.prefix + "...", $0.name.isEmpty ? "-" : $0.name, $0.scope, $0.createdAt, $0.expiresAt.isEmpty ? "never" : $0.expiresAt,
+                     $0.lastUsedAt.isEmpty ? "never" : $0.lastUsedAt,
+                     $0.revoked ? "revoked \($0.revokedAt)" : $0.expired ? "expired" : "active"]
                 }))
             }
         }

@@ -17,8 +17,17 @@ struct Synth: AsyncParsableCommand {
 
 /// Options every command takes.
 struct Common: ParsableArguments {
-    @Option(help: "unix:PATH or HOST:PORT. Default: $SYNTH_ADDRESS, else unix:~/.synthd/synthd.sock.")
+    @Option(help: "unix:PATH, HOST:PORT, or tls:HOST:PORT for TLS. Default: $SYNTH_ADDRESS, else unix:~/.synthd/synthd.sock.")
     var address: String?
+
+    @Option(help: "TLS: the CA certificate (PEM) that signed synthd's certificate. Default: $SYNTH_TLS_CA, else the system's roots.")
+    var tlsCa: String?
+
+    @Option(help: "Mutual TLS: this client's certificate (PEM). Default: $SYNTH_TLS_CERT.")
+    var tlsCert: String?
+
+    @Option(help: "Mutual TLS: the client certificate's private key (PEM). Default: $SYNTH_TLS_KEY.")
+    var tlsKey: String?
 
     @Option(help: "API key. Default: $SYNTH_API_KEY.")
     var apiKey: String?
@@ -35,9 +44,16 @@ struct Common: ParsableArguments {
         let env = ProcessInfo.processInfo.environment
         let text = address ?? env["SYNTH_ADDRESS"] ?? Address.default.description
         guard let addr = Address(text) else {
-            throw ValidationError("--address must be unix:PATH or HOST:PORT, got \(text)")
+            throw ValidationError("--address must be unix:PATH, HOST:PORT or tls:HOST:PORT, got \(text)")
         }
-        return try await SynthClient.connect(addr, apiKey: apiKey ?? env["SYNTH_API_KEY"] ?? "")
+        var tls = TLSOptions()
+        if case .tls = addr {
+            tls = TLSOptions(caFile: tlsCa ?? env["SYNTH_TLS_CA"], certificateFile: tlsCert ?? env["SYNTH_TLS_CERT"],
+                             privateKeyFile: tlsKey ?? env["SYNTH_TLS_KEY"])
+        } else if tlsCa != nil || tlsCert != nil || tlsKey != nil {
+            throw ValidationError("--tls-ca, --tls-cert and --tls-key need a tls:HOST:PORT address, got \(text)")
+        }
+        return try await SynthClient.connect(addr, apiKey: apiKey ?? env["SYNTH_API_KEY"] ?? "", tls: tls)
     }
 
     var deadline: Duration { .milliseconds(Int64(timeout * 1000)) }

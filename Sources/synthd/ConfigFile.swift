@@ -17,9 +17,27 @@ struct ConfigFile: Decodable {
         var maxCallsPerConnection: Int?
         var unauthenticatedIdleTimeoutSeconds: Double?
         var mapSizeMB: Int?
+        var tls: TLSPart?
+        var insecureTCP: Bool?
+        var unixGroup: String?
+
+        /// `{"certificate_chain": PEM, "private_key": PEM, "client_ca": PEM}`; client_ca turns on mutual TLS.
+        struct TLSPart: Decodable {
+            var certificateChain: String
+            var privateKey: String
+            var clientCA: String?
+
+            enum CodingKeys: String, CodingKey {
+                case certificateChain = "certificate_chain"
+                case privateKey = "private_key"
+                case clientCA = "client_ca"
+            }
+        }
 
         enum CodingKeys: String, CodingKey {
-            case unix, tcp
+            case unix, tcp, tls
+            case insecureTCP = "insecure_tcp"
+            case unixGroup = "unix_group"
             case maxFrameSize = "max_frame_size"
             case idleTimeoutSeconds = "idle_timeout_seconds"
             case rateLimitPerMinute = "rate_limit_per_minute"
@@ -93,6 +111,9 @@ struct ConfigFile: Decodable {
         if let n = server?.maxConnections { c.maxConnections = max(1, n) }
         if let n = server?.maxCallsPerConnection { c.maxCallsPerConnection = max(1, n) }
         if let t = server?.unauthenticatedIdleTimeoutSeconds { c.unauthenticatedIdleTimeout = seconds(t, least: 0.1) }
+        if let t = server?.tls { c.tls = TLSFiles(certificateChain: t.certificateChain, privateKey: t.privateKey, clientCA: t.clientCA) }
+        c.insecureTCP = server?.insecureTCP ?? false
+        c.unixGroup = server?.unixGroup
         return c
     }
 }

@@ -23,6 +23,24 @@ struct SignalService: Service {
     }
 }
 
+/// SIGHUP reads the TLS files again: new connections get the new certificate, open ones (and their
+/// streams) keep the one they started with.
+struct ReloadService: Service {
+    let server: Server
+
+    func run() async throws {
+        let (hangups, hangup) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler { hangup.yield() }
+        source.resume()
+        let server = self.server
+        await cancelWhenGracefulShutdown {
+            for await _ in hangups { server.reloadTLS() }
+        }
+        source.cancel()
+    }
+}
+
 /// The listeners: bound at start, with the one machine-readable LISTENING line once they are;
 /// at shutdown no new connection is taken and open calls end with a status that says to retry.
 struct ListenerService: Service {

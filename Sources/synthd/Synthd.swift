@@ -40,6 +40,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "JSON config file: providers, tiers, critic and limits.")
     var config: String?
 
+    @Option(help: "TLS on the TCP listener: the server's certificate chain (PEM).")
+    var tlsCert: String?
+
+    @Option(help: "TLS: the certificate's private key (PEM).")
+    var tlsKey: String?
+
+    @Option(help: "Mutual TLS: clients must show a certificate signed by this CA (PEM).")
+    var tlsClientCa: String?
+
+    @Flag(help: "Allow plain TCP on an address other machines can reach (keys and records in clear text).")
+    var insecureTcp = false
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -57,12 +69,26 @@ struct Serve: AsyncParsableCommand {
         var serverConfig = file.serverConfig
         if let tcp { serverConfig.tcp = tcp }
         if let unix { serverConfig.unixPath = unix }
+        switch (tlsCert, tlsKey) {
+        case (let cert?, let key?):
+            serverConfig.tls = TLSFiles(certificateChain: cert, privateKey: key, clientCA: tlsClientCa ?? serverConfig.tls?.clientCA)
+        case (nil, nil):
+            if let ca = tlsClientCa {
+                guard serverConfig.tls != nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key (or server.tls)") }
+                serverConfig.tls?.clientCA = ca
+            }
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
+        if insecureTcp { serverConfig.insecureTCP = true }
         // With no listener named anywhere, listen on the default socket, where `synth` looks.
         if serverConfig.unixPath == nil, serverConfig.tcp == nil {
             serverConfig.unixPath = Address.defaultSocketPath
         }
 
         let signals = Signals([SIGINT, SIGTERM])
+        // SIGHUP reloads the TLS files (ReloadService); until it runs, one must not stop the process.
+        signal(SIGHUP, SIG_IGN)
         // First of all: a second server on this directory would run the same jobs twice.
         let claim: DataDirectoryLock
         do {
@@ -105,6 +131,7 @@ struct Serve: AsyncParsableCommand {
         services += [
             .init(service: EngineService(engine: engine, logger: logger), serviceName: "engine"),
             .init(service: ListenerService(server: server, dataPath: data.path, logger: logger), serviceName: "listeners"),
+            .init(service: ReloadService(server: server), serviceName: "tls-reload"),
             .init(service: SignalService(signals: signals, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup,
                   serviceName: "signals"),
         ]
@@ -199,11 +226,20 @@ struct Admin: ParsableCommand {
         @OptionGroup var data: DataOption
         @Option(help: "The org the key belongs to.") var org: String
         @Option(help: "A label for the key.") var name: String = ""
+        @Flag(help: "The key may only read (jobs, watch, splits, reports, manifests).") var readOnly = false
+        @Option(help: "The key stops working after this long: 90s, 45m, 12h, 30d, 8w.") var expires: String?
 
         func run() throws {
+            var expiresAt: Int64 = 0
+            if let expires {
+                guard let seconds = Lifetime.seconds(expires), seconds <= JobService.maxKeyLifetimeSeconds else {
+                    throw ValidationError("--expires must be a number and s, m, h, d or w, at most ten years (30d), got \(expires)")
+                }
+                expiresAt = Clock.nowMillis() + seconds * 1000
+            }
             let store = try Store(path: data.path)
             do {
-                let issued = try store.createKey(org: org, name: name)
+                let issued = try store.createKey(org: org, name: name, scope: readOnly ? "read" : "", expiresAtMs: expiresAt)
                 FileHandle.standardError.write(Data("created key \(issued.info.keyID) for org \(org); it is shown only this once:\n".utf8))
                 print(issued.key)
             } catch let e as StoreError {

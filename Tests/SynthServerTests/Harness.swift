@@ -336,6 +336,7 @@ final class RawConnection: @unchecked Sendable {
         switch address {
         case .unix(let p): channel = try await bootstrap.connect(unixDomainSocketPath: p, channelInitializer: initializer)
         case .tcp(let h, let port): channel = try await bootstrap.connect(host: h, port: port, channelInitializer: initializer)
+        case .tls: throw ClientError(.invalidArgument, "the raw test connection speaks plain TCP or Unix only")
         }
         iterator = channel.inbound.makeAsyncIterator()
         outbound = channel.outbound

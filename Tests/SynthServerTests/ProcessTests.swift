@@ -14,6 +14,8 @@ import SynthStore
         let process = Process()
         let stdout = Pipe()
         var socket = ""
+        /// The TCP port from the LISTENING line, when it listens on TCP.
+        var tcpPort: Int?
 
         /// Starts one and waits for its LISTENING line, off the cooperative pool.
         static func start(data: String, socket: String, config: String) async throws -> Synthd {
@@ -34,6 +36,7 @@ import SynthStore
             }
             guard text.hasPrefix("LISTENING") else { throw TimeoutError(what: "synthd did not start: \(text)") }
             self.socket = socket
+            tcpPort = text.split(separator: " ").first { $0.hasPrefix("tcp=") }.flatMap { Int($0.dropFirst(4).trimmingCharacters(in: .whitespacesAndNewlines)) }
         }
 
         /// Sends `signal` and returns the exit status.

@@ -5,8 +5,11 @@
  *   synth-c-watch --splits [options] JOB_ID    read a succeeded job's splits (FetchSplits)
  *
  * Options:
- *   --address ADDR     unix:PATH or HOST:PORT (default $SYNTH_ADDRESS, else unix:~/.synthd/synthd.sock)
+ *   --address ADDR     unix:PATH, HOST:PORT or tls:HOST:PORT (default $SYNTH_ADDRESS, else unix:~/.synthd/synthd.sock)
  *   --api-key KEY      the API key (default $SYNTH_API_KEY)
+ *   --tls-ca FILE      TLS: the CA certificate (PEM) that signed synthd's (default $SYNTH_TLS_CA, else the system's roots)
+ *   --tls-cert FILE    mutual TLS: this client's certificate (default $SYNTH_TLS_CERT)
+ *   --tls-key FILE     mutual TLS: its private key (default $SYNTH_TLS_KEY)
  *   --after-seq N      watch: start after record N
  *   --progress         watch: print each progress snapshot to stderr
  *   --retry-for SECS   watch: on a dropped connection or UNAVAILABLE, reconnect and resume for up to SECS (default 10; 0: never)
@@ -49,8 +52,9 @@ static const char *prog = "synth-c-watch";
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: %s [--address ADDR] [--api-key KEY] [--after-seq N] [--progress] [--retry-for SECS] [--batch-bytes N] JOB_ID\n"
-		"       %s --splits [--split NAME] [--dir DIR] [--address ADDR] [--api-key KEY] [--batch-bytes N] JOB_ID\n",
+		"usage: %s [--address ADDR] [--api-key KEY] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--after-seq N] [--progress]\n"
+		"          [--retry-for SECS] [--batch-bytes N] JOB_ID\n"
+		"       %s --splits [--split NAME] [--dir DIR] [--address ADDR] [--api-key KEY] [--tls-ca FILE] [--batch-bytes N] JOB_ID\n",
 		prog, prog);
 }
 
@@ -351,6 +355,7 @@ static int splits(synthc_client *c, const char *job_id, const char *split, const
 int main(int argc, char **argv)
 {
 	const char *address = NULL, *api_key = NULL, *job_id = NULL, *split = NULL, *dir = NULL;
+	const char *tls_ca = NULL, *tls_cert = NULL, *tls_key = NULL;
 	uint64_t after_seq = 0;
 	int progress = 0, splits_mode = 0;
 	double retry_for = 10;
@@ -362,6 +367,12 @@ int main(int argc, char **argv)
 			address = argv[++i];
 		} else if (strcmp(a, "--api-key") == 0 && has_value) {
 			api_key = argv[++i];
+		} else if (strcmp(a, "--tls-ca") == 0 && has_value) {
+			tls_ca = argv[++i];
+		} else if (strcmp(a, "--tls-cert") == 0 && has_value) {
+			tls_cert = argv[++i];
+		} else if (strcmp(a, "--tls-key") == 0 && has_value) {
+			tls_key = argv[++i];
 		} else if (strcmp(a, "--after-seq") == 0 && has_value) {
 			char *end;
 			errno = 0;
@@ -411,7 +422,7 @@ int main(int argc, char **argv)
 		return 64;
 	}
 	setvbuf(stdout, NULL, _IOFBF, OUT_BUFFER);
-	synthc_client *c = synthc_connect(address, api_key);
+	synthc_client *c = synthc_connect_tls(address, api_key, tls_ca, tls_cert, tls_key);
 	if (c == NULL) {
 		fprintf(stderr, "%s: out of memory\n", prog);
 		return 1;

@@ -47,7 +47,7 @@ enum synthc_err {
 	SYNTHC_OK = 0,
 	/* Could not connect, read or write; the connection closed; or an I/O timeout. The connection
 	 * is closed: synthc_reconnect() opens a new one. code: UNAVAILABLE (DEADLINE_EXCEEDED for a
-	 * timeout). error_code: CONNECT_FAILED, CONNECTION_CLOSED, IO_ERROR or TIMEOUT. */
+	 * timeout). error_code: CONNECT_FAILED, TLS_FAILED, CONNECTION_CLOSED, IO_ERROR or TIMEOUT. */
 	SYNTHC_ERR_IO = 1,
 	/* synthd sent bytes that break the protocol. The connection is closed. code: INTERNAL.
 	 * error_code: FRAME_TOO_LARGE, EMPTY_FRAME, MALFORMED_FRAME, TRUNCATED_FRAME,
@@ -78,10 +78,20 @@ typedef struct synthc_client {
 
 /* ---- Connecting --------------------------------------------------------------------------------- */
 
-/* Connects to `address`: "unix:PATH", "unix://PATH", a path starting with '/' or '.', "HOST:PORT" or
- * "[IPV6]:PORT". NULL means $SYNTH_ADDRESS, else unix:$HOME/.synthd/synthd.sock. `api_key` NULL
+/* Connects to `address`: "unix:PATH", "unix://PATH", a path starting with '/' or '.', "HOST:PORT",
+ * "[IPV6]:PORT" or "tls:HOST:PORT". NULL means $SYNTH_ADDRESS, else unix:$HOME/.synthd/synthd.sock. `api_key` NULL
  * means $SYNTH_API_KEY (or none). Returns NULL only when out of memory; otherwise check c->err. */
 synthc_client *synthc_connect(const char *address, const char *api_key);
+/* The same, for a "tls:HOST:PORT" (or "tls://HOST:PORT") address: TLS 1.2 or newer through
+ * OpenSSL. `ca_file` is the CA certificate (PEM) that signed synthd's certificate (NULL means
+ * $SYNTH_TLS_CA, else the system's trust roots); `cert_file` and `key_file` a client certificate
+ * and its key for mutual TLS (NULL means $SYNTH_TLS_CERT and $SYNTH_TLS_KEY, or none). The server's
+ * certificate must name HOST (a DNS name, or the IP address dialled). synthc_connect takes a tls:
+ * address too, with the environment's files. A certificate that does not verify, or a handshake the
+ * server refuses, is SYNTHC_ERR_IO / TLS_FAILED; files that do not load, SYNTHC_ERR_ARG /
+ * BAD_TLS_FILES. */
+synthc_client *synthc_connect_tls(const char *address, const char *api_key, const char *ca_file, const char *cert_file,
+				  const char *key_file);
 synthc_client *synthc_connect_unix(const char *path, const char *api_key);
 synthc_client *synthc_connect_tcp(const char *host, int port, const char *api_key);
 

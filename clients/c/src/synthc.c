@@ -16,6 +16,7 @@
 #define _GNU_SOURCE 1
 #include "synthc_internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -29,6 +30,11 @@
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <pthread.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0 /* macOS: SO_NOSIGPIPE is set on the socket instead */
@@ -81,6 +87,11 @@ struct synthc_stream {
 struct impl {
 	synthc_client pub; /* first: a synthc_client * is a struct impl * */
 	int fd;
+	/* TLS, for a tls:HOST:PORT address: the files, the context (made once) and the connection's
+	 * session; NULL when not used. */
+	char *tls_ca, *tls_cert, *tls_key;
+	SSL_CTX *ssl_ctx;
+	SSL *ssl;
 	char *address;
 	char *api_key;
 	uint64_t timeout_ms;
@@ -228,11 +239,19 @@ void synthc_free(void *message)
 
 /* Splits an address into a Unix path or a TCP host and port (the rules of the Swift client). The
  * results are malloc'd into *path or *host. 0, or -1 with the error set. */
-static int parse_address(struct impl *c, const char *text, char **path, char **host, int *port)
+static int parse_address(struct impl *c, const char *text, char **path, char **host, int *port, int *tls)
 {
 	const char *p = NULL;
 	*path = *host = NULL;
 	*port = 0;
+	*tls = 0;
+
+	if (strncmp(text, "tls://", 6) == 0 || strncmp(text, "tls:", 4) == 0) {
+		*tls = 1;
+		text += text[4] == '/' ? 6 : 4;
+		if (text[0] == '/' || text[0] == '.' || strncmp(text, "unix:", 5) == 0)
+			goto bad;
+	}
 
 	if (strncmp(text, "unix://", 7) == 0)
 		p = text + 7;
@@ -272,7 +291,7 @@ static int parse_address(struct impl *c, const char *text, char **path, char **h
 	return 0;
 bad:
 	set_err(c, SYNTHC_ERR_ARG, SYNTHD__V1__STATUS_CODE__INVALID_ARGUMENT, "BAD_ADDRESS",
-		"address must be unix:PATH or HOST:PORT, got \"%.200s\"", text);
+		"address must be unix:PATH, HOST:PORT or tls:HOST:PORT, got \"%.200s\"", text);
 	return -1;
 }
 
@@ -378,6 +397,151 @@ static int connect_tcp(struct impl *c, const char *host, int port)
 	return 0;
 }
 
+/* ---- TLS ---------------------------------------------------------------------------------------- */
+
+/* A socket BIO that writes with MSG_NOSIGNAL: a peer gone away is an error to report, never a
+ * SIGPIPE that kills the program (the library does not touch the process's signal handling). */
+static int bio_fd(BIO *b) { return (int)(intptr_t)BIO_get_data(b); }
+
+static int bio_write(BIO *b, const char *buf, int len)
+{
+	BIO_clear_retry_flags(b);
+	ssize_t w = send(bio_fd(b), buf, (size_t)len, MSG_NOSIGNAL);
+	if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		BIO_set_retry_write(b);
+	return (int)w;
+}
+
+static int bio_read(BIO *b, char *buf, int len)
+{
+	BIO_clear_retry_flags(b);
+	ssize_t r = recv(bio_fd(b), buf, (size_t)len, 0);
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		BIO_set_retry_read(b);
+	return (int)r;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b, (void)num, (void)ptr;
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static BIO_METHOD *nosig_method;
+static pthread_once_t nosig_once = PTHREAD_ONCE_INIT;
+
+static void make_nosig_method(void)
+{
+	nosig_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "synthc socket");
+	if (nosig_method) {
+		BIO_meth_set_write(nosig_method, bio_write);
+		BIO_meth_set_read(nosig_method, bio_read);
+		BIO_meth_set_ctrl(nosig_method, bio_ctrl);
+	}
+}
+
+/* The error queue's first entry as text (and clears it). */
+static const char *tls_reason(char *buf, size_t n)
+{
+	unsigned long e = ERR_get_error();
+	if (e == 0)
+		snprintf(buf, n, "%s", errno ? strerror(errno) : "the connection closed");
+	else
+		ERR_error_string_n(e, buf, n);
+	ERR_clear_error();
+	return buf;
+}
+
+static void drop_connection(struct impl *c);
+
+/* The TLS context, made once per client from its files: TLS 1.2 or newer, the server's certificate
+ * checked against the CA (else the system's roots), a client certificate for mutual TLS. */
+static SSL_CTX *tls_context(struct impl *c)
+{
+	char why[256];
+	if (c->ssl_ctx)
+		return c->ssl_ctx;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL) {
+		oom(c);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	/* The protocol's own framing finds a connection cut mid-frame; a close without close_notify
+	 * is the end of the stream, as on plain TCP. */
+	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	const char *what = NULL;
+	if (c->tls_ca ? SSL_CTX_load_verify_locations(ctx, c->tls_ca, NULL) != 1 : SSL_CTX_set_default_verify_paths(ctx) != 1)
+		what = "the CA file";
+	else if (c->tls_cert && SSL_CTX_use_certificate_chain_file(ctx, c->tls_cert) != 1)
+		what = "the client certificate";
+	else if (c->tls_cert && SSL_CTX_use_PrivateKey_file(ctx, c->tls_key, SSL_FILETYPE_PEM) != 1)
+		what = "the client key";
+	else if (c->tls_cert && SSL_CTX_check_private_key(ctx) != 1)
+		what = "the client key (it does not match the certificate)";
+	if (what) {
+		set_err(c, SYNTHC_ERR_ARG, SYNTHD__V1__STATUS_CODE__INVALID_ARGUMENT, "BAD_TLS_FILES", "cannot load %s: %s", what,
+			tls_reason(why, sizeof why));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	c->ssl_ctx = ctx;
+	return ctx;
+}
+
+/* The TLS handshake on the connected socket: the server's certificate must verify and name
+ * `host` (a DNS name, or the IP address dialled). 0, or -1 with the error set and the connection
+ * closed. */
+static int tls_handshake(struct impl *c, const char *host, int port)
+{
+	char why[256];
+	SSL_CTX *ctx = tls_context(c);
+	if (ctx == NULL) {
+		drop_connection(c);
+		return -1;
+	}
+	pthread_once(&nosig_once, make_nosig_method);
+	SSL *ssl = SSL_new(ctx);
+	BIO *bio = nosig_method ? BIO_new(nosig_method) : NULL;
+	if (ssl == NULL || bio == NULL) {
+		SSL_free(ssl);
+		BIO_free(bio);
+		oom(c);
+		drop_connection(c);
+		return -1;
+	}
+	BIO_set_data(bio, (void *)(intptr_t)c->fd);
+	BIO_set_init(bio, 1);
+	SSL_set_bio(ssl, bio, bio);
+	c->ssl = ssl;
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1) {
+		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
+	} else {
+		SSL_set_tlsext_host_name(ssl, host);
+		SSL_set1_host(ssl, host);
+	}
+	int rc;
+	while ((rc = SSL_connect(ssl)) != 1 && SSL_get_error(ssl, rc) == SSL_ERROR_WANT_READ && errno == EINTR)
+		;
+	if (rc != 1) {
+		long v = SSL_get_verify_result(ssl);
+		tls_reason(why, sizeof why);
+		if (v != X509_V_OK)
+			set_err(c, SYNTHC_ERR_IO, SYNTHD__V1__STATUS_CODE__UNAVAILABLE, "TLS_FAILED",
+				"the TLS handshake with synthd at %.200s:%d failed: the server's certificate: %s", host, port,
+				X509_verify_cert_error_string(v));
+		else
+			set_err(c, SYNTHC_ERR_IO, SYNTHD__V1__STATUS_CODE__UNAVAILABLE, "TLS_FAILED",
+				"the TLS handshake with synthd at %.200s:%d failed: %s", host, port, why);
+		drop_connection(c);
+		return -1;
+	}
+	return 0;
+}
+
 /* Ends a stream (state ST_DONE or ST_FAILED) and detaches it from its client, which can then make
  * its next call; the handle keeps only its state. */
 static void end_stream(struct synthc_stream *s, int state)
@@ -391,6 +555,10 @@ static void end_stream(struct synthc_stream *s, int state)
 
 static void drop_connection(struct impl *c)
 {
+	if (c->ssl) {
+		SSL_free(c->ssl); /* and its BIO; the socket is closed below */
+		c->ssl = NULL;
+	}
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -403,11 +571,13 @@ static void drop_connection(struct impl *c)
 static int open_connection(struct impl *c)
 {
 	char *path, *host;
-	int port, rc;
+	int port, rc, tls;
 
-	if (parse_address(c, c->address, &path, &host, &port) != 0)
+	if (parse_address(c, c->address, &path, &host, &port, &tls) != 0)
 		return -1;
 	rc = path ? connect_unix(c, path) : connect_tcp(c, host, port);
+	if (rc == 0 && tls)
+		rc = tls_handshake(c, host, port);
 	free(path);
 	free(host);
 	if (rc == 0)
@@ -415,7 +585,7 @@ static int open_connection(struct impl *c)
 	return rc;
 }
 
-static struct impl *new_client(const char *address, const char *api_key)
+static struct impl *new_client(const char *address, const char *api_key, const char *ca, const char *cert, const char *key)
 {
 	struct impl *c = calloc(1, sizeof *c);
 	if (c == NULL)
@@ -442,6 +612,23 @@ static struct impl *new_client(const char *address, const char *api_key)
 	c->address = address ? strdup(address) : NULL;
 	c->api_key = strdup(api_key ? api_key : "");
 	free(deflt);
+	if (ca == NULL)
+		ca = getenv("SYNTH_TLS_CA");
+	if (cert == NULL)
+		cert = getenv("SYNTH_TLS_CERT");
+	if (key == NULL)
+		key = getenv("SYNTH_TLS_KEY");
+	int bad = 0;
+	if (ca && ca[0] && (c->tls_ca = strdup(ca)) == NULL)
+		bad = 1;
+	if (cert && cert[0] && (c->tls_cert = strdup(cert)) == NULL)
+		bad = 1;
+	if (key && key[0] && (c->tls_key = strdup(key)) == NULL)
+		bad = 1;
+	if (bad) {
+		synthc_close(&c->pub);
+		return NULL;
+	}
 	c->rcap = RBUF_INITIAL;
 	c->rbuf = malloc(c->rcap);
 	c->wcap = 4096;
@@ -455,9 +642,20 @@ static struct impl *new_client(const char *address, const char *api_key)
 
 synthc_client *synthc_connect(const char *address, const char *api_key)
 {
-	struct impl *c = new_client(address, api_key);
+	return synthc_connect_tls(address, api_key, NULL, NULL, NULL);
+}
+
+synthc_client *synthc_connect_tls(const char *address, const char *api_key, const char *ca_file, const char *cert_file,
+				  const char *key_file)
+{
+	struct impl *c = new_client(address, api_key, ca_file, cert_file, key_file);
 	if (c == NULL)
 		return NULL;
+	if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
+		set_err(c, SYNTHC_ERR_ARG, SYNTHD__V1__STATUS_CODE__INVALID_ARGUMENT, "BAD_TLS_FILES",
+			"a client certificate needs its private key, and a key its certificate");
+		return &c->pub;
+	}
 	open_connection(c);
 	return &c->pub;
 }
@@ -502,6 +700,10 @@ void synthc_close(synthc_client *pub)
 	clear_err(c);
 	free(c->address);
 	free(c->api_key);
+	free(c->tls_ca);
+	free(c->tls_cert);
+	free(c->tls_key);
+	SSL_CTX_free(c->ssl_ctx);
 	free(c->rbuf);
 	free(c->wbuf);
 	free(c->stale);
@@ -768,7 +970,31 @@ static int fill(struct impl *c, size_t need)
 		 * at the front of the buffer, and record batches are never moved (memmove) once read. */
 		if (need >= BIG_FRAME && want > need - (c->rlen - c->rpos))
 			want = need - (c->rlen - c->rpos);
-		ssize_t r = recv(c->fd, c->rbuf + c->rlen, want, 0);
+		ssize_t r;
+		if (c->ssl) {
+			int n = SSL_read(c->ssl, c->rbuf + c->rlen, want > INT32_MAX ? INT32_MAX : (int)want);
+			if (n > 0) {
+				c->rlen += (size_t)n;
+				continue;
+			}
+			int e = SSL_get_error(c->ssl, n);
+			if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)) {
+				r = 0;
+			} else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+				if (errno == EINTR)
+					continue;
+				return fail_conn(c, SYNTHC_ERR_IO, SYNTHD__V1__STATUS_CODE__DEADLINE_EXCEEDED, "TIMEOUT",
+						 "timed out waiting for synthd");
+			} else {
+				char why[256];
+				set_err(c, SYNTHC_ERR_IO, SYNTHD__V1__STATUS_CODE__UNAVAILABLE, "IO_ERROR", "reading from synthd failed: TLS: %s",
+					tls_reason(why, sizeof why));
+				drop_connection(c);
+				return -1;
+			}
+		} else {
+			r = recv(c->fd, c->rbuf + c->rlen, want, 0);
+		}
 		if (r > 0) {
 			c->rlen += (size_t)r;
 			continue;
@@ -912,6 +1138,26 @@ size_t synthc_encode_open(uint8_t *out, uint64_t call_id, const char *method, co
 static int send_all(struct impl *c, const uint8_t *p, size_t n)
 {
 	while (n > 0) {
+		if (c->ssl) {
+			errno = 0;
+			int w = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+			if (w > 0) {
+				p += w;
+				n -= (size_t)w;
+				continue;
+			}
+			int e = SSL_get_error(c->ssl, w);
+			if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && errno == EINTR)
+				continue;
+			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+				return fail_conn(c, SYNTHC_ERR_IO, SYNTHD__V1__STATUS_CODE__DEADLINE_EXCEEDED, "TIMEOUT",
+						 "timed out writing to synthd");
+			char why[256];
+			set_err(c, SYNTHC_ERR_IO, SYNTHD__V1__STATUS_CODE__UNAVAILABLE, "IO_ERROR", "writing to synthd failed: TLS: %s",
+				tls_reason(why, sizeof why));
+			drop_connection(c);
+			return -1;
+		}
 		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
 		if (w > 0) {
 			p += w;

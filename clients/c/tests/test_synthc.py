@@ -663,7 +663,7 @@ def test_install_and_pkg_config(server, tmp_path):
     # Static.
     static = tmp_path / "prog-static"
     r = run(["cc", "-o", static, src, *pc("--cflags"), str(prefix / "lib/libsynthc.a"),
-             *run(["pkg-config", "--libs", "libprotobuf-c"]).stdout.decode().split(), "-lm"], env=env)
+             *[a for a in pc("--static", "--libs") if a != "-lsynthc"]], env=env)
     assert r.returncode == 0, r.stderr.decode()
     r = run([static], env=env)
     assert r.returncode == 0 and r.stdout.startswith(b"health ok"), r.stderr.decode()
@@ -694,3 +694,64 @@ def test_builds_without_warnings(cc, tmp_path):
              "all", f"{tmp_path}/build/tests/test_client", f"{tmp_path}/build/tests/probe",
              f"{tmp_path}/build/tests/offline"], timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr).decode()[-6000:]
+
+
+# ---- TLS ---------------------------------------------------------------------------------------------
+
+def make_pki(d):
+    """A CA, a server certificate for 127.0.0.1 and localhost, a client certificate, and another CA."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for name in ("ca", "other-ca"):
+        r = run(["openssl", "req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+                 "-subj", f"/CN=synthd test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign"], cwd=d)
+        assert r.returncode == 0, r.stderr.decode()
+    (Path(d) / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    (Path(d) / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for name, ext in (("server", "server.ext"), ("client", "client.ext")):
+        for cmd in (["openssl", "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"],
+                    ["openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                     "-out", f"{name}.pem", "-days", "2", "-extfile", ext]):
+            r = run(cmd, cwd=d)
+            assert r.returncode == 0, r.stderr.decode()
+    return lambda name: str(Path(d) / name)
+
+
+def test_watch_over_mutual_tls_valgrind(provider):
+    """synth-c-watch through OpenSSL against a synthd that wants client certificates: the records
+    arrive whole under valgrind; a server of another CA and a missing client certificate are refused
+    with a clear error."""
+    work = tempfile.mkdtemp(prefix="synthc-tls-", dir="/tmp")
+    try:
+        pki = make_pki(work)
+        s = Synthd.__new__(Synthd)
+        s.work, s.data, s.sock = Path(work), Path(work) / "data", str(Path(work) / "s.sock")
+        s.config = Path(work) / "config.json"
+        s.config.write_text(json.dumps({"engine": {"providers": {
+            "openai": {"kind": "openai", "base_url": f"http://127.0.0.1:{provider.port}/v1"},
+            "anthropic": {"kind": "anthropic", "base_url": f"http://127.0.0.1:{provider.port}"}}},
+            "server": {"rate_limit_per_minute": 0, "tls": {"certificate_chain": pki("server.pem"),
+                                                            "private_key": pki("server.key"), "client_ca": pki("ca.pem")}}}))
+        s.start()
+        try:
+            s.key = s.new_org("c-tls")
+            job = generate(s, ADVANCED)
+            want = results(s, job)
+            tls = ["--address", "tls:" + s.tcp, "--api-key", s.key, "--tls-ca", pki("ca.pem")]
+            mine = ["--tls-cert", pki("client.pem"), "--tls-key", pki("client.key")]
+            r = run(VALGRIND + [WATCH, *tls, *mine, job], timeout=300)
+            assert r.returncode == 0, r.stderr.decode()
+            assert r.stdout == want and want.count(b"\n") == 500
+            # The synth CLI over the same mutual TLS, as a second witness.
+            r = run([SYNTH, "results", job, *tls, *mine])
+            assert r.returncode == 0 and r.stdout == want, r.stderr.decode()
+            wrong_ca = ["--address", "tls:" + s.tcp, "--api-key", s.key, "--tls-ca", pki("other-ca.pem")]
+            r = run(VALGRIND + [WATCH, *wrong_ca, *mine, "--retry-for", "0", job])
+            assert r.returncode == 6 and b"TLS" in r.stderr and b"certificate" in r.stderr, r.stderr.decode()
+            r = run(VALGRIND + [WATCH, *tls, "--retry-for", "0", job])
+            assert r.returncode == 6 and b"certificate" in r.stderr.lower(), r.stderr.decode()
+            assert r.stdout == b""
+        finally:
+            s.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

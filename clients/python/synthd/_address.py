@@ -1,5 +1,5 @@
 """Addresses as `synth --address` takes them: ``unix:PATH``, ``unix://PATH``, a path starting with
-``/`` or ``.``, or ``HOST:PORT`` (``[IPV6]:PORT``)."""
+``/`` or ``.``, ``HOST:PORT`` (``[IPV6]:PORT``), or ``tls:HOST:PORT`` for TCP with TLS."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import NamedTuple, Optional
 
 
 class Address(NamedTuple):
-    """Where synthd listens: ``kind`` is ``"unix"`` (``path`` set) or ``"tcp"`` (``host``, ``port``)."""
+    """Where synthd listens: ``kind`` is ``"unix"`` (``path`` set), ``"tcp"`` or ``"tls"`` (``host``,
+    ``port``)."""
 
     kind: str
     path: str = ""
@@ -18,7 +19,8 @@ class Address(NamedTuple):
     def __str__(self) -> str:
         if self.kind == "unix":
             return "unix:" + self.path
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        tcp = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return "tls:" + tcp if self.kind == "tls" else tcp
 
 
 def default_socket_path() -> str:
@@ -28,6 +30,10 @@ def default_socket_path() -> str:
 
 def parse_address(text: str) -> Optional[Address]:
     """Parses an address exactly as the Swift CLI does; None when it is not one."""
+    for prefix in ("tls://", "tls:"):
+        if text.startswith(prefix):
+            inner = parse_address(text[len(prefix):])
+            return inner._replace(kind="tls") if inner is not None and inner.kind == "tcp" else None
     if text.startswith("unix://"):
         path = text[7:]
     elif text.startswith("unix:"):
@@ -60,5 +66,5 @@ def resolve_address(address: Optional[str]) -> Address:
     text = address if address is not None else "unix:" + default_socket_path()
     parsed = parse_address(text)
     if parsed is None:
-        raise ValueError(f"address must be unix:PATH or HOST:PORT, got {text!r}")
+        raise ValueError(f"address must be unix:PATH, HOST:PORT or tls:HOST:PORT, got {text!r}")
     return parsed

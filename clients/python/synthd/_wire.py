@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import struct
 from typing import Any, Callable, Iterator, Optional
 
@@ -54,7 +55,7 @@ class Connection:
     """A blocking connection. Calls on it are sequential: open one, read it to its status."""
 
     def __init__(self, address: Address, *, connect_timeout: float = 10.0,
-                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE):
+                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, ssl_context: Optional[ssl.SSLContext] = None):
         self.address = address
         self.max_frame_size = max_frame_size
         self._buf = b""
@@ -74,6 +75,16 @@ class Connection:
                 sock = socket.create_connection((address.host, address.port), timeout=connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                if address.kind == "tls":
+                    # The handshake happens here: a server certificate that does not verify (CA, host
+                    # name or IP address) fails before any key is sent.
+                    try:
+                        sock = (ssl_context or ssl.create_default_context()).wrap_socket(sock, server_hostname=address.host)
+                    except BaseException:
+                        sock.close()
+                        raise
+        except ssl.SSLError as e:
+            raise ConnectionLost.because(f"the TLS handshake with synthd at {address} failed: {e}") from None
         except OSError as e:
             raise ConnectionLost.because(f"cannot connect to synthd at {address}: {e.strerror or e}") from None
         sock.settimeout(None)
@@ -102,10 +113,16 @@ class Connection:
         try:
             self.sock.setblocking(False)
             try:
-                data = self.sock.recv(1, socket.MSG_PEEK)
+                if isinstance(self.sock, ssl.SSLSocket):
+                    # TLS cannot peek: a byte read here is kept in the buffer for the next frame.
+                    data = self.sock.recv(1)
+                    self._buf = self._buf[self._pos:] + data
+                    self._pos = 0
+                else:
+                    data = self.sock.recv(1, socket.MSG_PEEK)
             finally:
                 self.sock.setblocking(True)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
             return False
         except OSError:
             return True

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
@@ -77,8 +78,11 @@ def _malformed(field: str, rule: str, value: str) -> InvalidArgument:
 class Client:
     """A client of synthd.
 
-    ``address``: ``unix:PATH``, a path, or ``HOST:PORT``; default ``$SYNTH_ADDRESS``, else
-    ``unix:~/.synthd/synthd.sock``. ``api_key``: default ``$SYNTH_API_KEY``.
+    ``address``: ``unix:PATH``, a path, ``HOST:PORT``, or ``tls:HOST:PORT`` for TLS; default
+    ``$SYNTH_ADDRESS``, else ``unix:~/.synthd/synthd.sock``. ``api_key``: default ``$SYNTH_API_KEY``.
+    ``tls_ca``: the CA certificate (PEM) that signed synthd's, default ``$SYNTH_TLS_CA``, else the
+    system's roots; ``tls_cert`` and ``tls_key``: a client certificate for mutual TLS (default
+    ``$SYNTH_TLS_CERT``, ``$SYNTH_TLS_KEY``). The server's certificate must name the host dialled.
     ``timeout``: the deadline of unary calls, in seconds (sent to the server; None for none).
     ``reconnect_timeout``: how long a stream keeps trying to reconnect after its connection drops.
 
@@ -89,8 +93,15 @@ class Client:
 
     def __init__(self, address: Optional[str] = None, api_key: Optional[str] = None, *,
                  timeout: Optional[float] = 60.0, connect_timeout: float = 10.0, reconnect_timeout: float = 60.0,
-                 max_frame_size: int = _wire.DEFAULT_MAX_FRAME_SIZE):
+                 max_frame_size: int = _wire.DEFAULT_MAX_FRAME_SIZE, tls_ca: Optional[str] = None,
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None):
         self.address: Address = resolve_address(address)
+        self.tls_ca = tls_ca if tls_ca is not None else os.environ.get("SYNTH_TLS_CA")
+        self.tls_cert = tls_cert if tls_cert is not None else os.environ.get("SYNTH_TLS_CERT")
+        self.tls_key = tls_key if tls_key is not None else os.environ.get("SYNTH_TLS_KEY")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        self._ssl_context: Optional[ssl.SSLContext] = None
         self.api_key: str = api_key if api_key is not None else os.environ.get("SYNTH_API_KEY", "")
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -107,7 +118,8 @@ class Client:
     def __getstate__(self):
         return {"address": str(self.address), "api_key": self.api_key, "timeout": self.timeout,
                 "connect_timeout": self.connect_timeout, "reconnect_timeout": self.reconnect_timeout,
-                "max_frame_size": self.max_frame_size}
+                "max_frame_size": self.max_frame_size, "tls_ca": self.tls_ca, "tls_cert": self.tls_cert,
+                "tls_key": self.tls_key}
 
     def __setstate__(self, state):
         self.__init__(state.pop("address"), state.pop("api_key"), **state)
@@ -127,8 +139,22 @@ class Client:
 
     # ---- plumbing --------------------------------------------------------------------------
 
+    def _tls_context(self) -> Optional[ssl.SSLContext]:
+        """The TLS context of a ``tls:`` address, made once: TLS 1.2 or newer, the server's
+        certificate checked against the CA and the host name."""
+        if self.address.kind != "tls":
+            return None
+        if self._ssl_context is None:
+            context = ssl.create_default_context(cafile=self.tls_ca)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            if self.tls_cert is not None:
+                context.load_cert_chain(self.tls_cert, self.tls_key)
+            self._ssl_context = context
+        return self._ssl_context
+
     def _connect(self) -> _wire.Connection:
-        return _wire.Connection(self.address, connect_timeout=self.connect_timeout, max_frame_size=self.max_frame_size)
+        return _wire.Connection(self.address, connect_timeout=self.connect_timeout, max_frame_size=self.max_frame_size,
+                                ssl_context=self._tls_context())
 
     def _unary(self, method: M.Method, request, *, retry: bool = True):
         """One unary call of ``method`` (from `synthd._methods`), which gives its response type.
@@ -256,12 +282,22 @@ class Client:
     # ---- keys ------------------------------------------------------------------------------
 
     def keys(self) -> List[Dict[str, Any]]:
-        """The org's API keys (never the secret): key_id, prefix, name, created_at, last_used_at, revoked."""
+        """The org's API keys (never the secret): key_id, prefix, name, scope, created_at, expires_at,
+        expired, last_used_at, revoked."""
         return [to_dict(k) for k in self._unary(M.LIST_API_KEYS, pb.ListApiKeysRequest()).keys]
 
-    def create_key(self, name: str = "") -> Dict[str, Any]:
-        """A new key: ``{"key": "sk_live_...", "info": {...}}``. The key is shown only this once."""
-        resp = self._unary(M.CREATE_API_KEY, pb.CreateApiKeyRequest(name=name), retry=False)
+    def create_key(self, name: str = "", *, read_only: bool = False, expires_in: Optional[float] = None) -> Dict[str, Any]:
+        """A new key: ``{"key": "sk_live_...", "info": {...}}``. The key is shown only this once.
+
+        ``read_only``: the key may call the read methods only (jobs, watch, records, splits,
+        reports, manifests): what a training loader should hold. ``expires_in``: seconds (or a
+        ``datetime.timedelta``) until the key stops working; None: never."""
+        seconds = 0
+        if expires_in is not None:
+            total = expires_in.total_seconds() if hasattr(expires_in, "total_seconds") else float(expires_in)
+            seconds = max(1, int(total))
+        req = pb.CreateApiKeyRequest(name=name, scope="read" if read_only else "full", expires_in_seconds=seconds)
+        resp = self._unary(M.CREATE_API_KEY, req, retry=False)
         return {"key": resp.key, "info": to_dict(resp.info)}
 
     def revoke_key(self, key_id: str) -> Dict[str, Any]:

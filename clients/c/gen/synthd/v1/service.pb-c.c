@@ -5195,7 +5195,7 @@ const ProtobufCMessageDescriptor synthd__v1__component_health__descriptor =
   (ProtobufCMessageInit) synthd__v1__component_health__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__api_key_info__field_descriptors[7] =
+static const ProtobufCFieldDescriptor synthd__v1__api_key_info__field_descriptors[10] =
 {
   {
     "key_id",
@@ -5281,20 +5281,59 @@ static const ProtobufCFieldDescriptor synthd__v1__api_key_info__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "scope",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__ApiKeyInfo, scope),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__ApiKeyInfo, expires_at),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expired",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__ApiKeyInfo, expired),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__api_key_info__field_indices_by_name[] = {
   3,   /* field[3] = created_at */
+  9,   /* field[9] = expired */
+  8,   /* field[8] = expires_at */
   0,   /* field[0] = key_id */
   4,   /* field[4] = last_used_at */
   2,   /* field[2] = name */
   1,   /* field[1] = prefix */
   5,   /* field[5] = revoked */
   6,   /* field[6] = revoked_at */
+  7,   /* field[7] = scope */
 };
 static const ProtobufCIntRange synthd__v1__api_key_info__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor synthd__v1__api_key_info__descriptor =
 {
@@ -5304,14 +5343,14 @@ const ProtobufCMessageDescriptor synthd__v1__api_key_info__descriptor =
   "Synthd__V1__ApiKeyInfo",
   "synthd.v1",
   sizeof(Synthd__V1__ApiKeyInfo),
-  7,
+  10,
   synthd__v1__api_key_info__field_descriptors,
   synthd__v1__api_key_info__field_indices_by_name,
   1,  synthd__v1__api_key_info__number_ranges,
   (ProtobufCMessageInit) synthd__v1__api_key_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__create_api_key_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor synthd__v1__create_api_key_request__field_descriptors[3] =
 {
   {
     "name",
@@ -5325,14 +5364,40 @@ static const ProtobufCFieldDescriptor synthd__v1__create_api_key_request__field_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "scope",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CreateApiKeyRequest, scope),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_in_seconds",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CreateApiKeyRequest, expires_in_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__create_api_key_request__field_indices_by_name[] = {
+  2,   /* field[2] = expires_in_seconds */
   0,   /* field[0] = name */
+  1,   /* field[1] = scope */
 };
 static const ProtobufCIntRange synthd__v1__create_api_key_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor synthd__v1__create_api_key_request__descriptor =
 {
@@ -5342,7 +5407,7 @@ const ProtobufCMessageDescriptor synthd__v1__create_api_key_request__descriptor 
   "Synthd__V1__CreateApiKeyRequest",
   "synthd.v1",
   sizeof(Synthd__V1__CreateApiKeyRequest),
-  1,
+  3,
   synthd__v1__create_api_key_request__field_descriptors,
   synthd__v1__create_api_key_request__field_indices_by_name,
   1,  synthd__v1__create_api_key_request__number_ranges,

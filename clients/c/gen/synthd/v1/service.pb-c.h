@@ -821,20 +821,38 @@ struct  Synthd__V1__ApiKeyInfo
   char *last_used_at;
   protobuf_c_boolean revoked;
   char *revoked_at;
+  /*
+   * full | read
+   */
+  char *scope;
+  /*
+   * RFC 3339; empty: never
+   */
+  char *expires_at;
+  protobuf_c_boolean expired;
 };
 #define SYNTHD__V1__API_KEY_INFO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__api_key_info__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Synthd__V1__CreateApiKeyRequest
 {
   ProtobufCMessage base;
   char *name;
+  /*
+   * "full" (the default: every method the org may call) or "read": GetJob, ListJobs, WatchJob,
+   * FetchSplits, GetQualityReport and GetManifest only, what a training loader needs.
+   */
+  char *scope;
+  /*
+   * The key stops working this many seconds after it is made; 0: never. At most ten years.
+   */
+  int64_t expires_in_seconds;
 };
 #define SYNTHD__V1__CREATE_API_KEY_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__create_api_key_request__descriptor) \
-    , (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Synthd__V1__CreateApiKeyResponse

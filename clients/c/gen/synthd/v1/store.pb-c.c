@@ -334,7 +334,7 @@ const ProtobufCMessageDescriptor synthd__v1__stored_org__descriptor =
   (ProtobufCMessageInit) synthd__v1__stored_org__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__stored_key__field_descriptors[8] =
+static const ProtobufCFieldDescriptor synthd__v1__stored_key__field_descriptors[10] =
 {
   {
     "key_id",
@@ -432,9 +432,34 @@ static const ProtobufCFieldDescriptor synthd__v1__stored_key__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "scope",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredKey, scope),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at_ms",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredKey, expires_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__stored_key__field_indices_by_name[] = {
   4,   /* field[4] = created_at_ms */
+  9,   /* field[9] = expires_at_ms */
   0,   /* field[0] = key_id */
   5,   /* field[5] = last_used_ms */
   3,   /* field[3] = name */
@@ -442,11 +467,12 @@ static const unsigned synthd__v1__stored_key__field_indices_by_name[] = {
   2,   /* field[2] = prefix */
   6,   /* field[6] = revoked */
   7,   /* field[7] = revoked_at_ms */
+  8,   /* field[8] = scope */
 };
 static const ProtobufCIntRange synthd__v1__stored_key__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor synthd__v1__stored_key__descriptor =
 {
@@ -456,7 +482,7 @@ const ProtobufCMessageDescriptor synthd__v1__stored_key__descriptor =
   "Synthd__V1__StoredKey",
   "synthd.v1",
   sizeof(Synthd__V1__StoredKey),
-  8,
+  10,
   synthd__v1__stored_key__field_descriptors,
   synthd__v1__stored_key__field_indices_by_name,
   1,  synthd__v1__stored_key__number_ranges,

@@ -65,10 +65,18 @@ struct  Synthd__V1__StoredKey
   int64_t last_used_ms;
   protobuf_c_boolean revoked;
   int64_t revoked_at_ms;
+  /*
+   * "" or "full": every method of the org; "read": the read methods only
+   */
+  char *scope;
+  /*
+   * 0: never
+   */
+  int64_t expires_at_ms;
 };
 #define SYNTHD__V1__STORED_KEY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__stored_key__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Synthd__V1__StoredJob__RejectionsEntry
