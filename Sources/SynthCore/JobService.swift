@@ -43,7 +43,9 @@ public final class JobService: Sendable {
             let store = self.store
             try await BlockingLane.writes.run { try store.recordUse(key: key) }
         }
-        return Caller(org: info.org, keyID: info.keyID, readOnly: info.scope == "read")
+        // Any scope but full ("" on keys made before scopes) reads only: a scope this version does
+        // not know never grants more.
+        return Caller(org: info.org, keyID: info.keyID, readOnly: !(info.scope.isEmpty || info.scope == "full"))
     }
 
     /// PERMISSION_DENIED when the caller's key may not call a method of `scope`: a read-only key

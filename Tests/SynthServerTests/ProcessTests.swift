@@ -415,6 +415,32 @@ import SynthStore
         }
     }
 
+    /// `synth keys create --read-only --expires 30d` makes a key that `synth keys list` shows as
+    /// such, and that cannot start a job.
+    @Test func synthMakesReadOnlyExpiringKeys() async throws {
+        try await withHarness { h in
+            let key = try h.org("acme")
+            let address = "unix:" + (h.bound.unixPath ?? "")
+            func synth(_ args: [String], key: String) async throws -> (status: Int32, out: String, err: String) {
+                try await testThreads.run { try Self.runProcess("synth", args + ["--address", address], environment: ["SYNTH_API_KEY": key]) }
+            }
+            let made = try await synth(["keys", "create", "--name", "loader", "--read-only", "--expires", "30d"], key: key)
+            #expect(made.status == 0 && made.err.contains("(read, expires "), "\(made)")
+            let secret = made.out.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(secret.hasPrefix("sk_live_"))
+            let listed = try await synth(["keys", "list", "--json"], key: key)
+            let keys = try #require(try JSONSerialization.jsonObject(with: Data(listed.out.utf8)) as? [String: Any])["keys"] as? [[String: Any]]
+            let loader = try #require(keys?.first { $0["name"] as? String == "loader" })
+            #expect(loader["scope"] as? String == "read")
+            let expires = try #require(ISO8601DateFormatter().date(from: loader["expires_at"] as? String ?? ""))
+            #expect(abs(expires.timeIntervalSinceNow - 30 * 86_400) < 120)
+            let refused = try await synth(["generate", "--schema", "instruction_v1", "--domain", "customer support", "--count", "2"], key: secret)
+            #expect(refused.status == 3 && refused.err.contains("KEY_SCOPE"), "\(refused)")
+            let bad = try await synth(["keys", "create", "--expires", "30 days"], key: key)
+            #expect(bad.status != 0 && bad.err.contains("--expires"))
+        }
+    }
+
     /// Runs one of the built executables with `arguments`, returning its exit status and output.
     static func runProcess(_ name: String, _ arguments: [String], stdin: String = "", environment: [String: String] = [:]) throws
         -> (status: Int32, out: String, err: String) {
