@@ -170,22 +170,34 @@ final class QualityGate: Sendable {
         return try await permits.withPermit { try await critic.complete(chat) }
     }
 
-    /// The judge's scores, or nil when it gave no usable answer.
-    func judge(_ content: [(String, JSONValue)], usage: (ChatCompletion, String) -> Void) async throws -> JudgeVerdict? {
+    /// The request for one critic call of `kind` (judge, preference_scores, invariants): its
+    /// prompt file and answer schema, the card's extra lines and the record shown.
+    func criticRequest(_ kind: String, _ lines: [String], _ content: [(String, JSONValue)]) -> ChatRequest {
+        ChatRequest(model: criticModel, system: PromptFiles.text(kind), user: card(kind, lines, content),
+                    jsonSchema: PromptFiles.text("\(kind).schema"), schemaName: kind, maxTokens: Self.criticMaxTokens[kind] ?? 300,
+                    temperature: Self.criticTemperature, stage: kind)
+    }
+
+    /// One critic call whose failure counts against the record: nil (logged) when the critic gave
+    /// no answer; a fatal provider error still ends the job. Its usage is counted.
+    func critique(_ kind: String, _ lines: [String], _ content: [(String, JSONValue)],
+                  usage: (ChatCompletion, String) -> Void) async throws -> ChatCompletion? {
         guard let critic else { return nil }
-        let lines = assessedFields.map { f in "ASSESS: \(f.name)" + (f.description_p.isEmpty ? "" : " - \(f.description_p)") }
-        let chat = ChatRequest(model: criticModel, system: PromptFiles.text("judge"), user: card("judge", lines, content),
-                               jsonSchema: PromptFiles.text("judge.schema"), schemaName: "judge", maxTokens: Self.criticMaxTokens["judge"]!,
-                               temperature: Self.criticTemperature,
-                               stage: "judge")
         let answer: ChatCompletion
         do {
-            answer = try await ask(critic, chat)
+            answer = try await ask(critic, criticRequest(kind, lines, content))
         } catch let e as ProviderError where e.kind != .fatal {
-            logger.warning("judge gave no answer", metadata: ["job": "\(jobID)", "error": "\(e.description)"])
+            logger.warning("the critic gave no answer", metadata: ["job": "\(jobID)", "call": "\(kind)", "error": "\(e.description)"])
             return nil
         }
-        usage(answer, "judge")
+        usage(answer, kind)
+        return answer
+    }
+
+    /// The judge's scores, or nil when it gave no usable answer.
+    func judge(_ content: [(String, JSONValue)], usage: (ChatCompletion, String) -> Void) async throws -> JudgeVerdict? {
+        let lines = assessedFields.map { f in "ASSESS: \(f.name)" + (f.description_p.isEmpty ? "" : " - \(f.description_p)") }
+        guard let answer = try await critique("judge", lines, content, usage: usage) else { return nil }
         guard let obj = JSONValue.parse(Array(answer.content.utf8)) else { return nil }
         var scores: [(String, JSONValue)] = []
         for k in ["relevance", "accuracy", "completeness", "overall"] {
@@ -211,19 +223,8 @@ final class QualityGate: Sendable {
     /// responses alone (the generator's own scores are not shown to it); nil when it gave no
     /// usable answer.
     func scorePair(_ content: [(String, JSONValue)], usage: (ChatCompletion, String) -> Void) async throws -> PairScores? {
-        guard let critic else { return nil }
         let shown = content.filter { ["prompt", "chosen", "rejected"].contains($0.0) }
-        let chat = ChatRequest(model: criticModel, system: PromptFiles.text("preference_scores"), user: card("preference_scores", [], shown),
-                               jsonSchema: PromptFiles.text("preference_scores.schema"), schemaName: "preference_scores",
-                               maxTokens: Self.criticMaxTokens["preference_scores"]!, temperature: Self.criticTemperature, stage: "preference_scores")
-        let answer: ChatCompletion
-        do {
-            answer = try await ask(critic, chat)
-        } catch let e as ProviderError where e.kind != .fatal {
-            logger.warning("the critic gave no scores for a preference pair", metadata: ["job": "\(jobID)", "error": "\(e.description)"])
-            return nil
-        }
-        usage(answer, "preference_scores")
+        guard let answer = try await critique("preference_scores", [], shown, usage: usage) else { return nil }
         guard let obj = JSONValue.parse(Array(answer.content.utf8)),
               let chosen = obj["chosen_score"]?.doubleValue, (1...10).contains(chosen),
               let rejected = obj["rejected_score"]?.doubleValue, (1...10).contains(rejected),
@@ -239,9 +240,7 @@ final class QualityGate: Sendable {
         guard let critic else { return .checkerFailed }
         let rules = request.advanced.invariants
         let lines = rules.enumerated().map { "RULE \($0.offset): \($0.element.rule)" }
-        let chat = ChatRequest(model: criticModel, system: PromptFiles.text("invariants"), user: card("invariants", lines, content),
-                               jsonSchema: PromptFiles.text("invariants.schema"), schemaName: "invariants", maxTokens: Self.criticMaxTokens["invariants"]!,
-                               temperature: Self.criticTemperature, stage: "invariants")
+        let chat = criticRequest("invariants", lines, content)
         let answer: ChatCompletion
         do {
             answer = try await ask(critic, chat)
