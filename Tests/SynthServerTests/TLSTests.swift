@@ -138,7 +138,9 @@ final class WireTap: @unchecked Sendable {
         let parent = "/tmp/tls-" + String(UUID().uuidString.prefix(8))
         try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: parent) }
-        let pki = try TestPKI.make(in: parent)
+        // openssl runs as child processes, waited for on the tests' own threads, never the
+        // cooperative pool's (the in-process servers of the suites running beside need those).
+        let pki = try await testThreads.run { try TestPKI.make(in: parent) }
         try await withHarness(server: { c in
             c.tls = TLSFiles(certificateChain: pki.serverCert, privateKey: pki.serverKey, clientCA: mutual ? pki.ca : nil)
         }) { h in try await body(h, pki) }
@@ -294,7 +296,7 @@ final class WireTap: @unchecked Sendable {
             fake.stop()
             try? FileManager.default.removeItem(atPath: dir)
         }
-        let pki = try TestPKI.make(in: dir)
+        let pki = try await testThreads.run { try TestPKI.make(in: dir) }
         let live = (cert: dir + "/live.pem", key: dir + "/live.key")
         try FileManager.default.copyItem(atPath: pki.serverCert, toPath: live.cert)
         try FileManager.default.copyItem(atPath: pki.serverKey, toPath: live.key)
