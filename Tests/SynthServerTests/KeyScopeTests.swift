@@ -7,7 +7,7 @@ import SwiftProtobuf
 import Testing
 
 /// Keys a training loader can safely hold: read-only keys and keys that expire, on every method.
-@Suite struct KeyScopeTests {
+@Suite(.serialized) struct KeyScopeTests {
     /// A request for `method` that a full key of the org gets an answer to (a job of its own).
     static func request(for method: MethodInfo, job: String) -> any SwiftProtobuf.Message {
         switch method.name {

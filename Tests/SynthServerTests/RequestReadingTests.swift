@@ -9,7 +9,7 @@ import Testing
 
 /// A request body read by the real server (`request_json`): every problem in one answer, and the
 /// model rules that follow the generator actually used.
-@Suite struct RequestReadingTests {
+@Suite(.serialized) struct RequestReadingTests {
     /// Plans a JSON body; the refusal (nil when it was taken).
     static func plan(_ client: SynthClient, _ json: String) async throws -> (PBPlanResponse?, ClientError?) {
         var plan = PBPlanRequest()

@@ -133,7 +133,7 @@ final class WireTap: @unchecked Sendable {
     }
 }
 
-@Suite struct TLSTests {
+@Suite(.serialized) struct TLSTests {
     static func withTLSHarness(mutual: Bool = false, _ body: @escaping @Sendable (Harness, TestPKI) async throws -> Void) async throws {
         let parent = "/tmp/tls-" + String(UUID().uuidString.prefix(8))
         try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
