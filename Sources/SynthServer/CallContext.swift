@@ -131,7 +131,7 @@ extension CallContext {
 /// RecordBatch { first_seq = 1; last_seq = 2; count = 3; jsonl = 4 }. The JSON lines are copied
 /// once, from the database into the frame; the headers, whose lengths depend on them, are written
 /// into room kept in front of them.
-struct RecordBatchBuilder {
+public struct RecordBatchBuilder {
     /// The most the three headers take: varints of at most 10 bytes, each behind a 1-byte tag.
     static let headroom = 64
     /// What a client may ask for, as the proto says.
@@ -152,7 +152,7 @@ struct RecordBatchBuilder {
     }
 
     /// The most JSON-line bytes in one batch (a single larger record still goes, alone).
-    static func limit(requested: UInt32, maxFrameSize: Int) -> Int {
+    public static func limit(requested: UInt32, maxFrameSize: Int) -> Int {
         let size = Int(min(max(requested, sizes.lowerBound), sizes.upperBound))
         return max(1, min(size, maxFrameSize - headroom))
     }

@@ -51,12 +51,17 @@ public final class Server: Sendable {
     /// Connections open now.
     public var connectionCount: Int { state.withLock { $0.connections.count } }
 
+    /// What every call passes first; a gRPC endpoint beside this server shares it, so that an
+    /// org's calls count once against its rate whichever way they come.
+    public let gate: CallGate
+
     /// Serves `core`, the application, over the framed protocol.
     public init(config: ServerConfig, core: JobService, logger: Logger, group: MultiThreadedEventLoopGroup = .singleton) {
         self.config = config
         self.logger = logger
         self.group = group
-        self.service = Service(core: core, config: config, logger: logger)
+        gate = CallGate(core: core, perMinute: config.rateLimitPerMinute, burst: config.rateLimitBurst)
+        self.service = Service(core: core, gate: gate, config: config, logger: logger)
     }
 
     /// Binds the configured listeners and starts serving. Returns the real addresses (a TCP port
@@ -125,7 +130,13 @@ public final class Server: Sendable {
     /// Plain TCP carries API keys and records in clear text: it is refused on an address other
     /// machines can reach unless the config says `insecure_tcp`, and then it is warned about.
     func checkTCPSecurity() throws {
-        guard let tcp = config.tcp, config.tls == nil else { return }
+        guard let tcp = config.tcp else { return }
+        try Self.checkTCPSecurity(tcp, config: config, logger: logger)
+    }
+
+    /// The same rule for any TCP listener of this config (the gRPC endpoint's too).
+    public static func checkTCPSecurity(_ tcp: String, config: ServerConfig, logger: Logger) throws {
+        guard config.tls == nil else { return }
         let (host, _) = try Self.splitHostPort(tcp)
         if Self.isLoopback(host) { return }
         guard config.insecureTCP else {
@@ -191,7 +202,7 @@ public final class Server: Sendable {
         chmod(path, 0o660)
     }
 
-    static func splitHostPort(_ text: String) throws -> (String, Int) {
+    public static func splitHostPort(_ text: String) throws -> (String, Int) {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
             throw RPCError.invalid("TCP address must be HOST:PORT, got \(text)")
         }
@@ -255,5 +266,5 @@ public final class Server: Sendable {
 /// Why the server cannot start as configured.
 public struct ServerStartError: Error, CustomStringConvertible {
     public let description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 }

@@ -21,6 +21,8 @@ public struct ServerConfig: Sendable {
     public var unixPath: String?
     /// "HOST:PORT"; port 0 picks a free port. nil for none.
     public var tcp: String?
+    /// The standard gRPC endpoint's "HOST:PORT" (HTTP/2; same TLS, same limits); nil for none.
+    public var grpc: String?
     public var maxFrameSize: Int
     /// A connection with no open call and no traffic for this long is closed.
     public var idleTimeout: Duration

@@ -6,14 +6,14 @@ import SynthCore
 import SynthProto
 import Synchronization
 
-/// The framed protocol's router: decodes a call's request as its method's type, runs the
-/// interceptors (authentication, the per-org rate limit), calls the application (`JobService`) and
-/// encodes the answer. The streams' framing (record batches, sendfile) is here too.
+/// The framed protocol's router: admits a call through the gate (authentication, scope, the
+/// per-org rate limit), decodes its request as its method's type, calls the application
+/// (`JobService`) and encodes the answer. The streams' framing (record batches, sendfile) is here too.
 final class Service: Sendable {
     let core: JobService
     let config: ServerConfig
     let logger: Logger
-    let interceptors: [any CallInterceptor]
+    let gate: CallGate
     private let stopping = Atomic<Bool>(false)
 
     /// Set when the server begins to stop: calls still open end UNAVAILABLE, which clients retry.
@@ -21,18 +21,13 @@ final class Service: Sendable {
         get { stopping.load(ordering: .acquiring) }
         set { stopping.store(newValue, ordering: .releasing) }
     }
-    static let stoppingStatus = RPCError(.unavailable, "the server is shutting down; retry the call (a watch resumes with after_seq)",
-                                         errorCode: "SHUTTING_DOWN").status
+    static let stoppingStatus = CallGate.stopping.status
 
-    init(core: JobService, config: ServerConfig, logger: Logger) {
+    init(core: JobService, gate: CallGate, config: ServerConfig, logger: Logger) {
         self.core = core
+        self.gate = gate
         self.config = config
         self.logger = logger
-        var interceptors: [any CallInterceptor] = [Authentication(core: core)]
-        if let limiter = OrgRateLimiter(perMinute: config.rateLimitPerMinute, burst: config.rateLimitBurst) {
-            interceptors.append(RateLimit(limiter: limiter, perMinute: config.rateLimitPerMinute))
-        }
-        self.interceptors = interceptors
     }
 
     /// Runs one call. `authenticated` is told when the call's key proves valid.
@@ -40,21 +35,9 @@ final class Service: Sendable {
         guard let method = Methods.named(open.method) else {
             throw RPCError(.unimplemented, "unknown method \(String(open.method.prefix(64)).debugDescription)")
         }
-        var call = InboundCall(method: method, apiKey: open.apiKey, authenticated: authenticated)
-        for interceptor in interceptors { try await interceptor.intercept(&call) }
-        let caller = call.caller ?? Caller(org: "", keyID: "")
+        let caller = try await gate.admit(method, apiKey: open.apiKey, authenticated: authenticated)
         let ctx = CallContext(callID: callID, method: method.name, caller: caller, writer: writer)
         let body = open.request
-        // Refused before it is decoded: a request larger than any valid one would only cost memory.
-        let most = method.largestRequest
-        guard body.count <= most else {
-            throw RPCError(.invalidArgument, "the \(method.name) request is \(body.count) bytes; no valid one is larger than \(most) bytes",
-                           errorCode: "REQUEST_TOO_LARGE")
-        }
-        if method == Methods.generate.info || method == Methods.plan.info {
-            // Lists of hundreds of thousands of empty items are refused before they are decoded.
-            try JobService.prescanGenerateOrPlan(Array(body))
-        }
         let core = self.core
         switch method {
         case Methods.generate.info: try await unary(Methods.generate, body, ctx) { try await core.generate($0, caller) }
@@ -62,8 +45,8 @@ final class Service: Sendable {
         case Methods.getJob.info: try await unary(Methods.getJob, body, ctx) { try core.getJob($0, caller) }
         case Methods.listJobs.info: try await unary(Methods.listJobs, body, ctx) { try core.listJobs($0, caller) }
         case Methods.cancelJob.info: try await unary(Methods.cancelJob, body, ctx) { try await core.cancelJob($0, caller) }
-        case Methods.watchJob.info: try await watchJob(try decode(body), ctx)
-        case Methods.fetchSplits.info: try await fetchSplits(try decode(body), ctx)
+        case Methods.watchJob.info: try await watchJob(try CallGate.decode(body, for: method), ctx)
+        case Methods.fetchSplits.info: try await fetchSplits(try CallGate.decode(body, for: method), ctx)
         case Methods.getQualityReport.info: try await unary(Methods.getQualityReport, body, ctx) { try core.qualityReport($0, caller) }
         case Methods.getManifest.info: try await unary(Methods.getManifest, body, ctx) { try await core.manifest($0, caller) }
         case Methods.getPricing.info: try await unary(Methods.getPricing, body, ctx) { _ in core.pricing() }
@@ -80,29 +63,8 @@ final class Service: Sendable {
     /// Decodes a unary call's request as the method's type, runs `body`, and sends its answer.
     func unary<Request, Response>(_ method: Method<Request, Response>, _ bytes: Data, _ ctx: CallContext,
                                   _ body: (Request) async throws -> Response) async throws {
-        let request: Request = try decode(bytes)
+        let request: Request = try CallGate.decode(bytes, for: method.info)
         try await ctx.send(await body(request))
-    }
-
-    func decode<M: SwiftProtobuf.Message>(_ bytes: Data) throws -> M {
-        let message: M
-        do {
-            message = try M(serializedBytes: bytes)
-        } catch {
-            throw RPCError.invalid("the request is not a valid \(M.protoMessageName)")
-        }
-        guard message.unknownFields.data.isEmpty else {
-            throw RPCError.invalid("the request has fields that \(M.protoMessageName) does not define")
-        }
-        // Unknown fields deeper down survive a decode too: decoding again without them and
-        // comparing sizes finds them wherever they are.
-        var options = BinaryDecodingOptions()
-        options.discardUnknownFields = true
-        if let stripped = try? M(serializedBytes: bytes, options: options),
-           let a: [UInt8] = try? stripped.serializedBytes(), let b: [UInt8] = try? message.serializedBytes(), a.count != b.count {
-            throw RPCError.invalid("the request has fields inside it that \(M.protoMessageName) does not define")
-        }
-        return message
     }
 }
 
@@ -112,11 +74,5 @@ extension MethodInfo {
     var priority: TaskPriority {
         if scope == .open { return .high }
         return kind == .serverStreaming ? .low : .medium
-    }
-
-    /// The largest request body the method can validly take.
-    var largestRequest: Int {
-        // Ids, a page token, a status, a key name: a few hundred bytes at most.
-        self == Methods.generate.info || self == Methods.plan.info ? JobService.largestGenerateRequestBytes : 8192
     }
 }

@@ -9,6 +9,7 @@ struct ConfigFile: Decodable {
     struct ServerPart: Decodable {
         var unix: String?
         var tcp: String?
+        var grpc: String?
         var maxFrameSize: Int?
         var idleTimeoutSeconds: Double?
         var rateLimitPerMinute: Int?
@@ -35,7 +36,7 @@ struct ConfigFile: Decodable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case unix, tcp, tls
+            case unix, tcp, grpc, tls
             case insecureTCP = "insecure_tcp"
             case unixGroup = "unix_group"
             case maxFrameSize = "max_frame_size"
@@ -102,6 +103,7 @@ struct ConfigFile: Decodable {
         var c = ServerConfig()
         c.unixPath = server?.unix
         c.tcp = server?.tcp
+        c.grpc = server?.grpc
         if let m = server?.maxFrameSize { c.maxFrameSize = m }
         // Clamped: a huge or NaN figure in the file must not trap when it becomes a Duration.
         func seconds(_ t: Double, least: Double) -> Duration { .milliseconds(Int64((t.isFinite ? min(max(least, t), 1e7) : least) * 1000)) }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import SynthEngine
+import SynthGRPC
 import SynthServer
 import SynthStore
 
@@ -27,15 +28,19 @@ struct SignalService: Service {
 /// streams) keep the one they started with.
 struct ReloadService: Service {
     let server: Server
+    let grpc: GRPCEndpoint?
 
     func run() async throws {
         let (hangups, hangup) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         source.setEventHandler { hangup.yield() }
         source.resume()
-        let server = self.server
+        let server = self.server, grpc = self.grpc
         await cancelWhenGracefulShutdown {
-            for await _ in hangups { server.reloadTLS() }
+            for await _ in hangups {
+                server.reloadTLS()
+                grpc?.reloadTLS()
+            }
         }
         source.cancel()
     }
@@ -45,6 +50,7 @@ struct ReloadService: Service {
 /// at shutdown no new connection is taken and open calls end with a status that says to retry.
 struct ListenerService: Service {
     let server: Server
+    let grpc: GRPCEndpoint?
     let dataPath: String
     let logger: Logger
 
@@ -53,11 +59,23 @@ struct ListenerService: Service {
         var parts: [String] = []
         if let p = bound.unixPath { parts.append("unix=\(p)") }
         if let p = bound.tcpPort { parts.append("tcp=\(p)") }
+        var grpcPort: Int?
+        if let grpc {
+            do {
+                grpcPort = try await grpc.start()
+            } catch {
+                await server.stop()
+                throw error
+            }
+            parts.append("grpc=\(grpcPort!)")
+        }
         logger.info("synthd listening", metadata: ["unix": "\(bound.unixPath ?? "-")", "tcp": "\(bound.tcpPort.map(String.init) ?? "-")",
+                                                   "grpc": "\(grpcPort.map(String.init) ?? "-")",
                                                    "data": "\(dataPath)"])
         // For scripts and tests that start synthd.
         FileHandle.standardOutput.write(Data(("LISTENING " + parts.joined(separator: " ") + "\n").utf8))
         try? await gracefulShutdown()
+        await grpc?.stop()
         await server.stop()
         if let p = bound.unixPath { unlink(p) }
     }

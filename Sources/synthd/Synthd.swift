@@ -5,6 +5,7 @@ import ServiceLifecycle
 import Synchronization
 import SynthCore
 import SynthEngine
+import SynthGRPC
 import SynthServer
 import SynthSpec
 import SynthStore
@@ -37,6 +38,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "TCP listen address HOST:PORT (port 0 picks a free one).")
     var tcp: String?
 
+    @Option(help: "Standard gRPC (HTTP/2) listen address HOST:PORT, beside the framed protocol; same TLS and keys.")
+    var grpc: String?
+
     @Option(help: "JSON config file: providers, tiers, critic and limits.")
     var config: String?
 
@@ -68,6 +72,7 @@ struct Serve: AsyncParsableCommand {
 
         var serverConfig = file.serverConfig
         if let tcp { serverConfig.tcp = tcp }
+        if let grpc { serverConfig.grpc = grpc }
         if let unix { serverConfig.unixPath = unix }
         switch (tlsCert, tlsKey) {
         case (let cert?, let key?):
@@ -122,6 +127,7 @@ struct Serve: AsyncParsableCommand {
         let engine = Engine(store: store, config: file.engine, pricing: file.pricing, localModel: local, logger: logger)
         let core = JobService(store: store, engine: engine, validator: Validator(maxCount: file.engine.maxCount, catalog: file.engine.catalog), logger: logger)
         let server = Server(config: serverConfig, core: core, logger: logger)
+        let grpcEndpoint = try serverConfig.grpc.map { try GRPCEndpoint(address: $0, config: serverConfig, core: core, gate: server.gate, logger: logger) }
         // Stopped in the reverse of this order: the listeners first (open calls end with a status
         // that says to retry), then the engine's runners, the local model, and the store last.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
@@ -130,8 +136,8 @@ struct Serve: AsyncParsableCommand {
         if let local { services.append(.init(service: LocalModelService(model: local), serviceName: "local-model")) }
         services += [
             .init(service: EngineService(engine: engine, logger: logger), serviceName: "engine"),
-            .init(service: ListenerService(server: server, dataPath: data.path, logger: logger), serviceName: "listeners"),
-            .init(service: ReloadService(server: server), serviceName: "tls-reload"),
+            .init(service: ListenerService(server: server, grpc: grpcEndpoint, dataPath: data.path, logger: logger), serviceName: "listeners"),
+            .init(service: ReloadService(server: server, grpc: grpcEndpoint), serviceName: "tls-reload"),
             .init(service: SignalService(signals: signals, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup,
                   serviceName: "signals"),
         ]

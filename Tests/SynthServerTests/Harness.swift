@@ -163,6 +163,8 @@ final class Harness: @unchecked Sendable {
     let store: Store
     var engine: Engine
     var server: Server
+    /// The application the server serves (another edge, the gRPC endpoint, can serve it too).
+    var core: JobService
     var bound: Server.Bound
     let fake: FakeProvider
     let logs = LogCapture()
@@ -196,7 +198,8 @@ final class Harness: @unchecked Sendable {
         self.serverConfig = serverConfig
         let logger = logs.logger()
         engine = Engine(store: store, config: config, logger: logger)
-        server = Server(config: serverConfig, core: JobService(store: store, engine: engine, validator: Validator(maxCount: config.maxCount, catalog: config.catalog), logger: logger), logger: logger)
+        core = JobService(store: store, engine: engine, validator: Validator(maxCount: config.maxCount, catalog: config.catalog), logger: logger)
+        server = Server(config: serverConfig, core: core, logger: logger)
         bound = try await server.start()
     }
 
@@ -213,7 +216,8 @@ final class Harness: @unchecked Sendable {
     func restart() async throws {
         let logger = logs.logger()
         engine = Engine(store: store, config: config, logger: logger)
-        server = Server(config: serverConfig, core: JobService(store: store, engine: engine, validator: Validator(maxCount: config.maxCount, catalog: config.catalog), logger: logger), logger: logger)
+        core = JobService(store: store, engine: engine, validator: Validator(maxCount: config.maxCount, catalog: config.catalog), logger: logger)
+        server = Server(config: serverConfig, core: core, logger: logger)
         bound = try await server.start()
         _ = try engine.resumeUnfinished()
     }

@@ -58,4 +58,35 @@ let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().
             #expect(recorded[f] == digest, "\(f) changed since the code was generated: run tools/gen-proto and commit its output")
         }
     }
+
+    /// Every generated file (Swift messages, the gRPC service, C, Python, the request shape) is
+    /// byte for byte what tools/gen-proto wrote from the protos above: a hand edit, or a file
+    /// regenerated alone, fails here.
+    @Test func generatedFilesAreTheOnesRecorded() throws {
+        let record = try String(contentsOf: repoRoot.appendingPathComponent("proto/GENERATED.outputs.sha256"), encoding: .utf8)
+        var recorded: [String: String] = [:]
+        for line in record.split(separator: "\n") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count == 2 { recorded[String(parts[1])] = String(parts[0]) }
+        }
+        #expect(recorded.keys.contains("Sources/SynthGRPC/Generated/synthd_v1_service.grpc.swift"))
+        let fm = FileManager.default
+        var present: Set<String> = ["Sources/SynthSpec/RequestShape+Generated.swift"]
+        for (dir, suffix) in [("Sources/SynthProto", ".pb.swift"), ("Sources/SynthGRPC/Generated", ".swift"), ("clients/c/gen", ""),
+                              ("clients/python/synthd/v1", "_pb2.py")] {
+            for f in fm.enumerator(atPath: repoRoot.appendingPathComponent(dir).path)!.compactMap({ $0 as? String })
+            where f.hasSuffix(suffix) && !f.hasSuffix("/") {
+                var isDir: ObjCBool = false
+                if fm.fileExists(atPath: repoRoot.appendingPathComponent("\(dir)/\(f)").path, isDirectory: &isDir), !isDir.boolValue {
+                    present.insert("\(dir)/\(f)")
+                }
+            }
+        }
+        #expect(present == Set(recorded.keys), "generated files and GENERATED.outputs.sha256 disagree: run tools/gen-proto")
+        for (f, digest) in recorded {
+            let data = try Data(contentsOf: repoRoot.appendingPathComponent(f))
+            let actual = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+            #expect(actual == digest, "\(f) differs from what tools/gen-proto wrote: run it and commit its output")
+        }
+    }
 }

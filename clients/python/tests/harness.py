@@ -79,6 +79,29 @@ def _stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 15.0) -> 
         proc.stdout.close()
 
 
+def _openssl(*args: str, cwd: str) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(d: str):
+    """Certificates made now with openssl, in `d`: two CAs (ca, other-ca), a server certificate for
+    localhost and 127.0.0.1 and a client certificate, both signed by ca. Returns name -> path."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for name in ("ca", "other-ca"):
+        _openssl("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+                 "-subj", f"/CN=synthd test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    with open(os.path.join(d, "server.ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+    with open(os.path.join(d, "client.ext"), "w") as f:
+        f.write("extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n")
+    for name, ca, ext in (("server", "ca", "server.ext"), ("client", "ca", "client.ext")):
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+                 "-out", f"{name}.pem", "-days", "2", "-extfile", ext, cwd=d)
+    return lambda name: os.path.join(d, name)
+
+
 class FakeProvider:
     """tools/fake_provider on a free loopback port."""
 
@@ -106,7 +129,7 @@ class Synthd:
     the engine talking to the fake provider. It can be stopped, killed and started again on the
     same data directory and addresses."""
 
-    def __init__(self, fake: FakeProvider, server: Optional[dict] = None):
+    def __init__(self, fake: FakeProvider, server: Optional[dict] = None, grpc: bool = False):
         self.bin = bin_dir()
         self.dir = tempfile.mkdtemp(prefix="sdpy-", dir="/tmp")
         self.data = os.path.join(self.dir, "data")
@@ -127,6 +150,9 @@ class Synthd:
             json.dump(cfg, f)
         self.proc: Optional[subprocess.Popen] = None
         self.tcp_port = 0
+        # The standard gRPC endpoint (--grpc) too, on a port of its own, when asked for.
+        self.grpc = grpc
+        self.grpc_port = 0
 
     # ---- admin -----------------------------------------------------------------------------
 
@@ -149,13 +175,16 @@ class Synthd:
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [str(self.bin / "synthd"), "serve", "--data", self.data, "--unix", self.sock,
-             "--tcp", f"127.0.0.1:{self.tcp_port}", "--config", self.config],
+             "--tcp", f"127.0.0.1:{self.tcp_port}", "--config", self.config,
+             *(["--grpc", f"127.0.0.1:{self.grpc_port}"] if self.grpc else [])],
             stdout=subprocess.PIPE, stderr=log, start_new_session=True, preexec_fn=_die_with_us)
         log.close()
         line = _first_line(self.proc, "synthd")
         parts = dict(p.split("=", 1) for p in line.split()[1:])
         assert parts.get("unix") == self.sock, line
         self.tcp_port = int(parts["tcp"])
+        if self.grpc:
+            self.grpc_port = int(parts["grpc"])
 
     def stop(self) -> None:
         if self.proc is not None:

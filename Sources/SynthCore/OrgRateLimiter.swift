@@ -5,7 +5,7 @@ import Synchronization
 /// theoretical arrival time on by one interval (60 s / rate), and a call is refused while that time
 /// is more than `burst - 1` intervals ahead of now. Over any stretch a flooding org gets `burst`
 /// calls at once and then `rate` a minute. Orgs do not affect each other.
-final class OrgRateLimiter: Sendable {
+public final class OrgRateLimiter: Sendable {
     let interval: Double
     let tolerance: Double
     /// Each org's theoretical arrival time.
@@ -13,7 +13,7 @@ final class OrgRateLimiter: Sendable {
     private let start = ContinuousClock.now
 
     /// nil when `perMinute` is 0: no limit.
-    init?(perMinute: Int, burst: Int) {
+    public init?(perMinute: Int, burst: Int) {
         guard perMinute > 0 else { return nil }
         interval = 60.0 / Double(perMinute)
         tolerance = interval * Double(max(1, burst) - 1)
@@ -25,7 +25,7 @@ final class OrgRateLimiter: Sendable {
     }
 
     /// nil when the call may go; else how long until it could.
-    func admit(_ org: String) -> Duration? {
+    public func admit(_ org: String) -> Duration? {
         arrival.withLock { arrival in
             let t = now
             let tat = max(arrival[org] ?? t, t)

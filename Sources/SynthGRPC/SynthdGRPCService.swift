@@ -1,0 +1,276 @@
+import Foundation
+import GRPCCore
+import GRPCProtobuf
+import SwiftProtobuf
+import SynthAPI
+import SynthCore
+import SynthProto
+import SynthServer
+
+/// The methods of `service Synthd` on gRPC, registered from the generated descriptors. It does not
+/// use the generated registration: that decodes requests with plain protobuf, and this edge decodes
+/// them as the framed one does (the gate's bounds before decoding, unknown fields refused), after
+/// the call is admitted (requests are decoded lazily, when the handler reads them).
+struct SynthdGRPCService: RegistrableRPCService {
+    let core: JobService
+    let gate: CallGate
+    let config: ServerConfig
+    let stop: StopSignal
+
+    func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+        let core = self.core
+        unary(&router, Methods.generate, PBSynthd.Method.Generate.descriptor) { try await core.generate($0, $1) }
+        unary(&router, Methods.plan, PBSynthd.Method.Plan.descriptor) { try await core.plan($0, $1) }
+        unary(&router, Methods.getJob, PBSynthd.Method.GetJob.descriptor) { try core.getJob($0, $1) }
+        unary(&router, Methods.listJobs, PBSynthd.Method.ListJobs.descriptor) { try core.listJobs($0, $1) }
+        unary(&router, Methods.cancelJob, PBSynthd.Method.CancelJob.descriptor) { try await core.cancelJob($0, $1) }
+        unary(&router, Methods.getQualityReport, PBSynthd.Method.GetQualityReport.descriptor) { try core.qualityReport($0, $1) }
+        unary(&router, Methods.getManifest, PBSynthd.Method.GetManifest.descriptor) { try await core.manifest($0, $1) }
+        unary(&router, Methods.getPricing, PBSynthd.Method.GetPricing.descriptor) { _, _ in core.pricing() }
+        unary(&router, Methods.health, PBSynthd.Method.Health.descriptor) { _, _ in core.health() }
+        unary(&router, Methods.createApiKey, PBSynthd.Method.CreateApiKey.descriptor) { try await core.createKey($0, $1) }
+        unary(&router, Methods.listApiKeys, PBSynthd.Method.ListApiKeys.descriptor) { _, caller in try core.listKeys(caller) }
+        unary(&router, Methods.revokeApiKey, PBSynthd.Method.RevokeApiKey.descriptor) { try await core.revokeKey($0, $1) }
+
+        let timing = StreamTiming(keyRecheck: config.keyRecheckInterval, keepalive: config.keepaliveInterval)
+        let maxMessage = config.maxFrameSize
+        stream(&router, Methods.watchJob, PBSynthd.Method.WatchJob.descriptor) { req, caller, writer in
+            try await core.watch(req, caller, timing: timing, sink: GRPCWatch(core: core, writer: writer, batchBytes: req.batchBytes, maxMessage: maxMessage))
+        }
+        stream(&router, Methods.fetchSplits, PBSynthd.Method.FetchSplits.descriptor) { req, caller, writer in
+            try await core.fetchSplits(req, caller, sink: GRPCSplits(core: core, writer: writer, batchBytes: req.batchBytes, maxMessage: maxMessage))
+        }
+    }
+
+    /// A method that answers once.
+    func unary<Request, Response, Transport: ServerTransport>(
+        _ router: inout RPCRouter<Transport>, _ method: SynthAPI.Method<Request, Response>, _ descriptor: MethodDescriptor,
+        _ body: @escaping @Sendable (Request, Caller) async throws -> Response
+    ) {
+        router.registerHandler(forMethod: descriptor, deserializer: StrictDeserializer<Request>(method: method.info),
+                               serializer: ProtobufSerializer<Response>()) { request, context in
+            try await Self.translating {
+                let (req, caller) = try await self.open(request, method.info)
+                return StreamingServerResponse(single: ServerResponse(message: try await body(req, caller)))
+            }
+        }
+    }
+
+    /// A server-streaming method: admitted and decoded before the response starts, so that a
+    /// refusal is a status alone; the stream ends UNAVAILABLE when the endpoint stops.
+    func stream<Request, Response, Transport: ServerTransport>(
+        _ router: inout RPCRouter<Transport>, _ method: SynthAPI.Method<Request, Response>, _ descriptor: MethodDescriptor,
+        _ body: @escaping @Sendable (Request, Caller, RPCWriter<Response>) async throws -> Void
+    ) {
+        let stop = self.stop
+        router.registerHandler(forMethod: descriptor, deserializer: StrictDeserializer<Request>(method: method.info),
+                               serializer: ProtobufSerializer<Response>()) { request, context in
+            try await Self.translating {
+                let (req, caller) = try await self.open(request, method.info)
+                return StreamingServerResponse { writer in
+                    try await Self.translating {
+                        try await withThrowingTaskGroup(of: Bool.self) { group in
+                            group.addTask {
+                                try await body(req, caller, writer)
+                                return true
+                            }
+                            group.addTask {
+                                await stop.wait()
+                                return false
+                            }
+                            let finished = try await group.next()!
+                            group.cancelAll()
+                            if !finished { throw CallGate.stopping }
+                        }
+                    }
+                    return [:]
+                }
+            }
+        }
+    }
+
+    /// Admits the call by its `authorization` metadata, then reads its one request.
+    func open<Request>(_ request: StreamingServerRequest<Request>, _ method: MethodInfo) async throws -> (Request, Caller) {
+        let key = try Self.apiKey(request.metadata, method)
+        let caller = try await gate.admit(method, apiKey: key)
+        let single = try await ServerRequest(stream: request)
+        return (single.message, caller)
+    }
+
+    /// The key of `authorization: Bearer sk_live_...`; "" when there is none (an open method needs none).
+    static func apiKey(_ metadata: Metadata, _ method: MethodInfo) throws -> String {
+        let values = Array(metadata[stringValues: "authorization"])
+        guard let value = values.first else {
+            guard method.scope == .open else {
+                throw SynthCore.RPCError(.unauthenticated, "missing API key: send it as metadata `authorization: Bearer sk_live_...`")
+            }
+            return ""
+        }
+        guard values.count == 1, value.hasPrefix("Bearer ") else {
+            throw SynthCore.RPCError(.unauthenticated, "the authorization metadata must be one value, `Bearer sk_live_...`")
+        }
+        return String(value.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Runs `body`, turning every error into the gRPC status the framed protocol would send, with
+    /// synthd's error code, field errors and retry-after in the trailing metadata.
+    static func translating<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let e as GRPCCore.RPCError {
+            throw e
+        } catch {
+            throw grpcError(SynthCore.RPCError.from(error).status)
+        }
+    }
+
+    static func grpcError(_ status: PBStatus) -> GRPCCore.RPCError {
+        var metadata: Metadata = [:]
+        if !status.errorCode.isEmpty { metadata.addString(status.errorCode, forKey: TrailerKeys.errorCode) }
+        if status.retryAfterMs > 0 { metadata.addString(String(status.retryAfterMs), forKey: TrailerKeys.retryAfterMs) }
+        if let bytes: [UInt8] = try? status.serializedBytes() { metadata.addBinary(bytes, forKey: TrailerKeys.status) }
+        let code = GRPCCore.RPCError.Code(GRPCCore.Status.Code(rawValue: status.code.rawValue) ?? .unknown) ?? .unknown
+        return GRPCCore.RPCError(code: code, message: status.message, metadata: metadata)
+    }
+}
+
+/// The trailing metadata of a failed call (proto/README.md).
+public enum TrailerKeys {
+    /// The documented error code (VALIDATION_ERROR, RATE_LIMITED, ...), when there is one.
+    public static let errorCode = "synthd-error-code"
+    /// RATE_LIMITED: milliseconds to wait before calling again.
+    public static let retryAfterMs = "synthd-retry-after-ms"
+    /// The whole synthd.v1.Status, serialized: field errors and spelling suggestions included.
+    public static let status = "synthd-status-bin"
+}
+
+/// Decodes a request as the framed protocol does (CallGate.decode).
+struct StrictDeserializer<Message: SwiftProtobuf.Message>: MessageDeserializer {
+    let method: MethodInfo
+
+    func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> Message {
+        try serializedMessageBytes.withUnsafeBytes { raw in try CallGate.decode(raw, for: method) }
+    }
+}
+
+/// A WatchJob stream's records and progress as gRPC messages.
+struct GRPCWatch: WatchSink {
+    let core: JobService
+    let writer: RPCWriter<PBWatchJobResponse>
+    let batchBytes: UInt32
+    let maxMessage: Int
+
+    func sendProgress(_ job: PBJob) async throws {
+        var r = PBWatchJobResponse()
+        r.progress = job
+        try await writer.write(r)
+    }
+
+    func sendRecords(of job: PBStoredJob, after: UInt64, upTo: UInt64, recheck: () throws -> Void) async throws -> UInt64 {
+        var cursor = after
+        if batchBytes > 0 {
+            let limit = RecordBatchBuilder.limit(requested: batchBytes, maxFrameSize: maxMessage)
+            while cursor < upTo {
+                var batch = JSONLBatch(limit: limit)
+                try core.visitRecords(of: job, after: cursor) { seq, json in seq <= upTo && batch.add(seq: seq, json: json) }
+                guard batch.count > 0 else { break }
+                var r = PBWatchJobResponse()
+                r.batch = batch.message(sequenced: true)
+                try await writer.write(r)
+                cursor = batch.last
+                try recheck()
+            }
+        } else {
+            while cursor < upTo {
+                let records = try core.records(of: job, after: cursor, limit: 512).filter { $0.seq <= upTo }
+                guard let last = records.last else { break }
+                try await writer.write(contentsOf: records.map { rec in
+                    var r = PBWatchJobResponse()
+                    r.record.seq = rec.seq
+                    r.record.json = Data(rec.json)
+                    return r
+                })
+                cursor = last.seq
+                try recheck()
+            }
+        }
+        return cursor
+    }
+}
+
+/// A FetchSplits stream as gRPC messages.
+struct GRPCSplits: SplitSink {
+    let core: JobService
+    let writer: RPCWriter<PBFetchSplitsResponse>
+    let batchBytes: UInt32
+    let maxMessage: Int
+
+    func sendSplit(_ split: PBSplitInfo) async throws {
+        var r = PBFetchSplitsResponse()
+        r.split = split
+        try await writer.write(r)
+    }
+
+    func sendRecords(of job: PBStoredJob, seqs: [UInt64]) async throws {
+        var i = 0
+        if batchBytes > 0 {
+            let limit = RecordBatchBuilder.limit(requested: batchBytes, maxFrameSize: maxMessage)
+            while i < seqs.count {
+                var batch = JSONLBatch(limit: limit)
+                try core.visitRecords(of: job, seqs: seqs[i...]) { seq, json in batch.add(seq: seq, json: json) }
+                guard batch.count > 0 else { break }
+                var r = PBFetchSplitsResponse()
+                r.batch = batch.message(sequenced: false)
+                try await writer.write(r)
+                i += Int(batch.count)
+            }
+        } else {
+            while i < seqs.count {
+                let slice = seqs[i..<min(seqs.count, i + 512)]
+                let records = try core.records(of: job, seqs: slice)
+                try await writer.write(contentsOf: zip(slice, records).map { seq, json in
+                    var r = PBFetchSplitsResponse()
+                    r.record.seq = seq
+                    r.record.json = Data(json)
+                    return r
+                })
+                i += slice.count
+            }
+        }
+    }
+}
+
+/// Consecutive records as JSON lines, up to a size (a record above it travels alone).
+struct JSONLBatch {
+    let limit: Int
+    var jsonl = Data()
+    var first: UInt64 = 0
+    var last: UInt64 = 0
+    var count: UInt32 = 0
+
+    init(limit: Int) {
+        self.limit = limit
+        jsonl.reserveCapacity(limit + 1024)
+    }
+
+    mutating func add(seq: UInt64, json: UnsafeRawBufferPointer) -> Bool {
+        if count > 0, jsonl.count + json.count + 1 > limit { return false }
+        jsonl.append(contentsOf: json)
+        jsonl.append(0x0A)
+        if count == 0 { first = seq }
+        last = seq
+        count += 1
+        return true
+    }
+
+    func message(sequenced: Bool) -> PBRecordBatch {
+        var b = PBRecordBatch()
+        if sequenced {
+            b.firstSeq = first
+            b.lastSeq = last
+        }
+        b.count = count
+        b.jsonl = jsonl
+        return b
+    }
+}
