@@ -108,3 +108,15 @@ import SynthSpec
         }
     }
 }
+
+extension GRPCTests {
+    /// The trailers a gRPC client reads are the ones the README and proto/README.md name.
+    @Test func theTrailersAreDocumented() throws {
+        for doc in ["README.md", "proto/README.md"] {
+            let text = try String(contentsOf: repoRoot.appendingPathComponent(doc), encoding: .utf8)
+            for key in [TrailerKeys.errorCode, TrailerKeys.retryAfterMs, TrailerKeys.status, "authorization: Bearer"] {
+                #expect(text.contains("`\(key)"), "\(doc) does not name \(key)")
+            }
+        }
+    }
+}

@@ -1,8 +1,6 @@
 """TLS and mutual TLS through the standard ssl module, against a real synthd with certificates this
 test makes with openssl; read-only and expiring keys."""
 
-import os
-import subprocess
 import time
 
 import pytest
