@@ -19,7 +19,7 @@ public final class GRPCEndpoint: Sendable {
     let tls: CertificateFiles?
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
     private let runTask = Mutex<Task<Void, Never>?>(nil)
-    private let connections: ConnectionCount
+    private let connections: Connections
 
     /// `address` is HOST:PORT (port 0 picks a free one); `gate` is the framed server's, so that
     /// the per-org rate counts calls of both.
@@ -30,14 +30,18 @@ public final class GRPCEndpoint: Sendable {
         try Server.checkTCPSecurity(address, config: config, logger: logger)
         let (host, port) = try Server.splitHostPort(address)
         tls = try config.tls.map { try CertificateFiles($0) }
-        service = SynthdGRPCService(core: core, gate: gate, config: config, stop: StopSignal())
 
         var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
         // The largest valid request, and room: a request above it is told so by the gate, in words.
         transportConfig.rpc.maxRequestPayloadSize = JobService.largestGenerateRequestBytes + 4096
         transportConfig.http2.maxConcurrentStreams = config.maxCallsPerConnection
         transportConfig.connection.maxIdleTime = config.idleTimeout
-        let connections = ConnectionCount(max: config.maxConnections)
+        // A connection told to go (idle, or the server stopping) has this long to close by itself
+        // once the client has answered the GOAWAY's PING (Connections closes it after its grace
+        // time if the client never does).
+        transportConfig.connection.maxGraceTime = .seconds(10)
+        let connections = Connections(max: config.maxConnections, budget: JobService.largestGenerateRequestBytes + 65536,
+                                      idle: config.unauthenticatedIdleTimeout, authenticatedIdle: config.idleTimeout)
         self.connections = connections
         transportConfig.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in connections.admit(channel) }
         let security: HTTP2ServerTransport.Posix.TransportSecurity
@@ -56,6 +60,7 @@ public final class GRPCEndpoint: Sendable {
             security = .plaintext
         }
         let socket: GRPCNIOTransportCore.SocketAddress = host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host, port: port)
+        service = SynthdGRPCService(core: core, gate: gate, config: config, stop: StopSignal(), connections: connections)
         let transport = HTTP2ServerTransport.Posix(address: socket, transportSecurity: security, config: transportConfig)
         server = GRPCServer(transport: transport, services: [service])
     }
@@ -142,22 +147,123 @@ final class CertificateFiles: CertificateReloader, Sendable {
     var sslContextConfigurationOverride: NIOSSLContextConfigurationOverride { current.withLock { $0 } }
 }
 
-/// Counts open connections and closes one above the maximum as soon as it is accepted.
-final class ConnectionCount: Sendable {
+/// The endpoint's connections, by the peer address grpc-swift names them with (`ipv4:HOST:PORT`),
+/// and what each may do before it has authenticated a call: as on the framed protocol, a
+/// connection that has not shown a valid key may send no more than the largest valid request (and a
+/// little), and is closed once it has had no open call and sent nothing for the unauthenticated
+/// idle time (with GOAWAY if it ever spoke, so that a client opens its next call elsewhere). Above the
+/// maximum number of connections, a new one is closed as it is accepted.
+final class Connections: Sendable {
     let max: Int
-    private let open = Atomic<Int>(0)
+    /// Bytes (as they come off the socket, TLS included) a connection may send before it authenticates.
+    let budget: Int
+    /// Before a call has shown a valid key, and after.
+    let idle: Duration
+    let authenticatedIdle: Duration
+    /// How long a connection told to go (GOAWAY) has before it is closed.
+    static let grace = TimeAmount.seconds(10)
+    private let table = Mutex<[String: ConnectionState]>([:])
 
-    init(max: Int) { self.max = max }
+    init(max: Int, budget: Int, idle: Duration, authenticatedIdle: Duration) {
+        self.max = max
+        self.budget = budget
+        self.idle = idle
+        self.authenticatedIdle = authenticatedIdle
+    }
 
-    var count: Int { open.load(ordering: .relaxed) }
+    static func amount(_ d: Duration) -> TimeAmount {
+        .nanoseconds(Int64(d.components.seconds) * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
+    }
+
+    var count: Int { table.withLock { $0.count } }
+
+    /// The connection a call came on, from its ServerContext.remotePeer.
+    func state(ofPeer peer: String) -> ConnectionState? { table.withLock { $0[peer] } }
+
+    /// grpc-swift's name for a TCP peer (Channel.remoteAddressInfo).
+    static func peer(_ address: NIOCore.SocketAddress?) -> String {
+        switch address {
+        case .v4(let a)?: return "ipv4:\(a.host):\(address!.port!)"
+        case .v6(let a)?: return "ipv6:[\(a.host)]:\(address!.port!)"
+        default: return "<unknown>"
+        }
+    }
 
     func admit(_ channel: any Channel) -> EventLoopFuture<Void> {
-        let now = open.wrappingAdd(1, ordering: .relaxed).newValue
-        channel.closeFuture.whenComplete { _ in self.open.wrappingSubtract(1, ordering: .relaxed) }
-        if now > max {
+        let peer = Self.peer(channel.remoteAddress)
+        let state = ConnectionState()
+        let open = table.withLock { t -> Int in
+            t[peer] = state
+            return t.count
+        }
+        channel.closeFuture.whenComplete { _ in
+            self.table.withLock { t in
+                if t[peer] === state { t.removeValue(forKey: peer) }
+            }
+        }
+        guard open <= max else { return channel.close() }
+        let counter = InboundBudget(state: state, budget: budget)
+        do {
+            try channel.pipeline.syncOperations.addHandler(counter, position: .first)
+        } catch {
             return channel.close()
         }
+        // Checked every unauthenticated idle time: a connection with no open call that has sent
+        // nothing for its idle time (the short one until a call shows a valid key) is told to go
+        // with GOAWAY, so that a client (a Health probe, say) opens its next call elsewhere rather
+        // than lose one sent meanwhile, and closed after the grace time whatever it does (grpc-swift's
+        // own grace timer waits for the client's PING answer, which a client that went quiet never
+        // sends). One that never sent a byte is closed at once.
+        let every = Self.amount(idle), idleAfterAuth = Self.amount(authenticatedIdle)
+        let check = channel.eventLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
+            let limit = state.authenticated.load(ordering: .acquiring) ? idleAfterAuth : every
+            guard state.openCalls.load(ordering: .acquiring) == 0, NIODeadline.now() - counter.lastRead >= limit else { return }
+            task.cancel()
+            if counter.received == 0 {
+                channel.close(promise: nil)
+            } else {
+                channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+                channel.eventLoop.scheduleTask(in: Self.grace) { channel.close(promise: nil) }
+            }
+        }
+        channel.closeFuture.whenComplete { _ in check.cancel() }
         return channel.eventLoop.makeSucceededVoidFuture()
+    }
+}
+
+/// One connection: whether a call on it has shown a valid key, and its calls open now.
+final class ConnectionState: Sendable {
+    let authenticated = Atomic<Bool>(false)
+    let openCalls = Atomic<Int>(0)
+}
+
+/// Counts what a connection sends until it authenticates, and closes it past the budget. Its
+/// counters are touched on the connection's event loop only (the idle check runs there too).
+final class InboundBudget: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let state: ConnectionState
+    let budget: Int
+    /// Read on the channel's event loop only.
+    private(set) var received = 0
+    /// When the connection last sent anything.
+    private(set) var lastRead = NIODeadline.now()
+
+    init(state: ConnectionState, budget: Int) {
+        self.state = state
+        self.budget = budget
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastRead = .now()
+        if !state.authenticated.load(ordering: .relaxed) {
+            received += unwrapInboundIn(data).readableBytes
+            if received > budget {
+                context.close(promise: nil)
+                return
+            }
+        }
+        context.fireChannelRead(data)
     }
 }
 

@@ -16,6 +16,8 @@ struct SynthdGRPCService: RegistrableRPCService {
     let gate: CallGate
     let config: ServerConfig
     let stop: StopSignal
+    /// nil in tests that register the methods without an endpoint.
+    var connections: Connections? = nil
 
     func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
         let core = self.core
@@ -49,9 +51,13 @@ struct SynthdGRPCService: RegistrableRPCService {
     ) {
         router.registerHandler(forMethod: descriptor, deserializer: StrictDeserializer<Request>(method: method.info),
                                serializer: ProtobufSerializer<Response>()) { request, context in
-            try await Self.translating {
-                let (req, caller) = try await self.open(request, method.info)
-                return StreamingServerResponse(single: ServerResponse(message: try await body(req, caller)))
+            let call = self.begin(context, request.metadata)
+            defer { call.end() }
+            return try await Self.translating {
+                try await call.bounded(stop: nil) {
+                    let (req, caller) = try await self.open(request, method.info, call)
+                    return StreamingServerResponse(single: ServerResponse(message: try await body(req, caller)))
+                }
             }
         }
     }
@@ -65,35 +71,43 @@ struct SynthdGRPCService: RegistrableRPCService {
         let stop = self.stop
         router.registerHandler(forMethod: descriptor, deserializer: StrictDeserializer<Request>(method: method.info),
                                serializer: ProtobufSerializer<Response>()) { request, context in
-            try await Self.translating {
-                let (req, caller) = try await self.open(request, method.info)
-                return StreamingServerResponse { writer in
-                    try await Self.translating {
-                        try await withThrowingTaskGroup(of: Bool.self) { group in
-                            group.addTask {
-                                try await body(req, caller, writer)
-                                return true
-                            }
-                            group.addTask {
-                                await stop.wait()
-                                return false
-                            }
-                            let finished = try await group.next()!
-                            group.cancelAll()
-                            if !finished { throw CallGate.stopping }
-                        }
-                    }
-                    return [:]
-                }
+            let call = self.begin(context, request.metadata)
+            let opened: (Request, Caller)
+            do {
+                opened = try await Self.translating { try await call.bounded(stop: nil) { try await self.open(request, method.info, call) } }
+            } catch {
+                call.end()
+                throw error
+            }
+            let (req, caller) = opened
+            return StreamingServerResponse { writer in
+                defer { call.end() }
+                try await Self.translating { try await call.bounded(stop: stop) { try await body(req, caller, writer) } }
+                return [:]
             }
         }
     }
 
-    /// Admits the call by its `authorization` metadata, then reads its one request.
-    func open<Request>(_ request: StreamingServerRequest<Request>, _ method: MethodInfo) async throws -> (Request, Caller) {
+    /// A call begins: counted on its connection, with its deadline from `grpc-timeout`.
+    func begin(_ context: ServerContext, _ metadata: Metadata) -> GRPCCall {
+        let connection = connections?.state(ofPeer: context.remotePeer)
+        connection?.openCalls.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        let timeout = metadata[stringValues: "grpc-timeout"].first(where: { _ in true }).flatMap(GRPCCall.parseTimeout)
+        return GRPCCall(context: context, connection: connection, deadline: timeout.map { ContinuousClock.now + $0 },
+                        readLimit: config.unauthenticatedIdleTimeout)
+    }
+
+    /// Admits the call by its `authorization` metadata, then reads its one request (which must
+    /// arrive within the unauthenticated idle time: a request that never comes holds nothing long).
+    func open<Request>(_ request: StreamingServerRequest<Request>, _ method: MethodInfo, _ call: GRPCCall) async throws -> (Request, Caller) {
         let key = try Self.apiKey(request.metadata, method)
         let caller = try await gate.admit(method, apiKey: key)
-        let single = try await ServerRequest(stream: request)
+        if method.scope != .open { call.connection?.authenticated.store(true, ordering: .releasing) }
+        let limit = call.readLimit
+        let single = try await call.bounded(until: .now + limit, expired: SynthCore.RPCError(
+            .deadlineExceeded, "the request message did not arrive within \(limit.components.seconds) s of the call's headers")) {
+            try await ServerRequest(stream: request)
+        }
         return (single.message, caller)
     }
 
@@ -106,10 +120,11 @@ struct SynthdGRPCService: RegistrableRPCService {
             }
             return ""
         }
-        guard values.count == 1, value.hasPrefix("Bearer ") else {
+        let key = value.hasPrefix("Bearer ") ? String(value.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces) : ""
+        guard values.count == 1, !key.isEmpty else {
             throw SynthCore.RPCError(.unauthenticated, "the authorization metadata must be one value, `Bearer sk_live_...`")
         }
-        return String(value.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
+        return key
     }
 
     /// Runs `body`, turning every error into the gRPC status the framed protocol would send, with
@@ -131,6 +146,83 @@ struct SynthdGRPCService: RegistrableRPCService {
         if let bytes: [UInt8] = try? status.serializedBytes() { metadata.addBinary(bytes, forKey: TrailerKeys.status) }
         let code = GRPCCore.RPCError.Code(GRPCCore.Status.Code(rawValue: status.code.rawValue) ?? .unknown) ?? .unknown
         return GRPCCore.RPCError(code: code, message: status.message, metadata: metadata)
+    }
+}
+
+/// One call on the gRPC endpoint: its connection, its deadline, and the races that bound it.
+struct GRPCCall: Sendable {
+    let context: ServerContext
+    let connection: ConnectionState?
+    let deadline: ContinuousClock.Instant?
+    let readLimit: Duration
+
+    func end() {
+        connection?.openCalls.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+    }
+
+    private enum Outcome<T: Sendable>: Sendable {
+        case value(T)
+        case cancelled, stopped, expired
+    }
+
+    /// Runs `body` until it ends, the call's deadline passes (DEADLINE_EXCEEDED), gRPC cancels the
+    /// call (the client went away: CANCELLED), or `stop` fires (UNAVAILABLE, SHUTTING_DOWN). gRPC
+    /// tells a handler of these through its cancellation handle, not by cancelling its task.
+    func bounded<T: Sendable>(stop: StopSignal?, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await bounded(until: deadline, expired: SynthCore.RPCError(.deadlineExceeded, "the call's deadline (grpc-timeout) passed"),
+                          stop: stop, body)
+    }
+
+    func bounded<T: Sendable>(until limit: ContinuousClock.Instant?, expired: SynthCore.RPCError, stop: StopSignal? = nil,
+                              _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let cancellation = context.cancellation
+        let outcome: Outcome<T> = try await withThrowingTaskGroup(of: Outcome<T>.self) { group in
+            group.addTask { .value(try await body()) }
+            group.addTask {
+                try await cancellation.cancelled
+                return .cancelled
+            }
+            if let stop {
+                group.addTask {
+                    await stop.wait()
+                    return .stopped
+                }
+            }
+            if let limit {
+                group.addTask {
+                    try await Task.sleep(until: limit, clock: .continuous)
+                    return .expired
+                }
+            }
+            let first = try await group.next()!
+            group.cancelAll()
+            return first
+        }
+        switch outcome {
+        case .value(let v): return v
+        case .stopped: throw CallGate.stopping
+        case .expired: throw expired
+        case .cancelled:
+            // gRPC cancels a call whose grpc-timeout passed, too.
+            if let deadline, ContinuousClock.now >= deadline - .milliseconds(5) {
+                throw SynthCore.RPCError(.deadlineExceeded, "the call's deadline (grpc-timeout) passed")
+            }
+            throw SynthCore.RPCError(.cancelled, "call cancelled")
+        }
+    }
+
+    /// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n).
+    static func parseTimeout(_ text: String) -> Duration? {
+        guard let unit = text.last, (2...9).contains(text.count), let n = Int64(text.dropLast()), n >= 0 else { return nil }
+        switch unit {
+        case "H": return .seconds(n * 3600)
+        case "M": return .seconds(n * 60)
+        case "S": return .seconds(n)
+        case "m": return .milliseconds(n)
+        case "u": return .microseconds(n)
+        case "n": return .nanoseconds(n)
+        default: return nil
+        }
     }
 }
 

@@ -52,6 +52,8 @@ def server(fake, pki):
     s = Synthd(fake, grpc=True, server={
         "tls": {"certificate_chain": pki("server.pem"), "private_key": pki("server.key"), "client_ca": pki("ca.pem")},
         "idle_timeout_seconds": 5,
+        # Short, so that the tests of connections that never authenticate are quick.
+        "unauthenticated_idle_timeout_seconds": 2,
     })
     s.key = s.create_org("grpcio")
     s.start()
