@@ -60,7 +60,7 @@ public final class GRPCEndpoint: Sendable {
             security = .plaintext
         }
         let socket: GRPCNIOTransportCore.SocketAddress = host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host, port: port)
-        service = SynthdGRPCService(core: core, gate: gate, config: config, stop: StopSignal(), connections: connections)
+        service = SynthdGRPCService(core: core, gate: gate, config: config, stop: StopSignal(), logger: logger, connections: connections)
         let transport = HTTP2ServerTransport.Posix(address: socket, transportSecurity: security, config: transportConfig)
         server = GRPCServer(transport: transport, services: [service])
     }
@@ -86,8 +86,8 @@ public final class GRPCEndpoint: Sendable {
         }
     }
 
-    /// Ends open streams with UNAVAILABLE (SHUTTING_DOWN, which clients retry), lets unary calls
-    /// finish, and returns when the endpoint has stopped.
+    /// Ends open calls with UNAVAILABLE (SHUTTING_DOWN, which clients retry), tells every
+    /// connection to go, and returns when the endpoint has stopped (at most 5 seconds).
     public func stop() async {
         service.stop.fire()
         server.beginGracefulShutdown()
@@ -191,6 +191,8 @@ final class Connections: Sendable {
 
     func admit(_ channel: any Channel) -> EventLoopFuture<Void> {
         let peer = Self.peer(channel.remoteAddress)
+        // Calls find their connection by its peer address: one without one cannot be told apart.
+        guard peer != "<unknown>" else { return channel.close() }
         let state = ConnectionState()
         let open = table.withLock { t -> Int in
             t[peer] = state
@@ -208,15 +210,16 @@ final class Connections: Sendable {
         } catch {
             return channel.close()
         }
-        // Checked every unauthenticated idle time: a connection with no open call that has sent
+        // Checked every second (or sooner): a connection with no open call that has sent
         // nothing for its idle time (the short one until a call shows a valid key) is told to go
         // with GOAWAY, so that a client (a Health probe, say) opens its next call elsewhere rather
         // than lose one sent meanwhile, and closed after the grace time whatever it does (grpc-swift's
         // own grace timer waits for the client's PING answer, which a client that went quiet never
         // sends). One that never sent a byte is closed at once.
-        let every = Self.amount(idle), idleAfterAuth = Self.amount(authenticatedIdle)
+        let idleBefore = Self.amount(idle), idleAfterAuth = Self.amount(authenticatedIdle)
+        let every = min(idleBefore, idleAfterAuth, .seconds(1))
         let check = channel.eventLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
-            let limit = state.authenticated.load(ordering: .acquiring) ? idleAfterAuth : every
+            let limit = state.authenticated.load(ordering: .acquiring) ? idleAfterAuth : idleBefore
             guard state.openCalls.load(ordering: .acquiring) == 0, NIODeadline.now() - counter.lastRead >= limit else { return }
             task.cancel()
             if counter.received == 0 {
@@ -276,6 +279,8 @@ final class StopSignal: Sendable {
     }
 
     private let state = Mutex(State())
+
+    var isFired: Bool { state.withLock { $0.fired } }
 
     func fire() {
         let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in

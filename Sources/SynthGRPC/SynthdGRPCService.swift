@@ -1,5 +1,7 @@
 import Foundation
 import GRPCCore
+import Logging
+import Synchronization
 import GRPCProtobuf
 import SwiftProtobuf
 import SynthAPI
@@ -16,6 +18,7 @@ struct SynthdGRPCService: RegistrableRPCService {
     let gate: CallGate
     let config: ServerConfig
     let stop: StopSignal
+    let logger: Logger
     /// nil in tests that register the methods without an endpoint.
     var connections: Connections? = nil
 
@@ -49,12 +52,13 @@ struct SynthdGRPCService: RegistrableRPCService {
         _ router: inout RPCRouter<Transport>, _ method: SynthAPI.Method<Request, Response>, _ descriptor: MethodDescriptor,
         _ body: @escaping @Sendable (Request, Caller) async throws -> Response
     ) {
+        let stop = self.stop
         router.registerHandler(forMethod: descriptor, deserializer: StrictDeserializer<Request>(method: method.info),
                                serializer: ProtobufSerializer<Response>()) { request, context in
             let call = self.begin(context, request.metadata)
             defer { call.end() }
-            return try await Self.translating {
-                try await call.bounded(stop: nil) {
+            return try await self.translating(method.info) {
+                try await call.bounded(stop: stop) {
                     let (req, caller) = try await self.open(request, method.info, call)
                     return StreamingServerResponse(single: ServerResponse(message: try await body(req, caller)))
                 }
@@ -63,7 +67,8 @@ struct SynthdGRPCService: RegistrableRPCService {
     }
 
     /// A server-streaming method: admitted and decoded before the response starts, so that a
-    /// refusal is a status alone; the stream ends UNAVAILABLE when the endpoint stops.
+    /// refusal is a status alone. Like a unary call, it ends UNAVAILABLE (SHUTTING_DOWN) when the
+    /// endpoint stops, as the framed protocol's open calls do.
     func stream<Request, Response, Transport: ServerTransport>(
         _ router: inout RPCRouter<Transport>, _ method: SynthAPI.Method<Request, Response>, _ descriptor: MethodDescriptor,
         _ body: @escaping @Sendable (Request, Caller, RPCWriter<Response>) async throws -> Void
@@ -71,18 +76,15 @@ struct SynthdGRPCService: RegistrableRPCService {
         let stop = self.stop
         router.registerHandler(forMethod: descriptor, deserializer: StrictDeserializer<Request>(method: method.info),
                                serializer: ProtobufSerializer<Response>()) { request, context in
+            // Ended when the response is done, or dropped unproduced (grpc-swift does not run the
+            // producer when the client has gone before the headers could be written).
             let call = self.begin(context, request.metadata)
-            let opened: (Request, Caller)
-            do {
-                opened = try await Self.translating { try await call.bounded(stop: nil) { try await self.open(request, method.info, call) } }
-            } catch {
-                call.end()
-                throw error
+            let (req, caller) = try await self.translating(method.info) {
+                try await call.bounded(stop: stop) { try await self.open(request, method.info, call) }
             }
-            let (req, caller) = opened
             return StreamingServerResponse { writer in
                 defer { call.end() }
-                try await Self.translating { try await call.bounded(stop: stop) { try await body(req, caller, writer) } }
+                try await self.translating(method.info) { try await call.bounded(stop: stop) { try await body(req, caller, writer) } }
                 return [:]
             }
         }
@@ -91,18 +93,19 @@ struct SynthdGRPCService: RegistrableRPCService {
     /// A call begins: counted on its connection, with its deadline from `grpc-timeout`.
     func begin(_ context: ServerContext, _ metadata: Metadata) -> GRPCCall {
         let connection = connections?.state(ofPeer: context.remotePeer)
-        connection?.openCalls.wrappingAdd(1, ordering: .acquiringAndReleasing)
         let timeout = metadata[stringValues: "grpc-timeout"].first(where: { _ in true }).flatMap(GRPCCall.parseTimeout)
-        return GRPCCall(context: context, connection: connection, deadline: timeout.map { ContinuousClock.now + $0 },
-                        readLimit: config.unauthenticatedIdleTimeout)
+        return GRPCCall(context: context, open: OpenCall(connection), deadline: timeout.map { ContinuousClock.now + $0 },
+                        readLimit: config.unauthenticatedIdleTimeout, stop: stop)
     }
 
     /// Admits the call by its `authorization` metadata, then reads its one request (which must
     /// arrive within the unauthenticated idle time: a request that never comes holds nothing long).
     func open<Request>(_ request: StreamingServerRequest<Request>, _ method: MethodInfo, _ call: GRPCCall) async throws -> (Request, Caller) {
         let key = try Self.apiKey(request.metadata, method)
-        let caller = try await gate.admit(method, apiKey: key)
-        if method.scope != .open { call.connection?.authenticated.store(true, ordering: .releasing) }
+        // The connection counts as authenticated as soon as the key proves valid (before its scope
+        // and the org's rate), as on the framed protocol.
+        let connection = call.open.connection
+        let caller = try await gate.admit(method, apiKey: key) { _ in connection?.authenticated.store(true, ordering: .releasing) }
         let limit = call.readLimit
         let single = try await call.bounded(until: .now + limit, expired: SynthCore.RPCError(
             .deadlineExceeded, "the request message did not arrive within \(limit.components.seconds) s of the call's headers")) {
@@ -128,14 +131,21 @@ struct SynthdGRPCService: RegistrableRPCService {
     }
 
     /// Runs `body`, turning every error into the gRPC status the framed protocol would send, with
-    /// synthd's error code, field errors and retry-after in the trailing metadata.
-    static func translating<T>(_ body: () async throws -> T) async throws -> T {
+    /// synthd's error code, field errors and retry-after in the trailing metadata. A server fault is
+    /// logged with its cause, which the client never sees.
+    func translating<T>(_ method: MethodInfo, _ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch let e as GRPCCore.RPCError {
             throw e
         } catch {
-            throw grpcError(SynthCore.RPCError.from(error).status)
+            let failure = SynthCore.RPCError.from(error)
+            if failure.isServerFault {
+                logger.error("call failed", metadata: [
+                    "method": "\(method.name)", "edge": "grpc", "status": "\(failure.status.code)", "message": "\(failure.status.message)",
+                    "cause": "\(failure.cause.map { "\($0)" } ?? "-")"])
+            }
+            throw Self.grpcError(failure.status)
         }
     }
 
@@ -152,13 +162,12 @@ struct SynthdGRPCService: RegistrableRPCService {
 /// One call on the gRPC endpoint: its connection, its deadline, and the races that bound it.
 struct GRPCCall: Sendable {
     let context: ServerContext
-    let connection: ConnectionState?
+    let open: OpenCall
     let deadline: ContinuousClock.Instant?
     let readLimit: Duration
+    let stop: StopSignal
 
-    func end() {
-        connection?.openCalls.wrappingSubtract(1, ordering: .acquiringAndReleasing)
-    }
+    func end() { open.end() }
 
     private enum Outcome<T: Sendable>: Sendable {
         case value(T)
@@ -203,8 +212,10 @@ struct GRPCCall: Sendable {
         case .stopped: throw CallGate.stopping
         case .expired: throw expired
         case .cancelled:
-            // gRPC cancels a call whose grpc-timeout passed, too.
-            if let deadline, ContinuousClock.now >= deadline - .milliseconds(5) {
+            // gRPC cancels every call when the endpoint stops (after `stop` fired), and a call
+            // whose grpc-timeout passed (its own timer starts a little before ours).
+            if self.stop.isFired { throw CallGate.stopping }
+            if let deadline, ContinuousClock.now >= deadline - .milliseconds(100) {
                 throw SynthCore.RPCError(.deadlineExceeded, "the call's deadline (grpc-timeout) passed")
             }
             throw SynthCore.RPCError(.cancelled, "call cancelled")
@@ -224,6 +235,25 @@ struct GRPCCall: Sendable {
         default: return nil
         }
     }
+}
+
+/// A call counted open on its connection until `end`, which runs once however often it is called,
+/// and at the latest when the last reference goes.
+final class OpenCall: Sendable {
+    let connection: ConnectionState?
+    private let ended = Atomic<Bool>(false)
+
+    init(_ connection: ConnectionState?) {
+        self.connection = connection
+        connection?.openCalls.wrappingAdd(1, ordering: .acquiringAndReleasing)
+    }
+
+    func end() {
+        guard !ended.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        connection?.openCalls.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+    }
+
+    deinit { end() }
 }
 
 /// The trailing metadata of a failed call (proto/README.md).
@@ -267,7 +297,7 @@ struct GRPCWatch: WatchSink {
                 try core.visitRecords(of: job, after: cursor) { seq, json in seq <= upTo && batch.add(seq: seq, json: json) }
                 guard batch.count > 0 else { break }
                 var r = PBWatchJobResponse()
-                r.batch = batch.message(sequenced: true)
+                r.batch = try batch.message(sequenced: true, maxMessage: maxMessage)
                 try await writer.write(r)
                 cursor = batch.last
                 try recheck()
@@ -276,6 +306,7 @@ struct GRPCWatch: WatchSink {
             while cursor < upTo {
                 let records = try core.records(of: job, after: cursor, limit: 512).filter { $0.seq <= upTo }
                 guard let last = records.last else { break }
+                for r in records { try JSONLBatch.fits(r.json.count, seq: r.seq, maxMessage) }
                 try await writer.write(contentsOf: records.map { rec in
                     var r = PBWatchJobResponse()
                     r.record.seq = rec.seq
@@ -312,7 +343,7 @@ struct GRPCSplits: SplitSink {
                 try core.visitRecords(of: job, seqs: seqs[i...]) { seq, json in batch.add(seq: seq, json: json) }
                 guard batch.count > 0 else { break }
                 var r = PBFetchSplitsResponse()
-                r.batch = batch.message(sequenced: false)
+                r.batch = try batch.message(sequenced: false, maxMessage: maxMessage)
                 try await writer.write(r)
                 i += Int(batch.count)
             }
@@ -320,6 +351,7 @@ struct GRPCSplits: SplitSink {
             while i < seqs.count {
                 let slice = seqs[i..<min(seqs.count, i + 512)]
                 let records = try core.records(of: job, seqs: slice)
+                for (seq, json) in zip(slice, records) { try JSONLBatch.fits(json.count, seq: seq, maxMessage) }
                 try await writer.write(contentsOf: zip(slice, records).map { seq, json in
                     var r = PBFetchSplitsResponse()
                     r.record.seq = seq
@@ -334,6 +366,14 @@ struct GRPCSplits: SplitSink {
 
 /// Consecutive records as JSON lines, up to a size (a record above it travels alone).
 struct JSONLBatch {
+    /// Refuses (RESOURCE_EXHAUSTED, RESPONSE_TOO_LARGE, as on the framed protocol) a record, or a
+    /// batch of one, larger than a message may be.
+    static func fits(_ bytes: Int, seq: UInt64, _ maxMessage: Int) throws {
+        guard bytes + RecordBatchBuilder.headroom > maxMessage else { return }
+        throw SynthCore.RPCError(.resourceExhausted, "record \(seq) is \(bytes) bytes, above the message limit of \(maxMessage) bytes (server.max_frame_size)",
+                                 errorCode: "RESPONSE_TOO_LARGE")
+    }
+
     let limit: Int
     var jsonl = Data()
     var first: UInt64 = 0
@@ -355,7 +395,10 @@ struct JSONLBatch {
         return true
     }
 
-    func message(sequenced: Bool) -> PBRecordBatch {
+    /// The batch as a message, refused (RESOURCE_EXHAUSTED, RESPONSE_TOO_LARGE, as on the framed
+    /// protocol) when a record alone is larger than a message may be.
+    func message(sequenced: Bool, maxMessage: Int) throws -> PBRecordBatch {
+        try Self.fits(jsonl.count, seq: first, maxMessage)
         var b = PBRecordBatch()
         if sequenced {
             b.firstSeq = first

@@ -133,7 +133,7 @@ extension CallContext {
 /// into room kept in front of them.
 public struct RecordBatchBuilder {
     /// The most the three headers take: varints of at most 10 bytes, each behind a 1-byte tag.
-    static let headroom = 64
+    public static let headroom = 64
     /// What a client may ask for, as the proto says.
     static let sizes: ClosedRange<UInt32> = 4096...8_388_608
 

@@ -14,7 +14,7 @@ import SynthSpec
     /// Every method of the table has a handler on the gRPC router, under the service's name.
     @Test func everyMethodIsRegistered() async throws {
         try await withHarness { h in
-            let service = SynthdGRPCService(core: h.core, gate: h.server.gate, config: h.serverConfig, stop: StopSignal())
+            let service = SynthdGRPCService(core: h.core, gate: h.server.gate, config: h.serverConfig, stop: StopSignal(), logger: h.logs.logger())
             var router = RPCRouter<HTTP2ServerTransport.Posix>()
             service.registerMethods(with: &router)
             #expect(router.methods.count == Methods.all.count)
