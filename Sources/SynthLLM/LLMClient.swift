@@ -299,6 +299,12 @@ public final class LLMClient: Sendable {
     }
 
     func parse(_ response: HTTPResponse, request: ChatRequest) throws -> ChatCompletion {
+        try Self.parse(response, request: request, config: config)
+    }
+
+    /// A provider's answer (its wire format by `config.kind`) as a completion; UNUSABLE when it is
+    /// not one. Static, so that the fuzz target reads answers as the client does.
+    static func parse(_ response: HTTPResponse, request: ChatRequest, config: ProviderConfig) throws -> ChatCompletion {
         func unusable(_ why: String) -> ProviderError {
             ProviderError(kind: .unusable, provider: config.name, status: response.status, message: why)
         }
@@ -358,13 +364,19 @@ public enum Redact {
 
 /// Tolerant extraction of one JSON object from model text: code fences, chatter around it.
 public enum JSONRepair {
-    /// The first balanced `{...}` in `text` that parses as JSON, or nil.
+    /// The first balanced `{...}` in `text` that parses as JSON, or nil. Each `{` is a start to try,
+    /// and each try reads on from it: on text of many `{` that never close (what a model gone wrong
+    /// can send) that is quadratic, so the bytes read and parsed in all tries are bounded by a
+    /// multiple of the text's length; past it there is no object.
     public static func extractObject(_ text: String) -> String? {
         let bytes = Array(text.utf8)
         var start = 0
+        var budget = 8 * bytes.count + 65536
         while let open = bytes[start...].firstIndex(of: UInt8(ascii: "{")) {
             var depth = 0, inString = false, escaped = false
             for i in open..<bytes.count {
+                budget -= 1
+                if budget < 0 { return nil }
                 let c = bytes[i]
                 if inString {
                     if escaped { escaped = false } else if c == UInt8(ascii: "\\") { escaped = true } else if c == UInt8(ascii: "\"") { inString = false }
@@ -374,6 +386,8 @@ public enum JSONRepair {
                     depth -= 1
                     if depth == 0 {
                         let candidate = Array(bytes[open...i])
+                        budget -= candidate.count
+                        if budget < 0 { return nil }
                         if (try? JSONSerialization.jsonObject(with: Data(candidate))) is [String: Any] {
                             return String(decoding: candidate, as: UTF8.self)
                         }

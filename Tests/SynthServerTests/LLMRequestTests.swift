@@ -144,3 +144,24 @@ import Testing
         #expect(JSONText.write(object) == #"{"a":[1,2.5,-3,false,null,"x\"y"],"b":true,"c":{"max":10,"min":1,"z":0},"e":"é\n"}"#)
     }
 }
+
+/// The object in a model's text: the first balanced `{...}` that parses, found within a bounded
+/// amount of reading.
+@Suite struct JSONRepairTests {
+    @Test func findsTheFirstObjectThatParses() {
+        #expect(JSONRepair.extractObject("Here it is:\n```json\n{\"a\": 1}\n```") == "{\"a\": 1}")
+        #expect(JSONRepair.extractObject("{not json} then {\"b\": {\"c\": \"}\"}}") == "{\"b\": {\"c\": \"}\"}}")
+        #expect(JSONRepair.extractObject("{\"open\": 1") == nil)
+        #expect(JSONRepair.extractObject("no object") == nil)
+    }
+
+    /// Text of many `{` that never close made each start read to the end: quadratic (about 2·10^10
+    /// steps for 200 KB of them). The reading is bounded by 8 times the text and 64 KiB, and past
+    /// that there is no object, even one at the very end.
+    @Test func aTextOfUnclosedBracesIsGivenUpOn() {
+        let braces = String(repeating: "{", count: 200_000)
+        #expect(JSONRepair.extractObject(braces + "{\"a\": 1}") == nil)
+        // A few unclosed ones before the object are read through.
+        #expect(JSONRepair.extractObject(String(repeating: "{", count: 5) + " {\"a\": 1}") == "{\"a\": 1}")
+    }
+}
