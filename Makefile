@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(if $(shell command -v swift),$(PATH),/opt/swift/usr/bin:$(PATH))
 PY := .venv/bin/python
 
-.PHONY: all build test test-grpc test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup bench-stream bench-local bench-abuse bench-latency
+.PHONY: all build fuzz test-sanitize test test-grpc test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup bench-stream bench-local bench-abuse bench-latency
 
 all: build
 
@@ -28,7 +28,7 @@ test-proto:
 	$(PY) tools/check-golden.py
 
 test-c:
-	$(MAKE) -C clients/c golden_decode
+	$(MAKE) -C clients/c golden_decode fuzz-replay
 
 ## Every documented request example through `synth generate --request` against the fake provider.
 test-examples: test-swift
@@ -51,6 +51,16 @@ test-fake:
 
 # test-proto runs the C decoder too, so build it first.
 test-proto: test-c
+
+## Fuzzing (a developer target, not CI): each target under libFuzzer and AddressSanitizer for
+## FUZZ_SECONDS (default 600) each; prints executions per second, coverage and crashes.
+fuzz: deps
+	$(PY) tools/fuzz $(if $(FUZZ_SECONDS),--seconds $(FUZZ_SECONDS)) $(if $(FUZZ_TARGETS),--targets $(FUZZ_TARGETS))
+
+## Sanitizers (a developer target, not CI: the Swift part is another full build): CSketch and the
+## C client under AddressSanitizer and UBSan, the Swift tests under ThreadSanitizer.
+test-sanitize: deps
+	tools/test-sanitize
 
 demo: deps
 	@tools/demo

@@ -85,6 +85,21 @@ let package = Package(
             .product(name: "NIOTLS", package: "swift-nio"),
         ]),
         .executableTarget(name: "dedup-bench", dependencies: ["SynthQuality"]),
+        // Fuzzing (`make fuzz`): the targets' bodies, which the tests also run on every saved input
+        // (seeds and the regressions of crashes found), and one executable per target. Built as
+        // they are here, an executable replays files; built with -DFUZZING and
+        // -sanitize=fuzzer,address it is a libFuzzer binary.
+        .target(name: "SynthFuzz", dependencies: [
+            "SynthWire", "SynthCore", "SynthAPI", "SynthSpec", "SynthEngine", "SynthLLM", "SynthProto",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ]),
+        .executableTarget(name: "fuzz-frames", dependencies: ["SynthFuzz"], path: "Sources/Fuzz/frames",
+                          swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+        .executableTarget(name: "fuzz-request", dependencies: ["SynthFuzz"], path: "Sources/Fuzz/request",
+                          swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+        .executableTarget(name: "fuzz-answer", dependencies: ["SynthFuzz"], path: "Sources/Fuzz/answer",
+                          swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .executableTarget(name: "stream-bench-seed", dependencies: ["SynthEngine", "SynthStore", "SynthSpec", "SynthProto"]),
         .executableTarget(name: "synthd", dependencies: [
             "SynthServer", "SynthGRPC", "SynthCore", "SynthStore", "SynthEngine", "SynthSpec",
@@ -107,6 +122,8 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "SynthQualityTests", dependencies: ["SynthQuality", "CSketch"]),
+        // Every saved fuzz input (fuzz/seeds, fuzz/regressions) through its target, without a fuzzing build.
+        .testTarget(name: "SynthFuzzTests", dependencies: ["SynthFuzz"]),
         // The engine in process against a scripted model: no sockets, no HTTP.
         .testTarget(name: "SynthEngineTests", dependencies: [
             "SynthEngine", "SynthCore", "SynthLLM", "SynthStore", "SynthSpec", "SynthProto", "SynthConcurrency",

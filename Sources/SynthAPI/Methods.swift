@@ -66,4 +66,16 @@ public enum Methods {
 
     /// The method a call names, or nil for a name the protocol does not have.
     public static func named(_ name: String) -> MethodInfo? { byName[name] }
+
+    private static let requestTypes: [String: any SwiftProtobuf.Message.Type] = [
+        generate.info.name: PBGenerateRequest.self, plan.info.name: PBPlanRequest.self, getJob.info.name: PBGetJobRequest.self,
+        listJobs.info.name: PBListJobsRequest.self, cancelJob.info.name: PBCancelJobRequest.self, watchJob.info.name: PBWatchJobRequest.self,
+        fetchSplits.info.name: PBFetchSplitsRequest.self, getQualityReport.info.name: PBGetQualityReportRequest.self,
+        getManifest.info.name: PBGetManifestRequest.self, getPricing.info.name: PBGetPricingRequest.self, health.info.name: PBHealthRequest.self,
+        createApiKey.info.name: PBCreateApiKeyRequest.self, listApiKeys.info.name: PBListApiKeysRequest.self,
+        revokeApiKey.info.name: PBRevokeApiKeyRequest.self,
+    ]
+
+    /// The method's request type, for code that handles every method alike (the fuzz target).
+    public static func requestType(_ method: MethodInfo) -> (any SwiftProtobuf.Message.Type)? { requestTypes[method.name] }
 }
