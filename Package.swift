@@ -33,8 +33,8 @@ let package = Package(
         .target(name: "SynthSpec", dependencies: ["SynthProto", "SynthConcurrency", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 resources: [.copy("Vocabulary")],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
-        .target(name: "SynthWire", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
-        // Permits and lanes (threads of their own for blocking work), shared by every layer.
+        .target(name: "SynthWire", dependencies: ["SynthConcurrency", .product(name: "NIOCore", package: "swift-nio")]),
+        // Locks, permits and lanes (threads of their own for blocking work), shared by every layer.
         .target(name: "SynthConcurrency"),
         .target(name: "SynthStore", dependencies: [
             "CLMDB", "SynthProto", "SynthConcurrency",
@@ -68,7 +68,7 @@ let package = Package(
         // The standard gRPC edge (HTTP/2): the same application behind grpc-swift's transport. The
         // service code generated from proto/ by protoc-gen-grpc-swift-2 is committed beside it.
         .target(name: "SynthGRPC", dependencies: [
-            "SynthCore", "SynthAPI", "SynthProto", "SynthServer",
+            "SynthCore", "SynthAPI", "SynthProto", "SynthServer", "SynthConcurrency",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -78,7 +78,7 @@ let package = Package(
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
         .target(name: "SynthClient", dependencies: [
-            "SynthAPI", "SynthWire", "SynthProto", "SynthSpec",
+            "SynthAPI", "SynthWire", "SynthProto", "SynthSpec", "SynthConcurrency",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -102,7 +102,7 @@ let package = Package(
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .executableTarget(name: "stream-bench-seed", dependencies: ["SynthEngine", "SynthStore", "SynthSpec", "SynthProto"]),
         .executableTarget(name: "synthd", dependencies: [
-            "SynthServer", "SynthGRPC", "SynthCore", "SynthStore", "SynthEngine", "SynthSpec",
+            "SynthServer", "SynthGRPC", "SynthCore", "SynthStore", "SynthEngine", "SynthSpec", "SynthConcurrency",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

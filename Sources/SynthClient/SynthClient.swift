@@ -6,7 +6,7 @@ import SwiftProtobuf
 import SynthAPI
 import SynthProto
 import SynthWire
-import Synchronization
+import SynthConcurrency
 
 /// A connection to synthd. Calls are multiplexed on it: each has its own call id, and answers are
 /// routed back by id, so many calls may run at once from many tasks.
@@ -24,7 +24,7 @@ public final class SynthClient: Sendable {
         var writerTask: Task<Void, Never>?
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     // Every outgoing frame goes through this one queue, so a call's cancel can never overtake its open.
     private let outgoing: AsyncStream<ByteBuffer>.Continuation
 

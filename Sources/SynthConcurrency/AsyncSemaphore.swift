@@ -1,4 +1,3 @@
-import Synchronization
 
 /// Bounds how many tasks hold a permit at once; waiters are served first come, first served.
 public final class AsyncSemaphore: Sendable {
@@ -8,10 +7,10 @@ public final class AsyncSemaphore: Sendable {
         var nextID: UInt64 = 0
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     public init(_ permits: Int) {
-        state = Mutex(State(available: permits))
+        state = Locked(State(available: permits))
     }
 
     public func acquire() async throws {

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import SynthConcurrency
 
 /// Calls per org per minute, by the generic cell rate algorithm: each call moves the org's
 /// theoretical arrival time on by one interval (60 s / rate), and a call is refused while that time
@@ -9,7 +9,7 @@ public final class OrgRateLimiter: Sendable {
     let interval: Double
     let tolerance: Double
     /// Each org's theoretical arrival time.
-    private let arrival = Mutex<[String: Double]>([:])
+    private let arrival = Locked<[String: Double]>([:])
     private let start = ContinuousClock.now
 
     /// nil when `perMinute` is 0: no limit.

@@ -1,4 +1,4 @@
-import Synchronization
+import SynthConcurrency
 import SynthLLM
 
 /// Whether a job's generator can be reached: since when it cannot, the last connection error,
@@ -10,7 +10,7 @@ final class Reachability: Sendable {
         var failures = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     let jobID: String
     let provider: String
     let engine: Engine
@@ -51,7 +51,7 @@ final class Reachability: Sendable {
 /// The first fatal answer of a job, shared by its attempts: those still waiting to send end with
 /// it too, whichever of them the job hears of first.
 final class HaltFlag: Sendable {
-    private let first = Mutex<ProviderError?>(nil)
+    private let first = Locked<ProviderError?>(nil)
     var error: ProviderError? { first.withLock { $0 } }
     func set(_ e: ProviderError) { first.withLock { if $0 == nil { $0 = e } } }
 }

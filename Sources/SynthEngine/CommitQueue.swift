@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import SynthConcurrency
 import SynthLLM
 import SynthProto
 import SynthQuality
@@ -89,7 +89,7 @@ final class CommitQueue: Sendable {
         var stats = StatsDelta()
     }
 
-    private let pending = Mutex(Pending())
+    private let pending = Locked(Pending())
     let signal: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
 

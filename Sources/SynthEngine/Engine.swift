@@ -30,7 +30,7 @@ public final class Engine: Sendable {
         var making: [String: Task<[UInt8]?, Error>] = [:]
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// `models`, when given, answers for the providers it names instead of HTTP clients built from
     /// the config (the engine's tests give scripted ones).

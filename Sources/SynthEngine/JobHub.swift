@@ -1,4 +1,4 @@
-import Synchronization
+import SynthConcurrency
 
 /// Tells watchers that a job changed (records landed, status moved). Watchers re-read the store,
 /// so a notification carries nothing and several coalesce into one.
@@ -8,7 +8,7 @@ public final class JobHub: Sendable {
         var nextID: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     public init() {}
 

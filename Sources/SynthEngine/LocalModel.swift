@@ -4,7 +4,7 @@ import Glibc
 #endif
 import Logging
 import SynthLLM
-import Synchronization
+import SynthConcurrency
 import SynthSpec
 
 /// The `local_model` part of the config file: a llama.cpp server that synthd starts, watches and
@@ -98,7 +98,7 @@ public final class LocalModel: Sendable {
         var waiters: [UInt64: (until: @Sendable (State) -> Bool, done: CheckedContinuation<Void, Never>)] = [:]
     }
 
-    private let status: Mutex<Status>
+    private let status: Locked<Status>
     /// Ends the supervisor's wait between restarts early when synthd stops.
     private let wake = DispatchSemaphore(value: 0)
     /// Asks llama-server's /health.
@@ -126,7 +126,7 @@ public final class LocalModel: Sendable {
         } catch {
             throw LocalModelError(message: "local model: \(error)")
         }
-        status = Mutex(Status(port: port))
+        status = Locked(Status(port: port))
         self.config = config
         logPath = dataDirectory + "/local-model.log"
         pidPath = dataDirectory + "/local-model.pid"

@@ -58,7 +58,7 @@ final class QualityGate: Sendable {
         }
     }
 
-    private let indexes = Mutex(Indexes())
+    private let indexes = Locked(Indexes())
 
     /// The judge's pass mark (the documentation's 6.0).
     static let judgePassMark = 6.0

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOSSL
 import NIOCertificateReloading
+import SynthConcurrency
 import Synchronization
 import SynthCore
 import SynthServer
@@ -18,7 +19,7 @@ public final class GRPCEndpoint: Sendable {
     let service: SynthdGRPCService
     let tls: CertificateFiles?
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
-    private let runTask = Mutex<Task<Void, Never>?>(nil)
+    private let runTask = Locked<Task<Void, Never>?>(nil)
     private let connections: Connections
 
     /// `address` is HOST:PORT (port 0 picks a free one); `gate` is the framed server's, so that
@@ -121,11 +122,11 @@ public final class GRPCEndpoint: Sendable {
 /// reload (grpc-swift's transport asks for them at every new connection).
 final class CertificateFiles: CertificateReloader, Sendable {
     let files: TLSFiles
-    private let current: Mutex<NIOSSLContextConfigurationOverride>
+    private let current: Locked<NIOSSLContextConfigurationOverride>
 
     init(_ files: TLSFiles) throws {
         self.files = files
-        current = Mutex(try Self.load(files))
+        current = Locked(try Self.load(files))
     }
 
     static func load(_ files: TLSFiles) throws -> NIOSSLContextConfigurationOverride {
@@ -162,7 +163,7 @@ final class Connections: Sendable {
     let authenticatedIdle: Duration
     /// How long a connection told to go (GOAWAY) has before it is closed.
     static let grace = TimeAmount.seconds(10)
-    private let table = Mutex<[String: ConnectionState]>([:])
+    private let table = Locked<[String: ConnectionState]>([:])
 
     init(max: Int, budget: Int, idle: Duration, authenticatedIdle: Duration) {
         self.max = max
@@ -278,7 +279,7 @@ final class StopSignal: Sendable {
         var next = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     var isFired: Bool { state.withLock { $0.fired } }
 

@@ -18,11 +18,11 @@ public final class LLMClient: Sendable {
     private let inFlight = Atomic<Int>(0)
     private let logger: Logger
     /// The way of asking for JSON that works with this endpoint, as far as is known.
-    private let mode = Mutex<OutputMode>(.jsonSchema)
+    private let mode = Locked<OutputMode>(.jsonSchema)
     /// Output schemas as sent, by their text.
-    private let schemas = Mutex<[String: String]>([:])
+    private let schemas = Locked<[String: String]>([:])
     /// Since when no connection could be made, and why (nil since: the last request got an answer).
-    let reachability = Mutex<(since: Date?, lastError: String)>((nil, ""))
+    let reachability = Locked<(since: Date?, lastError: String)>((nil, ""))
     /// The sampling fields in name order (so that the bytes never vary).
     private let sampling: [(String, Double)]
 
@@ -408,12 +408,12 @@ public enum JSONRepair {
 final class RequestLog: Sendable {
     static let shared: RequestLog? = ProcessInfo.processInfo.environment["SYNTHD_REQUEST_LOG"].flatMap { RequestLog(path: $0) }
 
-    private let handle: Mutex<FileHandle>
+    private let handle: Locked<FileHandle>
 
     init?(path: String) {
         guard !path.isEmpty, FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
               let h = FileHandle(forWritingAtPath: path) else { return nil }
-        handle = Mutex(h)
+        handle = Locked(h)
     }
 
     func append(_ body: [UInt8]) {

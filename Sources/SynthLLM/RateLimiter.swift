@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import SynthConcurrency
 
 /// Keeps one provider inside its requests-per-minute and tokens-per-minute limits.
 ///
@@ -59,7 +59,7 @@ public final class RateLimiter: Sendable {
     }
 
     private let clock = ContinuousClock()
-    private let state: Mutex<State>
+    private let state: Locked<State>
     /// Added to a reported reset time: clocks and rounding differ a little.
     let resetMargin: Duration
 
@@ -71,7 +71,7 @@ public final class RateLimiter: Sendable {
             let capacity = max(1, perSecond)
             return Bucket(perSecond: perSecond, capacity: capacity, level: capacity, updated: now)
         }
-        state = Mutex(State(requestBucket: bucket(requestsPerMinute), tokenBucket: bucket(tokensPerMinute)))
+        state = Locked(State(requestBucket: bucket(requestsPerMinute), tokenBucket: bucket(tokensPerMinute)))
         self.resetMargin = resetMargin
     }
 

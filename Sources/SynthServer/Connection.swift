@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import SynthConcurrency
 import Logging
 import NIOCore
 import SynthAPI
@@ -205,7 +205,7 @@ final class ConnectionState: Sendable {
         var streamed = false
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     let limit: FrameSizeLimit
 
     var streamed: Bool {
@@ -301,7 +301,7 @@ final class CallControl: Sendable {
         var byServer = false
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let stream: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
 
@@ -329,7 +329,7 @@ final class CallControl: Sendable {
 
 /// The caller of one call, once it has authenticated (for the log line of a call that fails).
 final class CallerSlot: Sendable {
-    private let slot = Mutex<Caller?>(nil)
+    private let slot = Locked<Caller?>(nil)
     var value: Caller? {
         get { slot.withLock { $0 } }
         set { slot.withLock { $0 = newValue } }

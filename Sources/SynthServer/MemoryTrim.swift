@@ -9,7 +9,7 @@ import Glibc
 /// thread's arena once held, so the batches of many slow streams would otherwise stay in the
 /// server's resident size after their connections are gone. At most once every few seconds.
 enum MemoryTrim {
-    private static let last = Mutex<ContinuousClock.Instant?>(nil)
+    private static let last = Locked<ContinuousClock.Instant?>(nil)
     static let every = Duration.seconds(5)
 
     /// glibc's `malloc_trim`, looked up at run time (Swift's Glibc module does not declare it).

@@ -6,7 +6,7 @@ import NIOSSL
 import SynthCore
 import SynthProto
 import SynthWire
-import Synchronization
+import SynthConcurrency
 
 /// The synthd server: Unix and TCP listeners speaking the framed protocol, dispatching calls to
 /// the service.
@@ -26,9 +26,9 @@ public final class Server: Sendable {
         var connections: [ObjectIdentifier: ConnectionState] = [:]
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// The TLS context new TCP connections get; replaced by `reloadTLS` (open connections keep theirs).
-    private let tlsContext = Mutex<NIOSSLContext?>(nil)
+    private let tlsContext = Locked<NIOSSLContext?>(nil)
 
     /// A new connection and its frame limit, which rises once it authenticates.
     struct Accepted: Sendable {

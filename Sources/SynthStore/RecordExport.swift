@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import SynthConcurrency
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -60,9 +60,9 @@ public final class RecordExport: Sendable {
 /// The exports loaded lately, one lock under which exports are made, and the jobs whose export
 /// could not be made lately.
 final class ExportCache: Sendable {
-    private let loaded = Mutex<[(String, RecordExport)]>([])
-    private let making = Mutex<Void>(())
-    private let failed = Mutex<[String: ContinuousClock.Instant]>([:])
+    private let loaded = Locked<[(String, RecordExport)]>([])
+    private let making = Locked<Void>(())
+    private let failed = Locked<[String: ContinuousClock.Instant]>([:])
     static let keep = 4
     /// How long a job whose export could not be made is not tried again.
     static let retryAfter = Duration.seconds(60)

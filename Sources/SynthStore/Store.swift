@@ -1,6 +1,6 @@
 import CLMDB
 import Foundation
-import Synchronization
+import SynthConcurrency
 
 /// One LMDB environment: the data directory's `data.mdb` and its named tables.
 ///
@@ -27,7 +27,7 @@ public final class Store: @unchecked Sendable {
     // in this process while the map size changes).
     private let resizeLock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
     /// Why writes fail for lack of room, from the last failed write until one succeeds.
-    private let full = Mutex<String?>(nil)
+    private let full = Locked<String?>(nil)
 
     /// 4 GiB of address space; the file grows only as data is written, and the map doubles when full.
     public static let defaultMapSize = 4 << 30

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import NIOCore
-import Synchronization
+import SynthConcurrency
 
 /// Writes each outbound payload as one frame: its 4-byte big-endian length, then the bytes.
 public struct FrameEncoder: MessageToByteEncoder, Sendable {
@@ -36,12 +36,12 @@ public struct FrameEncoder: MessageToByteEncoder, Sendable {
 /// It owns its descriptor until `FrameOutboundHandler` takes it; a slice that is never written
 /// closes the descriptor when it is released.
 public final class FileSlice: Sendable {
-    private let descriptor: Mutex<CInt>
+    private let descriptor: Locked<CInt>
     public let offset: Int
     public let length: Int
 
     public init(descriptor: CInt, offset: Int, length: Int) {
-        self.descriptor = Mutex(descriptor)
+        self.descriptor = Locked(descriptor)
         self.offset = offset
         self.length = length
     }

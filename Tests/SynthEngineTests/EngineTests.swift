@@ -47,7 +47,9 @@ import SynthStore
 
         /// Polls the stored job until `done` holds, for at most `seconds`.
         func wait(_ id: String, seconds: Double = 20, until done: @escaping (PBJob) -> Bool) async throws -> PBJob {
-            let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+            // Times SYNTHD_TEST_TIME_SCALE, which `make test-sanitize` sets (ThreadSanitizer is slow).
+            let scale = ProcessInfo.processInfo.environment["SYNTHD_TEST_TIME_SCALE"].flatMap(Double.init).map { min(max(1, $0), 100) } ?? 1
+            let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * scale * 1000))
             while true {
                 let job = try #require(try store.job(id: id)).job
                 if done(job) { return job }

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import SynthConcurrency
 import SynthEngine
 import SynthLLM
 
@@ -18,7 +18,7 @@ final class ScriptedModel: ChatModel {
     let unavailableReason: String? = nil
     let latency: Duration
     private let script: @Sendable (Int) -> Step
-    private let calls = Mutex<(count: Int, at: [ContinuousClock.Instant])>((0, []))
+    private let calls = Locked<(count: Int, at: [ContinuousClock.Instant])>((0, []))
 
     init(maxInFlight: Int = 16, latency: Duration = .zero, script: @escaping @Sendable (Int) -> Step = { _ in .answer }) {
         self.maxInFlight = maxInFlight

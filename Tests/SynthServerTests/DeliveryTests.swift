@@ -7,7 +7,7 @@ import SynthEngine
 import SynthProto
 import SynthSpec
 import SynthStore
-import Synchronization
+import SynthConcurrency
 
 /// "Quality never blocks delivery" and "billed per accepted record", through the real server: a job
 /// that cannot reach its count, a cancelled one and one whose provider goes away all end with what
@@ -157,7 +157,7 @@ import Synchronization
             #expect(made.count == 1)
             return try JSONSerialization.data(withJSONObject: try #require(made.first), options: [.sortedKeys])
         }
-        let recipes = Mutex<[Data]>([])
+        let recipes = Locked<[Data]>([])
         try await withHarness { h in
             let a = try await run(h), b = try await run(h)
             recipes.withLock { $0 += [a, b] }

@@ -22,12 +22,16 @@ struct TimeoutError: Error, CustomStringConvertible {
     var description: String { "timed out: \(what)" }
 }
 
-/// Runs `body`, failing if it takes longer than `seconds`.
+/// What every wait of the tests is multiplied by: `SYNTHD_TEST_TIME_SCALE`, else 1. `make
+/// test-sanitize` sets it, since under ThreadSanitizer everything runs several times slower.
+let testTimeScale: Double = ProcessInfo.processInfo.environment["SYNTHD_TEST_TIME_SCALE"].flatMap(Double.init).map { min(max(1, $0), 100) } ?? 1
+
+/// Runs `body`, failing if it takes longer than `seconds` (times `testTimeScale`).
 func withTimeout<T: Sendable>(_ seconds: Double, _ what: String = "operation", _ body: @escaping @Sendable () async throws -> T) async throws -> T {
     try await withThrowingTaskGroup(of: T.self) { g in
         g.addTask { try await body() }
         g.addTask {
-            try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+            try await Task.sleep(for: .milliseconds(Int64(seconds * testTimeScale * 1000)))
             throw TimeoutError(what: what)
         }
         let r = try await g.next()!
@@ -372,7 +376,7 @@ final class RawConnection: @unchecked Sendable {
         let ch = channel.channel
         let fired = TimerFlag()
         let timer = Task {
-            try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+            try await Task.sleep(for: .milliseconds(Int64(seconds * testTimeScale * 1000)))
             fired.set()
             try? await ch.close()
         }

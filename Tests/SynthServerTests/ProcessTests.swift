@@ -89,7 +89,8 @@ import SynthStore
     }
 
     @Test func sigtermStopsCleanlyAndTheJobResumesAtTheNextStart() async throws {
-        let (dir, fake, config, key) = try await Self.setUp(latencyMs: 20, concurrency: 8)
+        // Slower under a sanitizer, so that the job still runs when the signal comes.
+        let (dir, fake, config, key) = try await Self.setUp(latencyMs: Int(20 * testTimeScale), concurrency: 8)
         defer { Self.tearDown(dir, fake) }
         var server = try await Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         var client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
@@ -327,7 +328,8 @@ import SynthStore
     }
 
     @Test func synthWatchFollowsAJobAcrossAServerRestart() async throws {
-        let (dir, fake, config, key) = try await Self.setUp(latencyMs: 20, concurrency: 8)
+        // Slower under a sanitizer, so that the job still runs when the server restarts.
+        let (dir, fake, config, key) = try await Self.setUp(latencyMs: Int(20 * testTimeScale), concurrency: 8)
         defer { Self.tearDown(dir, fake) }
         var server = try await Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)

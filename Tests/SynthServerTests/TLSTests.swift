@@ -7,7 +7,7 @@ import SynthServer
 import SynthSpec
 import SynthStore
 import SynthWire
-import Synchronization
+import SynthConcurrency
 import Testing
 
 /// Certificates made for a test with openssl: a CA, a server certificate for localhost and
@@ -69,7 +69,7 @@ final class WireTap: @unchecked Sendable {
     let port: Int
     private let listener: Int32
     private let target: Int
-    private let seen = Mutex<[UInt8]>([])
+    private let seen = Locked<[UInt8]>([])
 
     init(to target: Int) throws {
         self.target = target
