@@ -89,13 +89,76 @@ struct ConfigFile: Decodable {
         pricing = .documented
     }
 
+    /// The largest config file read: far above any real one, small enough that a wrong path (a
+    /// disk image, /dev/zero) costs nothing.
+    static let maxFileBytes = 4 << 20
+
+    /// Reads and checks the file: every problem (syntax, unknown keys, types, missing fields, routes
+    /// to providers that are not defined) is reported at once, one line each, naming its path.
     static func load(_ path: String?) throws -> ConfigFile {
         guard let path else { return ConfigFile() }
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw ConfigError(path: path, problems: ["cannot be read (no such file, or no permission)"])
+        }
+        defer { try? handle.close() }
+        let data = (try? handle.read(upToCount: maxFileBytes + 1)) ?? Data()
+        guard data.count <= maxFileBytes else {
+            throw ConfigError(path: path, problems: ["is larger than \(maxFileBytes >> 20) MiB; a config file is a few KiB"])
+        }
+        return try parse(Array(data), path: path)
+    }
+
+    static func parse(_ bytes: [UInt8], path: String) throws -> ConfigFile {
+        let value: JSONValue
         do {
-            return try JSONDecoder().decode(ConfigFile.self, from: data)
+            value = try JSONValue.parse(bytes, maxValues: 100_000)
         } catch {
-            throw ConfigError(message: "config file \(path) is not valid: \(error)")
+            throw ConfigError(path: path, problems: ["is not valid JSON at \(error)"])
+        }
+        var problems = ConfigSchema.problems(in: value)
+        guard problems.isEmpty else { throw ConfigError(path: path, problems: problems) }
+        let file: ConfigFile
+        do {
+            file = try JSONDecoder().decode(ConfigFile.self, from: Data(bytes))
+        } catch let e as DecodingError {
+            // The schema has passed the file; what is left is a rule of one value.
+            throw ConfigError(path: path, problems: [Self.sentence(e)])
+        }
+        problems += file.routeProblems(named: value)
+        guard problems.isEmpty else { throw ConfigError(path: path, problems: problems) }
+        return file
+    }
+
+    /// The tiers and the critic the file routes must name a defined provider (or the local
+    /// model's). Routes it leaves to their defaults are not held to it: a file that defines only
+    /// `openai` still starts, as it always has.
+    func routeProblems(named file: JSONValue) -> [String] {
+        var known = Set(engine.providers.keys)
+        if let local = localModel, local.enabled != false {
+            known.insert("local")
+            known.formUnion(local.standInFor ?? [])
+        }
+        var out: [String] = []
+        let names = ConfigSchema.list(known.sorted())
+        func check(_ path: String, _ route: ModelRoute?) {
+            guard let route, !known.contains(route.provider) else { return }
+            out.append("\(path).provider: names \"\(route.provider)\", which is not defined under engine.providers (defined: \(names))")
+        }
+        if case .object(let tiers)? = file["engine"]?["tiers"] {
+            for (tier, _) in tiers { check("engine.tiers.\(tier)", engine.tiers[tier]) }
+        }
+        if file["engine"]?["critic"] != nil { check("engine.critic", engine.critic) }
+        return out
+    }
+
+    /// A decoder's error as one line: the path, then the rule.
+    static func sentence(_ e: DecodingError) -> String {
+        func path(_ p: [CodingKey]) -> String { p.map(\.stringValue).joined(separator: ".") }
+        switch e {
+        case .dataCorrupted(let c): return "\(path(c.codingPath)): \(c.debugDescription)"
+        case .keyNotFound(let k, let c): return "\(path(c.codingPath + [k])): missing"
+        case .typeMismatch(_, let c), .valueNotFound(_, let c): return "\(path(c.codingPath)): \(c.debugDescription)"
+        @unknown default: return "\(e)"
         }
     }
 
@@ -121,6 +184,10 @@ struct ConfigFile: Decodable {
 }
 
 struct ConfigError: Error, CustomStringConvertible {
-    var message: String
-    var description: String { message }
+    var path: String
+    var problems: [String]
+    var description: String {
+        problems.count == 1 ? "config file \(path): \(problems[0])"
+            : "config file \(path) has \(problems.count) problems:\n" + problems.map { "  \($0)" }.joined(separator: "\n")
+    }
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
-import Synchronization
+import SynthConcurrency
 import SynthCore
 import SynthEngine
 import SynthGRPC
@@ -16,7 +16,7 @@ struct Synthd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "synthd",
         abstract: "The synthd server: synthetic training data jobs over a framed protobuf protocol.",
-        subcommands: [Serve.self, Admin.self, Check.self],
+        subcommands: [Serve.self, Admin.self, Check.self, ConfigCommand.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -67,7 +67,13 @@ struct Serve: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "synthd")
-        var file = try ConfigFile.load(config)
+        var file: ConfigFile
+        do {
+            file = try ConfigFile.load(config)
+        } catch let e as ConfigError {
+            FileHandle.standardError.write(Data("synthd: \(e)\n".utf8))
+            throw ExitCode(2)
+        }
         file.engine.applyEnvironment(ProcessInfo.processInfo.environment)
 
         var serverConfig = file.serverConfig
@@ -151,12 +157,12 @@ struct Serve: AsyncParsableCommand {
 /// SIGTERM that comes as soon as the server says it listens still shuts it down cleanly.
 final class Signals: Sendable {
     private let stream: AsyncStream<Int32>
-    private let sources: Mutex<[any DispatchSourceSignal]>
+    private let sources: Locked<[any DispatchSourceSignal]>
 
     init(_ signals: [Int32]) {
         let (stream, continuation) = AsyncStream<Int32>.makeStream()
         self.stream = stream
-        sources = Mutex(signals.map { s in
+        sources = Locked(signals.map { s in
             Foundation.signal(s, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: s, queue: .global())
             source.setEventHandler { continuation.yield(s) }
