@@ -104,6 +104,7 @@ struct Connection {
     static func runCall(_ open: PBCallOpen, id: UInt64, control: CallControl, service: Service, writer: FrameWriter,
                         connection: ConnectionState) async -> PBStatus {
         let caller = CallerSlot()
+        let started = ContinuousClock.now
         return await withTaskGroup(of: PBStatus?.self) { g in
             g.addTask {
                 do {
@@ -150,7 +151,14 @@ struct Connection {
                 result = next
             }
             g.cancelAll()
-            return result ?? (service.isStopping ? Service.stoppingStatus : RPCError(.cancelled, "call cancelled").status)
+            let status = result ?? (service.isStopping ? Service.stoppingStatus : RPCError(.cancelled, "call cancelled").status)
+            // The access log, at debug level (its metadata is not even built above it).
+            let took = ContinuousClock.now - started
+            service.logger.debug("call ended", metadata: [
+                "method": "\(open.method.prefix(64))", "call": "\(id)", "org": "\(caller.value?.org ?? "-")",
+                "status": "\(status.code)", "error_code": "\(status.errorCode.isEmpty ? "-" : status.errorCode)",
+                "ms": "\(took.components.seconds * 1000 + took.components.attoseconds / 1_000_000_000_000_000)"])
+            return status
         }
     }
 

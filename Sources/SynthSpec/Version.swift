@@ -1,6 +1,6 @@
 /// synthd's version: what Health reports and every manifest records.
 public enum SynthVersion {
-    public static let current = "0.1.0"
+    public static let current = "0.3.0"
 }
 
 /// A key's lifetime as people write it: `90s`, `45m`, `12h`, `30d`, `8w`.

@@ -11,6 +11,7 @@ struct Synth: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "synth",
         abstract: "The synthd command-line client.",
+        version: SynthVersion.current,
         subcommands: [Generate.self, PlanCommand.self, Jobs.self, JobCommand.self, Watch.self, Results.self, SplitsCommand.self,
                       Report.self, ManifestCommand.self, Cancel.self, PricingCommand.self, HealthCommand.self, Keys.self])
 }

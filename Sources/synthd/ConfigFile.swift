@@ -115,39 +115,44 @@ struct ConfigFile: Decodable {
         } catch {
             throw ConfigError(path: path, problems: ["is not valid JSON at \(error)"])
         }
-        var problems = ConfigSchema.problems(in: value)
+        // Every problem at once: the routes are read from the text, so a type error elsewhere
+        // does not hide them.
+        let problems = ConfigSchema.problems(in: value) + routeProblems(value)
         guard problems.isEmpty else { throw ConfigError(path: path, problems: problems) }
-        let file: ConfigFile
         do {
-            file = try JSONDecoder().decode(ConfigFile.self, from: Data(bytes))
+            return try JSONDecoder().decode(ConfigFile.self, from: Data(bytes))
         } catch let e as DecodingError {
-            // The schema has passed the file; what is left is a rule of one value.
+            // The checks above have passed the file; what is left is a rule of one value.
             throw ConfigError(path: path, problems: [Self.sentence(e)])
         }
-        problems += file.routeProblems(named: value)
-        guard problems.isEmpty else { throw ConfigError(path: path, problems: problems) }
-        return file
     }
 
-    /// The tiers and the critic the file routes must name a defined provider (or the local
-    /// model's). Routes it leaves to their defaults are not held to it: a file that defines only
-    /// `openai` still starts, as it always has.
-    func routeProblems(named file: JSONValue) -> [String] {
-        var known = Set(engine.providers.keys)
-        if let local = localModel, local.enabled != false {
+    /// The tiers and the critic the file routes must name a provider it defines (or the documented
+    /// ones, when it defines none; or the local model's). Routes it leaves to their defaults are
+    /// not held to it: a file that defines only `openai` still starts, as it always has.
+    static func routeProblems(_ file: JSONValue) -> [String] {
+        guard case .object(let engine)? = file["engine"] else { return [] }
+        func part(_ name: String) -> JSONValue? { engine.first { $0.0 == name }?.1 }
+        var known: Set<String>
+        if case .object(let providers)? = part("providers") {
+            known = Set(providers.map(\.0))
+        } else {
+            known = Set(EngineConfig.documented.providers.keys)
+        }
+        if let local = file["local_model"], local["enabled"] != .bool(false) {
             known.insert("local")
-            known.formUnion(local.standInFor ?? [])
+            if case .array(let names)? = local["stand_in_for"] { known.formUnion(names.compactMap(\.stringValue)) }
         }
-        var out: [String] = []
         let names = ConfigSchema.list(known.sorted())
-        func check(_ path: String, _ route: ModelRoute?) {
-            guard let route, !known.contains(route.provider) else { return }
-            out.append("\(path).provider: names \"\(route.provider)\", which is not defined under engine.providers (defined: \(names))")
+        var out: [String] = []
+        func check(_ path: String, _ route: JSONValue) {
+            guard let provider = route["provider"]?.stringValue, !known.contains(provider) else { return }
+            out.append("\(path).provider: names \"\(provider)\", which is not defined under engine.providers (defined: \(names))")
         }
-        if case .object(let tiers)? = file["engine"]?["tiers"] {
-            for (tier, _) in tiers { check("engine.tiers.\(tier)", engine.tiers[tier]) }
+        if case .object(let tiers)? = part("tiers") {
+            for (tier, route) in tiers { check("engine.tiers.\(tier)", route) }
         }
-        if file["engine"]?["critic"] != nil { check("engine.critic", engine.critic) }
+        if let critic = part("critic") { check("engine.critic", critic) }
         return out
     }
 

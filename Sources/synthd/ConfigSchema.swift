@@ -53,7 +53,7 @@ enum ConfigSchema {
         key("max_connections", .integer(least: 1), default: "256", "Connections open at once; one more is told so and closed."),
         key("max_calls_per_connection", .integer(least: 1), default: "64", "Calls open at once on one connection."),
         key("unauthenticated_idle_timeout_seconds", .number(least: 0.1), default: "10", "A connection that has not authenticated a call closes after this long with no open call."),
-        key("map_size_mb", .integer(least: 1), default: "4096", "The LMDB map size in MiB: the most the store may hold (it grows on disk as it fills)."),
+        key("map_size_mb", .integer(least: 1), default: "4096", "The LMDB map the store starts with, in MiB; it doubles whenever it fills."),
         key("tls", .object(tls), "TLS on the TCP and gRPC listeners (PEM files). `--tls-cert`, `--tls-key` and `--tls-client-ca` override it. SIGHUP reloads the files."),
         key("insecure_tcp", .boolean, default: "false", "Allow plain TCP on an address other machines can reach (keys and records cross the network in clear text)."),
         key("unix_group", .string, "A group whose members may use the Unix socket too (mode 0660); without it, the owner only (0600)."),

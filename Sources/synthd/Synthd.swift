@@ -16,6 +16,7 @@ struct Synthd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "synthd",
         abstract: "The synthd server: synthetic training data jobs over a framed protobuf protocol.",
+        version: SynthVersion.current,
         subcommands: [Serve.self, Admin.self, Check.self, ConfigCommand.self],
         defaultSubcommand: Serve.self)
 }
@@ -59,19 +60,40 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
-    func run() async throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
+    @Option(help: "text, or json: one JSON object a line (time, level, message, logger and the metadata: call, org, job, ...).")
+    var logFormat: String = "text"
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical")
         }
+        guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
+    }
+
+    func run() async throws {
+        let format = LogFormat(rawValue: logFormat) ?? .text
+        format.bootstrap(level: Logger.Level(rawValue: logLevel) ?? .info)
         let logger = Logger(label: "synthd")
+        do {
+            try await serve(format: format, logger: logger)
+        } catch let e as ExitCode {
+            throw e
+        } catch where format == .json {
+            // Under JSON, even the last words are a log line.
+            logger.critical("synthd stopped", metadata: ["error": "\(error)"])
+            throw ExitCode.failure
+        }
+    }
+
+    private func serve(format: LogFormat, logger: Logger) async throws {
         var file: ConfigFile
         do {
             file = try ConfigFile.load(config)
         } catch let e as ConfigError {
-            FileHandle.standardError.write(Data("synthd: \(e)\n".utf8))
+            switch format {
+            case .text: format.fail("\(e)", logger: logger)
+            case .json: logger.critical("config file \(e.path) is not valid", metadata: ["problems": .array(e.problems.map { .string($0) })])
+            }
             throw ExitCode(2)
         }
         file.engine.applyEnvironment(ProcessInfo.processInfo.environment)
@@ -105,7 +127,7 @@ struct Serve: AsyncParsableCommand {
         do {
             claim = try DataDirectoryLock(directory: data.path)
         } catch let e as StoreError {
-            FileHandle.standardError.write(Data("synthd: \(e.message)\n".utf8))
+            format.fail(e.message, logger: logger)
             throw ExitCode(3)
         }
         let store: Store
@@ -113,7 +135,7 @@ struct Serve: AsyncParsableCommand {
             store = try Store(path: data.path, initialMapSize: (file.server?.mapSizeMB).map { min(max(1, $0), 1 << 24) << 20 } ?? Store.defaultMapSize)
         } catch let e as StoreError {
             // A damaged store is reported, never served.
-            FileHandle.standardError.write(Data("synthd: the store in \(data.path) cannot be used: \(e.message)\n".utf8))
+            format.fail("the store in \(data.path) cannot be used: \(e.message)", logger: logger)
             throw ExitCode(4)
         }
         var local: LocalModel?

@@ -18,6 +18,7 @@ import Testing
              "engine": {"providers": {"vllm": {"kind": "openai", "max_inflight": 8},
                                       "other": {"kind": "azure", "base_url": "http://127.0.0.1:1/v1"}},
                         "tiers": {"fast": {"provider": "vllm", "model": "m"}, "quick": {"provider": "vllm", "model": "m"}},
+                        "critic": {"provider": "nowhere", "model": "m"},
                         "job_concurrency": 0},
              "pricing": {"tiers": {"fast": {"preference_per_1k": null, "instruction_per_1k": -1}}},
              "logging": {}}
@@ -33,6 +34,7 @@ import Testing
             "engine.providers.other.kind: must be one of openai or anthropic; found the string \"azure\"",
             "engine.tiers.quick: unknown tier; the tiers are fast, balanced, diverse or deep",
             "engine.job_concurrency: must be at least 1; found 0",
+            "engine.critic.provider: names \"nowhere\", which is not defined under engine.providers (defined: other or vllm)",
             "pricing.tiers.fast.instruction_per_1k: must be at least 0; found -1",
             "logging: unknown key; the keys here are server, engine, pricing or local_model",
         ]
@@ -58,6 +60,16 @@ import Testing
         let r = try ProcessTests.runSynthd(["config", "check", file])
         #expect(r.status == 2)
         #expect(r.err.contains("engine.tiers.fast.provider: names \"vlm\", which is not defined under engine.providers (defined: vllm)"), "\(r.err)")
+
+        // The README's example, word for word.
+        try Data("""
+            {"engine": {"providers": {"vllm": {"kind": "openai", "base_url": "http://10.0.0.5:8000/v1", "max_inflight": 128}},
+                        "tiers": {"fast": {"provider": "vlm", "model": "m"}}}}
+            """.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let example = try ProcessTests.runProcess("synthd", ["config", "check", "config.json"], directory: dir)
+        let readme = try String(contentsOf: repoRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        #expect(example.status == 2)
+        #expect(readme.contains("$ synthd config check config.json\n" + example.err), "README shows another output than:\n\(example.err)")
 
         try Data("{\"server\": {\"tcp\": \"127.0.0.1:0\",}\n}".utf8).write(to: URL(fileURLWithPath: file))
         let bad = try ProcessTests.runSynthd(["config", "check", file])

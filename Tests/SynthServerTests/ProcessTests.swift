@@ -18,15 +18,21 @@ import SynthStore
         var tcpPort: Int?
 
         /// Starts one and waits for its LISTENING line, off the cooperative pool.
-        static func start(data: String, socket: String, config: String) async throws -> Synthd {
-            try await testThreads.run { try Synthd(data: data, socket: socket, config: config) }
+        /// `log`: a file for its standard error (by default it goes nowhere).
+        static func start(data: String, socket: String, config: String, arguments: [String] = [], log: String? = nil) async throws -> Synthd {
+            try await testThreads.run { try Synthd(data: data, socket: socket, config: config, arguments: arguments, log: log) }
         }
 
-        init(data: String, socket: String, config: String) throws {
+        init(data: String, socket: String, config: String, arguments: [String] = [], log: String? = nil) throws {
             process.executableURL = ProcessTests.bin.appendingPathComponent("synthd")
-            process.arguments = ["serve", "--data", data, "--unix", socket, "--config", config, "--log-level", "debug"]
+            process.arguments = ["serve", "--data", data, "--unix", socket, "--config", config, "--log-level", "debug"] + arguments
             process.standardOutput = stdout
-            process.standardError = FileHandle.nullDevice
+            if let log {
+                FileManager.default.createFile(atPath: log, contents: nil)
+                process.standardError = FileHandle(forWritingAtPath: log)
+            } else {
+                process.standardError = FileHandle.nullDevice
+            }
             try process.run()
             var text = ""
             while !text.contains("\n") {
@@ -444,10 +450,11 @@ import SynthStore
     }
 
     /// Runs one of the built executables with `arguments`, returning its exit status and output.
-    static func runProcess(_ name: String, _ arguments: [String], stdin: String = "", environment: [String: String] = [:]) throws
-        -> (status: Int32, out: String, err: String) {
+    static func runProcess(_ name: String, _ arguments: [String], stdin: String = "", environment: [String: String] = [:],
+                           directory: String? = nil) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
         p.executableURL = bin.appendingPathComponent(name)
+        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
         p.arguments = arguments
         p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         let input = Pipe(), out = Pipe(), err = Pipe()

@@ -54,8 +54,9 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: %s [--address ADDR] [--api-key KEY] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--after-seq N] [--progress]\n"
 		"          [--retry-for SECS] [--batch-bytes N] JOB_ID\n"
-		"       %s --splits [--split NAME] [--dir DIR] [--address ADDR] [--api-key KEY] [--tls-ca FILE] [--batch-bytes N] JOB_ID\n",
-		prog, prog);
+		"       %s --splits [--split NAME] [--dir DIR] [--address ADDR] [--api-key KEY] [--tls-ca FILE] [--batch-bytes N] JOB_ID\n"
+		"       %s --version\n",
+		prog, prog, prog);
 }
 
 static int exit_code_for(const synthc_client *c)
@@ -409,6 +410,9 @@ int main(int argc, char **argv)
 			progress = 1;
 		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
 			usage();
+			return 0;
+		} else if (strcmp(a, "--version") == 0) {
+			printf("synth-c-watch %s\n", SYNTHC_VERSION);
 			return 0;
 		} else if (a[0] == '-' || job_id) {
 			usage();

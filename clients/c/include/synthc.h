@@ -35,7 +35,7 @@
 extern "C" {
 #endif
 
-#define SYNTHC_VERSION "0.2.0"
+#define SYNTHC_VERSION "0.3.0"
 
 /* The default largest frame, in either direction (the server's default too). */
 #define SYNTHC_DEFAULT_MAX_FRAME (16u * 1024u * 1024u)

@@ -644,6 +644,16 @@ int main(void) {
 """
 
 
+def test_version_is_the_projects():
+    # One version for the whole project: the VERSION file, the header, the library's file name
+    # and what the tool says.
+    version = (ROOT / "VERSION").read_text().strip()
+    assert f'#define SYNTHC_VERSION "{version}"' in (CDIR / "include/synthc.h").read_text()
+    r = run([BUILD / "synth-c-watch", "--version"])
+    assert r.returncode == 0 and r.stdout.decode() == f"synth-c-watch {version}\n", r
+    assert (BUILD / f"libsynthc.so.{version}").exists()
+
+
 def test_install_and_pkg_config(server, tmp_path):
     prefix = tmp_path / "prefix"
     r = run(["make", "-C", CDIR, "install", f"PREFIX={prefix}"], timeout=600)
@@ -655,7 +665,8 @@ def test_install_and_pkg_config(server, tmp_path):
         assert (prefix / f).exists(), f
     env = dict(os.environ, PKG_CONFIG_PATH=str(pc_path), SYNTH_ADDRESS=server.address, SYNTH_API_KEY=server.key)
     pc = lambda *a: run(["pkg-config", *a, "synthc"], env=env).stdout.decode().split()  # noqa: E731
-    assert run(["pkg-config", "--modversion", "synthc"], env=env).stdout.decode().strip() == "0.2.0"
+    version = (ROOT / "VERSION").read_text().strip()
+    assert run(["pkg-config", "--modversion", "synthc"], env=env).stdout.decode().strip() == version
     src = tmp_path / "prog.c"
     src.write_text(PROGRAM)
     # Shared, through pkg-config alone.
@@ -663,7 +674,7 @@ def test_install_and_pkg_config(server, tmp_path):
     r = run(["cc", "-Wall", "-Wextra", "-Werror", "-o", shared, src, *pc("--cflags"), *pc("--libs")], env=env)
     assert r.returncode == 0, r.stderr.decode()
     r = run([shared], env=dict(env, LD_LIBRARY_PATH=str(prefix / "lib")))
-    assert r.returncode == 0 and r.stdout.decode().startswith("health ok 0.2.0"), r.stderr.decode()
+    assert r.returncode == 0 and r.stdout.decode().startswith(f"health ok {version}"), r.stderr.decode()
     assert b"libsynthc.so.1" in run(["ldd", shared], env=dict(env, LD_LIBRARY_PATH=str(prefix / "lib"))).stdout
     # Static.
     static = tmp_path / "prog-static"

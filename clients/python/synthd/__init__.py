@@ -17,7 +17,7 @@ from .errors import (Cancelled, ConnectionLost, DeadlineExceeded, FailedPrecondi
                      SpellingSuggestion, StatusCode, SynthError, Unauthenticated, Unavailable, Unimplemented)
 from .models import FINAL_STATUSES, Job, JobList, Record, SplitInfo
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "Address", "Cancelled", "Client", "ConnectionLost", "DeadlineExceeded", "FINAL_STATUSES", "FailedPrecondition",
