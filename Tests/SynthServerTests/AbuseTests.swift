@@ -213,7 +213,9 @@ import SynthWire
     }
 
     @Test func anUnauthenticatedConnectionIsClosedSoonAnAuthenticatedOneStays() async throws {
-        try await withHarness(server: { $0.unauthenticatedIdleTimeout = .milliseconds(300) }) { h in
+        // Slower under a sanitizer: the authenticated client must make its call within the timeout.
+        let timeout = Int64(300 * testTimeScale)
+        try await withHarness(server: { $0.unauthenticatedIdleTimeout = .milliseconds(timeout) }) { h in
             let key = try h.org("acme")
             // Half a frame, then nothing: the partial frame does not keep it open.
             let lurker = try await RawConnection(h.tcp)
@@ -224,7 +226,7 @@ import SynthWire
             // An authenticated connection with no call open outlives that timeout.
             let client = try await h.client(key)
             _ = try await client.unary(Methods.listJobs, PBListJobsRequest())
-            try await Task.sleep(for: .milliseconds(1200))
+            try await Task.sleep(for: .milliseconds(4 * timeout))
             _ = try await client.unary(Methods.listJobs, PBListJobsRequest())
             await client.close()
         }
