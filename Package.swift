@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
@@ -36,17 +38,19 @@ let package = Package(
         .target(name: "SynthWire", dependencies: ["SynthConcurrency", .product(name: "NIOCore", package: "swift-nio")]),
         // Locks, permits and lanes (threads of their own for blocking work), shared by every layer.
         .target(name: "SynthConcurrency"),
+        // What synthd counts (swift-metrics' API only; the synthd executable picks the backend).
+        .target(name: "SynthMetrics", dependencies: ["SynthConcurrency", .product(name: "CoreMetrics", package: "swift-metrics")]),
         .target(name: "SynthStore", dependencies: [
-            "CLMDB", "SynthProto", "SynthConcurrency",
+            "CLMDB", "SynthProto", "SynthConcurrency", "SynthMetrics",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "SynthLLM", dependencies: ["CCurl", "SynthConcurrency", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "SynthLLM", dependencies: ["CCurl", "SynthConcurrency", "SynthMetrics", .product(name: "Logging", package: "swift-log")]),
         // The join's sketch filter, with an AVX2 kernel chosen at run time. Optimised in debug builds too.
         .target(name: "CSketch", cSettings: [.unsafeFlags(["-O2"])]),
         // Optimised in debug builds too: tests compare it with brute force on thousands of records.
         .target(name: "SynthQuality", dependencies: ["CSketch"], swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "SynthEngine", dependencies: [
-            "SynthSpec", "SynthStore", "SynthLLM", "SynthQuality", "SynthProto", "SynthConcurrency",
+            "SynthSpec", "SynthStore", "SynthLLM", "SynthQuality", "SynthProto", "SynthConcurrency", "SynthMetrics",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ], resources: [.copy("Prompts")]),
@@ -59,7 +63,7 @@ let package = Package(
         ]),
         // The framed protocol's edge: it sees the application (SynthCore) and nothing behind it.
         .target(name: "SynthServer", dependencies: [
-            "SynthCore", "SynthAPI", "SynthWire", "SynthProto", "SynthConcurrency",
+            "SynthCore", "SynthAPI", "SynthWire", "SynthProto", "SynthConcurrency", "SynthMetrics",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -68,7 +72,7 @@ let package = Package(
         // The standard gRPC edge (HTTP/2): the same application behind grpc-swift's transport. The
         // service code generated from proto/ by protoc-gen-grpc-swift-2 is committed beside it.
         .target(name: "SynthGRPC", dependencies: [
-            "SynthCore", "SynthAPI", "SynthProto", "SynthServer", "SynthConcurrency",
+            "SynthCore", "SynthAPI", "SynthProto", "SynthServer", "SynthConcurrency", "SynthMetrics",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -102,8 +106,13 @@ let package = Package(
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .executableTarget(name: "stream-bench-seed", dependencies: ["SynthEngine", "SynthStore", "SynthSpec", "SynthProto"]),
         .executableTarget(name: "synthd", dependencies: [
-            "SynthServer", "SynthGRPC", "SynthCore", "SynthStore", "SynthEngine", "SynthSpec", "SynthConcurrency",
+            "SynthServer", "SynthGRPC", "SynthCore", "SynthStore", "SynthEngine", "SynthSpec", "SynthConcurrency", "SynthMetrics", "SynthProto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

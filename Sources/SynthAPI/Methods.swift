@@ -56,10 +56,13 @@ public enum Methods {
     public static let createApiKey = Method<PBCreateApiKeyRequest, PBCreateApiKeyResponse>("CreateApiKey", .unary, .admin)
     public static let listApiKeys = Method<PBListApiKeysRequest, PBListApiKeysResponse>("ListApiKeys", .unary, .admin)
     public static let revokeApiKey = Method<PBRevokeApiKeyRequest, PBRevokeApiKeyResponse>("RevokeApiKey", .unary, .admin)
+    public static let deleteJob = Method<PBDeleteJobRequest, PBDeleteJobResponse>("DeleteJob", .unary, .write)
+    public static let getUsage = Method<PBGetUsageRequest, PBGetUsageResponse>("GetUsage", .unary, .read)
 
     public static let all: [MethodInfo] = [
         generate.info, plan.info, getJob.info, listJobs.info, cancelJob.info, watchJob.info, fetchSplits.info, getQualityReport.info,
-        getManifest.info, getPricing.info, health.info, createApiKey.info, listApiKeys.info, revokeApiKey.info,
+        getManifest.info, getPricing.info, health.info, createApiKey.info, listApiKeys.info, revokeApiKey.info, deleteJob.info,
+        getUsage.info,
     ]
 
     private static let byName: [String: MethodInfo] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
@@ -73,7 +76,8 @@ public enum Methods {
         fetchSplits.info.name: PBFetchSplitsRequest.self, getQualityReport.info.name: PBGetQualityReportRequest.self,
         getManifest.info.name: PBGetManifestRequest.self, getPricing.info.name: PBGetPricingRequest.self, health.info.name: PBHealthRequest.self,
         createApiKey.info.name: PBCreateApiKeyRequest.self, listApiKeys.info.name: PBListApiKeysRequest.self,
-        revokeApiKey.info.name: PBRevokeApiKeyRequest.self,
+        revokeApiKey.info.name: PBRevokeApiKeyRequest.self, deleteJob.info.name: PBDeleteJobRequest.self,
+        getUsage.info.name: PBGetUsageRequest.self,
     ]
 
     /// The method's request type, for code that handles every method alike (the fuzz target).

@@ -286,6 +286,66 @@ public final class JobService: Sendable {
         return out
     }
 
+    /// Removes an ended job and everything of it (records, events, manifest, exports); a queued or
+    /// running job must be cancelled first. What the org was billed stays in its usage.
+    public func deleteJob(_ req: PBDeleteJobRequest, _ caller: Caller) async throws -> PBDeleteJobResponse {
+        let current = try job(req.jobID, caller)
+        if let status = JobStatus(rawValue: current.job.status), !status.isTerminal {
+            throw RPCError(.failedPrecondition, "job \(req.jobID) is \(status.rawValue); cancel it first, then delete it", errorCode: "JOB_NOT_ENDED")
+        }
+        let store = self.store, id = req.jobID, org = caller.org
+        let deleted: Store.Deleted
+        do {
+            deleted = try await BlockingLane.writes.run { try store.deleteJob(id: id, org: org) }
+        } catch let e as StoreError where e.code == .notFound {
+            throw RPCError.notFound("job \(String(id.prefix(64)))")
+        } catch let e as StoreError where e.code == .conflict {
+            throw RPCError(.failedPrecondition, e.message, errorCode: "JOB_NOT_ENDED")
+        }
+        logger.info("job deleted", metadata: ["job": "\(id)", "org": "\(org)", "records": "\(deleted.records)",
+                                             "export_bytes": "\(deleted.exportBytes)"])
+        var out = PBDeleteJobResponse()
+        out.jobID = id
+        out.recordsDeleted = deleted.records
+        out.exportBytesDeleted = deleted.exportBytes
+        return out
+    }
+
+    /// The caller's org: this month's billed records and dollars, and what its plan has left
+    /// after the unfinished jobs (held at their full estimates, as admission holds them).
+    public func usage(_ req: PBGetUsageRequest, _ caller: Caller) throws -> PBGetUsageResponse {
+        let now = Clock.nowMillis()
+        let month = Clock.month(now)
+        guard let org = try store.org(named: caller.org) else { throw RPCError.notFound("org \(caller.org)") }
+        let billed = try store.usage(org: caller.org, month: month) ?? PBStoredUsage()
+        let unfinished = try store.unfinishedJobs(org: caller.org)
+        let pricing = engine.pricing
+        var out = PBGetUsageResponse()
+        out.org = caller.org
+        out.plan = org.plan
+        out.month = month
+        out.records = billed.records
+        out.jobs = billed.jobs
+        out.costUsd = Double(billed.costMicroUsd) / 1e6
+        out.unfinishedJobs = Int64(unfinished.count)
+        switch org.plan {
+        case "free":
+            let limit = org.monthlyQuota > 0 ? org.monthlyQuota : 100
+            out.quota = Double(limit)
+            out.quotaUsed = Double(billed.records)
+            out.quotaLeft = Double(max(0, limit - billed.records - unfinished.reduce(0) { $0 + $1.job.count }))
+        case "subscription":
+            out.quota = Double(org.monthlyQuota)
+            out.quotaUsed = billed.quotaRecords
+            out.quotaLeft = max(0, Double(org.monthlyQuota) - billed.quotaRecords - unfinished.reduce(0) { $0 + pricing.estimate($1.request).quotaRecords })
+        default:
+            out.balanceUsd = Double(org.balanceMicroUsd) / 1e6
+            let reserved = unfinished.reduce(0) { $0 + Int64((pricing.estimate($1.request).totalUsd * 1_000_000).rounded(.up)) }
+            out.balanceLeftUsd = Double(max(0, org.balanceMicroUsd - reserved)) / 1e6
+        }
+        return out
+    }
+
     public func qualityReport(_ req: PBGetQualityReportRequest, _ caller: Caller) throws -> PBGetQualityReportResponse {
         let job = try job(req.jobID, caller)
         var out = PBGetQualityReportResponse()

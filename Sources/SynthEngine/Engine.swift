@@ -58,6 +58,13 @@ public final class Engine: Sendable {
     /// The model that answers for a provider (to ask whether it can be reached).
     public func model(_ provider: String) -> (any ChatModel)? { clients[provider] }
 
+    /// Requests on the wire to each HTTP provider, by name (the metrics' gauge).
+    public var providerRequestsInFlight: [(provider: String, requests: Int)] {
+        clients.sorted { $0.key < $1.key }.compactMap { name, model in
+            (model as? LLMClient).map { (name, $0.requestsInFlight) }
+        }
+    }
+
     /// The provider and model that answer for a request.
     public func routes(for request: PBJobRequest) -> (generator: ModelRoute?, critic: ModelRoute) {
         let explicit = request.hasModels && request.models.hasGenerator

@@ -7,6 +7,7 @@ import SynthQuality
 import SynthSpec
 import SynthStore
 import Synchronization
+import SynthMetrics
 
 /// Generates one job: every planned slot gets exactly one accepted record, unless the job ends short
 /// of its count (its attempt budget spent, its provider gone or refusing it) with what it accepted.
@@ -347,6 +348,7 @@ final class JobRunner: Sendable {
             job.attempts += stats.generated
             stats.apply(to: &job)
         }
+        SynthMetrics.committed(accepted: records.count, rejections: stats.rejections)
         engine.hub.publish(jobID)
     }
 

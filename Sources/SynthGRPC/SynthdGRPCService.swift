@@ -6,6 +6,7 @@ import GRPCProtobuf
 import SwiftProtobuf
 import SynthAPI
 import SynthCore
+import SynthMetrics
 import SynthProto
 import SynthServer
 
@@ -36,6 +37,8 @@ struct SynthdGRPCService: RegistrableRPCService {
         unary(&router, Methods.createApiKey, PBSynthd.Method.CreateApiKey.descriptor) { try await core.createKey($0, $1) }
         unary(&router, Methods.listApiKeys, PBSynthd.Method.ListApiKeys.descriptor) { _, caller in try core.listKeys(caller) }
         unary(&router, Methods.revokeApiKey, PBSynthd.Method.RevokeApiKey.descriptor) { try await core.revokeKey($0, $1) }
+        unary(&router, Methods.deleteJob, PBSynthd.Method.DeleteJob.descriptor) { try await core.deleteJob($0, $1) }
+        unary(&router, Methods.getUsage, PBSynthd.Method.GetUsage.descriptor) { try core.usage($0, $1) }
 
         let timing = StreamTiming(keyRecheck: config.keyRecheckInterval, keepalive: config.keepaliveInterval)
         let maxMessage = config.maxFrameSize
@@ -79,12 +82,15 @@ struct SynthdGRPCService: RegistrableRPCService {
             // Ended when the response is done, or dropped unproduced (grpc-swift does not run the
             // producer when the client has gone before the headers could be written).
             let call = self.begin(context, request.metadata)
-            let (req, caller) = try await self.translating(method.info) {
+            let started = ContinuousClock.now
+            let (req, caller) = try await self.translating(method.info, countSuccess: false) {
                 try await call.bounded(stop: stop) { try await self.open(request, method.info, call) }
             }
             return StreamingServerResponse { writer in
                 defer { call.end() }
-                try await self.translating(method.info) { try await call.bounded(stop: stop) { try await body(req, caller, writer) } }
+                try await self.translating(method.info, started: started) {
+                    try await call.bounded(stop: stop) { try await body(req, caller, writer) }
+                }
                 return [:]
             }
         }
@@ -133,13 +139,20 @@ struct SynthdGRPCService: RegistrableRPCService {
     /// Runs `body`, turning every error into the gRPC status the framed protocol would send, with
     /// synthd's error code, field errors and retry-after in the trailing metadata. A server fault is
     /// logged with its cause, which the client never sees.
-    func translating<T>(_ method: MethodInfo, _ body: () async throws -> T) async throws -> T {
+    /// Every call is counted once in the metrics: a stream's opening only when it fails (its body's
+    /// end counts it, timed from `started`).
+    func translating<T>(_ method: MethodInfo, started: ContinuousClock.Instant = .now, countSuccess: Bool = true,
+                        _ body: () async throws -> T) async throws -> T {
         do {
-            return try await body()
+            let value = try await body()
+            if countSuccess { SynthMetrics.call(method: method.name, code: "OK", took: ContinuousClock.now - started) }
+            return value
         } catch let e as GRPCCore.RPCError {
+            SynthMetrics.call(method: method.name, code: SynthMetrics.codeName(e.code.rawValue), took: ContinuousClock.now - started)
             throw e
         } catch {
             let failure = SynthCore.RPCError.from(error)
+            SynthMetrics.call(method: method.name, code: SynthMetrics.codeName(failure.status.code.rawValue), took: ContinuousClock.now - started)
             if failure.isServerFault {
                 logger.error("call failed", metadata: [
                     "method": "\(method.name)", "edge": "grpc", "status": "\(failure.status.code)", "message": "\(failure.status.message)",

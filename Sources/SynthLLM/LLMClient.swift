@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Synchronization
 import SynthConcurrency
+import SynthMetrics
 
 /// Talks to one configured provider: builds the wire request for its format, bounds how many
 /// requests are in flight, retries what is worth retrying, and parses the answer.
@@ -16,6 +17,8 @@ public final class LLMClient: Sendable {
     private let permits: AsyncSemaphore
     public let limiter: RateLimiter
     private let inFlight = Atomic<Int>(0)
+    /// Requests on the wire now (the metrics' gauge).
+    public var requestsInFlight: Int { inFlight.load(ordering: .relaxed) }
     private let logger: Logger
     /// The way of asking for JSON that works with this endpoint, as far as is known.
     private let mode = Locked<OutputMode>(.jsonSchema)
@@ -48,7 +51,7 @@ public final class LLMClient: Sendable {
             let http = try build(request, mode: currentMode)
             let outcome: Result<HTTPResponse, Error>
             do {
-                let response = try await permits.withPermit { try await send(http, estimate: estimate) }
+                let response = try await permits.withPermit { try await send(http, estimate: estimate, model: request.model) }
                 outcome = .success(response)
             } catch is CancellationError {
                 throw CancellationError()
@@ -61,6 +64,9 @@ public final class LLMClient: Sendable {
             case .success(let response) where response.status == 200:
                 var completion = try parse(response, request: request)
                 completion.attempts = attempt
+                SynthMetrics.providerUsage(provider: config.name, model: SynthMetrics.modelLabel(completion.model),
+                                           promptTokens: completion.promptTokens, completionTokens: completion.completionTokens,
+                                           dollars: completion.costUSD)
                 limiter.settle(estimated: estimate, actual: completion.promptTokens + completion.completionTokens)
                 return completion
             case .success(let response):
@@ -100,7 +106,7 @@ public final class LLMClient: Sendable {
     }
 
     /// Waits for the rate limits, sends, and reads the provider's rate-limit headers.
-    private func send(_ http: HTTPRequest, estimate: Int) async throws -> HTTPResponse {
+    private func send(_ http: HTTPRequest, estimate: Int, model: String) async throws -> HTTPResponse {
         let wait = limiter.reserve(tokens: estimate)
         if wait > .zero { try await Task.sleep(for: wait) }
         inFlight.wrappingAdd(1, ordering: .relaxed)
@@ -111,8 +117,15 @@ public final class LLMClient: Sendable {
             response = try await engine.send(http)
         } catch {
             inFlight.wrappingSubtract(1, ordering: .relaxed)
+            let outcome = (error as? HTTPError)?.isConnectFailure == true ? "connect_error" : "error"
+            SynthMetrics.providerRequest(provider: config.name, model: SynthMetrics.modelLabel(model), outcome: outcome,
+                                         took: ContinuousClock.now - sentAt)
             throw error
         }
+        let status = response.status
+        let outcome = status == 200 ? "ok" : status == 429 ? "http_429" : status >= 500 ? "http_5xx" : "http_4xx"
+        SynthMetrics.providerRequest(provider: config.name, model: SynthMetrics.modelLabel(model), outcome: outcome,
+                                     took: ContinuousClock.now - sentAt)
         let others = inFlight.wrappingSubtract(1, ordering: .relaxed).newValue
         limiter.observe(headers: response.headers, inFlight: others, sentAt: sentAt)
         return response

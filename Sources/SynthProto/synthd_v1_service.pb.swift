@@ -610,6 +610,37 @@ public nonisolated struct PBCancelJobResponse: Sendable {
   fileprivate var _job: PBJob? = nil
 }
 
+/// Removes an ended job (succeeded, failed or cancelled) with its records, events, manifest and
+/// export files; a queued or running job must be cancelled first (FAILED_PRECONDITION, JOB_NOT_ENDED).
+/// What the org was billed for it stays in its usage.
+public nonisolated struct PBDeleteJobRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct PBDeleteJobResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: String = String()
+
+  public var recordsDeleted: Int64 = 0
+
+  public var exportBytesDeleted: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct PBWatchJobRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1212,6 +1243,62 @@ public nonisolated struct PBRevokeApiKeyResponse: Sendable {
   public init() {}
 
   fileprivate var _key: PBApiKeyInfo? = nil
+}
+
+/// The caller's org: what it was billed this month (UTC) and what its plan has left.
+public nonisolated struct PBGetUsageRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct PBGetUsageResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var org: String = String()
+
+  /// free | subscription | payg
+  public var plan: String = String()
+
+  /// YYYY-MM, UTC
+  public var month: String = String()
+
+  /// accepted records billed this month
+  public var records: Int64 = 0
+
+  /// jobs billed this month
+  public var jobs: Int64 = 0
+
+  /// what they cost at the price list
+  public var costUsd: Double = 0
+
+  /// free: records a month; subscription: quota records a month; payg: 0
+  public var quota: Double = 0
+
+  /// free: records; subscription: quota records (verified counts 1.5x)
+  public var quotaUsed: Double = 0
+
+  /// free and subscription: after the unfinished jobs' full estimates
+  public var quotaLeft: Double = 0
+
+  /// payg
+  public var balanceUsd: Double = 0
+
+  /// payg: after the unfinished jobs' full estimates
+  public var balanceLeftUsd: Double = 0
+
+  /// queued or running: held at their full estimate until billed
+  public var unfinishedJobs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -2246,6 +2333,76 @@ nonisolated extension PBCancelJobResponse: SwiftProtobuf.Message, SwiftProtobuf.
 
   public static func ==(lhs: PBCancelJobResponse, rhs: PBCancelJobResponse) -> Bool {
     if lhs._job != rhs._job {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBDeleteJobRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeleteJobRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBDeleteJobRequest, rhs: PBDeleteJobRequest) -> Bool {
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBDeleteJobResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeleteJobResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}records_deleted\0\u{3}export_bytes_deleted\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.recordsDeleted) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.exportBytesDeleted) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
+    }
+    if self.recordsDeleted != 0 {
+      try visitor.visitSingularInt64Field(value: self.recordsDeleted, fieldNumber: 2)
+    }
+    if self.exportBytesDeleted != 0 {
+      try visitor.visitSingularInt64Field(value: self.exportBytesDeleted, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBDeleteJobResponse, rhs: PBDeleteJobResponse) -> Bool {
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.recordsDeleted != rhs.recordsDeleted {return false}
+    if lhs.exportBytesDeleted != rhs.exportBytesDeleted {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3475,6 +3632,110 @@ nonisolated extension PBRevokeApiKeyResponse: SwiftProtobuf.Message, SwiftProtob
 
   public static func ==(lhs: PBRevokeApiKeyResponse, rhs: PBRevokeApiKeyResponse) -> Bool {
     if lhs._key != rhs._key {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBGetUsageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetUsageRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBGetUsageRequest, rhs: PBGetUsageRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBGetUsageResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetUsageResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}org\0\u{1}plan\0\u{1}month\0\u{1}records\0\u{1}jobs\0\u{3}cost_usd\0\u{1}quota\0\u{3}quota_used\0\u{3}quota_left\0\u{3}balance_usd\0\u{3}balance_left_usd\0\u{3}unfinished_jobs\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.org) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.plan) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.month) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.records) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.jobs) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.costUsd) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.quota) }()
+      case 8: try { try decoder.decodeSingularDoubleField(value: &self.quotaUsed) }()
+      case 9: try { try decoder.decodeSingularDoubleField(value: &self.quotaLeft) }()
+      case 10: try { try decoder.decodeSingularDoubleField(value: &self.balanceUsd) }()
+      case 11: try { try decoder.decodeSingularDoubleField(value: &self.balanceLeftUsd) }()
+      case 12: try { try decoder.decodeSingularInt64Field(value: &self.unfinishedJobs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.org.isEmpty {
+      try visitor.visitSingularStringField(value: self.org, fieldNumber: 1)
+    }
+    if !self.plan.isEmpty {
+      try visitor.visitSingularStringField(value: self.plan, fieldNumber: 2)
+    }
+    if !self.month.isEmpty {
+      try visitor.visitSingularStringField(value: self.month, fieldNumber: 3)
+    }
+    if self.records != 0 {
+      try visitor.visitSingularInt64Field(value: self.records, fieldNumber: 4)
+    }
+    if self.jobs != 0 {
+      try visitor.visitSingularInt64Field(value: self.jobs, fieldNumber: 5)
+    }
+    if self.costUsd.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.costUsd, fieldNumber: 6)
+    }
+    if self.quota.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.quota, fieldNumber: 7)
+    }
+    if self.quotaUsed.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.quotaUsed, fieldNumber: 8)
+    }
+    if self.quotaLeft.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.quotaLeft, fieldNumber: 9)
+    }
+    if self.balanceUsd.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.balanceUsd, fieldNumber: 10)
+    }
+    if self.balanceLeftUsd.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.balanceLeftUsd, fieldNumber: 11)
+    }
+    if self.unfinishedJobs != 0 {
+      try visitor.visitSingularInt64Field(value: self.unfinishedJobs, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBGetUsageResponse, rhs: PBGetUsageResponse) -> Bool {
+    if lhs.org != rhs.org {return false}
+    if lhs.plan != rhs.plan {return false}
+    if lhs.month != rhs.month {return false}
+    if lhs.records != rhs.records {return false}
+    if lhs.jobs != rhs.jobs {return false}
+    if lhs.costUsd != rhs.costUsd {return false}
+    if lhs.quota != rhs.quota {return false}
+    if lhs.quotaUsed != rhs.quotaUsed {return false}
+    if lhs.quotaLeft != rhs.quotaLeft {return false}
+    if lhs.balanceUsd != rhs.balanceUsd {return false}
+    if lhs.balanceLeftUsd != rhs.balanceLeftUsd {return false}
+    if lhs.unfinishedJobs != rhs.unfinishedJobs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import SynthAPI
 import SynthCore
+import SynthMetrics
 import SynthProto
 import SynthWire
 
@@ -154,6 +155,9 @@ struct Connection {
             let status = result ?? (service.isStopping ? Service.stoppingStatus : RPCError(.cancelled, "call cancelled").status)
             // The access log, at debug level (its metadata is not even built above it).
             let took = ContinuousClock.now - started
+            // Metrics: a method name from the table, never what the client wrote (a label per
+            // made-up name would grow without bound).
+            SynthMetrics.call(method: Methods.named(open.method)?.name ?? "unknown", code: SynthMetrics.codeName(status.code.rawValue), took: took)
             service.logger.debug("call ended", metadata: [
                 "method": "\(open.method.prefix(64))", "call": "\(id)", "org": "\(caller.value?.org ?? "-")",
                 "status": "\(status.code)", "error_code": "\(status.errorCode.isEmpty ? "-" : status.errorCode)",

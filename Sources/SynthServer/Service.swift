@@ -54,6 +54,8 @@ final class Service: Sendable {
         case Methods.createApiKey.info: try await unary(Methods.createApiKey, body, ctx) { try await core.createKey($0, caller) }
         case Methods.listApiKeys.info: try await unary(Methods.listApiKeys, body, ctx) { _ in try core.listKeys(caller) }
         case Methods.revokeApiKey.info: try await unary(Methods.revokeApiKey, body, ctx) { try await core.revokeKey($0, caller) }
+        case Methods.deleteJob.info: try await unary(Methods.deleteJob, body, ctx) { try await core.deleteJob($0, caller) }
+        case Methods.getUsage.info: try await unary(Methods.getUsage, body, ctx) { try core.usage($0, caller) }
         default:
             // Every method of the table has a case above; a test calls each one.
             throw RPCError(.unimplemented, "\(method.name) has no handler")

@@ -1,5 +1,6 @@
 import Foundation
 import SynthConcurrency
+import SynthMetrics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -253,6 +254,7 @@ final class ExportWriter {
                 done += n
             }
         }
+        SynthMetrics.exportWritten(bytes: buffer.count)
         buffer.removeAll(keepingCapacity: true)
     }
 

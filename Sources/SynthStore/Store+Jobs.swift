@@ -328,6 +328,20 @@ extension Store {
         }
     }
 
+    /// One org's queued and running jobs (through its index).
+    public func unfinishedJobs(org: String) throws -> [PBStoredJob] {
+        try read { txn in
+            var out: [PBStoredJob] = []
+            let prefix = Keys.text(org) + [0]
+            try txn.scan(.jobIndex, prefix: prefix) { key, _ in
+                let id = String(decoding: key[(prefix.count + 8)...], as: UTF8.self)
+                if let j = try self.job(id: id, txn: txn), let status = JobStatus(rawValue: j.job.status), !status.isTerminal { out.append(j) }
+                return true
+            }
+            return out
+        }
+    }
+
     /// Jobs that were queued or running when the last process stopped.
     public func unfinishedJobs() throws -> [PBStoredJob] {
         try read { txn in

@@ -39,3 +39,18 @@ extension Store {
         }
     }
 }
+
+extension Store {
+    /// Changes an org in one transaction; `.notFound` when there is none of that name.
+    @discardableResult
+    public func updateOrg(_ name: String, _ change: (inout PBStoredOrg) throws -> Void) throws -> PBStoredOrg {
+        try write { txn in
+            guard var org = try txn.message(.orgs, Keys.text(name), as: PBStoredOrg.self) else {
+                throw StoreError(.notFound, "org \(name) not found")
+            }
+            try change(&org)
+            try txn.put(.orgs, Keys.text(name), try org.serializedBytes())
+            return org
+        }
+    }
+}

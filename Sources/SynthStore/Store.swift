@@ -62,6 +62,72 @@ public final class Store: @unchecked Sendable {
                 self.dbis[table] = dbi
             }
         }
+        migration = try migrate()
+    }
+
+    // MARK: - the stored format
+
+    /// The format this synthd writes and reads. Each change of what is stored adds one, with its
+    /// step in `migrations`; an older store is brought up to it at open, in one transaction.
+    ///
+    /// 1: the first, which did not record its version (every store written before 0.3.0).
+    /// 2: the version is recorded (`meta` / `format_version`).
+    public static let formatVersion: UInt32 = 2
+
+    /// The steps, by the version they start from: each brings the store one version up.
+    static let migrations: [UInt32: @Sendable (Transaction) throws -> Void] = [
+        // 1 -> 2: nothing to rewrite; the version is recorded from now on.
+        1: { _ in },
+    ]
+
+    static let formatKey = Array("format_version".utf8)
+
+    /// What opening did: nil when the store was already in this format (or new), else the
+    /// versions it was brought from and to.
+    public private(set) var migration: (from: UInt32, to: UInt32)?
+
+    /// The store's recorded format version; a store that has data and no record is version 1.
+    public func storedFormatVersion() throws -> UInt32 {
+        try read { txn in try Self.recordedVersion(txn) ?? (try Self.isEmpty(txn) ? Self.formatVersion : 1) }
+    }
+
+    static func recordedVersion(_ txn: Transaction) throws -> UInt32? {
+        guard let bytes = try txn.get(.meta, formatKey), bytes.count == 4 else { return nil }
+        return bytes.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(as: UInt32.self)) }
+    }
+
+    static func isEmpty(_ txn: Transaction) throws -> Bool {
+        for table in [Table.orgs, .jobs, .keys] {
+            var any = false
+            try txn.scan(table, prefix: []) { _, _ in
+                any = true
+                return false
+            }
+            if any { return false }
+        }
+        return true
+    }
+
+    /// Brings the store to `formatVersion`, or refuses one written by a newer synthd.
+    private func migrate() throws -> (from: UInt32, to: UInt32)? {
+        try write { txn in
+            let recorded = try Self.recordedVersion(txn)
+            let from = try recorded ?? (Self.isEmpty(txn) ? Self.formatVersion : 1)
+            if from > Self.formatVersion {
+                throw StoreError(.newerFormat, "it is in store format \(from), written by a newer synthd; this synthd reads formats up to "
+                                 + "\(Self.formatVersion). Run the newer synthd, or restore a backup made by this one")
+            }
+            var v = from
+            while v < Self.formatVersion {
+                guard let step = Self.migrations[v] else { throw StoreError(.corrupt, "no migration from store format \(v)") }
+                try step(txn)
+                v += 1
+            }
+            if recorded != Self.formatVersion {
+                try txn.put(.meta, Self.formatKey, withUnsafeBytes(of: Self.formatVersion.bigEndian) { Array($0) })
+            }
+            return from < Self.formatVersion ? (from, Self.formatVersion) : nil
+        }
     }
 
     /// Compares `data.mdb`'s length with the last page its newest meta page (as LMDB read it) uses.
@@ -85,6 +151,13 @@ public final class Store: @unchecked Sendable {
     }
 
     func dbi(_ table: Table) -> MDB_dbi { dbis[table]! }
+
+    /// Runs `body` with the environment, outside any map resize.
+    func withEnvironment<T>(_ body: (OpaquePointer) -> T) -> T {
+        pthread_rwlock_rdlock(resizeLock)
+        defer { pthread_rwlock_unlock(resizeLock) }
+        return body(env)
+    }
 
     /// Runs `body` in a read-only transaction.
     public func read<T>(_ body: (Transaction) throws -> T) throws -> T {

@@ -14,6 +14,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         case locked
         /// A write found no room: the file system is full (ENOSPC, EDQUOT) or the map cannot grow.
         case noSpace
+        /// The store was written by a newer synthd, in a format this one does not know.
+        case newerFormat
     }
 
     public var code: Code

@@ -24,15 +24,19 @@ struct Generate: AsyncParsableCommand {
             req.domainConfirmed = confirmDomain
             req.idempotencyKey = idempotencyKey ?? ""
             let resp = try await client.unary(Methods.generate, req, timeout: common.deadline)
-            if common.json, !(watch || out != nil) {
+            if common.json {
+                // Under --watch, the first of the lines: the job as made, then each snapshot.
                 print(Output.json(resp.job))
+                fflush(nil)
             } else {
                 Output.error("job \(resp.job.jobID) \(resp.job.status): \(resp.job.count) \(resp.job.schema) records")
                 if !(watch || out != nil) { print(resp.job.jobID) }
             }
             if watch || out != nil {
+                let interrupt = Interrupt(jobID: resp.job.jobID)
                 let final = try await Follow.job(client, resp.job.jobID, afterSeq: 0, records: out.map(Sink.file) ?? .none, json: common.json,
                                                reconnect: common.connect)
+                interrupt.cancel()
                 if final.status != "succeeded" { throw ExitCode(1) }
             }
         }
@@ -87,7 +91,7 @@ struct Jobs: AsyncParsableCommand {
         req.pageToken = pageToken ?? ""
         try await common.run { client in
             let resp = try await client.unary(Methods.listJobs, req, timeout: common.deadline)
-            if common.json { print(Output.json(resp)); return }
+            if common.json { print(Output.list("jobs", resp.jobs, [("next_page_token", resp.nextPageToken)])); return }
             print(Output.table(["job", "status", "schema", "accepted", "count", "created", "domain"], resp.jobs.map {
                 [$0.jobID, $0.status, $0.schema, "\($0.accepted)", "\($0.count)", $0.createdAt, String($0.domain.prefix(40))]
             }))
@@ -137,6 +141,8 @@ struct Watch: AsyncParsableCommand {
 
     func run() async throws {
         try await common.run { client in
+            let interrupt = Interrupt(jobID: id)
+            defer { interrupt.cancel() }
             let final = try await Follow.job(client, id, afterSeq: afterSeq, records: records ? .stdout : .none, json: common.json,
                                            reconnect: common.connect)
             if final.status != "succeeded" { throw ExitCode(1) }
@@ -288,6 +294,50 @@ struct Cancel: AsyncParsableCommand {
     }
 }
 
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Delete an ended job with its records, events, manifest and exports (cancel a running job first).")
+    @OptionGroup var common: Common
+    @Argument(help: "The job id.") var id: String
+
+    func run() async throws {
+        var req = PBDeleteJobRequest()
+        req.jobID = id
+        try await common.run { client in
+            let resp = try await client.unary(Methods.deleteJob, req, timeout: common.deadline)
+            if common.json { print(Output.json(resp)); return }
+            print("job \(resp.jobID) deleted: \(resp.recordsDeleted) records, \(resp.exportBytesDeleted) bytes of exports")
+        }
+    }
+}
+
+struct Usage: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the org's usage this month and what its plan has left.")
+    @OptionGroup var common: Common
+
+    func run() async throws {
+        try await common.run { client in
+            let u = try await client.unary(Methods.getUsage, PBGetUsageRequest(), timeout: common.deadline)
+            if common.json { print(Output.json(u)); return }
+            var lines = ["org \(u.org), plan \(u.plan), \(u.month) (UTC)",
+                         "billed: \(u.records) records in \(u.jobs) jobs, \(Output.money(u.costUsd))"]
+            switch u.plan {
+            case "free", "subscription":
+                let unit = u.plan == "free" ? "records" : "quota records"
+                lines.append("quota: \(PlanFigures.figure(u.quotaUsed)) of \(PlanFigures.figure(u.quota)) \(unit) used, "
+                             + "\(PlanFigures.figure(u.quotaLeft)) left after \(u.unfinishedJobs) unfinished jobs")
+            default:
+                lines.append("balance: \(Output.money(u.balanceUsd)), \(Output.money(u.balanceLeftUsd)) left after \(u.unfinishedJobs) unfinished jobs")
+            }
+            print(lines.joined(separator: "\n"))
+        }
+    }
+}
+
+enum PlanFigures {
+    static func figure(_ v: Double) -> String { v == v.rounded() ? String(Int64(v)) : String(format: "%.1f", v) }
+}
+
 struct PricingCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "pricing", abstract: "Show the price list (per 1,000 accepted records).")
     @OptionGroup var common: Common
@@ -354,7 +404,7 @@ struct Keys: AsyncParsableCommand {
         func run() async throws {
             try await common.run { client in
                 let resp = try await client.unary(Methods.listApiKeys, PBListApiKeysRequest(), timeout: common.deadline)
-                if common.json { print(Output.json(resp)); return }
+                if common.json { print(Output.list("keys", resp.keys)); return }
                 print(Output.table(["key id", "prefix", "name", "scope", "created", "expires", "last used", "state"], resp.keys.map {
                     [$0.keyID, $0.prefix + "...", $0.name.isEmpty ? "-" : $0.name, $0.scope, $0.createdAt, $0.expiresAt.isEmpty ? "never" : $0.expiresAt,
                      $0.lastUsedAt.isEmpty ? "never" : $0.lastUsedAt,

@@ -39,13 +39,22 @@ enum Follow {
         req.afterSeq = afterSeq
         if case .none = records { req.progressOnly = true }
         var out: FileHandle?
+        // A file is written beside its name and renamed when whole: a failed or refused export
+        // leaves no file (and no empty one) behind.
+        var partial: String?
         switch records {
         case .none: break
         case .stdout: out = FileHandle.standardOutput
         case .file(let path):
-            FileManager.default.createFile(atPath: path, contents: nil)
-            out = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            let temp = path + ".partial-\(getpid())"
+            guard FileManager.default.createFile(atPath: temp, contents: nil) else {
+                throw ClientError(.invalidArgument, "cannot write \(path)", errorCode: "CANNOT_WRITE")
+            }
+            partial = temp
+            out = try FileHandle(forWritingTo: URL(fileURLWithPath: temp))
         }
+        // Progress as JSON goes to stdout unless the records do.
+        let progressOut: FileHandle = { if case .stdout = records { return .standardError } else { return .standardOutput } }()
         var bar = ProgressBar(enabled: !quiet && !json)
         var last = PBJob()
         var pending = Data()
@@ -100,7 +109,7 @@ enum Follow {
                     try flush()
                     last = job
                     bar.draw(job)
-                    if json { FileHandle.standardError.write(Data((Output.json(job) + "\n").utf8)) }
+                    if json { progressOut.write(Data((Output.json(job) + "\n").utf8)) }
                 case nil:
                     break
                 }
@@ -137,15 +146,25 @@ enum Follow {
                 }
             }
         } catch {
-            // Records that arrived are written even when the command fails.
-            try? flush()
             await closeOpened()
+            if let partial {
+                // A file is all the records or nothing.
+                try? out?.close()
+                unlink(partial)
+            } else {
+                // Records that arrived are written even when the command fails.
+                try? flush()
+            }
             throw error
         }
         await closeOpened()
         try flush()
-        if case .file(let path) = records {
+        if case .file(let path) = records, let partial {
             try out?.close()
+            guard rename(partial, path) == 0 else {
+                unlink(partial)
+                throw ClientError(.internal, "cannot write \(path): \(String(cString: strerror(errno)))", errorCode: "CANNOT_WRITE")
+            }
             FileHandle.standardError.write(Data("wrote \(last.accepted) records to \(path)\n".utf8))
         }
         bar.finish(last)
@@ -164,6 +183,14 @@ struct ProgressBar {
         self.enabled = enabled
     }
 
+    /// The percentage shown: 100 only once the job has ended with its count, never a rounded 99.6.
+    static func percent(_ j: PBJob) -> Int {
+        let total = max(1, j.count)
+        let ended = ["succeeded", "failed", "cancelled"].contains(j.status)
+        if ended && j.accepted >= j.count { return 100 }
+        return min(99, Int(Double(j.accepted) * 100 / Double(total)))
+    }
+
     func line(_ j: PBJob) -> String {
         let total = max(1, j.count)
         let frac = Double(j.accepted) / Double(total)
@@ -173,13 +200,18 @@ struct ProgressBar {
         let rate = elapsed > 0 ? Double(j.accepted) / elapsed : 0
         let eta = rate > 0 ? Double(j.count - j.accepted) / rate : 0
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        return String(format: "[%@] %lld/%lld %3.0f%%  %lld rejected  %.1f rec/s  %@  %@", bar, j.accepted, j.count, frac * 100, j.rejected, rate,
+        return String(format: "[%@] %lld/%lld %3d%%  %lld rejected  %.1f rec/s  %@  %@", bar, j.accepted, j.count, Self.percent(j), j.rejected, rate,
                       j.status == "running" && rate > 0 ? String(format: "ETA %.0fs", eta) : "", j.status)
     }
+
+    /// When the bar was last drawn: at most ten times a second.
+    var lastDraw = Date.distantPast
 
     mutating func draw(_ j: PBJob) {
         guard enabled else { return }
         if tty {
+            guard Date().timeIntervalSince(lastDraw) >= 0.1 else { return }
+            lastDraw = Date()
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line(j)).utf8))
         } else if Date().timeIntervalSince(lastPlain) >= 2 {
             lastPlain = Date()
@@ -192,5 +224,27 @@ struct ProgressBar {
         FileHandle.standardError.write(Data(((tty ? "\r\u{1B}[K" : "") + line(j) + "\n").utf8))
         if j.hasDetail, j.detail.code != "FAILED" { FileHandle.standardError.write(Data("\(j.detail.code): \(j.detail.message)\n".utf8)) }
         if !j.error.isEmpty { FileHandle.standardError.write(Data("error: \(j.error)\n".utf8)) }
+    }
+}
+
+/// Ctrl-C while a command follows a job: the job goes on in synthd, so say which one it was and
+/// how to follow or cancel it, then exit 130 as an interrupted command does.
+final class Interrupt: @unchecked Sendable {
+    private let source: any DispatchSourceSignal
+
+    init(jobID: String) {
+        signal(SIGINT, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        source.setEventHandler {
+            FileHandle.standardError.write(Data(("\nsynth: stopped following job \(jobID); it goes on in synthd.\n"
+                + "  follow it:  synth watch \(jobID)\n  cancel it:  synth cancel \(jobID)\n").utf8))
+            exit(130)
+        }
+        source.resume()
+    }
+
+    func cancel() {
+        source.cancel()
+        signal(SIGINT, SIG_DFL)
     }
 }

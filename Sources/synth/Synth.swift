@@ -13,7 +13,8 @@ struct Synth: AsyncParsableCommand {
         abstract: "The synthd command-line client.",
         version: SynthVersion.current,
         subcommands: [Generate.self, PlanCommand.self, Jobs.self, JobCommand.self, Watch.self, Results.self, SplitsCommand.self,
-                      Report.self, ManifestCommand.self, Cancel.self, PricingCommand.self, HealthCommand.self, Keys.self])
+                      Report.self, ManifestCommand.self, Cancel.self, Delete.self, Usage.self, PricingCommand.self, HealthCommand.self,
+                      Keys.self])
 }
 
 /// Options every command takes.
@@ -54,7 +55,15 @@ struct Common: ParsableArguments {
         } else if tlsCa != nil || tlsCert != nil || tlsKey != nil {
             throw ValidationError("--tls-ca, --tls-cert and --tls-key need a tls:HOST:PORT address, got \(text)")
         }
-        return try await SynthClient.connect(addr, apiKey: apiKey ?? env["SYNTH_API_KEY"] ?? "", tls: tls)
+        do {
+            return try await SynthClient.connect(addr, apiKey: apiKey ?? env["SYNTH_API_KEY"] ?? "", tls: tls)
+        } catch let e as ClientError where e.code == .unavailable {
+            // Say where it looked and what to do, not only that it failed.
+            let said = e.status.message.hasPrefix("cannot connect") ? e.status.message : "cannot connect to synthd at \(text): \(e.status.message)"
+            throw ClientError(.unavailable, "\(said). Start it with `synthd serve` "
+                              + "(it listens on unix:~/.synthd/synthd.sock unless told otherwise), or point --address or "
+                              + "$SYNTH_ADDRESS at the one that runs", errorCode: "CANNOT_CONNECT")
+        }
     }
 
     var deadline: Duration { .milliseconds(Int64(timeout * 1000)) }
@@ -71,14 +80,22 @@ struct Common: ParsableArguments {
             }
             await client.close()
         } catch let e as ClientError {
-            Output.error(e.description)
+            if json { Output.error(Output.errorJSON(e.status)) } else { Output.error(e.description) }
             throw ExitCode(Output.exitCode(e.code))
         } catch let e as SpecError {
-            Output.error("status: INVALID_ARGUMENT\nerror code: \(e.code.rawValue)\nmessage: \(e.message)" +
-                e.fieldErrors.map { "\nfield \($0.field): \($0.rule)" + ($0.value.isEmpty ? "" : " (got \($0.value))") }.joined())
+            var status = PBStatus()
+            status.code = .invalidArgument
+            status.errorCode = e.code.rawValue
+            status.message = e.message
+            status.fieldErrors = e.fieldErrors
+            if json { Output.error(Output.errorJSON(status)) } else { Output.error(ClientError(status).description) }
             throw ExitCode(2)
         } catch let e as TrainerFormat.Refused {
-            Output.error("error: \(e.description)")
+            var status = PBStatus()
+            status.code = .invalidArgument
+            status.errorCode = "FORMAT_REFUSED"
+            status.message = e.description
+            if json { Output.error(Output.errorJSON(status)) } else { Output.error("error: \(e.description)") }
             throw ExitCode(2)
         }
     }
@@ -100,10 +117,46 @@ enum Output {
         }
     }
 
+    /// A message as JSON for scripts: field names as in the .proto, 64-bit numbers as numbers (not
+    /// the strings proto3's JSON mapping uses). Fields at their default value are left out, as
+    /// that mapping does; list commands print their lists themselves (`list`), so that an empty one
+    /// is `[]`.
     static func json(_ m: some SwiftProtobuf.Message) -> String {
         var o = JSONEncodingOptions()
         o.preserveProtoFieldNames = true
+        o.alwaysPrintInt64sAsNumbers = true
         return (try? m.jsonString(options: o)) ?? "{}"
+    }
+
+    /// `{"NAME": [item, ...], more...}`: a list response whose list is there when it is empty.
+    static func list(_ name: String, _ items: [some SwiftProtobuf.Message], _ more: [(String, String)] = []) -> String {
+        var out = "{\"\(name)\": [" + items.map { json($0) }.joined(separator: ", ") + "]"
+        for (k, v) in more { out += ", \"\(k)\": \(Output.quoted(v))" }
+        return out + "}"
+    }
+
+    static func quoted(_ s: String) -> String {
+        (try? String(decoding: JSONSerialization.data(withJSONObject: [s], options: [.withoutEscapingSlashes]), as: UTF8.self))
+            .map { String($0.dropFirst().dropLast()) } ?? "\"\""
+    }
+
+    /// An error under --json: `{"error": {"code": "NOT_FOUND", "error_code": ..., "message": ..., ...}}`.
+    static func errorJSON(_ status: PBStatus) -> String {
+        var out = "{\"error\": {\"code\": \"\(ClientError.name(status.code))\""
+        if !status.errorCode.isEmpty { out += ", \"error_code\": \(quoted(status.errorCode))" }
+        out += ", \"message\": \(quoted(status.message))"
+        if !status.fieldErrors.isEmpty {
+            out += ", \"field_errors\": [" + status.fieldErrors.map {
+                "{\"field\": \(quoted($0.field)), \"rule\": \(quoted($0.rule)), \"value\": \(quoted($0.value))}"
+            }.joined(separator: ", ") + "]"
+        }
+        if !status.suggestions.isEmpty {
+            out += ", \"suggestions\": [" + status.suggestions.map {
+                "{\"word\": \(quoted($0.word)), \"suggestions\": [" + $0.suggestions.map(quoted).joined(separator: ", ") + "]}"
+            }.joined(separator: ", ") + "]"
+        }
+        if status.retryAfterMs > 0 { out += ", \"retry_after_ms\": \(status.retryAfterMs)" }
+        return out + "}}"
     }
 
     /// Left-aligned columns.

@@ -10,6 +10,10 @@ struct ConfigFile: Decodable {
         var unix: String?
         var tcp: String?
         var grpc: String?
+        var metrics: String?
+        var retentionDays: Double?
+        var exportRetentionDays: Double?
+        var retentionSweepSeconds: Double?
         var maxFrameSize: Int?
         var idleTimeoutSeconds: Double?
         var rateLimitPerMinute: Int?
@@ -36,7 +40,10 @@ struct ConfigFile: Decodable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case unix, tcp, grpc, tls
+            case unix, tcp, grpc, metrics, tls
+            case retentionDays = "retention_days"
+            case exportRetentionDays = "export_retention_days"
+            case retentionSweepSeconds = "retention_sweep_seconds"
             case insecureTCP = "insecure_tcp"
             case unixGroup = "unix_group"
             case maxFrameSize = "max_frame_size"

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import SynthConcurrency
 import SynthEngine
 import SynthGRPC
 import SynthServer
@@ -51,6 +52,7 @@ struct ReloadService: Service {
 struct ListenerService: Service {
     let server: Server
     let grpc: GRPCEndpoint?
+    let metrics: MetricsEndpoint?
     let dataPath: String
     let logger: Logger
 
@@ -69,12 +71,25 @@ struct ListenerService: Service {
             }
             parts.append("grpc=\(grpcPort!)")
         }
+        var metricsPort: Int?
+        if let metrics {
+            do {
+                metricsPort = try await metrics.start()
+            } catch {
+                await grpc?.stop()
+                await server.stop()
+                throw error
+            }
+            parts.append("metrics=\(metricsPort!)")
+        }
         logger.info("synthd listening", metadata: ["unix": "\(bound.unixPath ?? "-")", "tcp": "\(bound.tcpPort.map(String.init) ?? "-")",
                                                    "grpc": "\(grpcPort.map(String.init) ?? "-")",
+                                                   "metrics": "\(metricsPort.map(String.init) ?? "-")",
                                                    "data": "\(dataPath)"])
         // For scripts and tests that start synthd.
         FileHandle.standardOutput.write(Data(("LISTENING " + parts.joined(separator: " ") + "\n").utf8))
         try? await gracefulShutdown()
+        await metrics?.stop()
         await grpc?.stop()
         await server.stop()
         if let p = bound.unixPath { unlink(p) }
@@ -113,4 +128,51 @@ struct StoreService: Service {
         try? await gracefulShutdown()
         store.sync()
     }
+}
+
+/// Retention: every `interval`, ended jobs that finished more than `jobDays` ago are deleted (as
+/// DeleteJob does), and export files are removed when their job is gone or they have not been
+/// written for `exportDays` (an ended job's export is made again when it is next read).
+struct RetentionService: Service {
+    let store: Store
+    let jobDays: Double?
+    let exportDays: Double?
+    let interval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        guard jobDays != nil || exportDays != nil else {
+            try? await gracefulShutdown()
+            return
+        }
+        while !Task.isCancelledOrShuttingDown {
+            let (store, jobDays, exportDays, logger) = (store, jobDays, exportDays, logger)
+            await BlockingLane.writes.run { Self.sweep(store, jobDays: jobDays, exportDays: exportDays, logger: logger) }
+            _ = try? await cancelOnGracefulShutdown { try await Task.sleep(for: interval) }
+        }
+    }
+
+    static func sweep(_ store: Store, jobDays: Double?, exportDays: Double?, logger: Logger) {
+        let now = Clock.nowMillis()
+        if let jobDays {
+            let before = now - Int64(jobDays * 86_400_000)
+            do {
+                for job in try store.endedJobs(finishedBefore: before) {
+                    let d = try store.deleteJob(id: job.job.jobID, org: job.org)
+                    logger.info("job deleted by retention", metadata: ["job": "\(job.job.jobID)", "org": "\(job.org)",
+                                                                      "records": "\(d.records)", "retention_days": "\(jobDays)"])
+                }
+            } catch {
+                logger.error("retention sweep failed", metadata: ["error": "\(error)"])
+            }
+        }
+        let removed = store.sweepExports(unwrittenFor: exportDays.map { .milliseconds(Int64($0 * 86_400_000)) })
+        if removed.files > 0 {
+            logger.info("export files removed", metadata: ["files": "\(removed.files)", "bytes": "\(removed.bytes)"])
+        }
+    }
+}
+
+extension Task where Success == Never, Failure == Never {
+    static var isCancelledOrShuttingDown: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
 }

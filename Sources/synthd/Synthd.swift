@@ -1,11 +1,14 @@
 import ArgumentParser
+import CoreMetrics
 import Foundation
 import Logging
+import Prometheus
 import ServiceLifecycle
 import SynthConcurrency
 import SynthCore
 import SynthEngine
 import SynthGRPC
+import SynthProto
 import SynthServer
 import SynthSpec
 import SynthStore
@@ -41,6 +44,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Standard gRPC (HTTP/2) listen address HOST:PORT, beside the framed protocol; same TLS and keys.")
     var grpc: String?
+
+    @Option(help: "Prometheus metrics on HOST:PORT (GET /metrics, plain HTTP): bind it to an address only your monitoring reaches.")
+    var metrics: String?
 
     @Option(help: "JSON config file: providers, tiers, critic and limits.")
     var config: String?
@@ -98,6 +104,10 @@ struct Serve: AsyncParsableCommand {
         }
         file.engine.applyEnvironment(ProcessInfo.processInfo.environment)
 
+        // Metrics only when they are served: otherwise swift-metrics stays a no-op.
+        let registry = PrometheusCollectorRegistry()
+        if metrics ?? file.server?.metrics != nil { MetricsSystem.bootstrap(SynthdMetricsFactory(registry: registry)) }
+
         var serverConfig = file.serverConfig
         if let tcp { serverConfig.tcp = tcp }
         if let grpc { serverConfig.grpc = grpc }
@@ -138,6 +148,9 @@ struct Serve: AsyncParsableCommand {
             format.fail("the store in \(data.path) cannot be used: \(e.message)", logger: logger)
             throw ExitCode(4)
         }
+        if let m = store.migration {
+            logger.notice("the store was brought to this synthd's format", metadata: ["data": "\(data.path)", "from": "\(m.from)", "to": "\(m.to)"])
+        }
         var local: LocalModel?
         if let choice = file.localModelChoice(environment: ProcessInfo.processInfo.environment) {
             do {
@@ -156,6 +169,9 @@ struct Serve: AsyncParsableCommand {
         let core = JobService(store: store, engine: engine, validator: Validator(maxCount: file.engine.maxCount, catalog: file.engine.catalog), logger: logger)
         let server = Server(config: serverConfig, core: core, logger: logger)
         let grpcEndpoint = try serverConfig.grpc.map { try GRPCEndpoint(address: $0, config: serverConfig, core: core, gate: server.gate, logger: logger) }
+        let metricsEndpoint = try (metrics ?? file.server?.metrics).map {
+            try MetricsEndpoint(address: $0, registry: registry, store: store, engine: engine, logger: logger)
+        }
         // Stopped in the reverse of this order: the listeners first (open calls end with a status
         // that says to retry), then the engine's runners, the local model, and the store last.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
@@ -164,8 +180,12 @@ struct Serve: AsyncParsableCommand {
         if let local { services.append(.init(service: LocalModelService(model: local), serviceName: "local-model")) }
         services += [
             .init(service: EngineService(engine: engine, logger: logger), serviceName: "engine"),
-            .init(service: ListenerService(server: server, grpc: grpcEndpoint, dataPath: data.path, logger: logger), serviceName: "listeners"),
+            .init(service: ListenerService(server: server, grpc: grpcEndpoint, metrics: metricsEndpoint, dataPath: data.path, logger: logger),
+                  serviceName: "listeners"),
             .init(service: ReloadService(server: server, grpc: grpcEndpoint), serviceName: "tls-reload"),
+            .init(service: RetentionService(store: store, jobDays: file.server?.retentionDays, exportDays: file.server?.exportRetentionDays,
+                                            interval: .milliseconds(Int64(min(86_400, max(0.1, file.server?.retentionSweepSeconds ?? 3600)) * 1000)),
+                                            logger: logger), serviceName: "retention"),
             .init(service: SignalService(signals: signals, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup,
                   serviceName: "signals"),
         ]
@@ -205,7 +225,26 @@ final class Signals: Sendable {
 struct Admin: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage orgs and keys directly in the data directory (works while the server runs).",
-        subcommands: [CreateOrg.self, CreateKey.self, RevokeKey.self, ListOrgs.self, Verify.self])
+        subcommands: [CreateOrg.self, SetPlan.self, TopUp.self, ListOrgs.self, CreateKey.self, ListKeys.self, RevokeKey.self, Backup.self,
+                      Verify.self])
+
+    struct Backup: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Copy the store (consistent and compacted, while the server runs) into a new directory that `synthd serve --data` starts from.")
+        @OptionGroup var data: DataOption
+        @Argument(help: "The directory for the copy (new, or without a data.mdb).") var directory: String
+
+        func run() throws {
+            let store = try Store(path: data.path)
+            do {
+                try store.backup(to: directory)
+            } catch let e as StoreError {
+                throw ValidationError(e.message)
+            }
+            let size = (try? FileManager.default.attributesOfItem(atPath: directory + "/data.mdb")[.size] as? Int) ?? 0
+            print("backed up \(data.path) to \(directory) (\(size) bytes, format \(Store.formatVersion))")
+        }
+    }
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -298,12 +337,107 @@ struct Admin: ParsableCommand {
     }
 
     struct ListOrgs: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "list-orgs", abstract: "List the orgs.")
+        static let configuration = CommandConfiguration(commandName: "list-orgs", abstract: "List the orgs with their plans and this month's usage.")
         @OptionGroup var data: DataOption
+        @Flag(help: "One JSON object per org, one a line.") var json = false
 
         func run() throws {
             let store = try Store(path: data.path)
-            for org in try store.orgs() { print("\(org.name)\t\(org.plan)") }
+            let month = Clock.month(Clock.nowMillis())
+            var rows: [[String]] = []
+            for org in try store.orgs() {
+                let u = try store.usage(org: org.name, month: month) ?? PBStoredUsage()
+                let keys = try store.keys(org: org.name).filter { !$0.revoked && !Store.isExpired($0) }.count
+                if json {
+                    let o: [String: Any] = ["org": org.name, "plan": org.plan, "monthly_quota": org.monthlyQuota,
+                                            "balance_usd": Double(org.balanceMicroUsd) / 1e6, "month": month, "records": u.records,
+                                            "jobs": u.jobs, "cost_usd": Double(u.costMicroUsd) / 1e6, "active_keys": keys]
+                    print(String(decoding: try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]), as: UTF8.self))
+                } else {
+                    rows.append([org.name, org.plan, org.plan == "payg" ? "-" : String(org.monthlyQuota),
+                                 org.plan == "payg" ? String(format: "$%.2f", Double(org.balanceMicroUsd) / 1e6) : "-",
+                                 String(u.records), String(u.jobs), String(format: "$%.4f", Double(u.costMicroUsd) / 1e6), String(keys)])
+                }
+            }
+            if !json {
+                print(AdminTable.render(["ORG", "PLAN", "QUOTA", "BALANCE", "RECORDS \(month)", "JOBS", "BILLED", "KEYS"], rows))
+            }
         }
+    }
+
+    struct SetPlan: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "set-plan", abstract: "Change an org's plan or monthly quota (works while the server runs).")
+        @OptionGroup var data: DataOption
+        @Argument(help: "The org.") var org: String
+        @Option(help: "free, subscription or payg.") var plan: String?
+        @Option(help: "Monthly record quota (free: default 100; subscription: quota records).") var quota: Int64?
+
+        func run() throws {
+            if let plan, !["free", "subscription", "payg"].contains(plan) { throw ValidationError("--plan must be free, subscription or payg") }
+            if let quota, quota < 0 { throw ValidationError("--quota must be 0 or more") }
+            guard plan != nil || quota != nil else { throw ValidationError("give --plan, --quota or both") }
+            let store = try Store(path: data.path)
+            do {
+                let org = try store.updateOrg(org) { o in
+                    if let plan { o.plan = plan }
+                    if let quota { o.monthlyQuota = quota }
+                }
+                print("org \(org.name): plan \(org.plan), monthly quota \(org.monthlyQuota)")
+            } catch let e as StoreError where e.code == .notFound {
+                throw ValidationError(e.message)
+            }
+        }
+    }
+
+    struct TopUp: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "top-up", abstract: "Add dollars to a pay-as-you-go org's balance (works while the server runs).")
+        @OptionGroup var data: DataOption
+        @Argument(help: "The org.") var org: String
+        @Option(help: "Dollars to add (negative to take back).") var usd: Double
+
+        func run() throws {
+            guard usd.isFinite, abs(usd) <= 1e9 else { throw ValidationError("--usd must be a number of dollars") }
+            let store = try Store(path: data.path)
+            do {
+                let org = try store.updateOrg(org) { o in
+                    let next = o.balanceMicroUsd + Int64((usd * 1_000_000).rounded())
+                    guard next >= 0 else { throw ValidationError("the balance would go below zero") }
+                    o.balanceMicroUsd = next
+                }
+                print(String(format: "org %@: balance $%.2f", org.name, Double(org.balanceMicroUsd) / 1e6))
+            } catch let e as StoreError where e.code == .notFound {
+                throw ValidationError(e.message)
+            }
+        }
+    }
+
+    struct ListKeys: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list-keys", abstract: "List an org's keys (ids and prefixes; a key itself is never stored).")
+        @OptionGroup var data: DataOption
+        @Option(help: "The org.") var org: String
+
+        func run() throws {
+            let store = try Store(path: data.path)
+            guard try store.org(named: org) != nil else { throw ValidationError("org \(org) not found") }
+            let rows = try store.keys(org: org).map { k -> [String] in
+                let state = k.revoked ? "revoked" : Store.isExpired(k) ? "expired" : "active"
+                return [k.keyID, k.prefix + "...", k.name.isEmpty ? "-" : k.name, k.scope.isEmpty ? "full" : k.scope, state,
+                        k.expiresAtMs > 0 ? Clock.rfc3339(k.expiresAtMs) : "never", k.lastUsedMs > 0 ? Clock.rfc3339(k.lastUsedMs) : "never"]
+            }
+            print(AdminTable.render(["KEY ID", "PREFIX", "NAME", "SCOPE", "STATE", "EXPIRES", "LAST USED"], rows))
+        }
+    }
+}
+
+/// Left-aligned columns for the admin tables.
+enum AdminTable {
+    static func render(_ header: [String], _ rows: [[String]]) -> String {
+        var widths = header.map(\.count)
+        for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ")
+        }
+        return ([line(header)] + rows.map(line)).joined(separator: "\n")
     }
 }

@@ -22,6 +22,8 @@ import Testing
         case "GetManifest": return PBGetManifestRequest.with { $0.jobID = job }
         case "CreateApiKey": return PBCreateApiKeyRequest()
         case "RevokeApiKey": return PBRevokeApiKeyRequest.with { $0.keyID = "key_none" }
+        case "DeleteJob": return PBDeleteJobRequest.with { $0.jobID = job }
+        case "GetUsage": return PBGetUsageRequest()
         default: return PBHealthRequest()
         }
     }

@@ -205,6 +205,32 @@ public enum PBSynthd: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "DeleteJob" metadata.
+        public enum DeleteJob: Sendable {
+            /// Request type for "DeleteJob".
+            public typealias Input = PBDeleteJobRequest
+            /// Response type for "DeleteJob".
+            public typealias Output = PBDeleteJobResponse
+            /// Descriptor for "DeleteJob".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "synthd.v1.Synthd"),
+                method: "DeleteJob",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetUsage" metadata.
+        public enum GetUsage: Sendable {
+            /// Request type for "GetUsage".
+            public typealias Input = PBGetUsageRequest
+            /// Response type for "GetUsage".
+            public typealias Output = PBGetUsageResponse
+            /// Descriptor for "GetUsage".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "synthd.v1.Synthd"),
+                method: "GetUsage",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "synthd.v1.Synthd" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Generate.descriptor,
@@ -220,7 +246,9 @@ public enum PBSynthd: Sendable {
             Health.descriptor,
             CreateApiKey.descriptor,
             ListApiKeys.descriptor,
-            RevokeApiKey.descriptor
+            RevokeApiKey.descriptor,
+            DeleteJob.descriptor,
+            GetUsage.descriptor
         ]
     }
 }
@@ -447,6 +475,34 @@ extension PBSynthd {
             request: GRPCCore.StreamingServerRequest<PBRevokeApiKeyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<PBRevokeApiKeyResponse>
+
+        /// Handle the "DeleteJob" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `PBDeleteJobRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `PBDeleteJobResponse` messages.
+        func deleteJob(
+            request: GRPCCore.StreamingServerRequest<PBDeleteJobRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<PBDeleteJobResponse>
+
+        /// Handle the "GetUsage" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `PBGetUsageRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `PBGetUsageResponse` messages.
+        func getUsage(
+            request: GRPCCore.StreamingServerRequest<PBGetUsageRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<PBGetUsageResponse>
     }
 
     /// Service protocol for the "synthd.v1.Synthd" service.
@@ -657,6 +713,34 @@ extension PBSynthd {
             request: GRPCCore.ServerRequest<PBRevokeApiKeyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<PBRevokeApiKeyResponse>
+
+        /// Handle the "DeleteJob" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `PBDeleteJobRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `PBDeleteJobResponse` message.
+        func deleteJob(
+            request: GRPCCore.ServerRequest<PBDeleteJobRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<PBDeleteJobResponse>
+
+        /// Handle the "GetUsage" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `PBGetUsageRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `PBGetUsageResponse` message.
+        func getUsage(
+            request: GRPCCore.ServerRequest<PBGetUsageRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<PBGetUsageResponse>
     }
 
     /// Simple service protocol for the "synthd.v1.Synthd" service.
@@ -867,6 +951,34 @@ extension PBSynthd {
             request: PBRevokeApiKeyRequest,
             context: GRPCCore.ServerContext
         ) async throws -> PBRevokeApiKeyResponse
+
+        /// Handle the "DeleteJob" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `PBDeleteJobRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `PBDeleteJobResponse` to respond with.
+        func deleteJob(
+            request: PBDeleteJobRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> PBDeleteJobResponse
+
+        /// Handle the "GetUsage" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `PBGetUsageRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `PBGetUsageResponse` to respond with.
+        func getUsage(
+            request: PBGetUsageRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> PBGetUsageResponse
     }
 }
 
@@ -1028,6 +1140,28 @@ extension PBSynthd.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: PBSynthd.Method.DeleteJob.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<PBDeleteJobRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<PBDeleteJobResponse>(),
+            handler: { request, context in
+                try await self.deleteJob(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: PBSynthd.Method.GetUsage.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<PBGetUsageRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<PBGetUsageResponse>(),
+            handler: { request, context in
+                try await self.getUsage(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1182,6 +1316,28 @@ extension PBSynthd.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<PBRevokeApiKeyResponse> {
         let response = try await self.revokeApiKey(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deleteJob(
+        request: GRPCCore.StreamingServerRequest<PBDeleteJobRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<PBDeleteJobResponse> {
+        let response = try await self.deleteJob(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getUsage(
+        request: GRPCCore.StreamingServerRequest<PBGetUsageRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<PBGetUsageResponse> {
+        let response = try await self.getUsage(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1375,6 +1531,32 @@ extension PBSynthd.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<PBRevokeApiKeyResponse> {
         return GRPCCore.ServerResponse<PBRevokeApiKeyResponse>(
             message: try await self.revokeApiKey(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deleteJob(
+        request: GRPCCore.ServerRequest<PBDeleteJobRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<PBDeleteJobResponse> {
+        return GRPCCore.ServerResponse<PBDeleteJobResponse>(
+            message: try await self.deleteJob(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getUsage(
+        request: GRPCCore.ServerRequest<PBGetUsageRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<PBGetUsageResponse> {
+        return GRPCCore.ServerResponse<PBGetUsageResponse>(
+            message: try await self.getUsage(
                 request: request.message,
                 context: context
             ),
@@ -1661,6 +1843,44 @@ extension PBSynthd {
             deserializer: some GRPCCore.MessageDeserializer<PBRevokeApiKeyResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBRevokeApiKeyResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeleteJob" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `PBDeleteJobRequest` message.
+        ///   - serializer: A serializer for `PBDeleteJobRequest` messages.
+        ///   - deserializer: A deserializer for `PBDeleteJobResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deleteJob<Result>(
+            request: GRPCCore.ClientRequest<PBDeleteJobRequest>,
+            serializer: some GRPCCore.MessageSerializer<PBDeleteJobRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<PBDeleteJobResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBDeleteJobResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetUsage" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `PBGetUsageRequest` message.
+        ///   - serializer: A serializer for `PBGetUsageRequest` messages.
+        ///   - deserializer: A deserializer for `PBGetUsageResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getUsage<Result>(
+            request: GRPCCore.ClientRequest<PBGetUsageRequest>,
+            serializer: some GRPCCore.MessageSerializer<PBGetUsageRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<PBGetUsageResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBGetUsageResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2100,6 +2320,66 @@ extension PBSynthd {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "DeleteJob" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `PBDeleteJobRequest` message.
+        ///   - serializer: A serializer for `PBDeleteJobRequest` messages.
+        ///   - deserializer: A deserializer for `PBDeleteJobResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deleteJob<Result>(
+            request: GRPCCore.ClientRequest<PBDeleteJobRequest>,
+            serializer: some GRPCCore.MessageSerializer<PBDeleteJobRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<PBDeleteJobResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBDeleteJobResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: PBSynthd.Method.DeleteJob.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetUsage" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `PBGetUsageRequest` message.
+        ///   - serializer: A serializer for `PBGetUsageRequest` messages.
+        ///   - deserializer: A deserializer for `PBGetUsageResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getUsage<Result>(
+            request: GRPCCore.ClientRequest<PBGetUsageRequest>,
+            serializer: some GRPCCore.MessageSerializer<PBGetUsageRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<PBGetUsageResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBGetUsageResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: PBSynthd.Method.GetUsage.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2447,6 +2727,56 @@ extension PBSynthd.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<PBRevokeApiKeyRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<PBRevokeApiKeyResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteJob" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `PBDeleteJobRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteJob<Result>(
+        request: GRPCCore.ClientRequest<PBDeleteJobRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBDeleteJobResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deleteJob(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<PBDeleteJobRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<PBDeleteJobResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetUsage" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `PBGetUsageRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getUsage<Result>(
+        request: GRPCCore.ClientRequest<PBGetUsageRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBGetUsageResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getUsage(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<PBGetUsageRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<PBGetUsageResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2852,6 +3182,64 @@ extension PBSynthd.ClientProtocol {
             metadata: metadata
         )
         return try await self.revokeApiKey(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteJob" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteJob<Result>(
+        _ message: PBDeleteJobRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBDeleteJobResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<PBDeleteJobRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deleteJob(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetUsage" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getUsage<Result>(
+        _ message: PBGetUsageRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBGetUsageResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<PBGetUsageRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getUsage(
             request: request,
             options: options,
             onResponse: handleResponse

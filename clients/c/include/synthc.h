@@ -153,6 +153,10 @@ Synthd__V1__HealthResponse *synthc_health(synthc_client *c);
 Synthd__V1__CreateApiKeyResponse *synthc_create_api_key(synthc_client *c, const char *name);
 Synthd__V1__ListApiKeysResponse *synthc_list_api_keys(synthc_client *c);
 Synthd__V1__RevokeApiKeyResponse *synthc_revoke_api_key(synthc_client *c, const char *key_id);
+/* An ended job and everything of it (records, events, manifest, exports). Added in 0.3.0. */
+Synthd__V1__DeleteJobResponse *synthc_delete_job(synthc_client *c, const char *job_id);
+/* The org's usage this month and what its plan has left. Added in 0.3.0. */
+Synthd__V1__GetUsageResponse *synthc_get_usage(synthc_client *c);
 
 /* Any unary method by name: `request` is the method's request message, `response` the descriptor of
  * its response type. Returns the decoded response (free with synthc_free) or NULL. */

@@ -1487,6 +1487,19 @@ Synthd__V1__CancelJobResponse *synthc_cancel_job(synthc_client *c, const char *j
 	return (Synthd__V1__CancelJobResponse *)call_method(c, &req.base);
 }
 
+Synthd__V1__DeleteJobResponse *synthc_delete_job(synthc_client *c, const char *job_id)
+{
+	Synthd__V1__DeleteJobRequest req = SYNTHD__V1__DELETE_JOB_REQUEST__INIT;
+	req.job_id = str(job_id);
+	return (Synthd__V1__DeleteJobResponse *)call_method(c, &req.base);
+}
+
+Synthd__V1__GetUsageResponse *synthc_get_usage(synthc_client *c)
+{
+	Synthd__V1__GetUsageRequest req = SYNTHD__V1__GET_USAGE_REQUEST__INIT;
+	return (Synthd__V1__GetUsageResponse *)call_method(c, &req.base);
+}
+
 Synthd__V1__GetQualityReportResponse *synthc_get_quality_report(synthc_client *c, const char *job_id)
 {
 	Synthd__V1__GetQualityReportRequest req = SYNTHD__V1__GET_QUALITY_REPORT_REQUEST__INIT;

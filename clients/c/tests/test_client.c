@@ -969,6 +969,45 @@ static void t_revoke_during_watch(void)
 	synthc_close(admin);
 }
 
+/* DeleteJob and GetUsage: an ended job goes whole; what it was billed stays in the month. */
+static void t_lifecycle(void)
+{
+	synthc_client *c = client();
+	Synthd__V1__GenerateResponse *g = generate(c, 10, NULL);
+	CHECK_OK(c, g);
+	if (g == NULL) {
+		synthc_close(c);
+		return;
+	}
+	char id[128];
+	snprintf(id, sizeof id, "%s", g->job->job_id);
+	synthc_free(g);
+	char final[32];
+	int snaps;
+	CHECK(watch_all(c, id, 0, final, sizeof final, &snaps) == 10, "watched");
+	Synthd__V1__GetUsageResponse *u = synthc_get_usage(c);
+	CHECK_OK(c, u);
+	int64_t billed = u ? u->records : -1;
+	CHECK(u && u->org[0] && strcmp(u->plan, "payg") == 0 && u->records >= 10 && u->balance_usd > 0, "usage");
+	synthc_free(u);
+
+	Synthd__V1__DeleteJobResponse *d = synthc_delete_job(c, id);
+	CHECK_OK(c, d);
+	CHECK(d && strcmp(d->job_id, id) == 0 && d->records_deleted == 10, "deleted %" PRId64, d ? d->records_deleted : -1);
+	synthc_free(d);
+	Synthd__V1__GetJobResponse *j = synthc_get_job(c, id);
+	CHECK(j == NULL, "a deleted job is still there");
+	CHECK_ERR(c, SYNTHC_ERR_STATUS, SYNTHD__V1__STATUS_CODE__NOT_FOUND, NULL);
+	d = synthc_delete_job(c, id);
+	CHECK(d == NULL, "deleted twice");
+	CHECK_ERR(c, SYNTHC_ERR_STATUS, SYNTHD__V1__STATUS_CODE__NOT_FOUND, NULL);
+	u = synthc_get_usage(c);
+	CHECK_OK(c, u);
+	CHECK(u && u->records == billed, "the month's records changed with a delete");
+	synthc_free(u);
+	synthc_close(c);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -983,6 +1022,7 @@ static const struct {
 	{"streams", t_streams},
 	{"keys", t_keys},
 	{"connect_errors", t_connect_errors},
+	{"lifecycle", t_lifecycle},
 	{"live_watch", t_live_watch},
 	{"cancel", t_cancel},
 	{"stream_cancel", t_stream_cancel},

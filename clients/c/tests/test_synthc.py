@@ -45,7 +45,7 @@ if os.environ.get("SYNTHC_SANITIZED"):
     # its leak check) looks for what valgrind would.
     VALGRIND = []
 
-FAST_TESTS = ["health", "tcp", "pricing", "auth", "validation", "plan", "jobs", "streams", "keys", "connect_errors"]
+FAST_TESTS = ["health", "tcp", "pricing", "auth", "validation", "plan", "jobs", "streams", "keys", "connect_errors", "lifecycle"]
 SLOW_TESTS = ["live_watch", "cancel", "stream_cancel", "stream_deadline", "revoke_during_watch"]
 
 

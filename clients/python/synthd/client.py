@@ -258,6 +258,18 @@ class Client:
         """Cancels a job; its accepted records are kept. A finished job raises `FailedPrecondition`."""
         return Job.from_proto(self._unary(M.CANCEL_JOB, pb.CancelJobRequest(job_id=job_id), retry=False).job)
 
+    def delete(self, job_id: str) -> Dict[str, Any]:
+        """Deletes an ended job with its records, events, manifest and exports; a queued or running job
+        raises `FailedPrecondition` (JOB_NOT_ENDED): cancel it first. Returns what was removed."""
+        resp = self._unary(M.DELETE_JOB, pb.DeleteJobRequest(job_id=job_id), retry=False)
+        return {"job_id": resp.job_id, "records_deleted": resp.records_deleted, "export_bytes_deleted": resp.export_bytes_deleted}
+
+    def usage(self) -> Dict[str, Any]:
+        """The org's usage this month (UTC) and what its plan has left: records, jobs, cost_usd, quota,
+        quota_used, quota_left (free and subscription), balance_usd and balance_left_usd (payg)."""
+        resp = self._unary(M.GET_USAGE, pb.GetUsageRequest())
+        return {f.name: getattr(resp, f.name) for f in resp.DESCRIPTOR.fields}
+
     def report(self, job_id: str) -> Dict[str, Any]:
         """The job's quality report, as manifest.json holds it (pass rate, diversity, grade, rejections)."""
         resp = self._unary(M.GET_QUALITY_REPORT, pb.GetQualityReportRequest(job_id=job_id))

@@ -129,7 +129,7 @@ class Synthd:
     the engine talking to the fake provider. It can be stopped, killed and started again on the
     same data directory and addresses."""
 
-    def __init__(self, fake: FakeProvider, server: Optional[dict] = None, grpc: bool = False):
+    def __init__(self, fake: FakeProvider, server: Optional[dict] = None, grpc: bool = False, metrics: bool = False):
         self.bin = bin_dir()
         self.dir = tempfile.mkdtemp(prefix="sdpy-", dir="/tmp")
         self.data = os.path.join(self.dir, "data")
@@ -153,6 +153,9 @@ class Synthd:
         # The standard gRPC endpoint (--grpc) too, on a port of its own, when asked for.
         self.grpc = grpc
         self.grpc_port = 0
+        # Prometheus metrics (--metrics), when asked for.
+        self.metrics = metrics
+        self.metrics_port = 0
 
     # ---- admin -----------------------------------------------------------------------------
 
@@ -176,7 +179,8 @@ class Synthd:
         self.proc = subprocess.Popen(
             [str(self.bin / "synthd"), "serve", "--data", self.data, "--unix", self.sock,
              "--tcp", f"127.0.0.1:{self.tcp_port}", "--config", self.config,
-             *(["--grpc", f"127.0.0.1:{self.grpc_port}"] if self.grpc else [])],
+             *(["--grpc", f"127.0.0.1:{self.grpc_port}"] if self.grpc else []),
+             *(["--metrics", f"127.0.0.1:{self.metrics_port}"] if self.metrics else [])],
             stdout=subprocess.PIPE, stderr=log, start_new_session=True, preexec_fn=_die_with_us)
         log.close()
         line = _first_line(self.proc, "synthd")
@@ -185,6 +189,8 @@ class Synthd:
         self.tcp_port = int(parts["tcp"])
         if self.grpc:
             self.grpc_port = int(parts["grpc"])
+        if self.metrics:
+            self.metrics_port = int(parts["metrics"])
 
     def stop(self) -> None:
         if self.proc is not None:

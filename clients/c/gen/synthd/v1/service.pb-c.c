@@ -913,6 +913,96 @@ void   synthd__v1__cancel_job_response__free_unpacked
   assert(message->base.descriptor == &synthd__v1__cancel_job_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   synthd__v1__delete_job_request__init
+                     (Synthd__V1__DeleteJobRequest         *message)
+{
+  static const Synthd__V1__DeleteJobRequest init_value = SYNTHD__V1__DELETE_JOB_REQUEST__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__delete_job_request__get_packed_size
+                     (const Synthd__V1__DeleteJobRequest *message)
+{
+  assert(message->base.descriptor == &synthd__v1__delete_job_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__delete_job_request__pack
+                     (const Synthd__V1__DeleteJobRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__delete_job_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__delete_job_request__pack_to_buffer
+                     (const Synthd__V1__DeleteJobRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__delete_job_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__DeleteJobRequest *
+       synthd__v1__delete_job_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__DeleteJobRequest *)
+     protobuf_c_message_unpack (&synthd__v1__delete_job_request__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__delete_job_request__free_unpacked
+                     (Synthd__V1__DeleteJobRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__delete_job_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   synthd__v1__delete_job_response__init
+                     (Synthd__V1__DeleteJobResponse         *message)
+{
+  static const Synthd__V1__DeleteJobResponse init_value = SYNTHD__V1__DELETE_JOB_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__delete_job_response__get_packed_size
+                     (const Synthd__V1__DeleteJobResponse *message)
+{
+  assert(message->base.descriptor == &synthd__v1__delete_job_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__delete_job_response__pack
+                     (const Synthd__V1__DeleteJobResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__delete_job_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__delete_job_response__pack_to_buffer
+                     (const Synthd__V1__DeleteJobResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__delete_job_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__DeleteJobResponse *
+       synthd__v1__delete_job_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__DeleteJobResponse *)
+     protobuf_c_message_unpack (&synthd__v1__delete_job_response__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__delete_job_response__free_unpacked
+                     (Synthd__V1__DeleteJobResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__delete_job_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   synthd__v1__watch_job_request__init
                      (Synthd__V1__WatchJobRequest         *message)
 {
@@ -2105,6 +2195,96 @@ void   synthd__v1__revoke_api_key_response__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &synthd__v1__revoke_api_key_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   synthd__v1__get_usage_request__init
+                     (Synthd__V1__GetUsageRequest         *message)
+{
+  static const Synthd__V1__GetUsageRequest init_value = SYNTHD__V1__GET_USAGE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__get_usage_request__get_packed_size
+                     (const Synthd__V1__GetUsageRequest *message)
+{
+  assert(message->base.descriptor == &synthd__v1__get_usage_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__get_usage_request__pack
+                     (const Synthd__V1__GetUsageRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__get_usage_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__get_usage_request__pack_to_buffer
+                     (const Synthd__V1__GetUsageRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__get_usage_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__GetUsageRequest *
+       synthd__v1__get_usage_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__GetUsageRequest *)
+     protobuf_c_message_unpack (&synthd__v1__get_usage_request__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__get_usage_request__free_unpacked
+                     (Synthd__V1__GetUsageRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__get_usage_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   synthd__v1__get_usage_response__init
+                     (Synthd__V1__GetUsageResponse         *message)
+{
+  static const Synthd__V1__GetUsageResponse init_value = SYNTHD__V1__GET_USAGE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__get_usage_response__get_packed_size
+                     (const Synthd__V1__GetUsageResponse *message)
+{
+  assert(message->base.descriptor == &synthd__v1__get_usage_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__get_usage_response__pack
+                     (const Synthd__V1__GetUsageResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__get_usage_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__get_usage_response__pack_to_buffer
+                     (const Synthd__V1__GetUsageResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__get_usage_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__GetUsageResponse *
+       synthd__v1__get_usage_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__GetUsageResponse *)
+     protobuf_c_message_unpack (&synthd__v1__get_usage_response__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__get_usage_response__free_unpacked
+                     (Synthd__V1__GetUsageResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__get_usage_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 static const ProtobufCFieldDescriptor synthd__v1__generate_request__field_descriptors[4] =
@@ -3657,6 +3837,108 @@ const ProtobufCMessageDescriptor synthd__v1__cancel_job_response__descriptor =
   synthd__v1__cancel_job_response__field_indices_by_name,
   1,  synthd__v1__cancel_job_response__number_ranges,
   (ProtobufCMessageInit) synthd__v1__cancel_job_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__delete_job_request__field_descriptors[1] =
+{
+  {
+    "job_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__DeleteJobRequest, job_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__delete_job_request__field_indices_by_name[] = {
+  0,   /* field[0] = job_id */
+};
+static const ProtobufCIntRange synthd__v1__delete_job_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor synthd__v1__delete_job_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.DeleteJobRequest",
+  "DeleteJobRequest",
+  "Synthd__V1__DeleteJobRequest",
+  "synthd.v1",
+  sizeof(Synthd__V1__DeleteJobRequest),
+  1,
+  synthd__v1__delete_job_request__field_descriptors,
+  synthd__v1__delete_job_request__field_indices_by_name,
+  1,  synthd__v1__delete_job_request__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__delete_job_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__delete_job_response__field_descriptors[3] =
+{
+  {
+    "job_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__DeleteJobResponse, job_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "records_deleted",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__DeleteJobResponse, records_deleted),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "export_bytes_deleted",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__DeleteJobResponse, export_bytes_deleted),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__delete_job_response__field_indices_by_name[] = {
+  2,   /* field[2] = export_bytes_deleted */
+  0,   /* field[0] = job_id */
+  1,   /* field[1] = records_deleted */
+};
+static const ProtobufCIntRange synthd__v1__delete_job_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor synthd__v1__delete_job_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.DeleteJobResponse",
+  "DeleteJobResponse",
+  "Synthd__V1__DeleteJobResponse",
+  "synthd.v1",
+  sizeof(Synthd__V1__DeleteJobResponse),
+  3,
+  synthd__v1__delete_job_response__field_descriptors,
+  synthd__v1__delete_job_response__field_indices_by_name,
+  1,  synthd__v1__delete_job_response__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__delete_job_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor synthd__v1__watch_job_request__field_descriptors[4] =
@@ -5597,6 +5879,205 @@ const ProtobufCMessageDescriptor synthd__v1__revoke_api_key_response__descriptor
   (ProtobufCMessageInit) synthd__v1__revoke_api_key_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+#define synthd__v1__get_usage_request__field_descriptors NULL
+#define synthd__v1__get_usage_request__field_indices_by_name NULL
+#define synthd__v1__get_usage_request__number_ranges NULL
+const ProtobufCMessageDescriptor synthd__v1__get_usage_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.GetUsageRequest",
+  "GetUsageRequest",
+  "Synthd__V1__GetUsageRequest",
+  "synthd.v1",
+  sizeof(Synthd__V1__GetUsageRequest),
+  0,
+  synthd__v1__get_usage_request__field_descriptors,
+  synthd__v1__get_usage_request__field_indices_by_name,
+  0,  synthd__v1__get_usage_request__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__get_usage_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__get_usage_response__field_descriptors[12] =
+{
+  {
+    "org",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, org),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "plan",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, plan),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "month",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, month),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "records",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, records),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "jobs",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, jobs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cost_usd",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, cost_usd),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quota",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, quota),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quota_used",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, quota_used),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quota_left",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, quota_left),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "balance_usd",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, balance_usd),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "balance_left_usd",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, balance_left_usd),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "unfinished_jobs",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, unfinished_jobs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__get_usage_response__field_indices_by_name[] = {
+  10,   /* field[10] = balance_left_usd */
+  9,   /* field[9] = balance_usd */
+  5,   /* field[5] = cost_usd */
+  4,   /* field[4] = jobs */
+  2,   /* field[2] = month */
+  0,   /* field[0] = org */
+  1,   /* field[1] = plan */
+  6,   /* field[6] = quota */
+  8,   /* field[8] = quota_left */
+  7,   /* field[7] = quota_used */
+  3,   /* field[3] = records */
+  11,   /* field[11] = unfinished_jobs */
+};
+static const ProtobufCIntRange synthd__v1__get_usage_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 12 }
+};
+const ProtobufCMessageDescriptor synthd__v1__get_usage_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.GetUsageResponse",
+  "GetUsageResponse",
+  "Synthd__V1__GetUsageResponse",
+  "synthd.v1",
+  sizeof(Synthd__V1__GetUsageResponse),
+  12,
+  synthd__v1__get_usage_response__field_descriptors,
+  synthd__v1__get_usage_response__field_indices_by_name,
+  1,  synthd__v1__get_usage_response__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__get_usage_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue synthd__v1__job_state__enum_values_by_number[6] =
 {
   { "JOB_STATE_UNSPECIFIED", "SYNTHD__V1__JOB_STATE__JOB_STATE_UNSPECIFIED", 0 },
@@ -5633,7 +6114,7 @@ const ProtobufCEnumDescriptor synthd__v1__job_state__descriptor =
   synthd__v1__job_state__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor synthd__v1__synthd__method_descriptors[14] =
+static const ProtobufCMethodDescriptor synthd__v1__synthd__method_descriptors[16] =
 {
   { "Generate", &synthd__v1__generate_request__descriptor, &synthd__v1__generate_response__descriptor },
   { "Plan", &synthd__v1__plan_request__descriptor, &synthd__v1__plan_response__descriptor },
@@ -5649,16 +6130,20 @@ static const ProtobufCMethodDescriptor synthd__v1__synthd__method_descriptors[14
   { "CreateApiKey", &synthd__v1__create_api_key_request__descriptor, &synthd__v1__create_api_key_response__descriptor },
   { "ListApiKeys", &synthd__v1__list_api_keys_request__descriptor, &synthd__v1__list_api_keys_response__descriptor },
   { "RevokeApiKey", &synthd__v1__revoke_api_key_request__descriptor, &synthd__v1__revoke_api_key_response__descriptor },
+  { "DeleteJob", &synthd__v1__delete_job_request__descriptor, &synthd__v1__delete_job_response__descriptor },
+  { "GetUsage", &synthd__v1__get_usage_request__descriptor, &synthd__v1__get_usage_response__descriptor },
 };
 const unsigned synthd__v1__synthd__method_indices_by_name[] = {
   4,        /* CancelJob */
   11,        /* CreateApiKey */
+  14,        /* DeleteJob */
   6,        /* FetchSplits */
   0,        /* Generate */
   2,        /* GetJob */
   8,        /* GetManifest */
   9,        /* GetPricing */
   7,        /* GetQualityReport */
+  15,        /* GetUsage */
   10,        /* Health */
   12,        /* ListApiKeys */
   3,        /* ListJobs */
@@ -5673,7 +6158,7 @@ const ProtobufCServiceDescriptor synthd__v1__synthd__descriptor =
   "Synthd",
   "Synthd__V1__Synthd",
   "synthd.v1",
-  14,
+  16,
   synthd__v1__synthd__method_descriptors,
   synthd__v1__synthd__method_indices_by_name
 };
@@ -5788,6 +6273,22 @@ void synthd__v1__synthd__revoke_api_key(ProtobufCService *service,
 {
   assert(service->descriptor == &synthd__v1__synthd__descriptor);
   service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__delete_job(ProtobufCService *service,
+                                    const Synthd__V1__DeleteJobRequest *input,
+                                    Synthd__V1__DeleteJobResponse_Closure closure,
+                                    void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__get_usage(ProtobufCService *service,
+                                   const Synthd__V1__GetUsageRequest *input,
+                                   Synthd__V1__GetUsageResponse_Closure closure,
+                                   void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void synthd__v1__synthd__init (Synthd__V1__Synthd_Service *service,
                                Synthd__V1__Synthd_ServiceDestroy destroy)

@@ -38,6 +38,8 @@ typedef struct Synthd__V1__ListJobsRequest Synthd__V1__ListJobsRequest;
 typedef struct Synthd__V1__ListJobsResponse Synthd__V1__ListJobsResponse;
 typedef struct Synthd__V1__CancelJobRequest Synthd__V1__CancelJobRequest;
 typedef struct Synthd__V1__CancelJobResponse Synthd__V1__CancelJobResponse;
+typedef struct Synthd__V1__DeleteJobRequest Synthd__V1__DeleteJobRequest;
+typedef struct Synthd__V1__DeleteJobResponse Synthd__V1__DeleteJobResponse;
 typedef struct Synthd__V1__WatchJobRequest Synthd__V1__WatchJobRequest;
 typedef struct Synthd__V1__WatchJobResponse Synthd__V1__WatchJobResponse;
 typedef struct Synthd__V1__RecordBatch Synthd__V1__RecordBatch;
@@ -68,6 +70,8 @@ typedef struct Synthd__V1__ListApiKeysRequest Synthd__V1__ListApiKeysRequest;
 typedef struct Synthd__V1__ListApiKeysResponse Synthd__V1__ListApiKeysResponse;
 typedef struct Synthd__V1__RevokeApiKeyRequest Synthd__V1__RevokeApiKeyRequest;
 typedef struct Synthd__V1__RevokeApiKeyResponse Synthd__V1__RevokeApiKeyResponse;
+typedef struct Synthd__V1__GetUsageRequest Synthd__V1__GetUsageRequest;
+typedef struct Synthd__V1__GetUsageResponse Synthd__V1__GetUsageResponse;
 
 
 /* --- enums --- */
@@ -417,6 +421,33 @@ struct  Synthd__V1__CancelJobResponse
 #define SYNTHD__V1__CANCEL_JOB_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__cancel_job_response__descriptor) \
     , NULL }
+
+
+/*
+ * Removes an ended job (succeeded, failed or cancelled) with its records, events, manifest and
+ * export files; a queued or running job must be cancelled first (FAILED_PRECONDITION, JOB_NOT_ENDED).
+ * What the org was billed for it stays in its usage.
+ */
+struct  Synthd__V1__DeleteJobRequest
+{
+  ProtobufCMessage base;
+  char *job_id;
+};
+#define SYNTHD__V1__DELETE_JOB_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__delete_job_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Synthd__V1__DeleteJobResponse
+{
+  ProtobufCMessage base;
+  char *job_id;
+  int64_t records_deleted;
+  int64_t export_bytes_deleted;
+};
+#define SYNTHD__V1__DELETE_JOB_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__delete_job_response__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  Synthd__V1__WatchJobRequest
@@ -909,6 +940,72 @@ struct  Synthd__V1__RevokeApiKeyResponse
     , NULL }
 
 
+/*
+ * The caller's org: what it was billed this month (UTC) and what its plan has left.
+ */
+struct  Synthd__V1__GetUsageRequest
+{
+  ProtobufCMessage base;
+};
+#define SYNTHD__V1__GET_USAGE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__get_usage_request__descriptor) \
+     }
+
+
+struct  Synthd__V1__GetUsageResponse
+{
+  ProtobufCMessage base;
+  char *org;
+  /*
+   * free | subscription | payg
+   */
+  char *plan;
+  /*
+   * YYYY-MM, UTC
+   */
+  char *month;
+  /*
+   * accepted records billed this month
+   */
+  int64_t records;
+  /*
+   * jobs billed this month
+   */
+  int64_t jobs;
+  /*
+   * what they cost at the price list
+   */
+  double cost_usd;
+  /*
+   * free: records a month; subscription: quota records a month; payg: 0
+   */
+  double quota;
+  /*
+   * free: records; subscription: quota records (verified counts 1.5x)
+   */
+  double quota_used;
+  /*
+   * free and subscription: after the unfinished jobs' full estimates
+   */
+  double quota_left;
+  /*
+   * payg
+   */
+  double balance_usd;
+  /*
+   * payg: after the unfinished jobs' full estimates
+   */
+  double balance_left_usd;
+  /*
+   * queued or running: held at their full estimate until billed
+   */
+  int64_t unfinished_jobs;
+};
+#define SYNTHD__V1__GET_USAGE_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__get_usage_response__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+
 /* Synthd__V1__GenerateRequest methods */
 void   synthd__v1__generate_request__init
                      (Synthd__V1__GenerateRequest         *message);
@@ -1291,6 +1388,44 @@ Synthd__V1__CancelJobResponse *
                       const uint8_t       *data);
 void   synthd__v1__cancel_job_response__free_unpacked
                      (Synthd__V1__CancelJobResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Synthd__V1__DeleteJobRequest methods */
+void   synthd__v1__delete_job_request__init
+                     (Synthd__V1__DeleteJobRequest         *message);
+size_t synthd__v1__delete_job_request__get_packed_size
+                     (const Synthd__V1__DeleteJobRequest   *message);
+size_t synthd__v1__delete_job_request__pack
+                     (const Synthd__V1__DeleteJobRequest   *message,
+                      uint8_t             *out);
+size_t synthd__v1__delete_job_request__pack_to_buffer
+                     (const Synthd__V1__DeleteJobRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__DeleteJobRequest *
+       synthd__v1__delete_job_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__delete_job_request__free_unpacked
+                     (Synthd__V1__DeleteJobRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Synthd__V1__DeleteJobResponse methods */
+void   synthd__v1__delete_job_response__init
+                     (Synthd__V1__DeleteJobResponse         *message);
+size_t synthd__v1__delete_job_response__get_packed_size
+                     (const Synthd__V1__DeleteJobResponse   *message);
+size_t synthd__v1__delete_job_response__pack
+                     (const Synthd__V1__DeleteJobResponse   *message,
+                      uint8_t             *out);
+size_t synthd__v1__delete_job_response__pack_to_buffer
+                     (const Synthd__V1__DeleteJobResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__DeleteJobResponse *
+       synthd__v1__delete_job_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__delete_job_response__free_unpacked
+                     (Synthd__V1__DeleteJobResponse *message,
                       ProtobufCAllocator *allocator);
 /* Synthd__V1__WatchJobRequest methods */
 void   synthd__v1__watch_job_request__init
@@ -1798,6 +1933,44 @@ Synthd__V1__RevokeApiKeyResponse *
 void   synthd__v1__revoke_api_key_response__free_unpacked
                      (Synthd__V1__RevokeApiKeyResponse *message,
                       ProtobufCAllocator *allocator);
+/* Synthd__V1__GetUsageRequest methods */
+void   synthd__v1__get_usage_request__init
+                     (Synthd__V1__GetUsageRequest         *message);
+size_t synthd__v1__get_usage_request__get_packed_size
+                     (const Synthd__V1__GetUsageRequest   *message);
+size_t synthd__v1__get_usage_request__pack
+                     (const Synthd__V1__GetUsageRequest   *message,
+                      uint8_t             *out);
+size_t synthd__v1__get_usage_request__pack_to_buffer
+                     (const Synthd__V1__GetUsageRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__GetUsageRequest *
+       synthd__v1__get_usage_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__get_usage_request__free_unpacked
+                     (Synthd__V1__GetUsageRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Synthd__V1__GetUsageResponse methods */
+void   synthd__v1__get_usage_response__init
+                     (Synthd__V1__GetUsageResponse         *message);
+size_t synthd__v1__get_usage_response__get_packed_size
+                     (const Synthd__V1__GetUsageResponse   *message);
+size_t synthd__v1__get_usage_response__pack
+                     (const Synthd__V1__GetUsageResponse   *message,
+                      uint8_t             *out);
+size_t synthd__v1__get_usage_response__pack_to_buffer
+                     (const Synthd__V1__GetUsageResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__GetUsageResponse *
+       synthd__v1__get_usage_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__get_usage_response__free_unpacked
+                     (Synthd__V1__GetUsageResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Synthd__V1__GenerateRequest_Closure)
@@ -1862,6 +2035,12 @@ typedef void (*Synthd__V1__CancelJobRequest_Closure)
                   void *closure_data);
 typedef void (*Synthd__V1__CancelJobResponse_Closure)
                  (const Synthd__V1__CancelJobResponse *message,
+                  void *closure_data);
+typedef void (*Synthd__V1__DeleteJobRequest_Closure)
+                 (const Synthd__V1__DeleteJobRequest *message,
+                  void *closure_data);
+typedef void (*Synthd__V1__DeleteJobResponse_Closure)
+                 (const Synthd__V1__DeleteJobResponse *message,
                   void *closure_data);
 typedef void (*Synthd__V1__WatchJobRequest_Closure)
                  (const Synthd__V1__WatchJobRequest *message,
@@ -1953,6 +2132,12 @@ typedef void (*Synthd__V1__RevokeApiKeyRequest_Closure)
 typedef void (*Synthd__V1__RevokeApiKeyResponse_Closure)
                  (const Synthd__V1__RevokeApiKeyResponse *message,
                   void *closure_data);
+typedef void (*Synthd__V1__GetUsageRequest_Closure)
+                 (const Synthd__V1__GetUsageRequest *message,
+                  void *closure_data);
+typedef void (*Synthd__V1__GetUsageResponse_Closure)
+                 (const Synthd__V1__GetUsageResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -2016,6 +2201,14 @@ struct Synthd__V1__Synthd_Service
                          const Synthd__V1__RevokeApiKeyRequest *input,
                          Synthd__V1__RevokeApiKeyResponse_Closure closure,
                          void *closure_data);
+  void (*delete_job)(Synthd__V1__Synthd_Service *service,
+                     const Synthd__V1__DeleteJobRequest *input,
+                     Synthd__V1__DeleteJobResponse_Closure closure,
+                     void *closure_data);
+  void (*get_usage)(Synthd__V1__Synthd_Service *service,
+                    const Synthd__V1__GetUsageRequest *input,
+                    Synthd__V1__GetUsageResponse_Closure closure,
+                    void *closure_data);
 };
 typedef void (*Synthd__V1__Synthd_ServiceDestroy)(Synthd__V1__Synthd_Service *);
 void synthd__v1__synthd__init (Synthd__V1__Synthd_Service *service,
@@ -2037,7 +2230,9 @@ void synthd__v1__synthd__init (Synthd__V1__Synthd_Service *service,
       function_prefix__ ## health,\
       function_prefix__ ## create_api_key,\
       function_prefix__ ## list_api_keys,\
-      function_prefix__ ## revoke_api_key  }
+      function_prefix__ ## revoke_api_key,\
+      function_prefix__ ## delete_job,\
+      function_prefix__ ## get_usage  }
 void synthd__v1__synthd__generate(ProtobufCService *service,
                                   const Synthd__V1__GenerateRequest *input,
                                   Synthd__V1__GenerateResponse_Closure closure,
@@ -2094,6 +2289,14 @@ void synthd__v1__synthd__revoke_api_key(ProtobufCService *service,
                                         const Synthd__V1__RevokeApiKeyRequest *input,
                                         Synthd__V1__RevokeApiKeyResponse_Closure closure,
                                         void *closure_data);
+void synthd__v1__synthd__delete_job(ProtobufCService *service,
+                                    const Synthd__V1__DeleteJobRequest *input,
+                                    Synthd__V1__DeleteJobResponse_Closure closure,
+                                    void *closure_data);
+void synthd__v1__synthd__get_usage(ProtobufCService *service,
+                                   const Synthd__V1__GetUsageRequest *input,
+                                   Synthd__V1__GetUsageResponse_Closure closure,
+                                   void *closure_data);
 
 /* --- descriptors --- */
 
@@ -2119,6 +2322,8 @@ extern const ProtobufCMessageDescriptor synthd__v1__list_jobs_request__descripto
 extern const ProtobufCMessageDescriptor synthd__v1__list_jobs_response__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__cancel_job_request__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__cancel_job_response__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__delete_job_request__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__delete_job_response__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__watch_job_request__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__watch_job_response__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__record_batch__descriptor;
@@ -2149,6 +2354,8 @@ extern const ProtobufCMessageDescriptor synthd__v1__list_api_keys_request__descr
 extern const ProtobufCMessageDescriptor synthd__v1__list_api_keys_response__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__revoke_api_key_request__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__revoke_api_key_response__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__get_usage_request__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__get_usage_response__descriptor;
 extern const ProtobufCServiceDescriptor synthd__v1__synthd__descriptor;
 
 PROTOBUF_C__END_DECLS
