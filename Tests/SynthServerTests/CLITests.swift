@@ -8,8 +8,8 @@ import Testing
 /// JSON, no file left by a refused export, Ctrl-C that says what became of the job, a progress bar
 /// that does not claim 100% early or redraw without end, and a useful word when there is no server.
 @Suite(.serialized) struct CLITests {
-    static func synth(_ args: [String], _ socket: String, _ key: String) throws -> (status: Int32, out: String, err: String) {
-        try ProcessTests.runProcess("synth", args + ["--address", "unix:\(socket)", "--api-key", key])
+    static func synth(_ args: [String], _ socket: String, _ key: String) async throws -> (status: Int32, out: String, err: String) {
+        try await ProcessTests.runProcess("synth", args + ["--address", "unix:\(socket)", "--api-key", key])
     }
 
     static func objects(_ text: String) -> [[String: Any]] {
@@ -23,14 +23,14 @@ import Testing
         let sock = server.socket
 
         // An empty list is [].
-        let none = try Self.synth(["jobs", "--json"], sock, key)
+        let none = try await Self.synth(["jobs", "--json"], sock, key)
         #expect(none.status == 0)
         let empty = try #require(try JSONSerialization.jsonObject(with: Data(none.out.utf8)) as? [String: Any], "\(none.out)")
         #expect((empty["jobs"] as? [Any])?.isEmpty == true, "\(none.out)")
 
         // generate --watch --json: JSON lines on stdout, numbers as numbers; the first is the job as
         // made, the last as it ended.
-        let gen = try Self.synth(["generate", "--schema", "instruction_v1", "--domain", "customer support for a SaaS product", "--count", "20",
+        let gen = try await Self.synth(["generate", "--schema", "instruction_v1", "--domain", "customer support for a SaaS product", "--count", "20",
                                   "--model", "fast", "--watch", "--json"], sock, key)
         #expect(gen.status == 0, "\(gen.err)")
         let lines = Self.objects(gen.out)
@@ -39,25 +39,25 @@ import Testing
         #expect(lines.last?["status"] as? String == "succeeded")
         #expect(lines.last?["accepted"] as? Int == 20 && lines.last?["count"] as? Int == 20, "\(String(describing: lines.last))")
         let id = try #require(lines.last?["job_id"] as? String)
-        let listed = try #require(try JSONSerialization.jsonObject(with: Data(try Self.synth(["jobs", "--json"], sock, key).out.utf8)) as? [String: Any])
+        let listed = try #require(try JSONSerialization.jsonObject(with: Data(try await Self.synth(["jobs", "--json"], sock, key).out.utf8)) as? [String: Any])
         #expect((listed["jobs"] as? [[String: Any]])?.first?["accepted"] as? Int == 20)
 
         // An error under --json is JSON, on stderr.
-        let missing = try Self.synth(["job", "syn_job_doesnotexist000000000", "--json"], sock, key)
+        let missing = try await Self.synth(["job", "syn_job_doesnotexist000000000", "--json"], sock, key)
         #expect(missing.status == 4 && missing.out.isEmpty)
         let error = try #require(try JSONSerialization.jsonObject(with: Data(missing.err.utf8)) as? [String: Any], "\(missing.err)")
         #expect((error["error"] as? [String: Any])?["code"] as? String == "NOT_FOUND", "\(missing.err)")
-        let invalid = try Self.synth(["plan", "--schema", "instruction_v1", "--domain", "x", "--count", "0", "--json"], sock, key)
+        let invalid = try await Self.synth(["plan", "--schema", "instruction_v1", "--domain", "x", "--count", "0", "--json"], sock, key)
         let fields = try #require((try JSONSerialization.jsonObject(with: Data(invalid.err.utf8)) as? [String: Any])?["error"] as? [String: Any],
                                   "\(invalid.err)")
         #expect(fields["code"] as? String == "INVALID_ARGUMENT" && !((fields["field_errors"] as? [Any]) ?? []).isEmpty, "\(fields)")
 
         // A refused export leaves no file, not even an empty one; a good one leaves the whole file.
-        let refused = try Self.synth(["results", id, "--out", dir + "/dpo.jsonl", "--format", "trl-dpo"], sock, key)
+        let refused = try await Self.synth(["results", id, "--out", dir + "/dpo.jsonl", "--format", "trl-dpo"], sock, key)
         #expect(refused.status == 2 && refused.err.contains("trl-dpo needs"), "\(refused.err)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/dpo.jsonl"))
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).allSatisfy { !$0.contains(".partial") })
-        let good = try Self.synth(["results", id, "--out", dir + "/sft.jsonl", "--format", "trl-messages"], sock, key)
+        let good = try await Self.synth(["results", id, "--out", dir + "/sft.jsonl", "--format", "trl-messages"], sock, key)
         let written = try String(contentsOfFile: dir + "/sft.jsonl", encoding: .utf8)
         #expect(good.status == 0 && written.split(separator: "\n").count == 20)
         _ = try await server.stop(SIGTERM)
@@ -92,7 +92,9 @@ import Testing
         #expect(draws.count - 1 <= Int(seconds * 10) + 3, "\(draws.count - 1) redraws in \(seconds) s")
         let frames = draws.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { $0.hasPrefix("[") }
         #expect(frames.count >= 2)
-        for f in frames.dropLast() { #expect(!f.contains("100%"), "\(f)") }
+        // 100% only once the job has ended (the last snapshot and the closing line).
+        for f in frames where f.contains("100%") { #expect(f.hasSuffix("succeeded"), "\(f)") }
+        #expect(frames.contains { !$0.contains("100%") && $0.contains("running") }, "\(frames)")
         #expect(frames.last?.contains("100%") == true && frames.last?.contains("succeeded") == true, "\(frames.last ?? "")")
         #expect(draws.last?.contains("succeeded\r\n") == true || draws.last?.contains("succeeded\n") == true, "\(draws.last ?? "")")
 
@@ -135,11 +137,11 @@ import Testing
         _ = try await server.stop(SIGTERM)
     }
 
-    @Test func noServerIsNamedWithWhatToDo() throws {
-        let r = try ProcessTests.runProcess("synth", ["jobs", "--address", "unix:/tmp/synthd-none-\(getpid()).sock", "--api-key", "sk_live_x"])
+    @Test func noServerIsNamedWithWhatToDo() async throws {
+        let r = try await ProcessTests.runProcess("synth", ["jobs", "--address", "unix:/tmp/synthd-none-\(getpid()).sock", "--api-key", "sk_live_x"])
         #expect(r.status == 6)
         #expect(r.err.contains("/tmp/synthd-none-\(getpid()).sock") && r.err.contains("synthd serve"), "\(r.err)")
-        let j = try ProcessTests.runProcess("synth", ["jobs", "--json", "--address", "127.0.0.1:1", "--api-key", "sk_live_x"])
+        let j = try await ProcessTests.runProcess("synth", ["jobs", "--json", "--address", "127.0.0.1:1", "--api-key", "sk_live_x"])
         let e = try #require((try JSONSerialization.jsonObject(with: Data(j.err.utf8)) as? [String: Any])?["error"] as? [String: Any], "\(j.err)")
         #expect(e["code"] as? String == "UNAVAILABLE" && (e["message"] as? String)?.contains("127.0.0.1:1") == true)
     }

@@ -12,7 +12,7 @@ import Testing
         return (dir, file)
     }
 
-    @Test func everyProblemIsNamedByItsPathAtOnce() throws {
+    @Test func everyProblemIsNamedByItsPathAtOnce() async throws {
         let (dir, file) = try Self.write("""
             {"server": {"tcp": "127.0.0.1:0", "max_connections": "many", "rate_limit_per_minut": 10},
              "engine": {"providers": {"vllm": {"kind": "openai", "max_inflight": 8},
@@ -24,7 +24,7 @@ import Testing
              "logging": {}}
             """)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let r = try ProcessTests.runSynthd(["config", "check", file])
+        let r = try await ProcessTests.runSynthd(["config", "check", file])
         #expect(r.status == 2)
         let expected = [
             "server.max_connections: must be a whole number; found the string \"many\"",
@@ -44,20 +44,20 @@ import Testing
         #expect(!r.err.contains("CodingKeys") && !r.err.contains("Swift.DecodingError"), "\(r.err)")
 
         // `serve` refuses the same file at start, with the same lines, before it listens.
-        let serve = try ProcessTests.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/s.sock", "--config", file])
+        let serve = try await ProcessTests.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/s.sock", "--config", file])
         #expect(serve.status == 2)
         for line in expected { #expect(serve.err.contains(line), "missing \(line) in:\n\(serve.err)") }
         #expect(!FileManager.default.fileExists(atPath: dir + "/s.sock"))
     }
 
-    @Test func routesMustNameADefinedProviderAndSyntaxErrorsHaveALine() throws {
+    @Test func routesMustNameADefinedProviderAndSyntaxErrorsHaveALine() async throws {
         let (dir, file) = try Self.write("""
             {"engine": {"providers": {"vllm": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1"}},
                         "tiers": {"fast": {"provider": "vlm", "model": "m"}},
                         "critic": {"provider": "vllm", "model": "m"}}}
             """)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let r = try ProcessTests.runSynthd(["config", "check", file])
+        let r = try await ProcessTests.runSynthd(["config", "check", file])
         #expect(r.status == 2)
         #expect(r.err.contains("engine.tiers.fast.provider: names \"vlm\", which is not defined under engine.providers (defined: vllm)"), "\(r.err)")
 
@@ -66,21 +66,21 @@ import Testing
             {"engine": {"providers": {"vllm": {"kind": "openai", "base_url": "http://10.0.0.5:8000/v1", "max_inflight": 128}},
                         "tiers": {"fast": {"provider": "vlm", "model": "m"}}}}
             """.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
-        let example = try ProcessTests.runProcess("synthd", ["config", "check", "config.json"], directory: dir)
+        let example = try await ProcessTests.runProcess("synthd", ["config", "check", "config.json"], directory: dir)
         let readme = try String(contentsOf: repoRoot.appendingPathComponent("README.md"), encoding: .utf8)
         #expect(example.status == 2)
         #expect(readme.contains("$ synthd config check config.json\n" + example.err), "README shows another output than:\n\(example.err)")
 
         try Data("{\"server\": {\"tcp\": \"127.0.0.1:0\",}\n}".utf8).write(to: URL(fileURLWithPath: file))
-        let bad = try ProcessTests.runSynthd(["config", "check", file])
+        let bad = try await ProcessTests.runSynthd(["config", "check", file])
         #expect(bad.status == 2)
         #expect(bad.err.contains("is not valid JSON at line 1, column"), "\(bad.err)")
 
-        let missing = try ProcessTests.runSynthd(["config", "check", dir + "/nope.json"])
+        let missing = try await ProcessTests.runSynthd(["config", "check", dir + "/nope.json"])
         #expect(missing.status == 2 && missing.err.contains("nope.json: cannot be read"), "\(missing.err)")
     }
 
-    @Test func theConfigsTheProjectShipsAndUsesAreValid() throws {
+    @Test func theConfigsTheProjectShipsAndUsesAreValid() async throws {
         // A file with every key passes.
         let (dir, file) = try Self.write("""
             {"server": {"unix": "/tmp/x.sock", "tcp": "127.0.0.1:0", "grpc": "127.0.0.1:0", "max_frame_size": 1048576,
@@ -104,7 +104,7 @@ import Testing
                              "attempts_per_record": 12, "stand_in_for": ["openai"]}}
             """)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let full = try ProcessTests.runSynthd(["config", "check", file])
+        let full = try await ProcessTests.runSynthd(["config", "check", file])
         #expect(full.status == 0 && full.out.contains("ok"), "\(full.err)")
 
         // Every config the README shows (its JSON blocks whose keys are the file's parts) passes.
@@ -116,15 +116,15 @@ import Testing
             guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
                   !object.isEmpty, Set(object.keys).isSubset(of: parts) else { continue }
             try Data(text.utf8).write(to: URL(fileURLWithPath: file))
-            let r = try ProcessTests.runSynthd(["config", "check", file])
+            let r = try await ProcessTests.runSynthd(["config", "check", file])
             #expect(r.status == 0, "README config:\n\(text)\n\(r.err)")
             checked += 1
         }
         #expect(checked >= 2, "README config blocks checked: \(checked)")
     }
 
-    @Test func docsConfigMdIsWhatSynthdWritesAndNamesEveryKey() throws {
-        let r = try ProcessTests.runSynthd(["config", "docs"])
+    @Test func docsConfigMdIsWhatSynthdWritesAndNamesEveryKey() async throws {
+        let r = try await ProcessTests.runSynthd(["config", "docs"])
         #expect(r.status == 0)
         let committed = try String(contentsOf: repoRoot.appendingPathComponent("docs/config.md"), encoding: .utf8)
         #expect(committed == r.out, "docs/config.md differs from `synthd config docs`: regenerate it with `.build/debug/synthd config docs > docs/config.md`")

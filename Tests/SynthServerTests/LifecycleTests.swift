@@ -9,8 +9,8 @@ import Testing
 /// retention sweep, and what the org's usage says meanwhile.
 @Suite(.serialized) struct LifecycleTests {
     /// `mdb_stat -ef` (lmdb-utils): the pages the map has used so far and the pages on the free list.
-    static func pages(_ data: String) throws -> (used: Int, free: Int) {
-        let r = try ProcessTests.runProcessAt("/usr/bin/mdb_stat", ["-ef", data])
+    static func pages(_ data: String) async throws -> (used: Int, free: Int) {
+        let r = try await ProcessTests.runProcessAt("/usr/bin/mdb_stat", ["-ef", data])
         #expect(r.status == 0, "\(r.err)")
         func number(after label: String) -> Int? {
             r.out.split(separator: "\n").first { $0.contains(label) }
@@ -38,14 +38,14 @@ import Testing
         let server = try await ProcessTests.Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         let data = dir + "/data"
-        let before = try Self.pages(data)
+        let before = try await Self.pages(data)
 
         let a = try await client.unary(Methods.generate, ProcessTests.supportJob(count: 500)).job
         #expect(try await followToEnd(client, a.jobID, seconds: 120).status == "succeeded")
         #expect(try await Self.drain(client, a.jobID) == 500)
         let exportsOfA = try FileManager.default.contentsOfDirectory(atPath: data + "/exports").filter { $0.hasPrefix(a.jobID + ".") }
         #expect(!exportsOfA.isEmpty)
-        let afterA = try Self.pages(data)
+        let afterA = try await Self.pages(data)
 
         // A running job is not deleted: it must be cancelled first.
         let b = try await client.unary(Methods.generate, ProcessTests.supportJob(count: 100_000)).job
@@ -63,9 +63,9 @@ import Testing
         #expect(try await client.unary(Methods.deleteJob, del).jobID == b.jobID)
 
         // Another org's key cannot delete it; its own can, once.
-        let other = try ProcessTests.runSynthd(["admin", "create-org", "other", "--data", data]).status
+        let other = try await ProcessTests.runSynthd(["admin", "create-org", "other", "--data", data]).status
         #expect(other == 0)
-        let otherKey = try ProcessTests.runSynthd(["admin", "create-key", "--org", "other", "--data", data]).out
+        let otherKey = try await ProcessTests.runSynthd(["admin", "create-key", "--org", "other", "--data", data]).out
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let otherClient = try await SynthClient.connect(.unix(server.socket), apiKey: otherKey)
         del.jobID = a.jobID
@@ -78,7 +78,7 @@ import Testing
         await otherClient.close()
 
         // synth delete, as a script would call it.
-        let cli = try ProcessTests.runProcess("synth", ["delete", a.jobID, "--json", "--address", "unix:\(server.socket)", "--api-key", key])
+        let cli = try await ProcessTests.runProcess("synth", ["delete", a.jobID, "--json", "--address", "unix:\(server.socket)", "--api-key", key])
         #expect(cli.status == 0, "\(cli.err)")
         let answer = try #require(try JSONSerialization.jsonObject(with: Data(cli.out.utf8)) as? [String: Any], "\(cli.out)")
         #expect(answer["job_id"] as? String == a.jobID)
@@ -87,23 +87,23 @@ import Testing
         get.jobID = a.jobID
         await #expect(throws: ClientError.self) { _ = try await client.unary(Methods.getJob, get) }
         #expect(try FileManager.default.contentsOfDirectory(atPath: data + "/exports").allSatisfy { !$0.hasPrefix(a.jobID + ".") })
-        let again = try ProcessTests.runProcess("synth", ["delete", a.jobID, "--address", "unix:\(server.socket)", "--api-key", key])
+        let again = try await ProcessTests.runProcess("synth", ["delete", a.jobID, "--address", "unix:\(server.socket)", "--api-key", key])
         #expect(again.status == 4, "\(again)")   // NOT_FOUND
-        let afterDelete = try Self.pages(data)
+        let afterDelete = try await Self.pages(data)
         #expect(afterDelete.free > afterA.free, "free pages \(afterA.free) -> \(afterDelete.free)")
 
         // A second job of the same size takes the freed pages: the map grows by far less than the
         // first job made it grow.
         let c = try await client.unary(Methods.generate, ProcessTests.supportJob(count: 500)).job
         #expect(try await followToEnd(client, c.jobID, seconds: 120).status == "succeeded")
-        let afterC = try Self.pages(data)
+        let afterC = try await Self.pages(data)
         let grewForA = afterA.used - before.used, grewForC = afterC.used - afterDelete.used
         print("lmdb pages: before \(before), after A \(afterA), after deleting A \(afterDelete), after C \(afterC)")
         #expect(grewForA > 20)
         #expect(grewForC * 4 < grewForA, "job A grew the map by \(grewForA) pages, job C by \(grewForC)")
         await client.close()
         #expect(try await server.stop(SIGTERM) == 0)
-        let verify = try ProcessTests.runSynthd(["admin", "verify", "--data", data])
+        let verify = try await ProcessTests.runSynthd(["admin", "verify", "--data", data])
         #expect(verify.status == 0, "\(verify.out)")
     }
 
@@ -126,7 +126,7 @@ import Testing
         del.jobID = job.jobID
         _ = try await client.unary(Methods.deleteJob, del)
         #expect(try await client.unary(Methods.getUsage, PBGetUsageRequest()).records == 40)
-        let cli = try ProcessTests.runProcess("synth", ["usage", "--address", "unix:\(server.socket)", "--api-key", key])
+        let cli = try await ProcessTests.runProcess("synth", ["usage", "--address", "unix:\(server.socket)", "--api-key", key])
         #expect(cli.status == 0 && cli.out.contains("plan payg") && cli.out.contains("billed: 40 records in 1 jobs"), "\(cli)")
         await client.close()
         _ = try await server.stop(SIGTERM)
@@ -169,15 +169,15 @@ import Testing
         let data = dir + "/data"
         let server = try await ProcessTests.Synthd.start(data: data, socket: dir + "/s.sock", config: config)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
-        func admin(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-            try ProcessTests.runSynthd(["admin"] + args + ["--data", data])
+        func admin(_ args: [String]) async throws -> (status: Int32, out: String, err: String) {
+            try await ProcessTests.runSynthd(["admin"] + args + ["--data", data])
         }
-        #expect(try admin(["top-up", "acme", "--usd", "50"]).out.contains("balance $150.00"))
+        #expect(try await admin(["top-up", "acme", "--usd", "50"]).out.contains("balance $150.00"))
         #expect(try await client.unary(Methods.getUsage, PBGetUsageRequest()).balanceUsd == 150)
-        #expect(try admin(["top-up", "nobody", "--usd", "5"]).status != 0)
+        #expect(try await admin(["top-up", "nobody", "--usd", "5"]).status != 0)
 
         // Free: 100 records a month, so 150 do not fit; with a quota of 500 they do.
-        #expect(try admin(["set-plan", "acme", "--plan", "free"]).status == 0)
+        #expect(try await admin(["set-plan", "acme", "--plan", "free"]).status == 0)
         let free = try await client.unary(Methods.getUsage, PBGetUsageRequest())
         #expect(free.plan == "free" && free.quota == 100 && free.quotaLeft == 100)
         do {
@@ -186,32 +186,32 @@ import Testing
         } catch let e as ClientError {
             #expect(e.code == .resourceExhausted && e.status.errorCode == "INSUFFICIENT_BALANCE", "\(e)")
         }
-        #expect(try admin(["set-plan", "acme", "--quota", "500"]).out.contains("monthly quota 500"))
+        #expect(try await admin(["set-plan", "acme", "--quota", "500"]).out.contains("monthly quota 500"))
         let job = try await client.unary(Methods.generate, ProcessTests.supportJob(count: 150)).job
         #expect(try await followToEnd(client, job.jobID, seconds: 60).status == "succeeded")
         let used = try await client.unary(Methods.getUsage, PBGetUsageRequest())
         #expect(used.quotaUsed == 150 && used.quotaLeft == 350 && used.records == 150)
 
-        let orgs = try admin(["list-orgs", "--json"])
+        let orgs = try await admin(["list-orgs", "--json"])
         let acme = try #require(orgs.out.split(separator: "\n").compactMap {
             try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
         }.first { $0["org"] as? String == "acme" }, "\(orgs)")
         #expect(acme["plan"] as? String == "free" && acme["records"] as? Int == 150 && acme["monthly_quota"] as? Int == 500, "\(acme)")
 
         // Any org's keys: listed (never the key itself), and revoked.
-        let keys = try admin(["list-keys", "--org", "acme"])
+        let keys = try await admin(["list-keys", "--org", "acme"])
         #expect(!keys.out.contains(key))
         let row = try #require(keys.out.split(separator: "\n").dropFirst().first, "\(keys)")
         #expect(row.contains("active"))
         let keyID = String(row.split(separator: " ")[0])
-        #expect(try admin(["revoke-key", "--org", "acme", "--key-id", keyID]).status == 0)
+        #expect(try await admin(["revoke-key", "--org", "acme", "--key-id", keyID]).status == 0)
         do {
             _ = try await client.unary(Methods.getUsage, PBGetUsageRequest())
             Issue.record("a revoked key still works")
         } catch let e as ClientError {
             #expect(e.code == .unauthenticated, "\(e)")
         }
-        #expect(try admin(["list-keys", "--org", "acme"]).out.contains("revoked"))
+        #expect(try await admin(["list-keys", "--org", "acme"]).out.contains("revoked"))
         await client.close()
         _ = try await server.stop(SIGTERM)
     }
@@ -228,7 +228,7 @@ import Testing
         try Data(#"{"local_model": {"enabled": false}, "server": {"rate_limit_per_minute": 0}}"#.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
         let server = try await ProcessTests.Synthd.start(data: dir + "/data", socket: dir + "/s.sock", config: dir + "/config.json",
                                                          arguments: ["--log-format", "json"], log: dir + "/log")
-        let key = try ProcessTests.runSynthd(["admin", "create-key", "--org", "fixture", "--data", dir + "/data"]).out
+        let key = try await ProcessTests.runSynthd(["admin", "create-key", "--org", "fixture", "--data", dir + "/data"]).out
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let client = try await SynthClient.connect(.unix(server.socket), apiKey: key)
         let stored = try await client.unary(Methods.getJob, PBGetJobRequest.with { $0.jobID = job }).job
@@ -247,7 +247,7 @@ import Testing
         let log = try String(contentsOfFile: dir + "/log", encoding: .utf8)
         #expect(log.contains(#""message":"the store was brought to this synthd's format""#) && log.contains(#""from":"1""#), "\(log)")
         #expect(try Store(path: dir + "/data").storedFormatVersion() == Store.formatVersion)
-        #expect(try ProcessTests.runSynthd(["admin", "verify", "--data", dir + "/data"]).status == 0)
+        #expect(try await ProcessTests.runSynthd(["admin", "verify", "--data", dir + "/data"]).status == 0)
     }
 
     @Test func aStoreOfANewerFormatIsRefusedWithAReason() async throws {
@@ -258,7 +258,7 @@ import Testing
             _ = try store.createOrg(name: "later")
             try store.write { txn in try txn.put(.meta, Array("format_version".utf8), withUnsafeBytes(of: (Store.formatVersion + 1).bigEndian) { Array($0) }) }
         }
-        let r = try ProcessTests.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/s.sock"])
+        let r = try await ProcessTests.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/s.sock"])
         #expect(r.status == 4)
         #expect(r.err.contains("store format \(Store.formatVersion + 1), written by a newer synthd; this synthd reads formats up to \(Store.formatVersion)"),
                 "\(r.err)")
@@ -276,10 +276,10 @@ import Testing
                 if case .progress(let j) = e.event, j.accepted >= 100 { break }
             }
         }
-        let backup = try ProcessTests.runSynthd(["admin", "backup", dir + "/copy", "--data", dir + "/data"])
+        let backup = try await ProcessTests.runSynthd(["admin", "backup", dir + "/copy", "--data", dir + "/data"])
         #expect(backup.status == 0, "\(backup.err)")
         // A second backup into the same place is refused, not written over.
-        #expect(try ProcessTests.runSynthd(["admin", "backup", dir + "/copy", "--data", dir + "/data"]).status != 0)
+        #expect(try await ProcessTests.runSynthd(["admin", "backup", dir + "/copy", "--data", dir + "/data"]).status != 0)
         await client.close()
         _ = try await server.stop(SIGKILL)
 

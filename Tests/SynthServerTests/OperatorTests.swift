@@ -15,13 +15,13 @@ import Testing
         try String(contentsOf: repoRoot.appendingPathComponent(path), encoding: .utf8)
     }
 
-    @Test func oneVersionForTheWholeProject() throws {
+    @Test func oneVersionForTheWholeProject() async throws {
         let v = Self.version
         #expect(v.split(separator: ".").count == 3 && v.allSatisfy { $0.isNumber || $0 == "." }, "VERSION: \(v)")
         #expect(SynthVersion.current == v)
-        let synthd = try ProcessTests.runSynthd(["--version"])
+        let synthd = try await ProcessTests.runSynthd(["--version"])
         #expect(synthd.status == 0 && synthd.out == v + "\n", "\(synthd)")
-        let synth = try ProcessTests.runProcess("synth", ["--version"])
+        let synth = try await ProcessTests.runProcess("synth", ["--version"])
         #expect(synth.status == 0 && synth.out == v + "\n", "\(synth)")
         // The clients carry it too: the C header (the library and synth-c-watch print it; the C
         // tests run them), the C Makefile reads the file, and the Python package and its metadata.
@@ -53,7 +53,7 @@ import Testing
             .write(to: URL(fileURLWithPath: dir + "/etc/config.json"))
         try FileManager.default.createDirectory(atPath: dir + "/state", withIntermediateDirectories: true)
         // The config it names passes the check the unit's comments ask for.
-        let check = try ProcessTests.runSynthd(["config", "check", dir + "/etc/config.json"])
+        let check = try await ProcessTests.runSynthd(["config", "check", dir + "/etc/config.json"])
         #expect(check.status == 0, "\(check.err)")
 
         let p = Process()
@@ -83,19 +83,19 @@ import Testing
         #expect(status == 0)
         // The exit codes the unit will not restart on are the ones synthd uses for those causes.
         #expect(unit.contains("RestartPreventExitStatus=2 3 4"))
-        let bad = try ProcessTests.runSynthd(["serve", "--data", dir + "/state/data", "--unix", dir + "/s2.sock", "--config", dir + "/nope.json"])
+        let bad = try await ProcessTests.runSynthd(["serve", "--data", dir + "/state/data", "--unix", dir + "/s2.sock", "--config", dir + "/nope.json"])
         #expect(bad.status == 2)
     }
 
-    @Test func shellCompletionScriptsAreGenerated() throws {
+    @Test func shellCompletionScriptsAreGenerated() async throws {
         for shell in ["bash", "zsh", "fish"] {
             for tool in ["synthd", "synth"] {
-                let r = try ProcessTests.runProcess(tool, ["--generate-completion-script", shell])
+                let r = try await ProcessTests.runProcess(tool, ["--generate-completion-script", shell])
                 #expect(r.status == 0 && r.out.contains(tool), "\(tool) \(shell): \(r.err)")
             }
         }
         // The bash script is valid bash and completes the subcommands.
-        let script = try ProcessTests.runSynthd(["--generate-completion-script", "bash"]).out
+        let script = try await ProcessTests.runSynthd(["--generate-completion-script", "bash"]).out
         for sub in ["serve", "admin", "config", "check"] { #expect(script.contains(sub), "\(sub)") }
         let file = "/tmp/sdcomp-\(UUID().uuidString.prefix(8)).bash"
         try Data(script.utf8).write(to: URL(fileURLWithPath: file))
@@ -152,7 +152,7 @@ import Testing
 
         // A config that stops synthd at start is a JSON line too, with the problems as a list.
         try Data(#"{"server": {"max_conections": 4}}"#.utf8).write(to: URL(fileURLWithPath: dir + "/bad.json"))
-        let bad = try ProcessTests.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/s2.sock", "--config", dir + "/bad.json", "--log-format", "json"])
+        let bad = try await ProcessTests.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/s2.sock", "--config", dir + "/bad.json", "--log-format", "json"])
         #expect(bad.status == 2)
         let o = try #require(try JSONSerialization.jsonObject(with: Data(bad.err.utf8)) as? [String: Any], "\(bad.err)")
         #expect(o["level"] as? String == "critical")

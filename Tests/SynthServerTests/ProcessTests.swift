@@ -149,13 +149,13 @@ import SynthStore
         let job = try await client.unary(Methods.generate, Self.supportJob(count: 600)).job
 
         let second = try await withTimeout(30, "the second server to give up") {
-            try Self.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/b.sock", "--config", config])
+            try await Self.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/b.sock", "--config", config])
         }
         #expect(second.status == 3)
         #expect(second.err.contains("pid \(server.process.processIdentifier)"), "\(second.err)")
         #expect(!second.out.contains("LISTENING"))
         #expect(!FileManager.default.fileExists(atPath: dir + "/b.sock"))
-        let admin = try Self.runSynthd(["admin", "list-orgs", "--data", dir + "/data"])
+        let admin = try await Self.runSynthd(["admin", "list-orgs", "--data", dir + "/data"])
         #expect(admin.status == 0 && admin.out.contains("acme"), "\(admin.err)")
 
         let final = try await followToEnd(client, job.jobID, seconds: 90)
@@ -183,7 +183,7 @@ import SynthStore
         _ = try await followToEnd(client, job.jobID)
         await client.close()
         #expect(try await server.stop(SIGTERM) == 0)
-        let clean = try Self.runSynthd(["admin", "verify", "--data", dir + "/data"])
+        let clean = try await Self.runSynthd(["admin", "verify", "--data", dir + "/data"])
         #expect(clean.status == 0 && clean.out.contains("ok: every table reads back whole"), "\(clean.out)\(clean.err)")
         #expect(clean.out.contains("records\t600 entries"), "\(clean.out)")
 
@@ -191,12 +191,12 @@ import SynthStore
         let size = try #require(try FileManager.default.attributesOfItem(atPath: file)[.size] as? Int)
         #expect(truncate(file, off_t(size / 2)) == 0)
         let start = try await withTimeout(30, "synthd to refuse the store") {
-            try Self.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/t.sock", "--config", config])
+            try await Self.runSynthd(["serve", "--data", dir + "/data", "--unix", dir + "/t.sock", "--config", config])
         }
         #expect(start.status == 4, "\(start.err)")
         #expect(start.err.contains("cannot be used") && start.err.contains("cut short"), "\(start.err)")
         #expect(!start.out.contains("LISTENING"))
-        let damaged = try Self.runSynthd(["admin", "verify", "--data", dir + "/data"])
+        let damaged = try await Self.runSynthd(["admin", "verify", "--data", dir + "/data"])
         #expect(damaged.status == 1)
         #expect(damaged.out.contains("damaged:") && damaged.out.contains("cut short"), "\(damaged.out)")
     }
@@ -408,7 +408,7 @@ import SynthStore
             try Data("{\n  \"schema\": \"instruction_v1\",\n  \"count\": 10,\n}\n".utf8).write(to: URL(fileURLWithPath: broken))
             let address = "unix:" + (h.bound.unixPath ?? "")
             func synth(_ args: [String]) async throws -> (status: Int32, out: String, err: String) {
-                try await testThreads.run { try Self.runProcess("synth", args + ["--address", address], environment: ["SYNTH_API_KEY": key]) }
+                try await Self.runProcess("synth", args + ["--address", address], environment: ["SYNTH_API_KEY": key])
             }
             let all = try await synth(["plan", "--request", bad])
             #expect(all.status == 2, "\(all)")
@@ -433,7 +433,7 @@ import SynthStore
             let key = try h.org("acme")
             let address = "unix:" + (h.bound.unixPath ?? "")
             func synth(_ args: [String], key: String) async throws -> (status: Int32, out: String, err: String) {
-                try await testThreads.run { try Self.runProcess("synth", args + ["--address", address], environment: ["SYNTH_API_KEY": key]) }
+                try await Self.runProcess("synth", args + ["--address", address], environment: ["SYNTH_API_KEY": key])
             }
             let made = try await synth(["keys", "create", "--name", "loader", "--read-only", "--expires", "30d"], key: key)
             #expect(made.status == 0 && made.err.contains("(read, expires "), "\(made)")
@@ -453,14 +453,21 @@ import SynthStore
     }
 
     /// Runs one of the built executables with `arguments`, returning its exit status and output.
+    /// Off the cooperative pool (on the tests' own threads): a child process waited for on it would
+    /// stall every in-process server and engine of the tests running beside it.
     static func runProcess(_ name: String, _ arguments: [String], stdin: String = "", environment: [String: String] = [:],
-                           directory: String? = nil) throws -> (status: Int32, out: String, err: String) {
-        try runProcessAt(bin.appendingPathComponent(name).path, arguments, stdin: stdin, environment: environment, directory: directory)
+                           directory: String? = nil) async throws -> (status: Int32, out: String, err: String) {
+        try await runProcessAt(bin.appendingPathComponent(name).path, arguments, stdin: stdin, environment: environment, directory: directory)
     }
 
     /// The same for a program by its path.
     static func runProcessAt(_ path: String, _ arguments: [String], stdin: String = "", environment: [String: String] = [:],
-                             directory: String? = nil) throws -> (status: Int32, out: String, err: String) {
+                             directory: String? = nil) async throws -> (status: Int32, out: String, err: String) {
+        try await testThreads.run { try runBlocking(path, arguments, stdin: stdin, environment: environment, directory: directory) }
+    }
+
+    static func runBlocking(_ path: String, _ arguments: [String], stdin: String, environment: [String: String],
+                            directory: String?) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
@@ -479,11 +486,11 @@ import SynthStore
     }
 
     /// Runs `synthd` with `arguments` and `stdin`, returning its exit status and output.
-    static func runSynthd(_ arguments: [String], stdin: String = "") throws -> (status: Int32, out: String, err: String) {
-        try runProcess("synthd", arguments, stdin: stdin)
+    static func runSynthd(_ arguments: [String], stdin: String = "") async throws -> (status: Int32, out: String, err: String) {
+        try await runProcess("synthd", arguments, stdin: stdin)
     }
 
-    @Test func synthdCheckReadsRecordsAcrossItsReadChunks() throws {
+    @Test func synthdCheckReadsRecordsAcrossItsReadChunks() async throws {
         let dir = "/tmp/sdc-" + String(UUID().uuidString.prefix(8))
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -508,7 +515,7 @@ import SynthStore
         #expect(text.utf8.count > 1 << 20)
         let records = dir + "/records.jsonl"
         try Data(text.utf8).write(to: URL(fileURLWithPath: records))
-        let result = try Self.runSynthd(["check", "--request", request, "--records", records, "--json"])
+        let result = try await Self.runSynthd(["check", "--request", request, "--records", records, "--json"])
         #expect(result.status == 0, "\(result.err)")
         let obj = try JSONSerialization.jsonObject(with: Data(result.out.utf8)) as? [String: Any]
         #expect(obj?["checked"] as? Int == 3000)
@@ -517,7 +524,7 @@ import SynthStore
         #expect((obj?["accepted"] as? Int ?? 0) > 0)
     }
 
-    @Test func synthdCheckGivesEachRecordTheVerdictAJobWouldGiveIt() throws {
+    @Test func synthdCheckGivesEachRecordTheVerdictAJobWouldGiveIt() async throws {
         let dir = "/tmp/sdc-" + String(UUID().uuidString.prefix(8))
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -548,7 +555,7 @@ import SynthStore
         let records = dir + "/records.jsonl"
         try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: records))
 
-        let text = try Self.runSynthd(["check", "--request", request, "--records", records])
+        let text = try await Self.runSynthd(["check", "--request", request, "--records", records])
         #expect(text.status == 0, "\(text.err)")
         let verdicts = text.out.split(separator: "\n").prefix(lines.count).map { $0.split(separator: "\t").dropFirst().joined(separator: " ") }
         #expect(verdicts == ["accepted", "rejected near_duplicate", "rejected format_invalid placeholder", "rejected format_invalid truncated",
@@ -556,7 +563,7 @@ import SynthStore
                              "rejected format_invalid too_long", "accepted"])
 
         // The same from standard input, as counts.
-        let counts = try Self.runSynthd(["check", "--request", request, "--json"], stdin: lines.joined(separator: "\n"))
+        let counts = try await Self.runSynthd(["check", "--request", request, "--json"], stdin: lines.joined(separator: "\n"))
         let obj = try JSONSerialization.jsonObject(with: Data(counts.out.utf8)) as? [String: Any]
         #expect(obj?["checked"] as? Int == 9)
         #expect(obj?["accepted"] as? Int == 2)
@@ -565,7 +572,7 @@ import SynthStore
 
         // A request that is not valid is refused, naming the field and the rule.
         try Data(#"{"schema":"instruction_v1","domain":"customer support","count":0,"model":"fast"}"#.utf8).write(to: URL(fileURLWithPath: request))
-        let bad = try Self.runSynthd(["check", "--request", request, "--records", records])
+        let bad = try await Self.runSynthd(["check", "--request", request, "--records", records])
         #expect(bad.status != 0)
         #expect(bad.err.contains("count: must be a positive integer"))
         #expect(bad.out.isEmpty)

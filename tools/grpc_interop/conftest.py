@@ -49,7 +49,7 @@ def fake():
 def server(fake, pki):
     """synthd with its gRPC endpoint on, behind mutual TLS: the server's certificate signed by the
     test CA, and clients must show one signed by it too."""
-    s = Synthd(fake, grpc=True, server={
+    s = Synthd(fake, grpc=True, metrics=True, server={
         "tls": {"certificate_chain": pki("server.pem"), "private_key": pki("server.key"), "client_ca": pki("ca.pem")},
         "idle_timeout_seconds": 5,
         # Short, so that the tests of connections that never authenticate are quick.

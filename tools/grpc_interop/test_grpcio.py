@@ -183,3 +183,23 @@ def test_a_client_without_a_certificate_is_refused(server, pki):
         rpc.SynthdStub(ch).Health(pb.HealthRequest(), timeout=10)
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     ch.close()
+
+
+def test_grpc_calls_are_counted_with_the_framed_ones(server, stub):
+    """The metrics count calls on the gRPC endpoint by method and code, a stream once."""
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    stub.Health(pb.HealthRequest(), timeout=10)
+    with pytest.raises(grpc.RpcError):
+        stub.GetJob(pb.GetJobRequest(job_id="syn_job_doesnotexist0000000000"), metadata=auth(server.key), timeout=10)
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    calls = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "synthd_calls_total":
+                calls[(sample.labels["method"], sample.labels["code"])] = sample.value
+    assert calls.get(("Health", "OK"), 0) >= 2, calls
+    assert calls.get(("GetJob", "NOT_FOUND")) == 1, calls
+    assert calls.get(("ListJobs", "UNAUTHENTICATED"), 0) >= 3, calls
+    assert calls.get(("WatchJob", "OK"), 0) >= 1, calls
