@@ -46,7 +46,7 @@ import SynthStore
         }
 
         /// Polls the stored job until `done` holds, for at most `seconds`.
-        func wait(_ id: String, seconds: Double = 20, until done: @escaping (PBJob) -> Bool) async throws -> PBJob {
+        func wait(_ id: String, seconds: Double = 60, until done: @escaping (PBJob) -> Bool) async throws -> PBJob {
             // Times SYNTHD_TEST_TIME_SCALE, which `make test-sanitize` sets (ThreadSanitizer is slow).
             let scale = ProcessInfo.processInfo.environment["SYNTHD_TEST_TIME_SCALE"].flatMap(Double.init).map { min(max(1, $0), 100) } ?? 1
             let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * scale * 1000))
@@ -61,7 +61,7 @@ import SynthStore
             }
         }
 
-        func ended(_ id: String, seconds: Double = 20) async throws -> PBJob {
+        func ended(_ id: String, seconds: Double = 60) async throws -> PBJob {
             try await wait(id, seconds: seconds) { JobStatus(rawValue: $0.status)?.isTerminal == true }
         }
 

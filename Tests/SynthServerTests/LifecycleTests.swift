@@ -48,7 +48,7 @@ import Testing
         let afterA = try await Self.pages(data)
 
         // A running job is not deleted: it must be cancelled first.
-        let b = try await client.unary(Methods.generate, ProcessTests.supportJob(count: 100_000)).job
+        let b = try await client.unary(Methods.generate, ProcessTests.supportJob(count: 5_000)).job
         var del = PBDeleteJobRequest()
         del.jobID = b.jobID
         await #expect(throws: ClientError.self) { _ = try await client.unary(Methods.deleteJob, del) }
