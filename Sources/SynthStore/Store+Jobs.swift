@@ -45,16 +45,7 @@ extension Store {
                 let org = try txn.message(.orgs, Keys.text(job.org), as: PBStoredOrg.self)
                 let month = try txn.message(.usage, Keys.join(Keys.text(job.org), Keys.text(Clock.month(job.createdAtMs))), as: PBStoredUsage.self)
                     ?? PBStoredUsage()
-                var unfinished: [PBStoredJob] = []
-                let prefix = Keys.text(job.org) + [0]
-                try txn.scan(.jobIndex, prefix: prefix) { key, _ in
-                    let id = String(decoding: key[(prefix.count + 8)...], as: UTF8.self)
-                    if let j = try self.job(id: id, txn: txn), let status = JobStatus(rawValue: j.job.status), !status.isTerminal {
-                        unfinished.append(j)
-                    }
-                    return true
-                }
-                try admit(org, month, unfinished)
+                try admit(org, month, try unfinishedJobs(org: job.org, txn: txn))
             }
             if !job.idempotencyKey.isEmpty { try txn.put(.idempotency, ikey, Keys.text(job.job.jobID)) }
             try appendEvent(&job, kind: "created", seq: 0, detail: "", txn: txn)
@@ -330,16 +321,18 @@ extension Store {
 
     /// One org's queued and running jobs (through its index).
     public func unfinishedJobs(org: String) throws -> [PBStoredJob] {
-        try read { txn in
-            var out: [PBStoredJob] = []
-            let prefix = Keys.text(org) + [0]
-            try txn.scan(.jobIndex, prefix: prefix) { key, _ in
-                let id = String(decoding: key[(prefix.count + 8)...], as: UTF8.self)
-                if let j = try self.job(id: id, txn: txn), let status = JobStatus(rawValue: j.job.status), !status.isTerminal { out.append(j) }
-                return true
-            }
-            return out
+        try read { txn in try unfinishedJobs(org: org, txn: txn) }
+    }
+
+    func unfinishedJobs(org: String, txn: Transaction) throws -> [PBStoredJob] {
+        var out: [PBStoredJob] = []
+        let prefix = Keys.text(org) + [0]
+        try txn.scan(.jobIndex, prefix: prefix) { key, _ in
+            let id = String(decoding: key[(prefix.count + 8)...], as: UTF8.self)
+            if let j = try self.job(id: id, txn: txn), let status = JobStatus(rawValue: j.job.status), !status.isTerminal { out.append(j) }
+            return true
         }
+        return out
     }
 
     /// Jobs that were queued or running when the last process stopped.
