@@ -50,6 +50,8 @@ METHODS = {
     "CreateApiKey": "synthd.v1.CreateApiKeyRequest",
     "ListApiKeys": "synthd.v1.ListApiKeysRequest",
     "RevokeApiKey": "synthd.v1.RevokeApiKeyRequest",
+    "DeleteJob": "synthd.v1.DeleteJobRequest",
+    "GetUsage": "synthd.v1.GetUsageRequest",
 }
 
 ENVELOPE = ("call_id", "api_key", "timeout_ms")

@@ -162,15 +162,18 @@ REQUESTS = {
         "job_id": JOB_ID,
         "after_seq": "9007199254740993",
         "progress_only": True,
+        "batch_bytes": 65536,
     }),
-    "FetchSplits": (service_pb2.FetchSplitsRequest, {"job_id": JOB_ID, "split": "validation"}),
+    "FetchSplits": (service_pb2.FetchSplitsRequest, {"job_id": JOB_ID, "split": "validation", "batch_bytes": 1048576}),
     "GetQualityReport": (service_pb2.GetQualityReportRequest, {"job_id": JOB_ID}),
     "GetManifest": (service_pb2.GetManifestRequest, {"job_id": JOB_ID}),
     "GetPricing": (service_pb2.GetPricingRequest, {}),
     "Health": (service_pb2.HealthRequest, {}),
-    "CreateApiKey": (service_pb2.CreateApiKeyRequest, {"name": "ci-pipeline (staging)"}),
+    "CreateApiKey": (service_pb2.CreateApiKeyRequest, {"name": "ci-pipeline (staging)", "scope": "read", "expires_in_seconds": "2592000"}),
     "ListApiKeys": (service_pb2.ListApiKeysRequest, {}),
     "RevokeApiKey": (service_pb2.RevokeApiKeyRequest, {"key_id": "key_01JD40F2M8N6B4V2C0X8Z6L4K2"}),
+    "DeleteJob": (service_pb2.DeleteJobRequest, {"job_id": JOB_ID}),
+    "GetUsage": (service_pb2.GetUsageRequest, {}),
 }
 
 
@@ -224,7 +227,11 @@ def build(method, cls, body):
     if to_dict(request) != body:
         sys.exit(f"make-golden: {method}: the request does not survive JSON -> message -> JSON unchanged "
                  "(a field at its default value, or a float that does not round-trip)")
-    missing = reachable_fields(cls.DESCRIPTOR) - set_fields(request)
+    # request_json is the other way to send a Generate's body (the request as JSON text, which the
+    # server reads as the documentation writes it): a frame carries one or the other, and this one
+    # carries the typed request.
+    missing = reachable_fields(cls.DESCRIPTOR) - set_fields(request) - {"synthd.v1.GenerateRequest.request_json",
+                                                                         "synthd.v1.PlanRequest.request_json"}
     if missing:
         sys.exit(f"make-golden: {method}: fields never set: {', '.join(sorted(missing))}")
     request_bytes = request.SerializeToString(deterministic=True)
