@@ -88,6 +88,10 @@ public final class JobService: Sendable {
         } else if status == .running, let why = engine.waitingReason(jobID: job.jobID) {
             job.detail.code = "WAITING_FOR_PROVIDER"
             job.detail.message = why
+        } else if status == .queued, let (place, queued) = engine.queuePlace(jobID: job.jobID) {
+            job.detail.code = "QUEUED"
+            job.detail.message = "queued: place \(place) of \(queued) waiting to start; \(engine.runningJobs) jobs are running, "
+                + "the most this server runs at once (max_running_jobs \(engine.config.maxRunningJobs))"
         } else if status == .failed, !job.error.isEmpty {
             job.detail.code = "FAILED"
             job.detail.message = job.error
@@ -396,7 +400,7 @@ public final class JobService: Sendable {
         var engineHealth = PBComponentHealth()
         engineHealth.name = "engine"
         engineHealth.status = "ok"
-        engineHealth.detail = "\(engine.runningJobs) running jobs"
+        engineHealth.detail = "\(engine.runningJobs) running jobs, \(engine.queuedJobs) queued (max_running_jobs \(engine.config.maxRunningJobs))"
         out.components = [storeHealth, engineHealth]
         if let local = engine.localModel {
             var c = PBComponentHealth()
@@ -419,6 +423,18 @@ public final class JobService: Sendable {
                 c.status = "unconfigured"
                 c.detail = "provider \(route.provider) is not configured"
             }
+            out.components.append(c)
+        }
+        // Each server of each provider (no URL: host and port only).
+        for e in engine.scheduler.endpointStatus() {
+            var c = PBComponentHealth()
+            c.name = "endpoint:\(e.pool)/\(e.label)"
+            c.status = e.state.rawValue
+            var detail = "\(e.outstanding) of \(e.capacity) in flight; \(e.answered) answered, \(e.failed) failed"
+            if e.ejections > 0 { detail += "; taken out \(e.ejections) times" }
+            if e.state == .ejected { detail += "; probed again in \(Int(e.backInSeconds.rounded(.up))) s" }
+            if e.state != .inService, !e.lastError.isEmpty { detail += "; last error: \(e.lastError)" }
+            c.detail = detail
             out.components.append(c)
         }
         out.status = out.components.allSatisfy { $0.status == "ok" } ? "ok" : "degraded"

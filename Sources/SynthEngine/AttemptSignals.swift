@@ -47,11 +47,3 @@ final class Reachability: Sendable {
         return .milliseconds(Int64(min(30_000, 1000 << min(failures - 1, 5))))
     }
 }
-
-/// The first fatal answer of a job, shared by its attempts: those still waiting to send end with
-/// it too, whichever of them the job hears of first.
-final class HaltFlag: Sendable {
-    private let first = Locked<ProviderError?>(nil)
-    var error: ProviderError? { first.withLock { $0 } }
-    func set(_ e: ProviderError) { first.withLock { if $0 == nil { $0 = e } } }
-}

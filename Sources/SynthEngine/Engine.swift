@@ -19,8 +19,19 @@ public final class Engine: Sendable {
     let http: HTTPEngine
     /// The models by provider name: an `LLMClient` each, or what the caller gave.
     let clients: [String: any ChatModel]
+    /// Decides which request goes next and where, over every job and every provider.
+    public let scheduler: RequestScheduler
+    /// Each provider's pool in the scheduler.
+    let pools: [String: Int]
     private struct State {
         var runners: [String: Task<Void, Never>] = [:]
+        /// Jobs waiting for a running place, and their orgs, in the order they came.
+        var queue: [(jobID: String, org: String)] = []
+        /// The order queued jobs will start in, as things stand (made when needed).
+        var order: [String: Int]?
+        /// Running jobs by org.
+        var runningByOrg: [String: Int] = [:]
+        var orgOf: [String: String] = [:]
         var stopping = false
         /// Why each paused job is paused.
         var paused: [String: String] = [:]
@@ -51,6 +62,19 @@ public final class Engine: Sendable {
         }
         for (name, model) in models ?? [:] { clients[name] = model }
         self.clients = clients
+        let scheduler = RequestScheduler(orgWeights: config.orgWeights)
+        var pools: [String: Int] = [:]
+        for (name, model) in clients.sorted(by: { $0.key < $1.key }) {
+            pools[name] = scheduler.addPool(name, endpoints: model.endpoints,
+                                            policy: (model as? LLMClient)?.ejectionPolicy ?? RequestScheduler.EjectionPolicy())
+        }
+        self.scheduler = scheduler
+        self.pools = pools
+    }
+
+    /// A job's requester for a provider's pool.
+    func requester(_ provider: String, _ ticket: RequestScheduler.Ticket, halt: HaltFlag? = nil) -> Requester? {
+        pools[provider].map { Requester(scheduler: scheduler, ticket: ticket, pool: $0, halt: halt) }
     }
 
     func client(_ provider: String) -> (any ChatModel)? { clients[provider] }
@@ -77,22 +101,100 @@ public final class Engine: Sendable {
         return (config.generatorRoute(tier: request.model, explicit: explicit), critic)
     }
 
-    /// Starts (or resumes) the runner of a stored job.
+    /// Starts (or resumes) the runner of a stored job, or queues it while `max_running_jobs` run.
     public func start(jobID: String) {
+        let org = (try? store.job(id: jobID))?.org ?? ""
+        start(jobID: jobID, org: org)
+    }
+
+    func start(jobID: String, org: String) {
         state.withLock { state in
-            guard !state.stopping, state.runners[jobID] == nil else { return }
-            let runner = JobRunner(jobID: jobID, engine: self)
-            state.runners[jobID] = Task {
-                await runner.run()
-                self.state.withLock { _ = $0.runners.removeValue(forKey: jobID) }
+            guard !state.stopping, state.runners[jobID] == nil, !state.queue.contains(where: { $0.jobID == jobID }) else { return }
+            state.orgOf[jobID] = org
+            if state.runners.count < config.maxRunningJobs {
+                launch(jobID, org: org, &state)
+            } else {
+                state.queue.append((jobID, org))
+                state.order = nil
             }
+        }
+        hub.publish(jobID)
+    }
+
+    /// Starts a runner (under the state's lock).
+    private func launch(_ jobID: String, org: String, _ state: inout State) {
+        let runner = JobRunner(jobID: jobID, engine: self)
+        state.runningByOrg[org, default: 0] += 1
+        state.runners[jobID] = Task {
+            await runner.run()
+            self.ended(jobID)
         }
     }
 
-    /// Resumes every job that was queued or running when the last process stopped.
+    /// A runner has ended: its place goes to the next queued job.
+    private func ended(_ jobID: String) {
+        let started: [String] = state.withLock { s in
+            guard s.runners.removeValue(forKey: jobID) != nil else { return [] }
+            let org = s.orgOf.removeValue(forKey: jobID) ?? ""
+            s.runningByOrg[org, default: 1] -= 1
+            if s.runningByOrg[org] == 0 { s.runningByOrg.removeValue(forKey: org) }
+            var out: [String] = []
+            while !s.stopping, s.runners.count < config.maxRunningJobs, let i = Self.next(s.queue, running: s.runningByOrg, weights: config.orgWeights) {
+                let (next, nextOrg) = s.queue.remove(at: i)
+                s.order = nil
+                launch(next, org: nextOrg, &s)
+                out.append(next)
+            }
+            return out
+        }
+        // Queued watchers hear their place changed.
+        for id in started { hub.publish(id) }
+        for id in state.withLock({ $0.queue.map(\.jobID) }) { hub.publish(id) }
+    }
+
+    /// Which queued job starts next: of the orgs with one queued, the one with the fewest running
+    /// jobs relative to its weight; its first queued job (ties: whichever came first).
+    static func next(_ queue: [(jobID: String, org: String)], running: [String: Int], weights: [String: Double]) -> Int? {
+        var best: Int?
+        var bestShare = Double.infinity
+        var seen = Set<String>()
+        for (i, q) in queue.enumerated() where seen.insert(q.org).inserted {
+            let share = Double(running[q.org] ?? 0) / max(1e-9, weights[q.org] ?? 1)
+            if share < bestShare {
+                best = i
+                bestShare = share
+            }
+        }
+        return best
+    }
+
+    /// A queued job's place: 1 for the next to start, and how many are queued.
+    public func queuePlace(jobID: String) -> (place: Int, queued: Int)? {
+        state.withLock { s in
+            guard s.queue.contains(where: { $0.jobID == jobID }) else { return nil }
+            if s.order == nil {
+                // The order the rule above would start them in, if no other job came.
+                var queue = s.queue, running = s.runningByOrg
+                var order: [String: Int] = [:]
+                while let i = Self.next(queue, running: running, weights: config.orgWeights) {
+                    let (id, org) = queue.remove(at: i)
+                    order[id] = order.count + 1
+                    running[org, default: 0] += 1
+                }
+                s.order = order
+            }
+            return s.order![jobID].map { ($0, s.queue.count) }
+        }
+    }
+
+    /// Resumes every job that was queued or running when the last process stopped: the running
+    /// ones first, then the queued in the order they came.
     public func resumeUnfinished() throws -> Int {
-        let jobs = try store.unfinishedJobs()
-        for job in jobs { start(jobID: job.job.jobID) }
+        let jobs = try store.unfinishedJobs().sorted { a, b in
+            let ar = a.job.status == JobStatus.running.rawValue, br = b.job.status == JobStatus.running.rawValue
+            return ar != br ? ar : a.createdAtMs < b.createdAtMs
+        }
+        for job in jobs { start(jobID: job.job.jobID, org: job.org) }
         return jobs.count
     }
 
@@ -107,7 +209,14 @@ public final class Engine: Sendable {
             job.endDetail.code = "CANCELLED"
             job.endDetail.message = "cancelled with \(job.job.accepted) of \(job.job.count) records accepted; those are delivered and billed"
         }, bill: bill)
-        let task = state.withLock { $0.runners[jobID] }
+        let task: Task<Void, Never>? = state.withLock { s in
+            if let i = s.queue.firstIndex(where: { $0.jobID == jobID }) {
+                s.queue.remove(at: i)
+                s.order = nil
+                s.orgOf.removeValue(forKey: jobID)
+            }
+            return s.runners[jobID]
+        }
         task?.cancel()
         hub.publish(jobID)
         if ended {
@@ -167,6 +276,9 @@ public final class Engine: Sendable {
 
     public var runningJobs: Int { state.withLock { $0.runners.count } }
 
+    /// Jobs waiting for a running place.
+    public var queuedJobs: Int { state.withLock { $0.queue.count } }
+
     /// Why a running job is paused (its store is full), or nil when it is not.
     public func pauseReason(jobID: String) -> String? { state.withLock { $0.paused[jobID] } }
 
@@ -198,6 +310,7 @@ public final class Engine: Sendable {
     public func shutdown() async {
         let tasks: [Task<Void, Never>] = state.withLock {
             $0.stopping = true
+            $0.queue.removeAll()
             return Array($0.runners.values)
         }
         for t in tasks { t.cancel() }

@@ -22,6 +22,12 @@ public struct EngineConfig: Sendable, Codable {
     public var providerUnreachableTimeoutSeconds: Double = 600
     /// The tier a verbose `models.generator` that no tier routes to is priced at and held to.
     public var unlistedModelTier: Tier = .deep
+    /// Jobs generating at once, all orgs together; more wait their turn (queued), and a freed
+    /// place goes to the org with the fewest running jobs relative to its weight.
+    public var maxRunningJobs: Int = 16
+    /// Each org's share of provider capacity and of running places relative to the others (1 for
+    /// an org not named).
+    public var orgWeights: [String: Double] = [:]
 
     enum CodingKeys: String, CodingKey {
         case providers, tiers, critic
@@ -31,6 +37,8 @@ public struct EngineConfig: Sendable, Codable {
         case maxCount = "max_count"
         case providerUnreachableTimeoutSeconds = "provider_unreachable_timeout_seconds"
         case unlistedModelTier = "unlisted_model_tier"
+        case maxRunningJobs = "max_running_jobs"
+        case orgWeights = "org_weights"
     }
 
     public init(providers: [String: ProviderConfig], tiers: [String: ModelRoute], critic: ModelRoute,
@@ -60,6 +68,8 @@ public struct EngineConfig: Sendable, Codable {
             // Clamped: a second to a day (NaN and negatives become a second).
             providerUnreachableTimeoutSeconds = t.isNaN ? 1 : min(86_400, max(1, t))
         }
+        if let n = try c.decodeIfPresent(Int.self, forKey: .maxRunningJobs) { maxRunningJobs = max(1, n) }
+        orgWeights = try c.decodeIfPresent([String: Double].self, forKey: .orgWeights) ?? [:]
         if let t = try c.decodeIfPresent(String.self, forKey: .unlistedModelTier) {
             guard let tier = Tier(shorthand: t) else {
                 throw DecodingError.dataCorruptedError(forKey: .unlistedModelTier, in: c, debugDescription: "must be fast, balanced, diverse or deep")

@@ -118,15 +118,23 @@ final class JobRunner: Sendable {
             throw EngineError(.providerNotConfigured, why)
         }
         let prompts = PromptBuilder(request: request, plan: plan)
-        let concurrency = max(1, min(engine.config.jobConcurrency, client.maxInFlight))
-        // `concurrency` bounds the job's requests in flight, the critic's included; an attempt
-        // gives its permit back as soon as its answer is in, so the next request leaves while the
-        // answer is still being checked. Up to twice as many attempts exist at once: the others
-        // are being checked or waiting.
-        let requests = AsyncSemaphore(concurrency)
+        // `concurrency` bounds the job's requests in flight, the critic's included (the scheduler
+        // holds it to that, and shares the providers' capacity fairly among orgs and jobs); an
+        // attempt gives its grant back as soon as its answer is in, so the next request leaves
+        // while the answer is still being checked. Up to twice as many attempts exist at once:
+        // the others are being checked or waiting.
+        let concurrency = max(1, min(engine.config.jobConcurrency, client.capacity))
+        let ticket = engine.scheduler.join(org: job.org, limit: concurrency)
+        defer { engine.scheduler.leave(ticket) }
+        // Set by the first fatal answer (400, 401, 403, quota): requests still waiting for a
+        // grant then never send, so a job that cannot go on stops at once.
+        let halted = HaltFlag()
+        guard let requester = engine.requester(route.provider, ticket, halt: halted) else {
+            throw EngineError(.providerNotConfigured, "provider \(route.provider) is not configured")
+        }
         let gate = QualityGate(request: request, system: [prompts.system(for: slots.first ?? Slot(index: 0, cell: 0, hardNegative: false))],
-                               critic: engine.client(routes.critic.provider), criticModel: routes.critic.model, permits: requests,
-                               jobID: jobID, logger: logger)
+                               critic: engine.client(routes.critic.provider), criticModel: routes.critic.model,
+                               requester: engine.requester(routes.critic.provider, ticket, halt: halted), jobID: jobID, logger: logger)
         if job.job.accepted > 0 {
             let accepted = job.job.accepted
             try await BlockingLane.compute.run { try self.restore(gate, schema: request.schema, accepted: accepted) }
@@ -135,9 +143,6 @@ final class JobRunner: Sendable {
         let priorAttempts = job.attempts
         let startVariation = Int(job.job.generated) + Int(job.attempts)
         let queue = CommitQueue()
-        // Set by the first fatal answer (400, 401, 403, quota) before it gives its permit back:
-        // attempts still waiting then never send, so a job that cannot go on stops at once.
-        let halted = HaltFlag()
         let attemptsAtOnce = 2 * concurrency
         let drives = prompts.drivesByAxis
         // Whether the generator can be reached; the job ends once it has not been for this long.
@@ -170,7 +175,7 @@ final class JobRunner: Sendable {
                         // work queued before it.
                         group.addTask(priority: .high) {
                             try await self.send(slot, variation: v, request: request, prompts: prompts, route: route, client: client,
-                                                requests: requests, halted: halted, queue: queue, reach: reach)
+                                                requester: requester, halted: halted, queue: queue, reach: reach)
                         }
                     }
                     while inFlight < attemptsAtOnce, !todo.isEmpty { launch(todo.removeFirst()) }
@@ -221,18 +226,16 @@ final class JobRunner: Sendable {
         case unreached(Slot)
     }
 
-    /// The request of one attempt at one slot, holding one of the job's request permits.
+    /// The request of one attempt at one slot, sent when the scheduler grants it.
     func send(_ slot: Slot, variation: Int, request: PBJobRequest, prompts: PromptBuilder, route: ModelRoute, client: any ChatModel,
-              requests: AsyncSemaphore, halted: HaltFlag, queue: CommitQueue, reach: Reachability) async throws -> AttemptStep {
+              requester: Requester, halted: HaltFlag, queue: CommitQueue, reach: Reachability) async throws -> AttemptStep {
         let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: variation),
                                jsonSchema: prompts.jsonSchema(for: slot), schemaName: request.schema, maxTokens: prompts.maxTokens)
         let completion: ChatCompletion
         do {
-            try await requests.acquire()
-            defer { requests.release() }
             if let fatal = halted.error { throw fatal }
             do {
-                completion = try await client.complete(chat)
+                completion = try await client.complete(chat, for: requester)
             } catch let e as ProviderError where e.kind == .fatal {
                 halted.set(e)
                 throw e

@@ -42,9 +42,9 @@ final class QualityGate: Sendable {
     let format: FormatChecker
     let critic: (any ChatModel)?
     let criticModel: String
-    /// The job's request permits: a critic call holds one, as a generation request does, so that
-    /// the job's requests in flight stay within its concurrency. Nil: no bound here.
-    let permits: AsyncSemaphore?
+    /// Whose critic calls these are: the scheduler counts them in the job's requests in flight,
+    /// as it does generation requests. Nil: the critic schedules them alone.
+    let requester: Requester?
     let logger: Logger
     let jobID: String
     /// Whole records, and the prompt side alone: a repeated question is a repeated example even
@@ -66,14 +66,14 @@ final class QualityGate: Sendable {
     static let criticTemperature = 0.0
     static let criticMaxTokens = ["judge": 300, "preference_scores": 300, "invariants": 400]
 
-    init(request: PBJobRequest, system: [String], critic: (any ChatModel)?, criticModel: String, permits: AsyncSemaphore? = nil, jobID: String,
+    init(request: PBJobRequest, system: [String], critic: (any ChatModel)?, criticModel: String, requester: Requester? = nil, jobID: String,
          logger: Logger) {
         self.request = request
         let bounds = PromptBuilder.lengthBounds(request)
         format = FormatChecker(instructions: system, minTokens: bounds?.0.map(Int.init), maxTokens: bounds?.1.map(Int.init))
         self.critic = critic
         self.criticModel = criticModel
-        self.permits = permits
+        self.requester = requester
         self.jobID = jobID
         self.logger = logger
     }
@@ -164,10 +164,14 @@ final class QualityGate: Sendable {
             + ["RECORD:", String(decoding: JSONValue.object(content).serialized(), as: UTF8.self)]).joined(separator: "\n")
     }
 
-    /// One critic call, holding one of the job's request permits.
+    /// One critic call, scheduled as one of the job's requests.
     private func ask(_ critic: any ChatModel, _ chat: ChatRequest) async throws -> ChatCompletion {
-        guard let permits else { return try await critic.complete(chat) }
-        return try await permits.withPermit { try await critic.complete(chat) }
+        if let requester { return try await critic.complete(chat, for: requester) }
+        let scheduler = RequestScheduler()
+        let pool = scheduler.addPool("critic", endpoints: critic.endpoints)
+        let ticket = scheduler.join(org: "", limit: Int.max)
+        defer { scheduler.leave(ticket) }
+        return try await critic.complete(chat, for: Requester(scheduler: scheduler, ticket: ticket, pool: pool))
     }
 
     /// The request for one critic call of `kind` (judge, preference_scores, invariants): its

@@ -67,7 +67,7 @@ enum Recipe {
         made.append(("config", .object([
             ("attempts_per_record", .number(config.attemptsPerRecord)),
             ("attempt_slack", .int(Int64(config.attemptSlack))),
-            ("job_concurrency", .int(Int64(max(1, min(config.jobConcurrency, g?.maxInFlight ?? config.jobConcurrency))))),
+            ("job_concurrency", .int(Int64(max(1, min(config.jobConcurrency, g.map { $0.pool.reduce(0) { $0 + ($1.maxInFlight ?? 0) } } ?? config.jobConcurrency))))),
             ("provider_max_retries", .int(Int64(g?.maxRetries ?? 0))),
             ("provider_request_timeout_seconds", .number(g?.requestTimeoutSeconds ?? 0)),
             ("provider_unreachable_timeout_seconds", .number(config.providerUnreachableTimeoutSeconds)),

@@ -14,8 +14,11 @@ public final class LLMClient: Sendable {
 
     public let config: ProviderConfig
     private let engine: HTTPEngine
-    private let permits: AsyncSemaphore
-    public let limiter: RateLimiter
+    /// The servers requests go to (`config.pool`), each with its own rate limits.
+    let pool: [ProviderConfig.Endpoint]
+    private let limiters: [RateLimiter]
+    /// The configured and observed limits of the first endpoint (the only one, unless a fleet).
+    public var limiter: RateLimiter { limiters[0] }
     private let inFlight = Atomic<Int>(0)
     /// Requests on the wire now (the metrics' gauge).
     public var requestsInFlight: Int { inFlight.load(ordering: .relaxed) }
@@ -28,34 +31,76 @@ public final class LLMClient: Sendable {
     let reachability = Locked<(since: Date?, lastError: String)>((nil, ""))
     /// The sampling fields in name order (so that the bytes never vary).
     private let sampling: [(String, Double)]
+    /// For a client used on its own (not through an engine): a scheduler of its own.
+    private let standalone: Requester
 
     public init(config: ProviderConfig, engine: HTTPEngine, logger: Logger) {
         self.config = config
         self.engine = engine
-        self.permits = AsyncSemaphore(max(1, config.maxInFlight))
+        self.pool = config.pool
         self.sampling = config.sampling.sorted { $0.key < $1.key }
-        self.limiter = RateLimiter(requestsPerMinute: config.requestsPerMinute, tokensPerMinute: config.tokensPerMinute)
+        self.limiters = config.pool.map { _ in
+            RateLimiter(requestsPerMinute: config.requestsPerMinute, tokensPerMinute: config.tokensPerMinute)
+        }
         self.logger = logger
+        let scheduler = RequestScheduler()
+        let index = scheduler.addPool(config.name, endpoints: config.pool.map {
+            RequestScheduler.EndpointSpec(label: $0.label, capacity: $0.maxInFlight ?? config.maxInFlight, weight: $0.weight)
+        }, policy: RequestScheduler.EjectionPolicy(afterFailures: config.ejectAfterFailures, firstSeconds: config.ejectSeconds,
+                                                  maxSeconds: config.ejectMaxSeconds))
+        standalone = Requester(scheduler: scheduler, ticket: scheduler.join(org: "", limit: Int.max), pool: index)
     }
 
     public var outputMode: OutputMode { mode.withLock { $0 } }
 
-    /// One completion, retried on timeouts, resets, 408, 429, 5xx and 529 with exponential
-    /// backoff and jitter, never sooner than the provider's retry-after.
+    /// The ejection rules of this provider's endpoints, for the scheduler that serves it.
+    public var ejectionPolicy: RequestScheduler.EjectionPolicy {
+        RequestScheduler.EjectionPolicy(afterFailures: config.ejectAfterFailures, firstSeconds: config.ejectSeconds,
+                                        maxSeconds: config.ejectMaxSeconds)
+    }
+
+    /// One completion, scheduled by this client alone.
     public func complete(_ request: ChatRequest) async throws -> ChatCompletion {
+        try await complete(request, for: standalone)
+    }
+
+    /// One completion, retried on timeouts, resets, 408, 429, 5xx and 529 with exponential
+    /// backoff and jitter, never sooner than the provider's retry-after. Each try waits for its
+    /// grant; a retry after a failure goes to another endpoint when the pool has one in service,
+    /// at once.
+    public func complete(_ request: ChatRequest, for requester: Requester) async throws -> ChatCompletion {
         var attempt = 0
+        var avoid: Int?
         let estimate = RateLimiter.estimateTokens(request)
         while true {
             attempt += 1
             let currentMode = outputMode
-            let http = try build(request, mode: currentMode)
             let outcome: Result<HTTPResponse, Error>
+            let grant = try await requester.acquire(avoiding: avoid)
+            let endpoint = grant.endpoint
+            let sent: Result<HTTPResponse, Error>
             do {
-                let response = try await permits.withPermit { try await send(http, estimate: estimate, model: request.model) }
-                outcome = .success(response)
-            } catch is CancellationError {
-                throw CancellationError()
+                let http = try build(request, mode: currentMode, endpoint: pool[endpoint])
+                sent = .success(try await send(http, endpoint: endpoint, estimate: estimate, model: request.model))
             } catch {
+                sent = .failure(error)
+            }
+            switch sent {
+            case .success(let response):
+                if let fatal = fatal(response, mode: currentMode) {
+                    // Halted before the grant goes back: the job's waiting requests never send.
+                    requester.halt?.set(fatal)
+                    requester.scheduler.release(grant, .answered)
+                    limiters[endpoint].settle(estimated: estimate, actual: 0)
+                    throw fatal
+                }
+                requester.scheduler.release(grant, response.status >= 500 ? .failed("HTTP \(response.status)") : .answered)
+                outcome = .success(response)
+            case .failure(let error) where error is CancellationError || error is ProviderError:
+                requester.scheduler.release(grant, .unknown)
+                throw error
+            case .failure(let error):
+                requester.scheduler.release(grant, .failed(Redact.secrets("\(error)")))
                 outcome = .failure(error)
             }
             var retryAfter: Duration?
@@ -67,11 +112,11 @@ public final class LLMClient: Sendable {
                 SynthMetrics.providerUsage(provider: config.name, model: SynthMetrics.modelLabel(completion.model),
                                            promptTokens: completion.promptTokens, completionTokens: completion.completionTokens,
                                            dollars: completion.costUSD)
-                limiter.settle(estimated: estimate, actual: completion.promptTokens + completion.completionTokens)
+                limiters[endpoint].settle(estimated: estimate, actual: completion.promptTokens + completion.completionTokens)
                 return completion
             case .success(let response):
-                limiter.settle(estimated: estimate, actual: 0)
-                let message = Self.errorMessage(response.body).replacingOccurrences(of: config.apiKey.isEmpty ? "\u{0}" : config.apiKey, with: "[redacted]")
+                limiters[endpoint].settle(estimated: estimate, actual: 0)
+                let message = redacted(Self.errorMessage(response.body))
                 if response.status == 400, currentMode != .prompt, Self.mentionsStructuredOutput(message) {
                     // The endpoint does not take this way of asking for JSON: step down and remember.
                     mode.withLock { if $0 == currentMode { $0 = OutputMode(rawValue: currentMode.rawValue + 1)! } }
@@ -79,14 +124,11 @@ public final class LLMClient: Sendable {
                     attempt -= 1
                     continue
                 }
-                let quota = message.lowercased().contains("insufficient_quota") || message.lowercased().contains("exceeded your current quota")
-                guard Self.isRetryable(response.status), !quota else {
-                    throw ProviderError(kind: .fatal, provider: config.name, status: response.status, message: message)
-                }
                 retryAfter = Self.retryAfter(response.headers)
                 if attempt > config.maxRetries {
                     throw ProviderError(kind: .exhausted, provider: config.name, status: response.status, message: "gave up after \(attempt) attempts: \(message)")
                 }
+                if response.status >= 500 { avoid = endpoint }
             case .failure(let error):
                 let connect = (error as? HTTPError)?.isConnectFailure == true
                 if connect {
@@ -99,14 +141,40 @@ public final class LLMClient: Sendable {
                     throw ProviderError(kind: connect ? .unreachable : .exhausted, provider: config.name, status: 0,
                                         message: connect ? "no connection after \(attempt) attempts: \(error)" : "gave up after \(attempt) attempts: \(error)")
                 }
+                avoid = endpoint
+            }
+            // A failure of one server of a fleet is retried on another at once (once per server:
+            // past that the whole fleet is failing, and backing off is what helps); a server
+            // asking to wait (429, retry-after) or the only one is waited for.
+            if let avoid, retryAfter == nil, attempt <= pool.count, requester.scheduler.hasOther(pool: requester.pool, than: avoid) {
+                continue
             }
             let delay = Self.backoff(attempt: attempt, retryAfter: retryAfter)
             try await Task.sleep(for: delay)
         }
     }
 
-    /// Waits for the rate limits, sends, and reads the provider's rate-limit headers.
-    private func send(_ http: HTTPRequest, estimate: Int, model: String) async throws -> HTTPResponse {
+    /// The error of an answer that ends the job (400, 401, 403, an exhausted quota: never retried),
+    /// or nil. A 400 about structured output is not one: the client asks another way.
+    private func fatal(_ response: HTTPResponse, mode: OutputMode) -> ProviderError? {
+        guard response.status != 200 else { return nil }
+        let message = redacted(Self.errorMessage(response.body))
+        if response.status == 400, mode != .prompt, Self.mentionsStructuredOutput(message) { return nil }
+        let quota = message.lowercased().contains("insufficient_quota") || message.lowercased().contains("exceeded your current quota")
+        guard !Self.isRetryable(response.status) || quota else { return nil }
+        return ProviderError(kind: .fatal, provider: config.name, status: response.status, message: message)
+    }
+
+    /// `text` without any of the pool's keys.
+    private func redacted(_ text: String) -> String {
+        var out = text
+        for key in Set(pool.map(\.apiKey)) where !key.isEmpty { out = out.replacingOccurrences(of: key, with: "[redacted]") }
+        return out
+    }
+
+    /// Waits for the endpoint's rate limits, sends, and reads its rate-limit headers.
+    private func send(_ http: HTTPRequest, endpoint: Int, estimate: Int, model: String) async throws -> HTTPResponse {
+        let limiter = limiters[endpoint]
         let wait = limiter.reserve(tokens: estimate)
         if wait > .zero { try await Task.sleep(for: wait) }
         inFlight.wrappingAdd(1, ordering: .relaxed)
@@ -191,7 +259,13 @@ public final class LLMClient: Sendable {
     /// The request's wire form. The body is written directly, in a fixed field order, so that a
     /// retry sends the very same bytes; the output schema is prepared once per distinct schema.
     func build(_ r: ChatRequest, mode: OutputMode) throws -> HTTPRequest {
-        let base = config.baseURL.hasSuffix("/") ? String(config.baseURL.dropLast()) : config.baseURL
+        try build(r, mode: mode, endpoint: pool[0])
+    }
+
+    /// The same, for one endpoint of the pool (its URL and key).
+    func build(_ r: ChatRequest, mode: OutputMode, endpoint: ProviderConfig.Endpoint) throws -> HTTPRequest {
+        let apiKey = endpoint.apiKey
+        let base = endpoint.baseURL.hasSuffix("/") ? String(endpoint.baseURL.dropLast()) : endpoint.baseURL
         var headers = ["Content-Type: application/json"]
         let schema = try r.jsonSchema.map(preparedSchema)
         var body = JSONText.Object()
@@ -201,7 +275,7 @@ public final class LLMClient: Sendable {
         switch config.kind {
         case .openai:
             url = base + "/chat/completions"
-            if !config.apiKey.isEmpty { headers.append("Authorization: Bearer \(config.apiKey)") }
+            if !apiKey.isEmpty { headers.append("Authorization: Bearer \(apiKey)") }
             // The provider's sampling settings win over the request's (one key each: a body with a
             // key twice is read differently by different servers).
             if config.sampling["temperature"] == nil { body.add("temperature", number: r.temperature) }
@@ -220,7 +294,7 @@ public final class LLMClient: Sendable {
                      + JSONText.quote(r.user) + "}]")
         case .anthropic:
             url = base + "/v1/messages"
-            if !config.apiKey.isEmpty { headers.append("x-api-key: \(config.apiKey)") }
+            if !apiKey.isEmpty { headers.append("x-api-key: \(apiKey)") }
             headers.append("anthropic-version: 2023-06-01")
             if config.sampling["temperature"] == nil { body.add("temperature", number: min(1.0, r.temperature)) }
             for (k, v) in sampling { body.add(k, number: v) }

@@ -33,6 +33,73 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     /// provider reports in its rate-limit headers.
     public var requestsPerMinute: Int?
     public var tokensPerMinute: Int?
+    /// Several servers behind this one provider (a model fleet): each request goes to the one with
+    /// the fewest outstanding requests relative to its capacity. Empty: the one at `baseURL`.
+    public var endpoints: [Endpoint] = []
+    /// An endpoint that fails this many requests in a row (no connection, a 5xx, a lost answer) is
+    /// taken out of the pool for `ejectSeconds`, doubled at each further ejection up to
+    /// `ejectMaxSeconds`, then sent one probe request; an answer brings it back.
+    public var ejectAfterFailures: Int = 3
+    public var ejectSeconds: Double = 1
+    public var ejectMaxSeconds: Double = 60
+
+    /// One server of a provider's pool.
+    public struct Endpoint: Sendable, Codable, Equatable {
+        public var baseURL: String
+        /// Its own key; empty: the provider's.
+        public var apiKey: String
+        /// Requests in flight to it at most; nil: the provider's `max_in_flight`.
+        public var maxInFlight: Int?
+        /// How much it is preferred relative to its capacity (1: by capacity alone).
+        public var weight: Double
+
+        public init(baseURL: String, apiKey: String = "", maxInFlight: Int? = nil, weight: Double = 1) {
+            self.baseURL = baseURL
+            self.apiKey = apiKey
+            self.maxInFlight = maxInFlight
+            self.weight = weight
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case baseURL = "base_url"
+            case apiKey = "api_key"
+            case maxInFlight = "max_in_flight"
+            case weight
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(baseURL: try c.decode(String.self, forKey: .baseURL), apiKey: try c.decodeIfPresent(String.self, forKey: .apiKey) ?? "",
+                      maxInFlight: try c.decodeIfPresent(Int.self, forKey: .maxInFlight),
+                      weight: try c.decodeIfPresent(Double.self, forKey: .weight) ?? 1)
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(baseURL, forKey: .baseURL)
+            // The key is deliberately never encoded.
+            try c.encodeIfPresent(maxInFlight, forKey: .maxInFlight)
+            try c.encode(weight, forKey: .weight)
+        }
+
+        /// `host:port` of its URL, without user, password, path or query: what Health, logs
+        /// and metrics show (a URL can carry credentials).
+        public var label: String {
+            guard let u = URLComponents(string: baseURL), let host = u.host, !host.isEmpty else { return "endpoint" }
+            let port = u.port ?? (u.scheme == "https" ? 443 : 80)
+            return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        }
+    }
+
+    /// The servers requests go to: `endpoints`, or the one at `baseURL`, each with its capacity
+    /// and key resolved.
+    public var pool: [Endpoint] {
+        guard !endpoints.isEmpty else { return [Endpoint(baseURL: baseURL, apiKey: apiKey, maxInFlight: max(1, maxInFlight))] }
+        return endpoints.map { e in
+            Endpoint(baseURL: e.baseURL, apiKey: e.apiKey.isEmpty ? apiKey : e.apiKey, maxInFlight: max(1, e.maxInFlight ?? maxInFlight),
+                     weight: e.weight.isFinite && e.weight > 0 ? e.weight : 1)
+        }
+    }
 
     /// The prefix of the environment variables that configure the documented provider of a
     /// wire format: OPENAI_API_KEY, ANTHROPIC_BASE_URL and so on.
@@ -49,7 +116,7 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     /// True for a provider that still points at its vendor's endpoint but has no API key: every
     /// request would be refused (or, offline, never arrive), so a job that needs it fails at once.
     public var lacksItsKey: Bool {
-        apiKey.isEmpty && baseURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) == Self.vendorURL(kind)
+        pool.contains { $0.apiKey.isEmpty && $0.baseURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) == Self.vendorURL(kind) }
     }
 
     public struct TokenPrice: Sendable, Codable, Equatable {
@@ -95,6 +162,10 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         case stringMinLength = "string_min_length"
         case requestsPerMinute = "requests_per_minute"
         case tokensPerMinute = "tokens_per_minute"
+        case endpoints
+        case ejectAfterFailures = "eject_after_failures"
+        case ejectSeconds = "eject_seconds"
+        case ejectMaxSeconds = "eject_max_seconds"
     }
 
     public init(from decoder: Decoder) throws {
@@ -102,7 +173,7 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         self.init(
             name: try c.decodeIfPresent(String.self, forKey: .name) ?? "",
             kind: try c.decode(Kind.self, forKey: .kind),
-            baseURL: try c.decode(String.self, forKey: .baseURL),
+            baseURL: try c.decodeIfPresent(String.self, forKey: .baseURL) ?? "",
             apiKey: try c.decodeIfPresent(String.self, forKey: .apiKey) ?? "",
             maxInFlight: try c.decodeIfPresent(Int.self, forKey: .maxInFlight) ?? 64,
             maxRetries: try c.decodeIfPresent(Int.self, forKey: .maxRetries) ?? 8,
@@ -114,6 +185,13 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
             requestsPerMinute: try c.decodeIfPresent(Int.self, forKey: .requestsPerMinute),
             tokensPerMinute: try c.decodeIfPresent(Int.self, forKey: .tokensPerMinute),
             stringMinLength: try c.decodeIfPresent(Int.self, forKey: .stringMinLength))
+        endpoints = try c.decodeIfPresent([Endpoint].self, forKey: .endpoints) ?? []
+        if baseURL.isEmpty, endpoints.isEmpty {
+            throw DecodingError.dataCorruptedError(forKey: .baseURL, in: c, debugDescription: "a provider needs base_url or endpoints")
+        }
+        ejectAfterFailures = max(1, try c.decodeIfPresent(Int.self, forKey: .ejectAfterFailures) ?? 3)
+        ejectSeconds = try c.decodeIfPresent(Double.self, forKey: .ejectSeconds) ?? 1
+        ejectMaxSeconds = max(ejectSeconds, try c.decodeIfPresent(Double.self, forKey: .ejectMaxSeconds) ?? 60)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -130,5 +208,6 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         try c.encodeIfPresent(stringMinLength, forKey: .stringMinLength)
         try c.encodeIfPresent(requestsPerMinute, forKey: .requestsPerMinute)
         try c.encodeIfPresent(tokensPerMinute, forKey: .tokensPerMinute)
+        if !endpoints.isEmpty { try c.encode(endpoints, forKey: .endpoints) }
     }
 }

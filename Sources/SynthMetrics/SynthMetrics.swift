@@ -38,6 +38,16 @@ public enum SynthMetrics {
                                                help: "What the provider requests cost at the configured prices, by provider and model.")
     public static let providerInFlight = Family(name: "synthd_provider_requests_in_flight", kind: .gauge,
                                                 help: "Requests in flight to each provider.")
+    public static let endpointUp = Family(name: "synthd_provider_endpoint_up", kind: .gauge,
+                                          help: "1 while a provider endpoint is in service, 0 while it is taken out (or probed), by provider and endpoint (host:port).")
+    public static let endpointInFlight = Family(name: "synthd_provider_endpoint_requests_in_flight", kind: .gauge,
+                                                help: "Requests outstanding at each provider endpoint.")
+    public static let endpointEjections = Family(name: "synthd_provider_endpoint_ejections_total", kind: .counter,
+                                                 help: "Times a provider endpoint was taken out of its pool after failing requests in a row.")
+    public static let requestsWaiting = Family(name: "synthd_scheduler_requests_waiting", kind: .gauge,
+                                               help: "Provider requests waiting for the scheduler's grant, by provider.")
+    public static let jobsQueued = Family(name: "synthd_jobs_waiting_to_start", kind: .gauge,
+                                          help: "Jobs waiting for a running place (max_running_jobs).")
     public static let storeMapBytes = Family(name: "synthd_store_map_size_bytes", kind: .gauge, help: "The LMDB map's size.")
     public static let storeUsedBytes = Family(name: "synthd_store_used_bytes", kind: .gauge, help: "LMDB pages in use, in bytes.")
     public static let exportBytes = Family(name: "synthd_export_bytes_total", kind: .counter, help: "Bytes written to export files.")
@@ -45,7 +55,7 @@ public enum SynthMetrics {
 
     public static let families: [Family] = [
         calls, callSeconds, jobs, recordsAccepted, recordsRejected, providerRequests, providerSeconds, providerTokens,
-        providerDollars, providerInFlight, storeMapBytes, storeUsedBytes, exportBytes, exportFileBytes,
+        providerDollars, providerInFlight, endpointUp, endpointInFlight, endpointEjections, requestsWaiting, jobsQueued, storeMapBytes, storeUsedBytes, exportBytes, exportFileBytes,
     ]
 
     /// Help lines by name, for the backend.
@@ -98,6 +108,11 @@ public enum SynthMetrics {
         for (reason, n) in rejections where n > 0 {
             Counter(label: recordsRejected.name, dimensions: [("reason", reason)]).increment(by: n)
         }
+    }
+
+    /// A provider endpoint was taken out of its pool.
+    public static func endpointEjected(provider: String, endpoint: String) {
+        Counter(label: endpointEjections.name, dimensions: [("provider", provider), ("endpoint", endpoint)]).increment()
     }
 
     public static func exportWritten(bytes: Int) {

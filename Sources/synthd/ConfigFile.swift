@@ -160,6 +160,18 @@ struct ConfigFile: Decodable {
             for (tier, route) in tiers { check("engine.tiers.\(tier)", route) }
         }
         if let critic = part("critic") { check("engine.critic", critic) }
+        // A provider needs somewhere to send: base_url, or endpoints; not both.
+        if case .object(let providers)? = part("providers") {
+            for (name, p) in providers {
+                guard case .object = p else { continue }
+                let hasBase = p["base_url"] != nil, hasEndpoints = p["endpoints"] != nil
+                if !hasBase && !hasEndpoints {
+                    out.append("engine.providers.\(name): needs base_url (one server) or endpoints (several)")
+                } else if hasBase && hasEndpoints {
+                    out.append("engine.providers.\(name): give base_url or endpoints, not both")
+                }
+            }
+        }
         return out
     }
 

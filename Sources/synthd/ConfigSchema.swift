@@ -16,6 +16,8 @@ enum ConfigSchema {
         case number(least: Double)
         case boolean
         case strings
+        /// A list of values of one shape, at most `most` of them.
+        case list(Shape, most: Int)
         /// The shape, or null.
         case orNull(Shape)
     }
@@ -86,14 +88,20 @@ enum ConfigSchema {
         key("max_count", .integer(least: 1), default: "100000", "The largest `count` a request may ask for."),
         key("provider_unreachable_timeout_seconds", .number(least: 1), default: "600", "How long a job waits for a provider it cannot connect to at all before it ends with what it has, naming the provider and the last error. Clamped to a day."),
         key("unlisted_model_tier", .choice(tierNames), default: "deep", "The tier a request's `models.generator` that no tier routes to is priced at and held to."),
+        key("max_running_jobs", .integer(least: 1), default: "16", "Jobs generating at once, all orgs together. More wait (queued, their place in the job's detail); a freed place goes to the org with the fewest running jobs relative to its weight, then to its oldest queued job."),
+        key("org_weights", .map(placeholder: "<org>", .number(least: 0.000001)), default: "1 for every org", "Each org's share relative to the others: of every provider's capacity (requests in flight) and of running places. An org not named has weight 1."),
     ]
 
     static let provider: [Key] = [
         key("kind", .choice(["openai", "anthropic"]), required: true, "The wire format: `openai` (Chat Completions: OpenAI, vLLM, SGLang, llama.cpp's server, TGI, Ollama) or `anthropic` (the Messages API)."),
-        key("base_url", .string, required: true, "The API's base URL, e.g. `https://api.openai.com/v1` or `http://10.0.0.5:8000/v1`."),
+        key("base_url", .string, default: "required unless `endpoints`", "The API's base URL, e.g. `https://api.openai.com/v1` or `http://10.0.0.5:8000/v1`."),
+        key("endpoints", .list(.object(endpoint), most: 256), default: "one: `base_url`", "Several servers behind this provider (a model fleet: vLLM, SGLang, llama.cpp's server, TGI), instead of `base_url`. Each request goes to the endpoint with the fewest outstanding requests relative to its `max_in_flight` times its `weight`; one that fails requests in a row is taken out and probed back in."),
+        key("eject_after_failures", .integer(least: 1), default: "3", "An endpoint that fails this many requests in a row (no connection, a 5xx, a lost answer) is taken out of the pool."),
+        key("eject_seconds", .number(least: 0.01), default: "1", "How long an endpoint is first taken out; doubled each time it fails its probe, up to `eject_max_seconds`. Then one probe request: an answer brings it back."),
+        key("eject_max_seconds", .number(least: 0.01), default: "60", "The longest an endpoint is taken out at a time."),
         key("api_key", .string, "The provider's key. Never logged, stored or sent anywhere but to this provider. Prefer the environment variables for `openai` and `anthropic`."),
         key("name", .string, default: "the key's name", "The provider's name in records' provenance."),
-        key("max_in_flight", .integer(least: 1), default: "64", "Requests in flight to this provider, all jobs together."),
+        key("max_in_flight", .integer(least: 1), default: "64", "Requests in flight to this provider, all jobs together (with `endpoints`: to each endpoint that sets none)."),
         key("max_retries", .integer(least: 0), default: "8", "Retries of a request that failed on the way (429, 5xx, a lost connection), with backoff."),
         key("connect_timeout_seconds", .number(least: 0.1), default: "10", "Time to connect."),
         key("request_timeout_seconds", .number(least: 0.1), default: "120", "Time for a whole answer."),
@@ -103,6 +111,13 @@ enum ConfigSchema {
         key("string_min_length", .integer(least: 0), "minLength put on every string of the structured-output schema."),
         key("requests_per_minute", .integer(least: 1), "The provider's request rate limit; synthd stays under it."),
         key("tokens_per_minute", .integer(least: 1), "The provider's token rate limit; synthd stays under it."),
+    ]
+
+    static let endpoint: [Key] = [
+        key("base_url", .string, required: true, "The server's base URL, e.g. `http://10.0.0.5:8000/v1`."),
+        key("api_key", .string, default: "the provider's", "Its own key, when it has one."),
+        key("max_in_flight", .integer(least: 1), default: "the provider's `max_in_flight`", "Requests in flight to this server at most."),
+        key("weight", .number(least: 0.000001), default: "1", "How much it is preferred relative to its capacity: it gets requests while its outstanding requests over `max_in_flight × weight` are the fewest."),
     ]
 
     static let tokenPrice: [Key] = [
@@ -237,6 +252,14 @@ enum ConfigSchema {
                 if case .string = item { continue }
                 out.append("\(at)[\(i)]: must be a string; found \(describe(item))")
             }
+        case .list(let inner, let most):
+            guard case .array(let items) = value else {
+                out.append("\(at): must be a list ([...]); found \(describe(value))")
+                return
+            }
+            if items.isEmpty { out.append("\(at): must not be empty") }
+            if items.count > most { out.append("\(at): at most \(most) entries; found \(items.count)") }
+            for (i, item) in items.prefix(most).enumerated() { check(item, inner, path: "\(path)[\(i)]", &out) }
         case .orNull(let inner):
             if case .null = value { return }
             check(value, inner, path: path, &out)
@@ -325,6 +348,8 @@ enum ConfigSchema {
                     section("\(title).\(k.name)", k.doc, inner)
                 case .map(let placeholder, .object(let inner)):
                     section("\(title).\(k.name).\(placeholder)", k.doc, inner)
+                case .list(.object(let inner), _):
+                    section("\(title).\(k.name)[]", k.doc, inner)
                 default: break
                 }
             }
@@ -345,6 +370,7 @@ enum ConfigSchema {
         case .number(let least): return least <= -1e9 ? "number" : "number ≥ \(trim(least))"
         case .boolean: return "boolean"
         case .strings: return "list of strings"
+        case .list(let inner, let most): return "list of \(typeName(inner)) (at most \(most))"
         case .orNull(let inner): return "\(typeName(inner)) or null"
         }
     }

@@ -138,6 +138,15 @@ final class MetricsEndpoint: Sendable {
         for (provider, n) in engine.providerRequestsInFlight {
             SynthMetrics.set(SynthMetrics.providerInFlight, [("provider", provider)], to: Double(n))
         }
+        for e in engine.scheduler.endpointStatus() {
+            let labels = [("provider", e.pool), ("endpoint", e.label)]
+            SynthMetrics.set(SynthMetrics.endpointUp, labels, to: e.state == .inService ? 1 : 0)
+            SynthMetrics.set(SynthMetrics.endpointInFlight, labels, to: Double(e.outstanding))
+        }
+        for (provider, n) in engine.scheduler.waiting() {
+            SynthMetrics.set(SynthMetrics.requestsWaiting, [("provider", provider)], to: Double(n))
+        }
+        SynthMetrics.set(SynthMetrics.jobsQueued, to: Double(engine.queuedJobs))
         let map = store.mapUse()
         SynthMetrics.set(SynthMetrics.storeMapBytes, to: Double(map.mapSize))
         SynthMetrics.set(SynthMetrics.storeUsedBytes, to: Double(map.used))

@@ -15,6 +15,7 @@ final class ScriptedModel: ChatModel {
     }
 
     let maxInFlight: Int
+    var endpoints: [RequestScheduler.EndpointSpec] { [RequestScheduler.EndpointSpec(label: "scripted", capacity: maxInFlight)] }
     let unavailableReason: String? = nil
     let latency: Duration
     private let script: @Sendable (Int) -> Step
@@ -32,7 +33,12 @@ final class ScriptedModel: ChatModel {
     /// When each request came, in order.
     var times: [ContinuousClock.Instant] { calls.withLock { $0.at } }
 
-    func complete(_ request: ChatRequest) async throws -> ChatCompletion {
+    /// One answer, holding the scheduler's grant for it as a provider's request does.
+    func complete(_ request: ChatRequest, for requester: Requester) async throws -> ChatCompletion {
+        try await requester.withGrant { _ in try await self.answer(request) }
+    }
+
+    func answer(_ request: ChatRequest) async throws -> ChatCompletion {
         let n = calls.withLock { c in
             c.count += 1
             c.at.append(.now)

@@ -12,6 +12,43 @@ import Testing
         return (dir, file)
     }
 
+    /// A fleet's endpoints, the running limit and org weights are checked like every other key.
+    @Test func fleetsAndSharesAreCheckedToo() async throws {
+        let (dir, file) = try Self.write("""
+            {"engine": {"providers": {"fleet": {"kind": "openai", "base_url": "http://x/v1",
+                                                "endpoints": [{"base_url": "http://10.0.0.5:8000/v1", "max_in_flight": 0, "wieght": 2}, 5]},
+                                      "none": {"kind": "openai"},
+                                      "empty": {"kind": "openai", "endpoints": []}},
+                        "max_running_jobs": 0, "org_weights": {"acme": -1}}}
+            """)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try await ProcessTests.runSynthd(["config", "check", file])
+        #expect(r.status == 2)
+        let expected = [
+            "engine.providers.fleet.endpoints[0].max_in_flight: must be at least 1; found 0",
+            "engine.providers.fleet.endpoints[0].wieght: unknown key; did you mean weight?",
+            "engine.providers.fleet.endpoints[1]: must be an object ({...}); found the number 5",
+            "engine.providers.empty.endpoints: must not be empty",
+            "engine.max_running_jobs: must be at least 1; found 0",
+            "engine.org_weights.acme: must be at least",
+            "engine.providers.fleet: give base_url or endpoints, not both",
+            "engine.providers.none: needs base_url (one server) or endpoints (several)",
+        ]
+        for line in expected { #expect(r.err.contains(line), "missing \(line) in:\n\(r.err)") }
+        #expect(r.err.contains("has \(expected.count) problems"), "\(r.err)")
+        // A good fleet passes.
+        let (dir2, good) = try Self.write("""
+            {"engine": {"providers": {"fleet": {"kind": "openai", "max_in_flight": 32,
+                                                "endpoints": [{"base_url": "http://10.0.0.5:8000/v1"},
+                                                              {"base_url": "http://10.0.0.6:8000/v1", "max_in_flight": 128, "weight": 2}]}},
+                        "tiers": {"fast": {"provider": "fleet", "model": "m"}}, "critic": {"provider": "fleet", "model": "m"},
+                        "max_running_jobs": 4, "org_weights": {"acme": 2.5}}}
+            """)
+        defer { try? FileManager.default.removeItem(atPath: dir2) }
+        let ok = try await ProcessTests.runSynthd(["config", "check", good])
+        #expect(ok.status == 0, "\(ok.err)")
+    }
+
     @Test func everyProblemIsNamedByItsPathAtOnce() async throws {
         let (dir, file) = try Self.write("""
             {"server": {"tcp": "127.0.0.1:0", "max_connections": "many", "rate_limit_per_minut": 10},
@@ -30,7 +67,7 @@ import Testing
             "server.max_connections: must be a whole number; found the string \"many\"",
             "server.rate_limit_per_minut: unknown key; did you mean rate_limit_per_minute?",
             "engine.providers.vllm.max_inflight: unknown key; did you mean max_in_flight?",
-            "engine.providers.vllm.base_url: missing; it is required",
+            "engine.providers.vllm: needs base_url (one server) or endpoints (several)",
             "engine.providers.other.kind: must be one of openai or anthropic; found the string \"azure\"",
             "engine.tiers.quick: unknown tier; the tiers are fast, balanced, diverse or deep",
             "engine.job_concurrency: must be at least 1; found 0",

@@ -168,7 +168,7 @@ def new_entry(path: str, body: bytes, seq: int | None) -> dict:
     return {"seq": seq, "t": time.monotonic(), "path": path, "status": None,
             "retry_after": None, "request_id": None,
             "body_sha": hashlib.sha256(body).hexdigest(),
-            "fault": None, "planted": [], "near_dup_of": None, "schema": None, "usage": None}
+            "fault": None, "planted": [], "near_dup_of": None, "schema": None, "usage": None, "domain": None}
 
 
 def prompt_digest(system, messages: list) -> str:
@@ -827,6 +827,11 @@ class Connection(asyncio.Protocol):
         prompt_parts, tool, hint, max_tokens = (self.parse_anthropic(req) if api == "anthropic"
                                                 else self.parse_openai(req))
         prompt_text = "\n".join(prompt_parts)     # what the directives are read from
+        # The request's DOMAIN line in the log: tests tell apart the jobs a request served.
+        at = prompt_text.find("DOMAIN: ")
+        if at >= 0:
+            end = prompt_text.find("\n", at)
+            entry["domain"] = prompt_text[at + 8:end if end >= 0 else len(prompt_text)][:80]
 
         # 3. decide faults
         prompt_hash = prompt_digest(req.get("system"), req["messages"])
