@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(if $(shell command -v swift),$(PATH),/opt/swift/usr/bin:$(PATH))
 PY := .venv/bin/python
 
-.PHONY: all build fuzz test-sanitize test test-grpc test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup bench-stream bench-local bench-abuse bench-latency
+.PHONY: all build fuzz test-sanitize test test-grpc test-swift test-proto test-c test-c-client test-python test-fake test-examples demo deps proto clean bench-engine bench-dedup bench-stream bench-local bench-abuse bench-latency bench-fleet bench-fairness bench-many
 
 all: build
 
@@ -78,6 +78,16 @@ bench-engine: deps
 
 bench-dedup: deps
 	$(PY) tools/bench-dedup
+
+## The scheduler (tools/bench-scheduler): a fleet of four endpoints, fair shares across orgs, many jobs at once.
+bench-fleet: deps
+	$(PY) tools/bench-scheduler fleet
+
+bench-fairness: deps
+	$(PY) tools/bench-scheduler fairness
+
+bench-many: deps
+	$(PY) tools/bench-scheduler many
 
 ## Reads a stored job of 1,000,000 records back with synth-c-watch and the Python client (Unix socket
 ## and TCP) against cat and a json.loads loop on the same JSONL, and synthd's RSS under a slow reader.

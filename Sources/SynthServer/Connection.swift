@@ -119,7 +119,12 @@ struct Connection {
                     if Task.isCancelled, service.isStopping { return Service.stoppingStatus }
                     let failure = RPCError.from(error)
                     let status = failure.status
-                    if status.errorCode == FrameWriter.tooLargeCode {
+                    if let closed = error as? ChannelError, closed == .ioOnClosedChannel || closed == .alreadyClosed {
+                        // The client closed the connection while its call still wrote (it stopped
+                        // reading a stream, say): its leaving, not a fault of the server.
+                        service.logger.debug("the client went away during a call", metadata: [
+                            "method": "\(open.method.prefix(64))", "call": "\(id)"])
+                    } else if status.errorCode == FrameWriter.tooLargeCode {
                         service.logger.warning("an answer was too large for a frame", metadata: [
                             "method": "\(open.method.prefix(64))", "call": "\(id)", "detail": "\(status.message)"])
                     } else if failure.isServerFault {

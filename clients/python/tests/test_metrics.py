@@ -107,3 +107,40 @@ def test_only_get_metrics_is_served(metered):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 405
+
+
+def test_a_fleets_endpoints_are_shown(tmp_path):
+    """A provider of two endpoints, one dead: the job is served by the other, and the scrape and
+    Health show the dead one taken out."""
+    import json
+    alive, dead = FakeProvider("--seed", "6", "--latency-ms", "20"), FakeProvider("--seed", "6")
+    s = Synthd(alive, metrics=True)
+    try:
+        cfg = json.load(open(s.config))
+        cfg["engine"]["providers"]["openai"] = {
+            "kind": "openai", "eject_seconds": 60,
+            "endpoints": [{"base_url": f"http://127.0.0.1:{alive.port}/v1", "max_in_flight": 4},
+                          {"base_url": f"http://127.0.0.1:{dead.port}/v1", "max_in_flight": 4}]}
+        json.dump(cfg, open(s.config, "w"))
+        dead.stop()
+        key = s.create_org("fleet")
+        s.start()
+        with synthd.Client(s.unix_address, key) as c:
+            done = c.wait(c.generate(request(40)).job_id, timeout=120)
+            assert done.status == "succeeded" and done.accepted == 40
+            health = {h["name"]: h for h in c.health()["components"]}
+        _, families, samples = scrape(s.metrics_port)
+        up, down = f"127.0.0.1:{alive.port}", f"127.0.0.1:{dead.port}"
+        assert families["synthd_provider_endpoint_up"].type == "gauge"
+        assert value(samples, "synthd_provider_endpoint_up", provider="openai", endpoint=up) == 1
+        assert value(samples, "synthd_provider_endpoint_up", provider="openai", endpoint=down) == 0
+        assert value(samples, "synthd_provider_endpoint_ejections_total", provider="openai", endpoint=down) == 1
+        assert value(samples, "synthd_provider_endpoint_ejections_total", provider="openai", endpoint=up) == 0
+        assert value(samples, "synthd_provider_endpoint_requests_in_flight", provider="openai", endpoint=up) == 0
+        assert value(samples, "synthd_scheduler_requests_waiting", provider="openai") == 0
+        assert value(samples, "synthd_jobs_waiting_to_start") == 0
+        assert health[f"endpoint:openai/{down}"]["status"] == "ejected", health
+        assert health[f"endpoint:openai/{up}"]["status"] == "ok", health
+    finally:
+        s.cleanup()
+        alive.stop()
