@@ -44,7 +44,7 @@ let package = Package(
             "CLMDB", "SynthProto", "SynthConcurrency", "SynthMetrics",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "SynthLLM", dependencies: ["CCurl", "SynthConcurrency", "SynthMetrics", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "SynthLLM", dependencies: ["CCurl", "SynthConcurrency", "SynthMetrics", "SynthSpec", .product(name: "Logging", package: "swift-log")]),
         // The join's sketch filter, with an AVX2 kernel chosen at run time. Optimised in debug builds too.
         .target(name: "CSketch", cSettings: [.unsafeFlags(["-O2"])]),
         // Optimised in debug builds too: tests compare it with brute force on thousands of records.

@@ -5,18 +5,29 @@ public enum JSONText {
     /// `text` as a JSON string literal, quotes included.
     static func quote(_ text: String) -> String {
         var out = [UInt8]()
-        out.reserveCapacity(text.utf8.count + 2)
+        out.reserveCapacity(text.utf8.count + 16)
         out.append(UInt8(ascii: "\""))
+        // Two appends per escape, never a temporary array: a system prompt has a line break in
+        // every line and is quoted for every request.
         for b in text.utf8 {
             switch b {
-            case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
-            case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
-            case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
-            case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
-            case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+                out.append(UInt8(ascii: "\\"))
+                out.append(b)
+            case 0x0A:
+                out.append(UInt8(ascii: "\\"))
+                out.append(UInt8(ascii: "n"))
+            case 0x0D:
+                out.append(UInt8(ascii: "\\"))
+                out.append(UInt8(ascii: "r"))
+            case 0x09:
+                out.append(UInt8(ascii: "\\"))
+                out.append(UInt8(ascii: "t"))
             case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(b >> 4)], hex[Int(b & 0xF)]]
+                let hex = "0123456789abcdef".utf8
+                out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0")])
+                out.append(hex[hex.index(hex.startIndex, offsetBy: Int(b >> 4))])
+                out.append(hex[hex.index(hex.startIndex, offsetBy: Int(b & 0xF))])
             default: out.append(b)
             }
         }

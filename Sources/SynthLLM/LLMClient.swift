@@ -3,6 +3,7 @@ import Logging
 import Synchronization
 import SynthConcurrency
 import SynthMetrics
+import SynthSpec
 
 /// Talks to one configured provider: builds the wire request for its format, bounds how many
 /// requests are in flight, retries what is worth retrying, and parses the answer.
@@ -395,41 +396,49 @@ public final class LLMClient: Sendable {
         func unusable(_ why: String) -> ProviderError {
             ProviderError(kind: .unusable, provider: config.name, status: response.status, message: why)
         }
-        guard let obj = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any] else {
+        // The project's own JSON reader: one pass, no Foundation objects (an answer is read for
+        // every record, and this was a tenth of synthd's CPU through JSONSerialization).
+        guard let obj = JSONValue.parse(response.body), case .object = obj else {
             throw unusable("the answer is not JSON")
+        }
+        func count(_ v: JSONValue?) -> Int {
+            switch v {
+            case .int(let i)?: return Int(clamping: i)
+            case .number(let d)? where d.isFinite && d == d.rounded() && abs(d) < 1e15: return Int(d)
+            default: return 0
+            }
         }
         var content = ""
         var finish = ""
         var promptTokens = 0, completionTokens = 0
-        let model = obj["model"] as? String ?? request.model
+        let model = obj["model"]?.stringValue ?? request.model
         switch config.kind {
         case .openai:
-            guard let choice = (obj["choices"] as? [[String: Any]])?.first, let message = choice["message"] as? [String: Any] else {
+            guard case .array(let choices)? = obj["choices"], let choice = choices.first, let message = choice["message"],
+                  case .object = message else {
                 throw unusable("the answer has no choices[0].message")
             }
-            finish = choice["finish_reason"] as? String ?? ""
-            if let refusal = message["refusal"] as? String, !refusal.isEmpty {
+            finish = choice["finish_reason"]?.stringValue ?? ""
+            if let refusal = message["refusal"]?.stringValue, !refusal.isEmpty {
                 content = ""
                 finish = "refusal"
             } else {
-                content = message["content"] as? String ?? ""
+                content = message["content"]?.stringValue ?? ""
             }
-            let usage = obj["usage"] as? [String: Any] ?? [:]
-            promptTokens = usage["prompt_tokens"] as? Int ?? 0
-            completionTokens = usage["completion_tokens"] as? Int ?? 0
+            promptTokens = count(obj["usage"]?["prompt_tokens"])
+            completionTokens = count(obj["usage"]?["completion_tokens"])
         case .anthropic:
-            let blocks = obj["content"] as? [[String: Any]] ?? []
-            if let tool = blocks.first(where: { $0["type"] as? String == "tool_use" }), let input = tool["input"],
-               input is [String: Any] {
-                content = JSONText.write(input)
+            var blocks: [JSONValue] = []
+            if case .array(let b)? = obj["content"] { blocks = b }
+            if let tool = blocks.first(where: { $0["type"]?.stringValue == "tool_use" }), let input = tool["input"], case .object = input {
+                content = String(decoding: input.serialized(), as: UTF8.self)
             } else {
-                content = blocks.compactMap { $0["type"] as? String == "text" ? $0["text"] as? String : nil }.joined()
+                content = blocks.compactMap { $0["type"]?.stringValue == "text" ? $0["text"]?.stringValue : nil }.joined()
             }
-            finish = obj["stop_reason"] as? String ?? ""
+            finish = obj["stop_reason"]?.stringValue ?? ""
             if finish == "max_tokens" { finish = "length" }
-            let usage = obj["usage"] as? [String: Any] ?? [:]
-            promptTokens = usage["input_tokens"] as? Int ?? 0
-            completionTokens = usage["output_tokens"] as? Int ?? 0
+            promptTokens = count(obj["usage"]?["input_tokens"])
+            completionTokens = count(obj["usage"]?["output_tokens"])
         }
         let price = config.pricesPerMillion[model] ?? config.pricesPerMillion[request.model] ?? config.pricesPerMillion["*"]
         let cost = price.map { (Double(promptTokens) * $0.prompt + Double(completionTokens) * $0.completion) / 1_000_000 } ?? 0
@@ -457,6 +466,8 @@ public enum JSONRepair {
     /// multiple of the text's length; past it there is no object.
     public static func extractObject(_ text: String) -> String? {
         let bytes = Array(text.utf8)
+        // The usual answer: one object and nothing else, which reads once.
+        if bytes.first == UInt8(ascii: "{"), bytes.last == UInt8(ascii: "}"), case .object? = JSONValue.parse(bytes) { return text }
         var start = 0
         var budget = 8 * bytes.count + 65536
         while let open = bytes[start...].firstIndex(of: UInt8(ascii: "{")) {
@@ -475,7 +486,7 @@ public enum JSONRepair {
                         let candidate = Array(bytes[open...i])
                         budget -= candidate.count
                         if budget < 0 { return nil }
-                        if (try? JSONSerialization.jsonObject(with: Data(candidate))) is [String: Any] {
+                        if case .object? = JSONValue.parse(candidate) {
                             return String(decoding: candidate, as: UTF8.self)
                         }
                         break

@@ -209,38 +209,41 @@ public struct RateLimitHeaders: Equatable, Sendable {
 
     /// A Go-style duration: `850ms`, `1s`, `12.5s`, `1m0s`, `1h2m3.5s`. Clamped to an hour.
     static func duration(_ text: String) -> Duration? {
+        // On the UTF-8 bytes: every answer carries two of these, and Characters cost a lot more.
+        var bytes = Array(text.utf8)[...]
+        while let f = bytes.first, f == 0x20 || f == 0x09 { bytes.removeFirst() }
+        while let l = bytes.last, l == 0x20 || l == 0x09 { bytes.removeLast() }
+        guard !bytes.isEmpty else { return nil }
         var total = 0.0
-        var number = ""
+        var number: ArraySlice<UInt8> = []
         var sawUnit = false
-        var chars = Array(text.trimmingCharacters(in: .whitespaces))
-        guard !chars.isEmpty else { return nil }
-        var i = 0
-        while i < chars.count {
-            let c = chars[i]
-            if c.isNumber || c == "." {
-                number.append(c)
+        var i = bytes.startIndex
+        while i < bytes.endIndex {
+            let c = bytes[i]
+            if (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || c == UInt8(ascii: ".") {
+                if number.isEmpty { number = bytes[i..<i] }
+                number = bytes[number.startIndex...i]
                 i += 1
                 continue
             }
-            guard let value = Double(number) else { return nil }
+            guard !number.isEmpty, let value = Double(String(decoding: number, as: UTF8.self)) else { return nil }
             let unit: Double
-            if c == "m", i + 1 < chars.count, chars[i + 1] == "s" {
+            if c == UInt8(ascii: "m"), i + 1 < bytes.endIndex, bytes[i + 1] == UInt8(ascii: "s") {
                 unit = 0.001
                 i += 2
-            } else if c == "h" {
+            } else if c == UInt8(ascii: "h") {
                 unit = 3600; i += 1
-            } else if c == "m" {
+            } else if c == UInt8(ascii: "m") {
                 unit = 60; i += 1
-            } else if c == "s" {
+            } else if c == UInt8(ascii: "s") {
                 unit = 1; i += 1
             } else {
                 return nil
             }
             total += value * unit
-            number = ""
+            number = []
             sawUnit = true
         }
-        chars.removeAll()
         guard sawUnit, number.isEmpty, total.isFinite else { return nil }
         return .milliseconds(Int64((min(total, 3600) * 1000).rounded(.up)))
     }
