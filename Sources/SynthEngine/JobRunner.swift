@@ -263,7 +263,7 @@ final class JobRunner: Sendable {
     func check(_ slot: Slot, _ completion: ChatCompletion, request: PBJobRequest, plan: PBPlan, drives: [String: (String, String)],
                gate: QualityGate, queue: CommitQueue) async throws -> AttemptStep {
         let axis = plan.cells[slot.cell].axis
-        let shaped = RecordShape.content(request.schema, completion.content, finishReason: completion.finishReason, slot: slot,
+        let shaped = RecordShape.content(request.schema, completion.content, parsed: completion.object, finishReason: completion.finishReason, slot: slot,
                                          axis: axis, drives: drives[axis], resolutionMode: request.conflictConfig.resolutionMode)
         switch shaped {
         case .success(let content):

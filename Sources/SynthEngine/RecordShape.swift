@@ -17,10 +17,11 @@ public enum Rejection: String, Sendable, Error, CaseIterable {
 /// here; the format check rejects them as `empty`.
 enum RecordShape {
     /// The schema's own fields of the record, or why they are unusable.
-    static func content(_ schema: String, _ text: String, finishReason: String, slot: Slot, axis: String,
+    /// `parsed`: `text` as already read, when it was.
+    static func content(_ schema: String, _ text: String, parsed: JSONValue? = nil, finishReason: String, slot: Slot, axis: String,
                         drives: (String, String)?, resolutionMode: String) -> Result<[(String, JSONValue)], Rejection> {
         if finishReason == "length" || finishReason == "refusal" { return .failure(.formatInvalid) }
-        guard let obj = JSONValue.parse(Array(text.utf8)) else { return .failure(.formatInvalid) }
+        guard let obj = parsed ?? JSONValue.parse(Array(text.utf8)) else { return .failure(.formatInvalid) }
         func str(_ k: String, allowEmpty: Bool = false) -> String? {
             guard let s = obj[k]?.stringValue.map(FastText.trimmed) else { return nil }
             return s.isEmpty && !allowEmpty ? nil : s

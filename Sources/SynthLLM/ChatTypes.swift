@@ -1,3 +1,4 @@
+import SynthSpec
 /// One structured-output request: system and user text, and the JSON schema the answer must meet.
 public struct ChatRequest: Sendable {
     public var model: String
@@ -39,9 +40,13 @@ public struct ChatCompletion: Sendable {
     public var costUSD: Double
     /// How many HTTP attempts this answer took.
     public var attempts: Int
+    /// `content` read as one JSON object, when the client has read it already (so that it is
+    /// read once per answer, not once per step).
+    public var object: JSONValue?
 
     public init(content: String, finishReason: String = "stop", promptTokens: Int = 0, completionTokens: Int = 0, model: String,
-                costUSD: Double = 0, attempts: Int = 1) {
+                costUSD: Double = 0, attempts: Int = 1, object: JSONValue? = nil) {
+        self.object = object
         self.content = content
         self.finishReason = finishReason
         self.promptTokens = promptTokens

@@ -409,6 +409,7 @@ public final class LLMClient: Sendable {
             }
         }
         var content = ""
+        var object: JSONValue?
         var finish = ""
         var promptTokens = 0, completionTokens = 0
         let model = obj["model"]?.stringValue ?? request.model
@@ -432,6 +433,7 @@ public final class LLMClient: Sendable {
             if case .array(let b)? = obj["content"] { blocks = b }
             if let tool = blocks.first(where: { $0["type"]?.stringValue == "tool_use" }), let input = tool["input"], case .object = input {
                 content = String(decoding: input.serialized(), as: UTF8.self)
+                object = input
             } else {
                 content = blocks.compactMap { $0["type"]?.stringValue == "text" ? $0["text"]?.stringValue : nil }.joined()
             }
@@ -442,8 +444,12 @@ public final class LLMClient: Sendable {
         }
         let price = config.pricesPerMillion[model] ?? config.pricesPerMillion[request.model] ?? config.pricesPerMillion["*"]
         let cost = price.map { (Double(promptTokens) * $0.prompt + Double(completionTokens) * $0.completion) / 1_000_000 } ?? 0
-        return ChatCompletion(content: JSONRepair.extractObject(content) ?? content, finishReason: finish,
-                              promptTokens: promptTokens, completionTokens: completionTokens, model: model, costUSD: cost, attempts: 1)
+        if object == nil, let (text, value) = JSONRepair.extract(content) {
+            content = text
+            object = value
+        }
+        return ChatCompletion(content: content, finishReason: finish, promptTokens: promptTokens, completionTokens: completionTokens,
+                              model: model, costUSD: cost, attempts: 1, object: object)
     }
 }
 
@@ -465,9 +471,16 @@ public enum JSONRepair {
     /// can send) that is quadratic, so the bytes read and parsed in all tries are bounded by a
     /// multiple of the text's length; past it there is no object.
     public static func extractObject(_ text: String) -> String? {
+        extract(text)?.text
+    }
+
+    /// The same, with the object as read.
+    public static func extract(_ text: String) -> (text: String, object: JSONValue)? {
         let bytes = Array(text.utf8)
         // The usual answer: one object and nothing else, which reads once.
-        if bytes.first == UInt8(ascii: "{"), bytes.last == UInt8(ascii: "}"), case .object? = JSONValue.parse(bytes) { return text }
+        if bytes.first == UInt8(ascii: "{"), bytes.last == UInt8(ascii: "}"), let v = JSONValue.parse(bytes), case .object = v {
+            return (text, v)
+        }
         var start = 0
         var budget = 8 * bytes.count + 65536
         while let open = bytes[start...].firstIndex(of: UInt8(ascii: "{")) {
@@ -486,8 +499,8 @@ public enum JSONRepair {
                         let candidate = Array(bytes[open...i])
                         budget -= candidate.count
                         if budget < 0 { return nil }
-                        if case .object? = JSONValue.parse(candidate) {
-                            return String(decoding: candidate, as: UTF8.self)
+                        if let v = JSONValue.parse(candidate), case .object = v {
+                            return (String(decoding: candidate, as: UTF8.self), v)
                         }
                         break
                     }
