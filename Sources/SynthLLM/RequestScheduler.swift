@@ -32,6 +32,7 @@ public final class RequestScheduler: Sendable {
         public let pool: Int
         public let endpoint: Int
         let job: UInt64
+        /// Its org stays known while a grant of it is out (it has requests in flight).
         let org: String
     }
 
@@ -92,17 +93,38 @@ public final class RequestScheduler: Sendable {
         let cont: CheckedContinuation<Grant, Error>
     }
 
-    private struct Job {
-        let org: String
+    /// A job's counts and waiters. A class, touched only under the scheduler's lock: the
+    /// decision reads every waiting job for every grant, and a struct of dictionaries would be
+    /// copied each time.
+    private final class Job {
+        let org: Org
         let limit: Int
         var inFlight = 0
-        var inFlightByPool: [Int: Int] = [:]
-        var waiting: [Int: [Waiter]] = [:]
+        /// By pool index.
+        var inFlightByPool: [Int]
+        var waiting: [[Waiter]]
+
+        init(org: Org, limit: Int, pools: Int) {
+            self.org = org
+            self.limit = limit
+            inFlightByPool = Array(repeating: 0, count: pools)
+            waiting = Array(repeating: [], count: pools)
+        }
     }
 
-    private struct Org {
+    private final class Org {
+        let name: String
+        let weight: Double
         var jobs = 0
-        var inFlightByPool: [Int: Int] = [:]
+        var inFlightByPool: [Int]
+
+        init(name: String, weight: Double, pools: Int) {
+            self.name = name
+            self.weight = weight
+            inFlightByPool = Array(repeating: 0, count: pools)
+        }
+
+        var idle: Bool { jobs <= 0 && inFlightByPool.allSatisfy { $0 <= 0 } }
     }
 
     private struct EndpointState {
@@ -123,6 +145,8 @@ public final class RequestScheduler: Sendable {
         let policy: EjectionPolicy
         var endpoints: [EndpointState]
         var waiters = 0
+        /// The jobs with a request waiting for this pool.
+        var waitingJobs = Set<UInt64>()
     }
 
     private struct State {
@@ -163,8 +187,15 @@ public final class RequestScheduler: Sendable {
     public func join(org: String, limit: Int) -> Ticket {
         state.withLock { s in
             s.nextID += 1
-            s.jobs[s.nextID] = Job(org: org, limit: max(1, limit))
-            s.orgs[org, default: Org()].jobs += 1
+            let o: Org
+            if let known = s.orgs[org] {
+                o = known
+            } else {
+                o = Org(name: org, weight: s.weights[org] ?? 1, pools: s.pools.count)
+                s.orgs[org] = o
+            }
+            o.jobs += 1
+            s.jobs[s.nextID] = Job(org: o, limit: max(1, limit), pools: s.pools.count)
             return Ticket(id: s.nextID)
         }
     }
@@ -174,14 +205,13 @@ public final class RequestScheduler: Sendable {
         let stranded: [Waiter] = state.withLock { s in
             guard let job = s.jobs.removeValue(forKey: ticket.id) else { return [] }
             var out: [Waiter] = []
-            for (pool, ws) in job.waiting {
+            for (pool, ws) in job.waiting.enumerated() where !ws.isEmpty {
                 s.pools[pool].waiters -= ws.count
+                s.pools[pool].waitingJobs.remove(ticket.id)
                 out += ws
             }
-            s.orgs[job.org]?.jobs -= 1
-            if let o = s.orgs[job.org], o.jobs <= 0, o.inFlightByPool.values.allSatisfy({ $0 <= 0 }) {
-                s.orgs.removeValue(forKey: job.org)
-            }
+            job.org.jobs -= 1
+            if job.org.idle { s.orgs.removeValue(forKey: job.org.name) }
             return out
         }
         for w in stranded { w.cont.resume(throwing: CancellationError()) }
@@ -197,10 +227,11 @@ public final class RequestScheduler: Sendable {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Grant, Error>) in
                 let ready: [(CheckedContinuation<Grant, Error>, Grant)]? = state.withLock { s in
-                    guard !Task.isCancelled, s.jobs[ticket.id] != nil else { return nil }
-                    s.jobs[ticket.id]!.waiting[pool, default: []].append(Waiter(id: id, avoid: avoiding, cont: cont))
+                    guard !Task.isCancelled, let job = s.jobs[ticket.id], pool < job.waiting.count else { return nil }
+                    job.waiting[pool].append(Waiter(id: id, avoid: avoiding, cont: cont))
                     s.pools[pool].waiters += 1
-                    return Self.dispatch(&s, pools: [pool])
+                    s.pools[pool].waitingJobs.insert(ticket.id)
+                    return Self.dispatch(&s, pool: pool)
                 }
                 guard let ready else {
                     cont.resume(throwing: CancellationError())
@@ -210,9 +241,10 @@ public final class RequestScheduler: Sendable {
             }
         } onCancel: {
             let waiter: Waiter? = state.withLock { s in
-                guard var ws = s.jobs[ticket.id]?.waiting[pool], let i = ws.firstIndex(where: { $0.id == id }) else { return nil }
-                let w = ws.remove(at: i)
-                s.jobs[ticket.id]!.waiting[pool] = ws
+                guard let job = s.jobs[ticket.id], pool < job.waiting.count,
+                      let i = job.waiting[pool].firstIndex(where: { $0.id == id }) else { return nil }
+                let w = job.waiting[pool].remove(at: i)
+                if job.waiting[pool].isEmpty { s.pools[pool].waitingJobs.remove(ticket.id) }
                 s.pools[pool].waiters -= 1
                 return w
             }
@@ -253,16 +285,18 @@ public final class RequestScheduler: Sendable {
             let ejected = e.ejections > s.pools[grant.pool].endpoints[grant.endpoint].ejections
             s.pools[grant.pool].endpoints[grant.endpoint] = e
             if ejected { SynthMetrics.endpointEjected(provider: s.pools[grant.pool].name, endpoint: e.spec.label) }
-            s.orgs[grant.org]?.inFlightByPool[grant.pool, default: 0] -= 1
-            if let o = s.orgs[grant.org], o.jobs <= 0, o.inFlightByPool.values.allSatisfy({ $0 <= 0 }) {
-                s.orgs.removeValue(forKey: grant.org)
+            if let org = s.orgs[grant.org] {
+                org.inFlightByPool[grant.pool] -= 1
+                if org.idle { s.orgs.removeValue(forKey: org.name) }
             }
-            if s.jobs[grant.job] != nil {
-                s.jobs[grant.job]!.inFlight -= 1
-                s.jobs[grant.job]!.inFlightByPool[grant.pool, default: 0] -= 1
+            var pools = [grant.pool]
+            if let job = s.jobs[grant.job] {
+                job.inFlight -= 1
+                job.inFlightByPool[grant.pool] -= 1
+                // The job's limit counts every pool, so its waiters elsewhere may go now too.
+                for p in job.waiting.indices where p != grant.pool && !job.waiting[p].isEmpty { pools.append(p) }
             }
-            // The job's limit counts every pool, so its waiters elsewhere may go now too.
-            return Self.dispatch(&s, pools: Array(s.pools.indices))
+            return pools.flatMap { Self.dispatch(&s, pool: $0) }
         }
         for (c, g) in ready { c.resume(returning: g) }
     }
@@ -338,37 +372,36 @@ public final class RequestScheduler: Sendable {
         return best ?? fallback
     }
 
-    /// Grants every waiter that can go now, fairly; the continuations to resume outside the lock.
-    private static func dispatch(_ s: inout State, pools: [Int]) -> [(CheckedContinuation<Grant, Error>, Grant)] {
+    /// Grants every waiter of a pool that can go now, fairly; the continuations to resume outside
+    /// the lock.
+    private static func dispatch(_ s: inout State, pool p: Int) -> [(CheckedContinuation<Grant, Error>, Grant)] {
         var out: [(CheckedContinuation<Grant, Error>, Grant)] = []
+        guard s.pools[p].waiters > 0 else { return out }
         let now = ContinuousClock.now
-        for p in pools where s.pools[p].waiters > 0 {
-            while true {
-                // The org furthest below its share, then its job furthest below, then first come.
-                var chosen: UInt64?
-                var key = (Double.infinity, Int.max, UInt64.max)
-                for (id, job) in s.jobs {
-                    guard let first = job.waiting[p]?.first, job.inFlight < job.limit else { continue }
-                    let org = s.orgs[job.org]
-                    let share = Double(org?.inFlightByPool[p] ?? 0) / (s.weights[job.org] ?? 1)
-                    let k = (share, job.inFlightByPool[p] ?? 0, first.id)
-                    if k < key {
-                        key = k
-                        chosen = id
-                    }
+        while true {
+            // The org furthest below its share, then its job furthest below, then first come.
+            var chosen: Job?
+            var chosenID: UInt64 = 0
+            var key = (Double.infinity, Int.max, UInt64.max)
+            for id in s.pools[p].waitingJobs {
+                guard let job = s.jobs[id], job.inFlight < job.limit, let first = job.waiting[p].first else { continue }
+                let k = (Double(job.org.inFlightByPool[p]) / job.org.weight, job.inFlightByPool[p], first.id)
+                if k < key {
+                    key = k
+                    chosen = job
+                    chosenID = id
                 }
-                guard let id = chosen else { break }
-                let waiter = s.jobs[id]!.waiting[p]!.first!
-                guard let e = pickEndpoint(&s.pools[p], avoiding: waiter.avoid, now: now) else { break }
-                s.jobs[id]!.waiting[p]!.removeFirst()
-                s.pools[p].waiters -= 1
-                s.pools[p].endpoints[e].outstanding += 1
-                s.jobs[id]!.inFlight += 1
-                s.jobs[id]!.inFlightByPool[p, default: 0] += 1
-                let org = s.jobs[id]!.org
-                s.orgs[org, default: Org()].inFlightByPool[p, default: 0] += 1
-                out.append((waiter.cont, Grant(pool: p, endpoint: e, job: id, org: org)))
             }
+            guard let job = chosen, let waiter = job.waiting[p].first,
+                  let e = pickEndpoint(&s.pools[p], avoiding: waiter.avoid, now: now) else { break }
+            job.waiting[p].removeFirst()
+            if job.waiting[p].isEmpty { s.pools[p].waitingJobs.remove(chosenID) }
+            s.pools[p].waiters -= 1
+            s.pools[p].endpoints[e].outstanding += 1
+            job.inFlight += 1
+            job.inFlightByPool[p] += 1
+            job.org.inFlightByPool[p] += 1
+            out.append((waiter.cont, Grant(pool: p, endpoint: e, job: chosenID, org: job.org.name)))
         }
         return out
     }
