@@ -33,6 +33,14 @@ func settle(_ what: String, seconds: Double = 10, _ condition: @escaping @Sendab
 /// The scheduler's decisions, on its own: which request goes next and to which endpoint.
 @Suite struct RequestSchedulerTests {
     /// Starts `n` requests of `ticket` that wait for grants and log them under `tag`.
+    /// Releases one of `tag`'s grants and waits for the grant it frees to be given.
+    func releaseOne(_ s: RequestScheduler, _ log: GrantLog, _ tag: String) async throws {
+        let freed = try #require(log.take(tag))
+        let before = log.all.count
+        s.release(freed, .answered)
+        try await settle("a grant after a release") { log.all.count == before + 1 }
+    }
+
     func ask(_ s: RequestScheduler, _ pool: Int, _ ticket: RequestScheduler.Ticket, _ n: Int, _ tag: String, _ log: GrantLog) -> [Task<Void, Never>] {
         (0..<n).map { _ in Task { if let g = try? await s.acquire(pool: pool, ticket: ticket) { log.add(tag, g) } } }
     }
@@ -54,10 +62,7 @@ func settle(_ what: String, seconds: Double = 10, _ condition: @escaping @Sendab
         // As a1's requests end, B comes first (it has none in flight against A's four), until the
         // two orgs hold two each; A's next then goes to one of its jobs with none, not to a1.
         for _ in 0..<3 {
-            let freed = try #require(log.take("a1"))
-            let before = log.all.count
-            s.release(freed, .answered)
-            try await settle("a grant after a release") { log.all.count == before + 1 }
+            try await releaseOne(s, log, "a1")
         }
         #expect(log.count("b") == 2, "B's share of 4 places against one other org is 2: \(log.all.map(\.tag))")
         #expect(log.count("a1") == 1 && log.count("a2") + log.count("a3") == 1, "\(log.all.map(\.tag))")
@@ -76,10 +81,7 @@ func settle(_ what: String, seconds: Double = 10, _ condition: @escaping @Sendab
         // Free all eight places one by one: B (weight 3) ends with three times A's share, and C
         // (limit 1) never holds more than one whatever its share.
         for _ in 0..<8 {
-            let freed = try #require(log.take("a"))
-            let before = log.all.count
-            s.release(freed, .answered)
-            try await settle("a grant after a release") { log.all.count == before + 1 }
+            try await releaseOne(s, log, "a")
         }
         #expect(log.count("c") == 1, "\(log.all.map(\.tag))")
         #expect(log.count("b") == 5 && log.count("a") == 2, "weights 3:1 over the 7 places C leaves: \(log.all.map(\.tag))")
