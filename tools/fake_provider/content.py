@@ -348,8 +348,9 @@ def _score(rng: random.Random, lo: float, hi: float) -> float:
     return round(rng.uniform(lo, hi), 1)
 
 
-def generate(info: PromptInfo, rng: random.Random) -> dict:
-    """One clean record of info.schema."""
+def generate(info: PromptInfo, rng: random.Random, main_len: tuple = MAIN_LEN) -> dict:
+    """One clean record of info.schema; its main texts (output, chosen, ...) `main_len` characters."""
+    MAIN_LEN = main_len
     g = TextGen(rng, info)
     schema = info.schema
     if schema == "instruction_v1":

@@ -75,6 +75,7 @@ class FaultConfig:
     rate_truncate: float = 0.0
     rate_refusal: float = 0.0
     near_dup_rate: float = 0.0
+    answer_chars: int = 0             # main answer text about this long (0: 200 to 800 characters)
     vary: bool = True
     fault_key: str = "request"        # "request": global counter; "prompt": per-prompt counter
     plant: dict = field(default_factory=dict)   # kind -> rate
@@ -115,10 +116,18 @@ class FaultConfig:
         for name in ("max_concurrency", "rpm_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if not 0 <= self.answer_chars <= 100_000:
+            raise ValueError("answer_chars must be between 0 and 100000")
         if self.retry_after_format not in ("seconds", "http-date"):
             raise ValueError("retry_after_format must be seconds or http-date")
         if self.fault_key not in FAULT_KEYS:
             raise ValueError(f"fault_key must be one of {FAULT_KEYS}")
+
+    def main_len(self) -> tuple:
+        """The range of a record's main text (output, chosen, ...) in characters."""
+        if self.answer_chars <= 0:
+            return (200, 800)
+        return (max(1, self.answer_chars - 150), self.answer_chars + 150)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

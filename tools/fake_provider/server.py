@@ -855,7 +855,7 @@ class Connection(asyncio.Protocol):
         maybe_dup = decision.near_dup and C.supports_near_dup(info.schema)
         if maybe_dup and self.state.history.get(info.schema):
             return                   # a near-duplicate for sure: history only grows (until /reset)
-        plan.fresh = C.generate(info, F.rng_for(cfg.seed, "content", plan.prompt_hash, plan.k if cfg.vary else 0))
+        plan.fresh = C.generate(info, F.rng_for(cfg.seed, "content", plan.prompt_hash, plan.k if cfg.vary else 0), cfg.main_len())
         if decision.fault is None and not decision.plants and not maybe_dup:
             plan.entry["schema"] = info.schema
             if info.axis_description:
@@ -909,7 +909,7 @@ class Connection(asyncio.Protocol):
             record = plan.fresh
             if record is None:
                 record = C.generate(info, F.rng_for(cfg.seed, "content", plan.prompt_hash,
-                                                    plan.k if cfg.vary else 0))
+                                                    plan.k if cfg.vary else 0), cfg.main_len())
             if fault is None:
                 with st.lock:
                     hist = st.history.setdefault(info.schema, [])
@@ -1187,6 +1187,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--vary", action=argparse.BooleanOptionalAction, default=True,
       help="identical prompts give different records on each request (default on)")
     a("--near-dup-rate", type=float, default=0.0, help="share of near-duplicate responses (0-1)")
+    a("--answer-chars", type=int, default=0, help="main answer text (output, chosen, ...) about this many characters "
+                                                  "(0: 200 to 800)")
     a("--latency-ms", type=float, default=0.0, help="fixed added latency per request")
     a("--jitter-ms", type=float, default=0.0, help="extra uniform random latency 0..J ms")
     a("--max-concurrency", type=int, default=0, help="answer 429 beyond this many in flight (0 = off)")
@@ -1217,7 +1219,7 @@ def config_from_args(args) -> F.FaultConfig:
         seed=args.seed, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
         max_concurrency=args.max_concurrency, rpm_limit=args.rpm_limit, rpm_window=args.rpm_window,
         retry_after=args.retry_after, retry_after_format=args.retry_after_format, hang_seconds=args.hang_seconds,
-        near_dup_rate=args.near_dup_rate, vary=args.vary, fault_key=args.fault_key,
+        near_dup_rate=args.near_dup_rate, answer_chars=args.answer_chars, vary=args.vary, fault_key=args.fault_key,
         plant=dict(F.parse_plant(s) for s in args.plant), require_key=args.require_key,
         **{name: getattr(args, name) for name in F.TRANSPORT_FAULTS})
     cfg.validate()

@@ -383,6 +383,17 @@ def test_same_seed_is_deterministic(provider):
     assert all(x != y for x, y in zip(sa, sc) if '"violations"' not in x)
 
 
+def test_answer_chars_sets_the_main_texts_length(provider):
+    p = provider("--answer-chars", "2000")
+    for i in range(5):
+        out = openai_record(p.openai(user=f"Write one record. VARIATION: {i}"))["output"]
+        assert 1850 <= len(out) <= 2150 and _sentences_ok(out), len(out)
+    pref = anthropic_record(p.anthropic(system="SCHEMA: preference_v1"))
+    assert 1850 <= len(pref["chosen"]) <= 2150 and 1850 <= len(pref["rejected"]) <= 2150
+    status, _, _ = p.request("POST", "/config", {"answer_chars": -1})
+    assert status == 400
+
+
 def test_vary_and_no_vary(provider):
     vary = provider()            # --vary is the default
     same_vary = [openai_record(vary.openai(user="identical")) for _ in range(3)]
