@@ -103,8 +103,11 @@ public final class Engine: Sendable {
 
     /// Starts (or resumes) the runner of a stored job, or queues it while `max_running_jobs` run.
     public func start(jobID: String) {
-        let org = (try? store.job(id: jobID))?.org ?? ""
-        start(jobID: jobID, org: org)
+        guard let job = try? store.job(id: jobID) else {
+            logger.error("a job to start could not be read", metadata: ["job": "\(jobID)"])
+            return
+        }
+        start(jobID: jobID, org: job.org)
     }
 
     func start(jobID: String, org: String) {
@@ -209,16 +212,20 @@ public final class Engine: Sendable {
             job.endDetail.code = "CANCELLED"
             job.endDetail.message = "cancelled with \(job.job.accepted) of \(job.job.count) records accepted; those are delivered and billed"
         }, bill: bill)
-        let task: Task<Void, Never>? = state.withLock { s in
+        let (task, behind): (Task<Void, Never>?, [String]) = state.withLock { s in
+            var behind: [String] = []
             if let i = s.queue.firstIndex(where: { $0.jobID == jobID }) {
                 s.queue.remove(at: i)
                 s.order = nil
                 s.orgOf.removeValue(forKey: jobID)
+                behind = s.queue.map(\.jobID)
             }
-            return s.runners[jobID]
+            return (s.runners[jobID], behind)
         }
         task?.cancel()
         hub.publish(jobID)
+        // The jobs still queued have new places.
+        for id in behind { hub.publish(id) }
         if ended {
             logger.info("job cancelled", metadata: ["job": "\(jobID)", "accepted": "\(job.job.accepted)", "count": "\(job.job.count)"])
             // Its manifest and split hashes come once the runner has let go (off the call's path).
@@ -310,6 +317,7 @@ public final class Engine: Sendable {
     public func shutdown() async {
         let tasks: [Task<Void, Never>] = state.withLock {
             $0.stopping = true
+            for q in $0.queue { $0.orgOf.removeValue(forKey: q.jobID) }
             $0.queue.removeAll()
             return Array($0.runners.values)
         }

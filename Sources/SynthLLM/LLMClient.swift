@@ -98,12 +98,18 @@ public final class LLMClient: Sendable {
                 requester.scheduler.release(grant, response.status >= 500 ? .failed("HTTP \(response.status)") : .answered)
                 outcome = .success(response)
             case .failure(let error) where error is CancellationError || error is ProviderError:
+                // Nothing reached the provider (or nothing it counted is known): no tokens spent.
+                limiters[endpoint].settle(estimated: estimate, actual: 0)
+                if let fatal = error as? ProviderError, fatal.kind == .fatal { requester.halt?.set(fatal) }
                 requester.scheduler.release(grant, .unknown)
                 throw error
             case .failure(let error):
+                limiters[endpoint].settle(estimated: estimate, actual: 0)
                 requester.scheduler.release(grant, .failed(Redact.secrets("\(error)")))
                 outcome = .failure(error)
             }
+            // Which server this try's failure rules out for the next (a 5xx or a lost request).
+            avoid = nil
             var retryAfter: Duration?
             if case .success = outcome { reachability.withLock { $0.since = nil } }
             switch outcome {

@@ -34,6 +34,9 @@ public final class RequestScheduler: Sendable {
         let job: UInt64
         /// Its org stays known while a grant of it is out (it has requests in flight).
         let org: String
+        /// The one request let through to an endpoint whose time out has run: its outcome decides
+        /// whether the endpoint comes back.
+        public let isProbe: Bool
     }
 
     /// What a granted request came to, for the endpoint's health.
@@ -254,17 +257,19 @@ public final class RequestScheduler: Sendable {
 
     /// Gives a grant back, with what its request came to; the next waiters go.
     public func release(_ grant: Grant, _ outcome: Outcome) {
+        var wakeAt: ContinuousClock.Instant?
         let ready: [(CheckedContinuation<Grant, Error>, Grant)] = state.withLock { s in
             let now = ContinuousClock.now
             var e = s.pools[grant.pool].endpoints[grant.endpoint]
             e.outstanding -= 1
             let policy = s.pools[grant.pool].policy
+            if grant.isProbe { e.probing = false }
             switch outcome {
             case .answered:
+                // An answer, probe or not, shows the server is there: it is back in service.
                 e.answered += 1
                 e.failuresInARow = 0
-                if e.probing || e.ejectedUntil != nil {
-                    e.probing = false
+                if e.ejectedUntil != nil {
                     e.ejectedUntil = nil
                     e.ejectionsInARow = 0
                 }
@@ -272,15 +277,17 @@ public final class RequestScheduler: Sendable {
                 e.failed += 1
                 e.failuresInARow += 1
                 e.lastError = why
-                if e.probing || (e.ejectedUntil == nil && e.failuresInARow >= policy.afterFailures) {
+                // Out after failures in a row; a failed probe puts it out for twice as long. A
+                // request sent before it went out counts, but cannot put it out again.
+                if grant.isProbe || (e.ejectedUntil == nil && e.failuresInARow >= policy.afterFailures) {
                     let seconds = min(policy.maxSeconds, policy.firstSeconds * pow(2, Double(min(e.ejectionsInARow, 30))))
                     e.ejectedUntil = now + .milliseconds(Int64(seconds * 1000))
-                    e.probing = false
                     e.ejectionsInARow += 1
                     e.ejections += 1
+                    wakeAt = e.ejectedUntil
                 }
             case .unknown:
-                if e.probing { e.probing = false }
+                break
             }
             let ejected = e.ejections > s.pools[grant.pool].endpoints[grant.endpoint].ejections
             s.pools[grant.pool].endpoints[grant.endpoint] = e
@@ -299,6 +306,18 @@ public final class RequestScheduler: Sendable {
             return pools.flatMap { Self.dispatch(&s, pool: $0) }
         }
         for (c, g) in ready { c.resume(returning: g) }
+        // When its time out runs, its probe goes even if nothing else happens in the pool then.
+        if let wakeAt { wake(pool: grant.pool, at: wakeAt) }
+    }
+
+    /// Grants what can go in `pool` at `instant` (an endpoint's time out has run).
+    private func wake(pool: Int, at instant: ContinuousClock.Instant) {
+        Task { [weak self] in
+            try? await Task.sleep(until: instant + .milliseconds(1), clock: .continuous)
+            guard let self else { return }
+            let ready = self.state.withLock { s in Self.dispatch(&s, pool: pool) }
+            for (c, g) in ready { c.resume(returning: g) }
+        }
     }
 
     /// Whether a pool has an endpoint in service other than `endpoint` (a retry goes there at once).
@@ -338,28 +357,25 @@ public final class RequestScheduler: Sendable {
         e.ejectedUntil == nil || (e.ejectedUntil! <= now && !e.probing)
     }
 
-    /// The endpoint a request goes to now, or nil when none has room.
-    private static func pickEndpoint(_ pool: inout Pool, avoiding: Int?, now: ContinuousClock.Instant) -> Int? {
-        // Ejections that have run out become probes: one request at a time until one is answered.
-        for i in pool.endpoints.indices {
-            if let until = pool.endpoints[i].ejectedUntil, until <= now, !pool.endpoints[i].probing {
-                pool.endpoints[i].probing = true
-            }
-        }
-        let anyUsable = pool.endpoints.contains { $0.ejectedUntil == nil || $0.probing }
+    /// The endpoint a request goes to now, and whether it goes as a probe; nil when none has room.
+    private static func pickEndpoint(_ pool: inout Pool, avoiding: Int?, now: ContinuousClock.Instant) -> (endpoint: Int, probe: Bool)? {
+        // An endpoint whose time out has run takes one probe, whatever it still has out from
+        // before; until the probe is answered, nothing else.
+        func due(_ e: EndpointState) -> Bool { e.ejectedUntil.map { $0 <= now } ?? false }
+        let anyUsable = pool.endpoints.contains { $0.ejectedUntil == nil || (due($0) && !$0.probing) }
         func usable(_ e: EndpointState) -> Bool {
-            guard e.outstanding < e.spec.capacity else { return false }
-            if !anyUsable { return true }  // every endpoint is out: try them all
-            if e.probing { return e.outstanding == 0 }
-            return e.ejectedUntil == nil
+            if !anyUsable { return e.outstanding < e.spec.capacity }  // every endpoint is out: try them all
+            if e.ejectedUntil != nil { return due(e) && !e.probing }
+            return e.outstanding < e.spec.capacity
         }
         var best: Int?
         var bestKey = (Double.infinity, 0.0)
         var fallback: Int?
         for (i, e) in pool.endpoints.enumerated() where usable(e) {
             let size = Double(e.spec.capacity) * e.spec.weight
-            // The least loaded for its size; of equals, the larger (more room to grow into).
-            let key = (Double(e.outstanding) / size, -size)
+            // The least loaded for its size; of equals, the larger (more room to grow into). A
+            // probe first of all: it is what brings capacity back.
+            let key = (e.ejectedUntil != nil && anyUsable ? -1 : Double(e.outstanding) / size, -size)
             if i == avoiding {
                 fallback = i
                 continue
@@ -369,7 +385,10 @@ public final class RequestScheduler: Sendable {
                 bestKey = key
             }
         }
-        return best ?? fallback
+        guard let chosen = best ?? fallback else { return nil }
+        let probe = anyUsable && pool.endpoints[chosen].ejectedUntil != nil
+        if probe { pool.endpoints[chosen].probing = true }
+        return (chosen, probe)
     }
 
     /// Grants every waiter of a pool that can go now, fairly; the continuations to resume outside
@@ -393,7 +412,7 @@ public final class RequestScheduler: Sendable {
                 }
             }
             guard let job = chosen, let waiter = job.waiting[p].first,
-                  let e = pickEndpoint(&s.pools[p], avoiding: waiter.avoid, now: now) else { break }
+                  let (e, probe) = pickEndpoint(&s.pools[p], avoiding: waiter.avoid, now: now) else { break }
             job.waiting[p].removeFirst()
             if job.waiting[p].isEmpty { s.pools[p].waitingJobs.remove(chosenID) }
             s.pools[p].waiters -= 1
@@ -401,7 +420,7 @@ public final class RequestScheduler: Sendable {
             job.inFlight += 1
             job.inFlightByPool[p] += 1
             job.org.inFlightByPool[p] += 1
-            out.append((waiter.cont, Grant(pool: p, endpoint: e, job: chosenID, org: job.org.name)))
+            out.append((waiter.cont, Grant(pool: p, endpoint: e, job: chosenID, org: job.org.name, isProbe: probe)))
         }
         return out
     }

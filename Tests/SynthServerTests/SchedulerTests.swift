@@ -164,6 +164,36 @@ func settle(_ what: String, seconds: Double = 10, _ condition: @escaping @Sendab
         s.leave(t)
     }
 
+    /// A request sent before an endpoint went out is not its probe, and the probe goes when the
+    /// time out runs even if nothing else happens in the pool then.
+    @Test func theProbeGoesOnTimeAndOnlyItsOutcomeCounts() async throws {
+        let s = RequestScheduler()
+        let pool = s.addPool("p", endpoints: [.init(label: "x", capacity: 4), .init(label: "y", capacity: 1)],
+                             policy: .init(afterFailures: 3, firstSeconds: 0.2, maxSeconds: 5))
+        let t = s.join(org: "A", limit: 100)
+        let stale = try await s.acquire(pool: pool, ticket: t, avoiding: 1)
+        #expect(stale.endpoint == 0)
+        for _ in 0..<3 {
+            let g = try await s.acquire(pool: pool, ticket: t, avoiding: 1)
+            #expect(g.endpoint == 0)
+            s.release(g, .failed("HTTP 503"))
+        }
+        #expect(s.endpointStatus()[0].state == .ejected)
+        let held = try await s.acquire(pool: pool, ticket: t)
+        #expect(held.endpoint == 1, "x is out: y takes it")
+        // y is full and x out: the next waits, and goes to x as its probe when x's time is up,
+        // with no release to set it off.
+        let probe = try await withTimeout(2, "the probe when the time out runs") { try await s.acquire(pool: pool, ticket: t) }
+        #expect(probe.endpoint == 0 && probe.isProbe)
+        // The stale request failing now does not put x out again; the probe's answer brings it back.
+        s.release(stale, .failed("HTTP 503"))
+        #expect(s.endpointStatus()[0].ejections == 1)
+        s.release(probe, .answered)
+        #expect(s.endpointStatus()[0].state == .inService)
+        s.release(held, .answered)
+        s.leave(t)
+    }
+
     @Test func aCancelledWaiterLeavesNoTrace() async throws {
         let s = RequestScheduler()
         let pool = s.addPool("p", endpoints: [.init(label: "x", capacity: 1)])
