@@ -76,6 +76,9 @@ class FaultConfig:
     rate_refusal: float = 0.0
     near_dup_rate: float = 0.0
     answer_chars: int = 0             # main answer text about this long (0: 200 to 800 characters)
+    batch_delay_ms: float = 0.0       # a batch reports itself in progress this long after it is made
+    batch_expire_rate: float = 0.0    # share of batches that expire (their second half unanswered)
+    batch_error_rate: float = 0.0     # share of a batch's requests that fail with a 500 of their own
     vary: bool = True
     fault_key: str = "request"        # "request": global counter; "prompt": per-prompt counter
     plant: dict = field(default_factory=dict)   # kind -> rate
@@ -102,7 +105,7 @@ class FaultConfig:
             setattr(self, f.name, getattr(staged, f.name))
 
     def validate(self) -> None:
-        for name in TRANSPORT_FAULTS + ("near_dup_rate",):
+        for name in TRANSPORT_FAULTS + ("near_dup_rate", "batch_expire_rate", "batch_error_rate"):
             _check_rate(name, getattr(self, name))
         for kind, rate in self.plant.items():
             if kind not in PLANT_KINDS:
@@ -110,7 +113,7 @@ class FaultConfig:
             _check_rate(f"plant {kind}", rate)
         if self.rpm_window <= 0:
             raise ValueError("rpm_window must be > 0")
-        for name in ("latency_ms", "jitter_ms", "retry_after", "hang_seconds"):
+        for name in ("latency_ms", "jitter_ms", "retry_after", "hang_seconds", "batch_delay_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         for name in ("max_concurrency", "rpm_limit"):

@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import batches as B  # noqa: E402
 import content as C  # noqa: E402
 import faults as F  # noqa: E402
 
@@ -75,11 +76,13 @@ class State:
         self.verbose = verbose
         self.lock = threading.Lock()
         self.in_flight = 0
+        self.batches = B.Batches()
         self.reset_counters()
         self.reset_stats()
 
     def reset_counters(self) -> None:
         self.request_counter = 0            # generation requests seen
+        self.batches.clear()
         self.prompt_counts: dict[str, int] = {}
         self.history: dict[str, list] = {}  # schema -> [(request_id, record)]
         self.window_start = time.monotonic()
@@ -598,6 +601,8 @@ class Connection(asyncio.Protocol):
             self.send_json(200, stats)
         elif url.path == "/config":
             self.send_json(200, self.state.config_snapshot().to_dict())
+        elif url.path.startswith("/v1/files/") or url.path.startswith("/v1/batches/") or url.path.startswith("/v1/messages/batches/"):
+            self.batch_get(url.path)
         else:
             self.send_json(404, {"error": {"message": f"Unknown request URL: GET {url.path}",
                                            "type": "invalid_request_error", "code": "unknown_url"}})
@@ -612,6 +617,8 @@ class Connection(asyncio.Protocol):
             self.post_config(body)
         elif path == "/reset":
             self.post_reset(body)
+        elif path in ("/v1/files", "/v1/batches", "/v1/messages/batches") or path.endswith("/cancel"):
+            self.batch_post(path, body)
         else:
             self.send_json(404, {"error": {"message": f"Unknown request URL: POST {path}",
                                            "type": "invalid_request_error", "code": "unknown_url"}})
@@ -800,9 +807,12 @@ class Connection(asyncio.Protocol):
                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
             raise ProviderError(401, "invalid_request_error", msg, "invalid_api_key")
 
-    def prepare(self, api, body, n, cfg, in_flight, entry, rid) -> Plan:
-        """Steps 1-3 of a generation request, on arrival: limits, key, parsing, fault decision."""
+    def prepare(self, api, body, n, cfg, in_flight, entry, rid, in_batch=False) -> Plan:
+        """Steps 1-3 of a generation request, on arrival: limits, key, parsing, fault decision.
+        A request of a batch skips the connection's limits and key (the batch had them)."""
         st = self.state
+        if in_batch:
+            return self.parse_and_decide(api, body, n, cfg, entry, rid)
         # 1. capacity limits (before anything else, like a real gateway)
         if cfg.max_concurrency and in_flight > cfg.max_concurrency:
             entry["fault"] = "concurrency"
@@ -818,8 +828,12 @@ class Connection(asyncio.Protocol):
 
         # 2. authenticate, parse, validate
         self.check_key(api, cfg)
+        return self.parse_and_decide(api, body, n, cfg, entry, rid)
+
+    def parse_and_decide(self, api, body, n, cfg, entry, rid) -> Plan:
+        st = self.state
         try:
-            req = json.loads(body)
+            req = json.loads(body) if isinstance(body, (bytes, str)) else body
         except ValueError:
             raise error_for(api, 400, "We could not parse the JSON body of your request.") from None
         if not isinstance(req, dict):
@@ -936,6 +950,193 @@ class Connection(asyncio.Protocol):
                 st.window_tokens += entry["usage"]["prompt_tokens"] + entry["usage"]["completion_tokens"]
         entry["status"] = status
         return status, payload, ctype, self.ratelimit_headers(plan.api, plan.cfg, entry)
+
+    # ----------------------------------------------------------- batches
+    def answer_item(self, api: str, body, cfg: F.FaultConfig, fails: bool) -> tuple[int, dict]:
+        """One request of a batch, answered now: the generation path without the connection's
+        limits, key check or latency. (status, answer or error body); recorded in /stats."""
+        st = self.state
+        with st.lock:
+            st.request_counter += 1
+            n = st.request_counter
+        path = "/v1/chat/completions" if api == "openai" else "/v1/messages"
+        raw = json.dumps(body).encode()
+        entry = new_entry(path, raw, n)
+        entry["batch"] = True
+        rid = hashlib.sha256(f"{cfg.seed}:{n}:{entry['t']}".encode()).hexdigest()[:24]
+        entry["request_id"] = f"req_{rid}"
+        try:
+            if fails:
+                entry["fault"] = "batch_item"
+                raise error_for(api, 500, "The server had an error while processing your request (injected batch fault).")
+            plan = self.prepare(api, raw, n, cfg, 0, entry, rid, in_batch=True)
+            answer = self.deliver(plan)
+            if answer in ("hang", "reset"):
+                raise error_for(api, 500, "The server had an error while processing your request.")
+            status, payload = answer[0], answer[1]
+            try:
+                obj = json.loads(payload)
+            except ValueError:
+                raise error_for(api, 500, "The server had an error while processing your request.") from None
+        except ProviderError as err:
+            status, obj = err.status, error_body(api, err)
+            entry["status"] = status
+        with st.lock:
+            entry["t_end"] = time.monotonic()
+            st.record(entry)
+        return status, obj
+
+    def batch_fail(self, api: str, status: int, message: str) -> None:
+        kind = "not_found_error" if status == 404 else "invalid_request_error"
+        self.send_json(status, error_body(api, ProviderError(status, kind, message)))
+
+    def batch_post(self, path: str, body: bytes) -> None:
+        api = "anthropic" if path.startswith("/v1/messages") else "openai"
+        st = self.state
+        cfg = st.config_snapshot()
+        try:
+            self.check_key(api, cfg)
+        except ProviderError as err:
+            self.send_json(err.status, error_body(api, err))
+            return
+        try:
+            if path == "/v1/files":
+                parts = B.parse_multipart(body, self.headers.get("Content-Type", ""))
+                if "file" not in parts or "purpose" not in parts:
+                    raise B.BatchError(400, "'file' and 'purpose' are required")
+                filename, data = parts["file"]
+                with st.lock:
+                    meta = st.batches.add_file(data, filename or "upload.jsonl", parts["purpose"][1].decode(), cfg.seed)
+                self.send_json(200, meta)
+            elif path in ("/v1/batches", "/v1/messages/batches"):
+                self.create_batch(api, body, cfg)
+            else:
+                bid = path.split("/")[-2]
+                with st.lock:
+                    b = st.batches.batches.get(bid)
+                    if b is None or b["_api"] != api:
+                        raise B.BatchError(404, f"No such batch: {bid}")
+                    if not b["_ended"]:
+                        b["_cancelled"] = True
+                        b["_ready_at"] = time.monotonic()
+                        if api == "openai":
+                            b["status"] = "cancelling"
+                            b["cancelling_at"] = int(time.time())
+                        else:
+                            b["cancel_initiated_at"] = B._iso(time.time())
+                            b["processing_status"] = "canceling"
+                    obj = B.openai_batch_object(b) if api == "openai" else B.anthropic_batch_object(b)
+                self.send_json(200, obj)
+        except B.BatchError as e:
+            self.batch_fail(api, e.status, e.message)
+
+    def create_batch(self, api: str, body: bytes, cfg: F.FaultConfig) -> None:
+        st = self.state
+        try:
+            req = json.loads(body or b"{}")
+        except ValueError:
+            raise B.BatchError(400, "We could not parse the JSON body of your request.") from None
+        if not isinstance(req, dict):
+            raise B.BatchError(400, "Request body must be a JSON object.")
+        requests: list[tuple[str, dict]] = []
+        if api == "openai":
+            if req.get("endpoint") != "/v1/chat/completions":
+                raise B.BatchError(400, "endpoint must be /v1/chat/completions")
+            if req.get("completion_window") != "24h":
+                raise B.BatchError(400, "completion_window must be 24h")
+            with st.lock:
+                data = st.batches.file(str(req.get("input_file_id")))["data"]
+            for number, line in enumerate(data.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    raise B.BatchError(400, f"line {number} of the input file is not JSON") from None
+                if not isinstance(item, dict) or not isinstance(item.get("body"), dict) or not item.get("custom_id") \
+                        or item.get("method") != "POST" or item.get("url") != "/v1/chat/completions":
+                    raise B.BatchError(400, f"line {number}: needs custom_id, method POST, url /v1/chat/completions and a body")
+                requests.append((str(item["custom_id"]), item["body"]))
+        else:
+            items = req.get("requests")
+            if not isinstance(items, list) or not items:
+                raise B.BatchError(400, "requests: a non-empty list is required")
+            for i, item in enumerate(items):
+                if not isinstance(item, dict) or not item.get("custom_id") or not isinstance(item.get("params"), dict):
+                    raise B.BatchError(400, f"requests.{i}: needs custom_id and params")
+                requests.append((str(item["custom_id"]), item["params"]))
+        if len(requests) > B.MAX_REQUESTS:
+            raise B.BatchError(400, f"a batch holds at most {B.MAX_REQUESTS} requests")
+        if len({c for c, _ in requests}) != len(requests):
+            raise B.BatchError(400, "custom_id values must be unique within a batch")
+        with st.lock:
+            bid = st.batches.new_id("batch_" if api == "openai" else "msgbatch_", cfg.seed)
+        expires, fails = B.decide(cfg.seed, bid, len(requests), cfg.batch_expire_rate, cfg.batch_error_rate)
+        answered = []
+        for (custom_id, params), fail in zip(requests, fails):
+            status, obj = self.answer_item(api, params, cfg, fail)
+            answered.append((custom_id, status, obj))
+        now, wall = time.monotonic(), time.time()
+        common = {"_api": api, "_items": answered, "_expires": expires, "_cancelled": False, "_ended": False,
+                  "_ready_at": now + cfg.batch_delay_ms / 1000, "_created_mono": now, "_created_wall": wall,
+                  "_base": f"http://{self.headers.get('Host', '127.0.0.1')}"}
+        if api == "openai":
+            b = {"id": bid, "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
+                 "input_file_id": req["input_file_id"], "completion_window": "24h", "status": "in_progress",
+                 "output_file_id": None, "error_file_id": None, "created_at": int(wall), "in_progress_at": int(wall),
+                 "expires_at": int(wall) + 86400, "finalizing_at": None, "completed_at": None, "failed_at": None,
+                 "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+                 "request_counts": {"total": len(answered), "completed": 0, "failed": 0},
+                 "metadata": req.get("metadata"), **common}
+        else:
+            b = {"id": bid, "type": "message_batch", "processing_status": "in_progress",
+                 "request_counts": {"processing": len(answered), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+                 "ended_at": None, "created_at": B._iso(wall), "expires_at": B._iso(wall + 86400),
+                 "archived_at": None, "cancel_initiated_at": None, "results_url": None, **common}
+        with st.lock:
+            st.batches.batches[bid] = b
+            B.settle(b, st.batches, now, cfg.seed)
+            obj = B.openai_batch_object(b) if api == "openai" else B.anthropic_batch_object(b)
+        self.send_json(200, obj)
+
+    def batch_get(self, path: str) -> None:
+        api = "anthropic" if path.startswith("/v1/messages") else "openai"
+        st = self.state
+        cfg = st.config_snapshot()
+        try:
+            self.check_key(api, cfg)
+        except ProviderError as err:
+            self.send_json(err.status, error_body(api, err))
+            return
+        parts = path.split("/")
+        try:
+            with st.lock:
+                if path.startswith("/v1/files/"):
+                    f = st.batches.file(parts[3])
+                    if len(parts) == 5 and parts[4] == "content":
+                        data = f["data"]
+                    elif len(parts) == 4:
+                        data = json.dumps(f["meta"]).encode()
+                    else:
+                        raise B.BatchError(404, f"Unknown request URL: GET {path}")
+                    ctype = "application/octet-stream" if len(parts) == 5 else "application/json"
+                else:
+                    bid = parts[3] if api == "openai" else parts[4]
+                    b = st.batches.batches.get(bid)
+                    if b is None or b["_api"] != api:
+                        raise B.BatchError(404, f"No such batch: {bid}")
+                    B.settle(b, st.batches, time.monotonic(), cfg.seed)
+                    if api == "anthropic" and parts[-1] == "results":
+                        if not b["_ended"]:
+                            raise B.BatchError(400, f"Batch {bid} has not ended yet: its results are not available")
+                        data, ctype = b["_results"], "application/binary"
+                    else:
+                        obj = B.openai_batch_object(b) if api == "openai" else B.anthropic_batch_object(b)
+                        data, ctype = json.dumps(obj).encode(), "application/json"
+        except B.BatchError as e:
+            self.batch_fail(api, e.status, e.message)
+            return
+        self.send_bytes(200, data, ctype)
 
     # ----------------------------------------------------------- requests
     def parse_openai(self, req: dict):
@@ -1187,6 +1388,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--vary", action=argparse.BooleanOptionalAction, default=True,
       help="identical prompts give different records on each request (default on)")
     a("--near-dup-rate", type=float, default=0.0, help="share of near-duplicate responses (0-1)")
+    a("--batch-delay-ms", type=float, default=0.0, help="a batch is in progress this long after it is made")
+    a("--batch-expire-rate", type=float, default=0.0, help="share of batches that expire, half answered (0-1)")
+    a("--batch-error-rate", type=float, default=0.0, help="share of a batch's requests that fail with a 500 (0-1)")
     a("--answer-chars", type=int, default=0, help="main answer text (output, chosen, ...) about this many characters "
                                                   "(0: 200 to 800)")
     a("--latency-ms", type=float, default=0.0, help="fixed added latency per request")
@@ -1219,7 +1423,8 @@ def config_from_args(args) -> F.FaultConfig:
         seed=args.seed, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
         max_concurrency=args.max_concurrency, rpm_limit=args.rpm_limit, rpm_window=args.rpm_window,
         retry_after=args.retry_after, retry_after_format=args.retry_after_format, hang_seconds=args.hang_seconds,
-        near_dup_rate=args.near_dup_rate, answer_chars=args.answer_chars, vary=args.vary, fault_key=args.fault_key,
+        near_dup_rate=args.near_dup_rate, answer_chars=args.answer_chars, vary=args.vary,
+        batch_delay_ms=args.batch_delay_ms, batch_expire_rate=args.batch_expire_rate, batch_error_rate=args.batch_error_rate, fault_key=args.fault_key,
         plant=dict(F.parse_plant(s) for s in args.plant), require_key=args.require_key,
         **{name: getattr(args, name) for name in F.TRANSPORT_FAULTS})
     cfg.validate()

@@ -973,3 +973,113 @@ def test_decision_rng_is_made_on_first_use():
     assert d._rng is None
     want = F.rng_for(9, "sub", "request:3")
     assert [d.rng.random() for _ in range(3)] == [want.random() for _ in range(3)]
+
+
+# ---------------------------------------------------------------- batch APIs
+def _openai_batch_lines(n, prefix="r"):
+    return b"".join(json.dumps({"custom_id": f"{prefix}{i}", "method": "POST", "url": "/v1/chat/completions",
+                                "body": {"model": "fake-gpt-4o-mini", "max_tokens": 4096,
+                                         "messages": [{"role": "system", "content": "SCHEMA: instruction_v1"},
+                                                      {"role": "user", "content": f"VARIATION: {i}"}]}}).encode() + b"\n"
+                    for i in range(n))
+
+
+def _upload(p, data: bytes):
+    boundary = "fakeboundary7"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n"
+            f"Content-Type: application/jsonl\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    status, _, out = p.request("POST", "/v1/files", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200, out
+    meta = json.loads(out)
+    assert meta["object"] == "file" and meta["bytes"] == len(data) and meta["purpose"] == "batch"
+    return meta["id"]
+
+
+def _jsonl(data: bytes):
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def test_openai_batch_lifecycle_output_and_error_files(provider):
+    p = provider("--batch-delay-ms", "300", "--batch-error-rate", "0.3")
+    fid = _upload(p, _openai_batch_lines(20))
+    status, _, body = p.request("POST", "/v1/batches", {"input_file_id": fid, "endpoint": "/v1/chat/completions",
+                                                        "completion_window": "24h"})
+    assert status == 200, body
+    batch = json.loads(body)
+    assert batch["object"] == "batch" and batch["status"] == "in_progress" and batch["output_file_id"] is None
+    time.sleep(0.35)
+    done = p.get_json(f"/v1/batches/{batch['id']}")
+    assert done["status"] == "completed"
+    counts = done["request_counts"]
+    assert counts["total"] == 20 and counts["completed"] + counts["failed"] == 20 and 0 < counts["failed"] < 20
+    status, _, out = p.request("GET", f"/v1/files/{done['output_file_id']}/content")
+    lines = _jsonl(out)
+    assert len(lines) == counts["completed"]
+    for line in lines:
+        assert line["response"]["status_code"] == 200 and line["error"] is None
+        record = json.loads(line["response"]["body"]["choices"][0]["message"]["content"])
+        assert record["output"]
+    _, _, err = p.request("GET", f"/v1/files/{done['error_file_id']}/content")
+    errors = _jsonl(err)
+    assert len(errors) == counts["failed"] and all(e["response"]["status_code"] == 500 for e in errors)
+    assert {x["custom_id"] for x in lines + errors} == {f"r{i}" for i in range(20)}
+    # Every request of the batch is in /stats with its usage.
+    stats = p.stats()
+    assert stats["generation_requests"] == 20
+    assert stats["completion_tokens"] == sum(x["response"]["body"]["usage"]["completion_tokens"] for x in lines)
+
+
+def test_openai_batch_expiry_cancel_and_bad_input(provider):
+    p = provider("--batch-expire-rate", "1")
+    fid = _upload(p, _openai_batch_lines(10))
+    batch = json.loads(p.request("POST", "/v1/batches", {"input_file_id": fid, "endpoint": "/v1/chat/completions",
+                                                         "completion_window": "24h"})[2])
+    assert batch["status"] == "expired" and batch["request_counts"] == {"total": 10, "completed": 5, "failed": 5}
+    errors = _jsonl(p.request("GET", f"/v1/files/{batch['error_file_id']}/content")[2])
+    assert [e["error"]["code"] for e in errors] == ["batch_expired"] * 5
+    p.config(batch_expire_rate=0, batch_delay_ms=60_000)
+    fid = _upload(p, _openai_batch_lines(4))
+    batch = json.loads(p.request("POST", "/v1/batches", {"input_file_id": fid, "endpoint": "/v1/chat/completions",
+                                                         "completion_window": "24h"})[2])
+    status, _, body = p.request("POST", f"/v1/batches/{batch['id']}/cancel", {})
+    assert status == 200
+    assert p.get_json(f"/v1/batches/{batch['id']}")["status"] == "cancelled"
+    for bad in ({"input_file_id": "file-nope", "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+                {"input_file_id": fid, "endpoint": "/v1/embeddings", "completion_window": "24h"}):
+        status, _, _ = p.request("POST", "/v1/batches", bad)
+        assert status in (400, 404)
+    dup = _upload(p, _openai_batch_lines(2) + _openai_batch_lines(1))
+    status, _, body = p.request("POST", "/v1/batches", {"input_file_id": dup, "endpoint": "/v1/chat/completions",
+                                                        "completion_window": "24h"})
+    assert status == 400 and b"unique" in body
+
+
+def test_anthropic_message_batches(provider):
+    p = provider("--batch-delay-ms", "200", "--batch-error-rate", "0.25", "--require-key", "k-1")
+    headers = {"x-api-key": "k-1", "anthropic-version": "2023-06-01"}
+    requests = [{"custom_id": f"m{i}", "params": {"model": "fake-claude-haiku", "max_tokens": 4096,
+                                                  "system": "SCHEMA: instruction_v1",
+                                                  "messages": [{"role": "user", "content": f"VARIATION: {i}"}]}}
+                for i in range(16)]
+    status, _, body = p.request("POST", "/v1/messages/batches", {"requests": requests}, headers)
+    assert status == 200, body
+    batch = json.loads(body)
+    assert batch["type"] == "message_batch" and batch["processing_status"] == "in_progress"
+    assert batch["request_counts"]["processing"] == 16
+    status, _, _ = p.request("GET", f"/v1/messages/batches/{batch['id']}/results", headers=headers)
+    assert status == 400  # not ended yet
+    assert p.request("GET", f"/v1/messages/batches/{batch['id']}")[0] == 401  # the key is required
+    time.sleep(0.25)
+    status, _, body = p.request("GET", f"/v1/messages/batches/{batch['id']}", headers=headers)
+    ended = json.loads(body)
+    assert ended["processing_status"] == "ended" and ended["results_url"].endswith(f"/v1/messages/batches/{batch['id']}/results")
+    counts = ended["request_counts"]
+    assert counts["succeeded"] + counts["errored"] == 16 and counts["errored"] > 0
+    results = _jsonl(p.request("GET", f"/v1/messages/batches/{batch['id']}/results", headers=headers)[2])
+    assert sorted(r["custom_id"] for r in results) == sorted(f"m{i}" for i in range(16))
+    for r in results:
+        if r["result"]["type"] == "succeeded":
+            assert json.loads(r["result"]["message"]["content"][0]["text"])["output"]
+        else:
+            assert r["result"]["type"] == "errored" and r["result"]["error"]["error"]["type"] == "api_error"
