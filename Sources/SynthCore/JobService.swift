@@ -90,7 +90,8 @@ public final class JobService: Sendable {
             job.detail.message = why
         } else if status == .queued, let (place, queued) = engine.queuePlace(jobID: job.jobID) {
             job.detail.code = "QUEUED"
-            job.detail.message = "queued: place \(place) of \(queued) waiting to start; \(engine.runningJobs) jobs are running, "
+            let where_ = place.map { "place \($0) of \(queued)" } ?? "more than \(AdmissionQueue.placesShown) places back of \(queued)"
+            job.detail.message = "queued: \(where_) waiting to start; \(engine.runningJobs) jobs are running, "
                 + "the most this server runs at once (max_running_jobs \(engine.config.maxRunningJobs))"
         } else if status == .failed, !job.error.isEmpty {
             job.detail.code = "FAILED"

@@ -25,10 +25,8 @@ public final class Engine: Sendable {
     let pools: [String: Int]
     private struct State {
         var runners: [String: Task<Void, Never>] = [:]
-        /// Jobs waiting for a running place, and their orgs, in the order they came.
-        var queue: [(jobID: String, org: String)] = []
-        /// The order queued jobs will start in, as things stand (made when needed).
-        var order: [String: Int]?
+        /// Jobs waiting for a running place.
+        var queue = AdmissionQueue()
         /// Running jobs by org.
         var runningByOrg: [String: Int] = [:]
         var orgOf: [String: String] = [:]
@@ -112,13 +110,12 @@ public final class Engine: Sendable {
 
     func start(jobID: String, org: String) {
         state.withLock { state in
-            guard !state.stopping, state.runners[jobID] == nil, !state.queue.contains(where: { $0.jobID == jobID }) else { return }
+            guard !state.stopping, state.runners[jobID] == nil, !state.queue.contains(jobID) else { return }
             state.orgOf[jobID] = org
             if state.runners.count < config.maxRunningJobs {
                 launch(jobID, org: org, &state)
             } else {
-                state.queue.append((jobID, org))
-                state.order = nil
+                state.queue.append(jobID, org: org)
             }
         }
         hub.publish(jobID)
@@ -142,9 +139,8 @@ public final class Engine: Sendable {
             s.runningByOrg[org, default: 1] -= 1
             if s.runningByOrg[org] == 0 { s.runningByOrg.removeValue(forKey: org) }
             var out: [String] = []
-            while !s.stopping, s.runners.count < config.maxRunningJobs, let i = Self.next(s.queue, running: s.runningByOrg, weights: config.orgWeights) {
-                let (next, nextOrg) = s.queue.remove(at: i)
-                s.order = nil
+            while !s.stopping, s.runners.count < config.maxRunningJobs,
+                  let (next, nextOrg) = s.queue.popNext(running: s.runningByOrg, weights: config.orgWeights) {
                 launch(next, org: nextOrg, &s)
                 out.append(next)
             }
@@ -152,41 +148,15 @@ public final class Engine: Sendable {
         }
         // Queued watchers hear their place changed.
         for id in started { hub.publish(id) }
-        for id in state.withLock({ $0.queue.map(\.jobID) }) { hub.publish(id) }
+        for id in state.withLock({ $0.queue.ids }) { hub.publish(id) }
     }
 
-    /// Which queued job starts next: of the orgs with one queued, the one with the fewest running
-    /// jobs relative to its weight; its first queued job (ties: whichever came first).
-    static func next(_ queue: [(jobID: String, org: String)], running: [String: Int], weights: [String: Double]) -> Int? {
-        var best: Int?
-        var bestShare = Double.infinity
-        var seen = Set<String>()
-        for (i, q) in queue.enumerated() where seen.insert(q.org).inserted {
-            let share = Double(running[q.org] ?? 0) / max(1e-9, weights[q.org] ?? 1)
-            if share < bestShare {
-                best = i
-                bestShare = share
-            }
-        }
-        return best
-    }
-
-    /// A queued job's place: 1 for the next to start, and how many are queued.
-    public func queuePlace(jobID: String) -> (place: Int, queued: Int)? {
+    /// A queued job's place (1 for the next to start; nil past the first
+    /// `AdmissionQueue.placesShown`), and how many are queued.
+    public func queuePlace(jobID: String) -> (place: Int?, queued: Int)? {
         state.withLock { s in
-            guard s.queue.contains(where: { $0.jobID == jobID }) else { return nil }
-            if s.order == nil {
-                // The order the rule above would start them in, if no other job came.
-                var queue = s.queue, running = s.runningByOrg
-                var order: [String: Int] = [:]
-                while let i = Self.next(queue, running: running, weights: config.orgWeights) {
-                    let (id, org) = queue.remove(at: i)
-                    order[id] = order.count + 1
-                    running[org, default: 0] += 1
-                }
-                s.order = order
-            }
-            return s.order![jobID].map { ($0, s.queue.count) }
+            guard s.queue.contains(jobID) else { return nil }
+            return (s.queue.place(of: jobID, running: s.runningByOrg, weights: config.orgWeights), s.queue.count)
         }
     }
 
@@ -214,11 +184,9 @@ public final class Engine: Sendable {
         }, bill: bill)
         let (task, behind): (Task<Void, Never>?, [String]) = state.withLock { s in
             var behind: [String] = []
-            if let i = s.queue.firstIndex(where: { $0.jobID == jobID }) {
-                s.queue.remove(at: i)
-                s.order = nil
+            if s.queue.remove(jobID) {
                 s.orgOf.removeValue(forKey: jobID)
-                behind = s.queue.map(\.jobID)
+                behind = s.queue.ids
             }
             return (s.runners[jobID], behind)
         }
@@ -317,7 +285,7 @@ public final class Engine: Sendable {
     public func shutdown() async {
         let tasks: [Task<Void, Never>] = state.withLock {
             $0.stopping = true
-            for q in $0.queue { $0.orgOf.removeValue(forKey: q.jobID) }
+            for id in $0.queue.ids { $0.orgOf.removeValue(forKey: id) }
             $0.queue.removeAll()
             return Array($0.runners.values)
         }

@@ -211,6 +211,31 @@ func settle(_ what: String, seconds: Double = 10, _ condition: @escaping @Sendab
     }
 }
 
+/// The line of jobs waiting for a running place.
+@Suite struct AdmissionQueueTests {
+    @Test func aLongLineIsFairAndCheapToAnswerFor() {
+        var q = AdmissionQueue()
+        for i in 0..<20_000 { q.append("a\(i)", org: "A") }
+        q.append("b0", org: "B")
+        q.append("b1", org: "B")
+        let running = ["A": 3]
+        // B has none running against A's three: both its jobs go before A's 20,000.
+        #expect(q.place(of: "b0", running: running, weights: [:]) == 1)
+        #expect(q.place(of: "b1", running: running, weights: [:]) == 2)
+        #expect(q.place(of: "a0", running: running, weights: [:]) == 3)
+        // Weight 4 for A: b0 (B has 0 against A's 3/4), a0 (3/4 < B's 1), a1 (4/4 ties B's 1/1 and
+        // came first), then b1 (B's 1 < A's 5/4).
+        #expect(q.place(of: "b1", running: running, weights: ["A": 4]) == 4)
+        // Places are worked out for the first 10,000 only.
+        #expect(q.place(of: "a9997", running: running, weights: [:]) == 10_000)
+        #expect(q.place(of: "a9998", running: running, weights: [:]) == nil)
+        #expect(q.remove("a5") && !q.remove("a5") && q.count == 20_001)
+        #expect(q.popNext(running: running, weights: [:])?.id == "b0")
+        #expect(q.popNext(running: ["A": 0, "B": 5], weights: [:])?.id == "a0")
+        #expect(!q.contains("a0") && q.contains("a1") && q.count == 19_999)
+    }
+}
+
 /// Endpoint pools against fake providers over real HTTP, and fair shares through a real synthd.
 @Suite(.serialized) struct FleetTests {
     static let longDomain = "logistics operations for a freight company"
