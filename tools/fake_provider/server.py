@@ -990,15 +990,24 @@ class Connection(asyncio.Protocol):
         kind = "not_found_error" if status == 404 else "invalid_request_error"
         self.send_json(status, error_body(api, ProviderError(status, kind, message)))
 
-    def batch_post(self, path: str, body: bytes) -> None:
+    def batch_caller(self, path: str):
+        """(api, config) of a batch route's request once its key is checked; None when refused
+        (the answer is sent)."""
         api = "anthropic" if path.startswith("/v1/messages") else "openai"
-        st = self.state
-        cfg = st.config_snapshot()
+        cfg = self.state.config_snapshot()
         try:
             self.check_key(api, cfg)
         except ProviderError as err:
             self.send_json(err.status, error_body(api, err))
+            return None
+        return api, cfg
+
+    def batch_post(self, path: str, body: bytes) -> None:
+        caller = self.batch_caller(path)
+        if caller is None:
             return
+        api, cfg = caller
+        st = self.state
         try:
             if path == "/v1/files":
                 parts = B.parse_multipart(body, self.headers.get("Content-Type", ""))
@@ -1100,14 +1109,11 @@ class Connection(asyncio.Protocol):
         self.send_json(200, obj)
 
     def batch_get(self, path: str) -> None:
-        api = "anthropic" if path.startswith("/v1/messages") else "openai"
-        st = self.state
-        cfg = st.config_snapshot()
-        try:
-            self.check_key(api, cfg)
-        except ProviderError as err:
-            self.send_json(err.status, error_body(api, err))
+        caller = self.batch_caller(path)
+        if caller is None:
             return
+        api, cfg = caller
+        st = self.state
         parts = path.split("/")
         try:
             with st.lock:
