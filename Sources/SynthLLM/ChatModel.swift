@@ -73,7 +73,7 @@ public struct Requester: Sendable {
 
 extension LLMClient: ChatModel {
     public var endpoints: [RequestScheduler.EndpointSpec] {
-        config.pool.map { RequestScheduler.EndpointSpec(label: $0.label, capacity: $0.maxInFlight ?? config.maxInFlight, weight: $0.weight) }
+        Self.endpointSpecs(config)
     }
 
     public var unreachable: (seconds: Int, error: String)? {

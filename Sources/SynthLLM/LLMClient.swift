@@ -45,19 +45,23 @@ public final class LLMClient: Sendable {
         }
         self.logger = logger
         let scheduler = RequestScheduler()
-        let index = scheduler.addPool(config.name, endpoints: config.pool.map {
-            RequestScheduler.EndpointSpec(label: $0.label, capacity: $0.maxInFlight ?? config.maxInFlight, weight: $0.weight)
-        }, policy: RequestScheduler.EjectionPolicy(afterFailures: config.ejectAfterFailures, firstSeconds: config.ejectSeconds,
-                                                  maxSeconds: config.ejectMaxSeconds))
+        let index = scheduler.addPool(config.name, endpoints: Self.endpointSpecs(config), policy: Self.ejectionPolicy(config))
         standalone = Requester(scheduler: scheduler, ticket: scheduler.join(org: "", limit: Int.max), pool: index)
     }
 
     public var outputMode: OutputMode { mode.withLock { $0 } }
 
     /// The ejection rules of this provider's endpoints, for the scheduler that serves it.
-    public var ejectionPolicy: RequestScheduler.EjectionPolicy {
+    public var ejectionPolicy: RequestScheduler.EjectionPolicy { Self.ejectionPolicy(config) }
+
+    static func ejectionPolicy(_ config: ProviderConfig) -> RequestScheduler.EjectionPolicy {
         RequestScheduler.EjectionPolicy(afterFailures: config.ejectAfterFailures, firstSeconds: config.ejectSeconds,
                                         maxSeconds: config.ejectMaxSeconds)
+    }
+
+    /// A provider's servers as the scheduler sees them.
+    static func endpointSpecs(_ config: ProviderConfig) -> [RequestScheduler.EndpointSpec] {
+        config.pool.map { RequestScheduler.EndpointSpec(label: $0.label, capacity: $0.maxInFlight ?? config.maxInFlight, weight: $0.weight) }
     }
 
     /// One completion, scheduled by this client alone.

@@ -179,13 +179,6 @@ public final class RequestScheduler: Sendable {
         }
     }
 
-    public func pool(named name: String) -> Int? { state.withLock { $0.poolIndex[name] } }
-
-    /// Requests that may be in flight to a pool at once (all its endpoints' capacity).
-    public func capacity(pool: Int) -> Int {
-        state.withLock { s in s.pools[pool].endpoints.reduce(0) { $0 + $1.spec.capacity } }
-    }
-
     /// A job joins: `limit` bounds its requests in flight over all providers.
     public func join(org: String, limit: Int) -> Ticket {
         state.withLock { s in
