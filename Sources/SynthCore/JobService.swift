@@ -4,6 +4,7 @@ import Logging
 import SwiftProtobuf
 import SynthAPI
 import SynthConcurrency
+import SynthLLM
 import SynthEngine
 import SynthProto
 import SynthSpec
@@ -88,6 +89,9 @@ public final class JobService: Sendable {
         } else if status == .running, let why = engine.waitingReason(jobID: job.jobID) {
             job.detail.code = "WAITING_FOR_PROVIDER"
             job.detail.message = why
+        } else if status == .running, let why = engine.batchWaitReason(jobID: job.jobID) {
+            job.detail.code = "WAITING_FOR_BATCH"
+            job.detail.message = why
         } else if status == .queued, let (place, queued) = engine.queuePlace(jobID: job.jobID) {
             job.detail.code = "QUEUED"
             let where_ = place.map { "place \($0) of \(queued)" } ?? "more than \(AdmissionQueue.placesShown) places back of \(queued)"
@@ -134,6 +138,14 @@ public final class JobService: Sendable {
         // of the config's providers too (the config is checked at start).
         guard let generator = routes.generator, engine.config.providers[generator.provider] != nil else {
             throw RPCError(.failedPrecondition, "no provider is configured for model \(effective.model)")
+        }
+        if effective.delivery == "batch", !(engine.model(generator.provider) is LLMClient) {
+            throw RPCError(.failedPrecondition, "delivery batch needs a provider with a batch API, and \(generator.provider) has none; "
+                           + "leave delivery out (or online) for it")
+        }
+        if effective.hasMaxProviderCostUsd, let client = engine.model(generator.provider) as? LLMClient, client.price(of: generator.model) == nil {
+            throw RPCError(.failedPrecondition, "max_provider_cost_usd needs the price of model \(generator.model): set it in provider "
+                           + "\(generator.provider)'s prices_per_million in the server's config")
         }
         plan.generator.provider = generator.provider
         plan.generator.model = generator.model
@@ -254,6 +266,7 @@ public final class JobService: Sendable {
         var out = PBPlanResponse()
         out.plan = plan
         out.cost = engine.pricing.estimate(effective)
+        out.cost.provider = engine.providerEstimate(effective, plan: plan)
         out.effectiveRequest = effective
         return out
     }

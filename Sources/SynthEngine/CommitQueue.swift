@@ -16,6 +16,12 @@ struct StatsDelta: Sendable {
     var judgeSum = 0.0
     var judgeCount: Int64 = 0
     var invariantCheckFailures: Int64 = 0
+    /// Requests of provider batches whose outcome this commit records (batch id, custom id).
+    var settled: [(String, String)] = []
+
+    mutating func settle(_ c: ChatCompletion) {
+        if let item = c.batchItem { settled.append((item.batch, item.customID)) }
+    }
 
     mutating func reject(_ reason: Rejection, _ problem: FormatProblem?, cell: Int) {
         rejections[reason.rawValue, default: 0] += 1
@@ -69,6 +75,7 @@ struct StatsDelta: Sendable {
         job.judgeScored += judgeCount
         job.invariantCheckFailures += invariantCheckFailures
         for m in models.sorted() where !job.modelsAnswered.contains(m) { job.modelsAnswered.append(m) }
+        for (batch, items) in Dictionary(grouping: settled, by: \.0) { BatchCollector.settle(&job, batch: batch, items: Set(items.map(\.1))) }
     }
 }
 

@@ -35,11 +35,15 @@ public final class Engine: Sendable {
         var paused: [String: String] = [:]
         /// Jobs waiting for a provider that cannot be reached, and what they say.
         var waiting: [String: String] = [:]
+        /// What jobs' provider batches wait for, by job and provider.
+        var batchWaits: [String: [String: String]] = [:]
         /// Manifests being made now, by job: a second caller waits for the first one's.
         var making: [String: Task<[UInt8]?, Error>] = [:]
     }
 
     private let state = Locked(State())
+    /// Each org's monthly provider budget, once a job of it has run.
+    private let budgets = Locked<[String: SpendLimit]>([:])
 
     /// `models`, when given, answers for the providers it names instead of HTTP clients built from
     /// the config (the engine's tests give scripted ones).
@@ -71,8 +75,55 @@ public final class Engine: Sendable {
     }
 
     /// A job's requester for a provider's pool.
-    func requester(_ provider: String, _ ticket: RequestScheduler.Ticket, halt: HaltFlag? = nil) -> Requester? {
-        pools[provider].map { Requester(scheduler: scheduler, ticket: ticket, pool: $0, halt: halt) }
+    func requester(_ provider: String, _ ticket: RequestScheduler.Ticket, halt: HaltFlag? = nil, spend: SpendGuard? = nil) -> Requester? {
+        pools[provider].map { Requester(scheduler: scheduler, ticket: ticket, pool: $0, halt: halt, spend: spend) }
+    }
+
+    /// What a job is likely to spend with its generator's provider, by the config's prices: one
+    /// generation request at most (its first slot's prompt and max_tokens of answer), and count
+    /// of them; at the batch price for delivery "batch".
+    public func providerEstimate(_ request: PBJobRequest, plan: PBPlan) -> PBProviderCostEstimate {
+        var out = PBProviderCostEstimate()
+        out.delivery = request.delivery == "batch" ? "batch" : "online"
+        out.capUsd = request.hasMaxProviderCostUsd ? request.maxProviderCostUsd.value : 0
+        guard let route = routes(for: request).generator, let client = clients[route.provider] as? LLMClient else { return out }
+        out.priceFactor = out.delivery == "batch" ? client.config.batchPriceFactor : 1
+        out.priced = client.price(of: route.model) != nil
+        let prompts = PromptBuilder(request: request, plan: plan)
+        guard let slot = Slot.all(plan).first else { return out }
+        let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: 1),
+                               jsonSchema: prompts.jsonSchema(for: slot), schemaName: request.schema, maxTokens: prompts.maxTokens)
+        out.perRequestUsd = client.worstCost(chat, factor: out.priceFactor)
+        out.allFirstTryUsd = out.perRequestUsd * Double(plan.count)
+        return out
+    }
+
+    /// The spend limits a job's provider requests count against: its `max_provider_cost_usd`
+    /// and its org's monthly provider budget; nil when it has neither.
+    func spendGuard(for job: PBStoredJob) -> SpendGuard? {
+        var limits: [SpendLimit] = []
+        if job.request.hasMaxProviderCostUsd {
+            limits.append(SpendLimit(name: "the job's max_provider_cost_usd", dollars: job.request.maxProviderCostUsd.value,
+                                     spent: job.job.usage.providerCostUsd))
+        }
+        if let budget = orgBudget(job.org) { limits.append(budget) }
+        return limits.isEmpty ? nil : SpendGuard(limits)
+    }
+
+    /// An org's monthly provider budget, shared by all its jobs: what the store says it spent this
+    /// month, then what its requests spend.
+    func orgBudget(_ org: String) -> SpendLimit? {
+        guard let dollars = config.orgProviderBudgets[org] ?? config.orgProviderBudgets["*"] else { return nil }
+        if let known = budgets.withLock({ $0[org] }) { return known }
+        let month = Clock.month(Clock.nowMillis())
+        let spent = (try? store.usage(org: org, month: month))??.providerCostUsd ?? 0
+        let limit = SpendLimit(name: "org \(org)'s monthly provider budget", dollars: dollars, spent: spent,
+                               period: { Clock.month(Clock.nowMillis()) })
+        return budgets.withLock { known in
+            if let first = known[org] { return first }
+            known[org] = limit
+            return limit
+        }
     }
 
     func client(_ provider: String) -> (any ChatModel)? { clients[provider] }
@@ -176,6 +227,7 @@ public final class Engine: Sendable {
     public func cancel(jobID: String) throws -> PBStoredJob {
         let (job, ended) = try store.endJob(id: jobID, { job in
             job.job.status = JobStatus.cancelled.rawValue
+            job.batches.removeAll()
             job.finishedAtMs = Clock.nowMillis()
             job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
             job.job.costUsd = pricing.estimate(job.request, records: job.job.accepted).totalUsd
@@ -269,6 +321,24 @@ public final class Engine: Sendable {
             let before = s.waiting[jobID]
             s.waiting[jobID] = reason
             return (before == nil) != (reason == nil)
+        }
+        if changed { hub.publish(jobID) }
+    }
+
+    /// Why a running job waits for provider batches, or nil.
+    public func batchWaitReason(jobID: String) -> String? {
+        state.withLock { $0.batchWaits[jobID].map { $0.sorted { $0.key < $1.key }.map(\.value).joined(separator: "; ") } }
+    }
+
+    /// Notes (or clears, with nil) what a job's batches to a provider wait for; watchers hear.
+    func setBatchWait(_ jobID: String, provider: String, _ reason: String?) {
+        let changed = state.withLock { s -> Bool in
+            let before = s.batchWaits[jobID]?[provider]
+            if let reason { s.batchWaits[jobID, default: [:]][provider] = reason } else {
+                s.batchWaits[jobID]?.removeValue(forKey: provider)
+                if s.batchWaits[jobID]?.isEmpty == true { s.batchWaits.removeValue(forKey: jobID) }
+            }
+            return before != reason
         }
         if changed { hub.publish(jobID) }
     }

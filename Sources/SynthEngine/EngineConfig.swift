@@ -28,6 +28,9 @@ public struct EngineConfig: Sendable, Codable {
     /// Each org's share of provider capacity and of running places relative to the others (1 for
     /// an org not named).
     public var orgWeights: [String: Double] = [:]
+    /// What each org may spend with providers in a calendar month, in dollars (`*`: every org not
+    /// named); none when absent.
+    public var orgProviderBudgets: [String: Double] = [:]
 
     enum CodingKeys: String, CodingKey {
         case providers, tiers, critic
@@ -39,6 +42,7 @@ public struct EngineConfig: Sendable, Codable {
         case unlistedModelTier = "unlisted_model_tier"
         case maxRunningJobs = "max_running_jobs"
         case orgWeights = "org_weights"
+        case orgProviderBudgets = "org_provider_budgets_usd"
     }
 
     public init(providers: [String: ProviderConfig], tiers: [String: ModelRoute], critic: ModelRoute,
@@ -70,6 +74,7 @@ public struct EngineConfig: Sendable, Codable {
         }
         if let n = try c.decodeIfPresent(Int.self, forKey: .maxRunningJobs) { maxRunningJobs = max(1, n) }
         orgWeights = try c.decodeIfPresent([String: Double].self, forKey: .orgWeights) ?? [:]
+        orgProviderBudgets = try c.decodeIfPresent([String: Double].self, forKey: .orgProviderBudgets) ?? [:]
         if let t = try c.decodeIfPresent(String.self, forKey: .unlistedModelTier) {
             guard let tier = Tier(shorthand: t) else {
                 throw DecodingError.dataCorruptedError(forKey: .unlistedModelTier, in: c, debugDescription: "must be fast, balanced, diverse or deep")

@@ -56,6 +56,7 @@ final class JobRunner: Sendable {
     func end(_ error: Error) async {
         let message: String
         switch error {
+        case let e as ProviderError where e.kind == .capped: message = e.message
         case let e as ProviderError: message = "generation stopped: \(e.description)"
         case let e as EngineError: message = e.message
         default: message = "generation stopped: \(error)"
@@ -75,6 +76,7 @@ final class JobRunner: Sendable {
             try self.store.endJob(id: jobID, detail: message, { job in
                 job.job.status = JobStatus.failed.rawValue
                 job.job.error = message
+                job.batches.removeAll()
                 job.finishedAtMs = Clock.nowMillis()
                 job.job.finishedAt = Clock.rfc3339(job.finishedAtMs)
                 job.job.costUsd = engine.pricing.estimate(job.request, records: job.job.accepted).totalUsd
@@ -117,6 +119,42 @@ final class JobRunner: Sendable {
         if let why = client.unavailableReason {
             throw EngineError(.providerNotConfigured, why)
         }
+        // Delivery "batch": the generator's requests (and the critic's, when its provider has a
+        // batch API too) go through provider batches, gathered per provider.
+        var collectors: [String: BatchCollector] = [:]
+        if request.delivery == "batch" {
+            guard let http = client as? LLMClient else {
+                throw EngineError(.providerNotConfigured, "delivery batch needs a provider with a batch API, and \(route.provider) has none")
+            }
+            collectors[route.provider] = BatchCollector(client: http, jobID: jobID, provider: route.provider, engine: engine)
+            if collectors[routes.critic.provider] == nil, let critic = engine.client(routes.critic.provider) as? LLMClient {
+                collectors[routes.critic.provider] = BatchCollector(client: critic, jobID: jobID, provider: routes.critic.provider, engine: engine)
+            }
+        }
+        do {
+            let short = try await generate(job: job, slots: slots, pending: pending, route: route, client: collectors[route.provider] ?? client,
+                                           critic: collectors[routes.critic.provider] ?? engine.client(routes.critic.provider),
+                                           collectors: collectors)
+            for c in collectors.values { await c.stop(cancelAtProvider: !engine.isStopping) }
+            try await finish(short: short)
+        } catch {
+            for c in collectors.values { await c.stop(cancelAtProvider: !engine.isStopping && !(error is CancellationError && !isCancelledByUser)) }
+            throw error
+        }
+    }
+
+    /// Whether the job was cancelled (rather than the server stopping).
+    var isCancelledByUser: Bool {
+        (try? store.job(id: jobID))?.map { $0.job.status == JobStatus.cancelled.rawValue } ?? false
+    }
+
+    /// Generates the job's open slots; nil when every one is filled, or why it stopped short.
+    func generate(job: PBStoredJob, slots: [Slot], pending: [Slot], route: ModelRoute, client: any ChatModel, critic: (any ChatModel)?,
+                  collectors: [String: BatchCollector]) async throws -> String? {
+        let request = job.request
+        let plan = job.plan
+        let jobID = self.jobID
+        let routes = engine.routes(for: request)
         let prompts = PromptBuilder(request: request, plan: plan)
         // `concurrency` bounds the job's requests in flight, the critic's included (the scheduler
         // holds it to that, and shares the providers' capacity fairly among orgs and jobs); an
@@ -124,17 +162,19 @@ final class JobRunner: Sendable {
         // while the answer is still being checked. Up to twice as many attempts exist at once:
         // the others are being checked or waiting.
         let concurrency = max(1, min(engine.config.jobConcurrency, client.capacity))
+        let batchSize = (client as? BatchCollector)?.client.config.batchMaxRequests
         let ticket = engine.scheduler.join(org: job.org, limit: concurrency)
         defer { engine.scheduler.leave(ticket) }
         // Set by the first fatal answer (400, 401, 403, quota): requests still waiting for a
         // grant then never send, so a job that cannot go on stops at once.
         let halted = HaltFlag()
-        guard let requester = engine.requester(route.provider, ticket, halt: halted) else {
+        let spend = engine.spendGuard(for: job)
+        guard let requester = engine.requester(route.provider, ticket, halt: halted, spend: spend) else {
             throw EngineError(.providerNotConfigured, "provider \(route.provider) is not configured")
         }
         let gate = QualityGate(request: request, system: [prompts.system(for: slots.first ?? Slot(index: 0, cell: 0, hardNegative: false))],
-                               critic: engine.client(routes.critic.provider), criticModel: routes.critic.model,
-                               requester: engine.requester(routes.critic.provider, ticket, halt: halted), jobID: jobID, logger: logger)
+                               critic: critic, criticModel: routes.critic.model,
+                               requester: engine.requester(routes.critic.provider, ticket, halt: halted, spend: spend), jobID: jobID, logger: logger)
         if job.job.accepted > 0 {
             let accepted = job.job.accepted
             try await BlockingLane.compute.run { try self.restore(gate, schema: request.schema, accepted: accepted) }
@@ -143,7 +183,33 @@ final class JobRunner: Sendable {
         let priorAttempts = job.attempts
         let startVariation = Int(job.job.generated) + Int(job.attempts)
         let queue = CommitQueue()
-        let attemptsAtOnce = 2 * concurrency
+        // In batch delivery a round's requests wait together in the provider's batch: as many as
+        // one batch holds are made at once.
+        let attemptsAtOnce = batchSize ?? 2 * concurrency
+        // Requests of batches sent before a restart: asked of the same batch, not sent again.
+        var resumable: [(Slot, BatchCollector, String, String)] = []
+        if !collectors.isEmpty, !job.batches.isEmpty {
+            var open = Set(pending.map(\.index))
+            var filledItems: [(String, String)] = []
+            for b in job.batches {
+                for item in b.items {
+                    if let collector = collectors[b.provider], open.remove(Int(item.slot)) != nil {
+                        resumable.append((slots[Int(item.slot)], collector, b.batchID, item.customID))
+                    } else {
+                        filledItems.append((b.batchID, item.customID))
+                    }
+                }
+            }
+            if !filledItems.isEmpty {
+                let store = self.store, filledItems = filledItems
+                _ = try await BlockingLane.writes.run {
+                    try store.updateJob(id: jobID) { job in
+                        for (b, c) in filledItems { BatchCollector.settle(&job, batch: b, items: [c]) }
+                    }
+                }
+            }
+        }
+        let resumedSlots = Set(resumable.map(\.0.index)), resumed = resumable
         let drives = prompts.drivesByAxis
         // Whether the generator can be reached; the job ends once it has not been for this long.
         let reach = Reachability(jobID: jobID, provider: route.provider, engine: engine)
@@ -160,7 +226,7 @@ final class JobRunner: Sendable {
             }
             outer.addTask {
                 defer { queue.finish() }
-                var todo = pending
+                var todo = pending.filter { !resumedSlots.contains($0.index) }
                 var attempts = priorAttempts
                 return try await withThrowingTaskGroup(of: AttemptStep.self) { group -> String? in
                     var inFlight = 0
@@ -176,6 +242,15 @@ final class JobRunner: Sendable {
                         group.addTask(priority: .high) {
                             try await self.send(slot, variation: v, request: request, prompts: prompts, route: route, client: client,
                                                 requester: requester, halted: halted, queue: queue, reach: reach)
+                        }
+                    }
+                    for (slot, collector, batch, customID) in resumed {
+                        attempts += 1
+                        inFlight += 1
+                        group.addTask(priority: .high) {
+                            try await self.attempt(slot, halted: halted, queue: queue, reach: reach) {
+                                try await collector.resume(batch: batch, customID: customID, spend: spend)
+                            }
                         }
                     }
                     while inFlight < attemptsAtOnce, !todo.isEmpty { launch(todo.removeFirst()) }
@@ -214,7 +289,7 @@ final class JobRunner: Sendable {
             for try await reason in outer where reason != nil { short = reason }
             return short
         }
-        try await finish(short: short)
+        return short
     }
 
     /// Where an attempt is: its request answered (to be checked), or over (true when it
@@ -229,14 +304,21 @@ final class JobRunner: Sendable {
     /// The request of one attempt at one slot, sent when the scheduler grants it.
     func send(_ slot: Slot, variation: Int, request: PBJobRequest, prompts: PromptBuilder, route: ModelRoute, client: any ChatModel,
               requester: Requester, halted: HaltFlag, queue: CommitQueue, reach: Reachability) async throws -> AttemptStep {
-        let chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: variation),
+        var chat = ChatRequest(model: route.model, system: prompts.system(for: slot), user: prompts.user(for: slot, variation: variation),
                                jsonSchema: prompts.jsonSchema(for: slot), schemaName: request.schema, maxTokens: prompts.maxTokens)
+        chat.origin = (Int64(slot.index), Int64(variation))
+        return try await attempt(slot, halted: halted, queue: queue, reach: reach) { try await client.complete(chat, for: requester) }
+    }
+
+    /// One attempt at a slot: `ask` gets its answer (a request sent now, or one of a batch).
+    func attempt(_ slot: Slot, halted: HaltFlag, queue: CommitQueue, reach: Reachability,
+                 _ ask: () async throws -> ChatCompletion) async throws -> AttemptStep {
         let completion: ChatCompletion
         do {
             if let fatal = halted.error { throw fatal }
             do {
-                completion = try await client.complete(chat, for: requester)
-            } catch let e as ProviderError where e.kind == .fatal {
+                completion = try await ask()
+            } catch let e as ProviderError where e.kind == .fatal || e.kind == .capped {
                 halted.set(e)
                 throw e
             }
@@ -275,6 +357,7 @@ final class JobRunner: Sendable {
                                       atMillis: Clock.nowMillis())
                 record.extras = extras
                 queue.add(record) {
+                    $0.settle(completion)
                     $0.generated += 1
                     if let overall = extras.overall {
                         $0.judgeSum += overall
@@ -286,6 +369,7 @@ final class JobRunner: Sendable {
             case .reject(let reason, let problem):
                 logRejection(reason, problem, completion)
                 queue.add(nil) {
+                    $0.settle(completion)
                     $0.generated += 1
                     $0.reject(reason, problem, cell: slot.cell)
                 }
@@ -295,6 +379,7 @@ final class JobRunner: Sendable {
             let problem: FormatProblem = completion.finishReason == "length" ? .truncated : .unusable
             logRejection(reason, problem, completion)
             queue.add(nil) {
+                $0.settle(completion)
                 $0.generated += 1
                 $0.reject(reason, problem, cell: slot.cell)
                 $0.add(completion, stage: "generate")
@@ -339,7 +424,8 @@ final class JobRunner: Sendable {
         guard !records.isEmpty || !stats.isEmpty else { return }
         let jobID = self.jobID
         var built: [[UInt8]] = []
-        try store.appendRecords(jobID: jobID, count: records.count, build: { i, seq in
+        let spent = stats.stages.values.reduce(0) { $0 + $1.providerCostUsd }
+        try store.appendRecords(jobID: jobID, count: records.count, providerCostUSD: spent, build: { i, seq in
             let bytes = RecordAssembler.assemble(records[i], seq: seq, jobID: jobID, request: request, plan: nil)
             built.append(bytes)
             return bytes
@@ -370,6 +456,7 @@ final class JobRunner: Sendable {
         let (ended, _) = try await BlockingLane.writes.run {
             try store.endJob(id: jobID, detail: short ?? "", { job in
                 job.job.status = JobStatus.succeeded.rawValue
+                job.batches.removeAll()
                 job.crossSplitLeaks = leaks
                 job.job.grade = Manifest.qualityReport(job).overallGrade
                 job.finishedAtMs = Clock.nowMillis()

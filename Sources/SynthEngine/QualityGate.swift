@@ -190,7 +190,7 @@ final class QualityGate: Sendable {
         let answer: ChatCompletion
         do {
             answer = try await ask(critic, criticRequest(kind, lines, content))
-        } catch let e as ProviderError where e.kind != .fatal {
+        } catch let e as ProviderError where e.kind != .fatal && e.kind != .capped {
             logger.warning("the critic gave no answer", metadata: ["job": "\(jobID)", "call": "\(kind)", "error": "\(e.description)"])
             return nil
         }
@@ -248,7 +248,7 @@ final class QualityGate: Sendable {
         let answer: ChatCompletion
         do {
             answer = try await ask(critic, chat)
-        } catch let e as ProviderError {
+        } catch let e as ProviderError where e.kind != .capped {
             logger.warning("invariant check failed; the record passes", metadata: ["job": "\(jobID)", "error": "\(e.description)"])
             return .checkerFailed
         }

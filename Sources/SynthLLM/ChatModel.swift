@@ -31,12 +31,15 @@ public struct Requester: Sendable {
     /// The job's first fatal answer: set before that request's grant goes back, and asked each
     /// time a grant is given, so requests still waiting then never send.
     public let halt: HaltFlag?
+    /// The spend limits the job's requests count against, if any.
+    public let spend: SpendGuard?
 
-    public init(scheduler: RequestScheduler, ticket: RequestScheduler.Ticket, pool: Int, halt: HaltFlag? = nil) {
+    public init(scheduler: RequestScheduler, ticket: RequestScheduler.Ticket, pool: Int, halt: HaltFlag? = nil, spend: SpendGuard? = nil) {
         self.scheduler = scheduler
         self.ticket = ticket
         self.pool = pool
         self.halt = halt
+        self.spend = spend
     }
 
     /// A grant for one try, unless the job has halted.
@@ -60,8 +63,8 @@ public struct Requester: Sendable {
         } catch let e as ProviderError where e.kind == .unreachable || e.kind == .exhausted {
             scheduler.release(grant, .failed(e.message))
             throw e
-        } catch let e as ProviderError where e.kind == .fatal || e.kind == .unusable {
-            if e.kind == .fatal { halt?.set(e) }
+        } catch let e as ProviderError where e.kind == .fatal || e.kind == .unusable || e.kind == .capped {
+            if e.kind != .unusable { halt?.set(e) }
             scheduler.release(grant, .answered)
             throw e
         } catch {

@@ -11,6 +11,8 @@ public struct ChatRequest: Sendable {
     public var temperature: Double
     /// Which budget the usage is counted under: generate, preference_scores, judge, invariants.
     public var stage: String
+    /// A generation request's slot and variation (what a provider batch stores to resume it).
+    public var origin: (slot: Int64, variation: Int64)?
     /// A generation request's temperature, unless the provider's config sets one.
     public static let generationTemperature = 0.9
 
@@ -40,6 +42,8 @@ public struct ChatCompletion: Sendable {
     public var costUSD: Double
     /// How many HTTP attempts this answer took.
     public var attempts: Int
+    /// The provider batch and item it came from (delivery "batch").
+    public var batchItem: (batch: String, customID: String)?
     /// `content` read as one JSON object, when the client has read it already (so that it is
     /// read once per answer, not once per step).
     public var object: JSONValue?
@@ -69,6 +73,9 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
         /// No connection could be made (refused, no such host, a TLS failure), through every
         /// retry: nothing was answered, so nothing was rejected.
         case unreachable
+        /// The request was not sent: it could pass a spend limit (the job's or its org's). The
+        /// job ends with what it has.
+        case capped
     }
 
     public var kind: Kind

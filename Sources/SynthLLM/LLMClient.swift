@@ -14,7 +14,7 @@ public final class LLMClient: Sendable {
     }
 
     public let config: ProviderConfig
-    private let engine: HTTPEngine
+    let engine: HTTPEngine
     /// The servers requests go to (`config.pool`), each with its own rate limits.
     let pool: [ProviderConfig.Endpoint]
     private let limiters: [RateLimiter]
@@ -83,6 +83,21 @@ public final class LLMClient: Sendable {
             let outcome: Result<HTTPResponse, Error>
             let grant = try await requester.acquire(avoiding: avoid)
             let endpoint = grant.endpoint
+            // The most this try can cost is held against the job's spend limits until its answer
+            // says what it did cost; a try that could pass one is not sent.
+            var held = 0.0
+            if let spend = requester.spend {
+                held = worstCost(request)
+                do {
+                    try await spend.hold(held, provider: config.name)
+                } catch let e as ProviderError {
+                    requester.halt?.set(e)
+                    requester.scheduler.release(grant, .unknown)
+                    throw e
+                }
+            }
+            var spentNow = 0.0
+            defer { requester.spend?.settle(held: held, spent: spentNow) }
             let sent: Result<HTTPResponse, Error>
             do {
                 let http = try build(request, mode: currentMode, endpoint: pool[endpoint])
@@ -118,7 +133,15 @@ public final class LLMClient: Sendable {
             if case .success = outcome { reachability.withLock { $0.since = nil } }
             switch outcome {
             case .success(let response) where response.status == 200:
-                var completion = try parse(response, request: request)
+                var completion: ChatCompletion
+                do {
+                    completion = try parse(response, request: request)
+                } catch {
+                    // Paid for, at a cost the answer does not say: the most it could have been.
+                    spentNow = held
+                    throw error
+                }
+                spentNow = completion.costUSD
                 completion.attempts = attempt
                 SynthMetrics.providerUsage(provider: config.name, model: SynthMetrics.modelLabel(completion.model),
                                            promptTokens: completion.promptTokens, completionTokens: completion.completionTokens,
@@ -160,9 +183,24 @@ public final class LLMClient: Sendable {
             if let avoid, retryAfter == nil, attempt <= pool.count, requester.scheduler.hasOther(pool: requester.pool, than: avoid) {
                 continue
             }
+            requester.spend?.settle(held: held, spent: spentNow)
+            held = 0
             let delay = Self.backoff(attempt: attempt, retryAfter: retryAfter)
             try await Task.sleep(for: delay)
         }
+    }
+
+    /// The price of `model` per million tokens (or of `*`), if the config has one.
+    public func price(of model: String) -> ProviderConfig.TokenPrice? {
+        config.pricesPerMillion[model] ?? config.pricesPerMillion["*"]
+    }
+
+    /// The most a request can cost: its prompt (estimated generously, a token per 3 bytes) and its
+    /// whole `max_tokens` of answer, at the model's price; 0 when the model has no price.
+    public func worstCost(_ request: ChatRequest, factor: Double = 1) -> Double {
+        guard let price = price(of: request.model) else { return 0 }
+        let prompt = Double(request.system.utf8.count + request.user.utf8.count + (request.jsonSchema?.utf8.count ?? 0)) / 3 + 16
+        return (prompt * price.prompt + Double(request.maxTokens) * price.completion) * factor / 1_000_000
     }
 
     /// The error of an answer that ends the job (400, 401, 403, an exhausted quota: never retried),

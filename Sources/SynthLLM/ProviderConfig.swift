@@ -42,6 +42,12 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     public var ejectAfterFailures: Int = 3
     public var ejectSeconds: Double = 1
     public var ejectMaxSeconds: Double = 60
+    /// Delivery "batch": the provider's batch price as a share of its standard price (both
+    /// OpenAI's Batch API and Anthropic's Message Batches charge half), how often a pending batch
+    /// is asked about, and the most requests one batch holds.
+    public var batchPriceFactor: Double = 0.5
+    public var batchPollSeconds: Double = 30
+    public var batchMaxRequests: Int = 10_000
 
     /// One server of a provider's pool.
     public struct Endpoint: Sendable, Codable, Equatable {
@@ -166,6 +172,9 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         case ejectAfterFailures = "eject_after_failures"
         case ejectSeconds = "eject_seconds"
         case ejectMaxSeconds = "eject_max_seconds"
+        case batchPriceFactor = "batch_price_factor"
+        case batchPollSeconds = "batch_poll_seconds"
+        case batchMaxRequests = "batch_max_requests"
     }
 
     public init(from decoder: Decoder) throws {
@@ -192,6 +201,9 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         ejectAfterFailures = max(1, try c.decodeIfPresent(Int.self, forKey: .ejectAfterFailures) ?? 3)
         ejectSeconds = try c.decodeIfPresent(Double.self, forKey: .ejectSeconds) ?? 1
         ejectMaxSeconds = max(ejectSeconds, try c.decodeIfPresent(Double.self, forKey: .ejectMaxSeconds) ?? 60)
+        batchPriceFactor = try c.decodeIfPresent(Double.self, forKey: .batchPriceFactor) ?? 0.5
+        batchPollSeconds = try c.decodeIfPresent(Double.self, forKey: .batchPollSeconds) ?? 30
+        batchMaxRequests = max(1, try c.decodeIfPresent(Int.self, forKey: .batchMaxRequests) ?? 10_000)
     }
 
     public func encode(to encoder: Encoder) throws {

@@ -102,6 +102,22 @@ public nonisolated struct PBJobRequest: @unchecked Sendable {
     set {_uniqueStorage()._license = newValue}
   }
 
+  /// Our extensions (docs/requests.md, "Cost control").
+  public var delivery: String {
+    get {_storage._delivery}
+    set {_uniqueStorage()._delivery = newValue}
+  }
+
+  /// what the job may spend with providers, at most
+  public var maxProviderCostUsd: SwiftProtobuf.Google_Protobuf_DoubleValue {
+    get {_storage._maxProviderCostUsd ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
+    set {_uniqueStorage()._maxProviderCostUsd = newValue}
+  }
+  /// Returns true if `maxProviderCostUsd` has been explicitly set.
+  public var hasMaxProviderCostUsd: Bool {_storage._maxProviderCostUsd != nil}
+  /// Clears the value of `maxProviderCostUsd`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxProviderCostUsd() {_uniqueStorage()._maxProviderCostUsd = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -465,7 +481,7 @@ fileprivate nonisolated let _protobuf_package = "synthd.v1"
 
 nonisolated extension PBJobRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}schema\0\u{1}domain\0\u{1}count\0\u{1}model\0\u{1}models\0\u{3}system_prompt\0\u{1}verified\0\u{1}advanced\0\u{3}conflict_config\0\u{1}constraints\0\u{1}license\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}schema\0\u{1}domain\0\u{1}count\0\u{1}model\0\u{1}models\0\u{3}system_prompt\0\u{1}verified\0\u{1}advanced\0\u{3}conflict_config\0\u{1}constraints\0\u{1}license\0\u{1}delivery\0\u{3}max_provider_cost_usd\0")
 
   fileprivate class _StorageClass {
     var _schema: String = String()
@@ -479,6 +495,8 @@ nonisolated extension PBJobRequest: SwiftProtobuf.Message, SwiftProtobuf._Messag
     var _conflictConfig: PBConflictConfig? = nil
     var _constraints: PBConstraints? = nil
     var _license: String = String()
+    var _delivery: String = String()
+    var _maxProviderCostUsd: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -500,6 +518,8 @@ nonisolated extension PBJobRequest: SwiftProtobuf.Message, SwiftProtobuf._Messag
       _conflictConfig = source._conflictConfig
       _constraints = source._constraints
       _license = source._license
+      _delivery = source._delivery
+      _maxProviderCostUsd = source._maxProviderCostUsd
     }
   }
 
@@ -529,6 +549,8 @@ nonisolated extension PBJobRequest: SwiftProtobuf.Message, SwiftProtobuf._Messag
         case 9: try { try decoder.decodeSingularMessageField(value: &_storage._conflictConfig) }()
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._constraints) }()
         case 11: try { try decoder.decodeSingularStringField(value: &_storage._license) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._delivery) }()
+        case 13: try { try decoder.decodeSingularMessageField(value: &_storage._maxProviderCostUsd) }()
         default: break
         }
       }
@@ -574,6 +596,12 @@ nonisolated extension PBJobRequest: SwiftProtobuf.Message, SwiftProtobuf._Messag
       if !_storage._license.isEmpty {
         try visitor.visitSingularStringField(value: _storage._license, fieldNumber: 11)
       }
+      if !_storage._delivery.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._delivery, fieldNumber: 12)
+      }
+      try { if let v = _storage._maxProviderCostUsd {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -594,6 +622,8 @@ nonisolated extension PBJobRequest: SwiftProtobuf.Message, SwiftProtobuf._Messag
         if _storage._conflictConfig != rhs_storage._conflictConfig {return false}
         if _storage._constraints != rhs_storage._constraints {return false}
         if _storage._license != rhs_storage._license {return false}
+        if _storage._delivery != rhs_storage._delivery {return false}
+        if _storage._maxProviderCostUsd != rhs_storage._maxProviderCostUsd {return false}
         return true
       }
       if !storagesAreEqual {return false}

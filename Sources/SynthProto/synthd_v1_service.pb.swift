@@ -325,6 +325,47 @@ public nonisolated struct PBCostEstimate: Sendable {
   /// what a subscription plan is charged, in records
   public var quotaRecords: Double = 0
 
+  /// what the job is likely to spend with its provider (not billed by synthd)
+  public var provider: PBProviderCostEstimate {
+    get {_provider ?? PBProviderCostEstimate()}
+    set {_provider = newValue}
+  }
+  /// Returns true if `provider` has been explicitly set.
+  public var hasProvider: Bool {self._provider != nil}
+  /// Clears the value of `provider`. Subsequent reads from it will return its default value.
+  public mutating func clearProvider() {self._provider = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _provider: PBProviderCostEstimate? = nil
+}
+
+/// The provider's side of a job's cost: token prices from the server's config.
+public nonisolated struct PBProviderCostEstimate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// online | batch
+  public var delivery: String = String()
+
+  /// 1, or the provider's batch price as a share of its standard price
+  public var priceFactor: Double = 0
+
+  /// false: the config has no price for the generator's model (costs show as 0)
+  public var priced: Bool = false
+
+  /// one generation request at most: its prompt and max_tokens of answer
+  public var perRequestUsd: Double = 0
+
+  /// count requests at that: every answer accepted at its first try
+  public var allFirstTryUsd: Double = 0
+
+  /// the job's max_provider_cost_usd; 0: none
+  public var capUsd: Double = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1751,7 +1792,7 @@ nonisolated extension PBSplitCount: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension PBCostEstimate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CostEstimate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}total_usd\0\u{3}base_usd\0\u{3}verified_usd\0\u{3}invariants_usd\0\u{3}llm_assessed_usd\0\u{3}quota_records\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}total_usd\0\u{3}base_usd\0\u{3}verified_usd\0\u{3}invariants_usd\0\u{3}llm_assessed_usd\0\u{3}quota_records\0\u{1}provider\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1765,12 +1806,17 @@ nonisolated extension PBCostEstimate: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 4: try { try decoder.decodeSingularDoubleField(value: &self.invariantsUsd) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.llmAssessedUsd) }()
       case 6: try { try decoder.decodeSingularDoubleField(value: &self.quotaRecords) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._provider) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.totalUsd.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.totalUsd, fieldNumber: 1)
     }
@@ -1789,6 +1835,9 @@ nonisolated extension PBCostEstimate: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if self.quotaRecords.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.quotaRecords, fieldNumber: 6)
     }
+    try { if let v = self._provider {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1799,6 +1848,62 @@ nonisolated extension PBCostEstimate: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.invariantsUsd != rhs.invariantsUsd {return false}
     if lhs.llmAssessedUsd != rhs.llmAssessedUsd {return false}
     if lhs.quotaRecords != rhs.quotaRecords {return false}
+    if lhs._provider != rhs._provider {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBProviderCostEstimate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProviderCostEstimate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}delivery\0\u{3}price_factor\0\u{1}priced\0\u{3}per_request_usd\0\u{3}all_first_try_usd\0\u{3}cap_usd\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.delivery) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.priceFactor) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.priced) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.perRequestUsd) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.allFirstTryUsd) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.capUsd) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.delivery.isEmpty {
+      try visitor.visitSingularStringField(value: self.delivery, fieldNumber: 1)
+    }
+    if self.priceFactor.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.priceFactor, fieldNumber: 2)
+    }
+    if self.priced != false {
+      try visitor.visitSingularBoolField(value: self.priced, fieldNumber: 3)
+    }
+    if self.perRequestUsd.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.perRequestUsd, fieldNumber: 4)
+    }
+    if self.allFirstTryUsd.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.allFirstTryUsd, fieldNumber: 5)
+    }
+    if self.capUsd.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.capUsd, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBProviderCostEstimate, rhs: PBProviderCostEstimate) -> Bool {
+    if lhs.delivery != rhs.delivery {return false}
+    if lhs.priceFactor != rhs.priceFactor {return false}
+    if lhs.priced != rhs.priced {return false}
+    if lhs.perRequestUsd != rhs.perRequestUsd {return false}
+    if lhs.allFirstTryUsd != rhs.allFirstTryUsd {return false}
+    if lhs.capUsd != rhs.capUsd {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -234,11 +234,57 @@ public nonisolated struct PBStoredJob: @unchecked Sendable {
     set {_uniqueStorage()._recipes = newValue}
   }
 
+  /// Provider batches sent and not yet settled (delivery "batch"): a restart polls them again
+  /// instead of sending their requests twice.
+  public var batches: [PBStoredBatch] {
+    get {_storage._batches}
+    set {_uniqueStorage()._batches = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// One provider batch of a job's generation requests.
+public nonisolated struct PBStoredBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var provider: String = String()
+
+  public var batchID: String = String()
+
+  /// OpenAI: the uploaded JSONL file
+  public var inputFileID: String = String()
+
+  public var createdAtMs: Int64 = 0
+
+  /// the generation requests in it whose answers are not yet settled
+  public var items: [PBStoredBatchItem] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct PBStoredBatchItem: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var customID: String = String()
+
+  public var slot: Int64 = 0
+
+  public var variation: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct PBStoredEvent: Sendable {
@@ -276,6 +322,9 @@ public nonisolated struct PBStoredUsage: Sendable {
   public var costMicroUsd: Int64 = 0
 
   public var jobs: Int64 = 0
+
+  /// what the org's jobs spent with providers this month (the monthly budget's measure)
+  public var providerCostUsd: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -413,7 +462,7 @@ nonisolated extension PBStoredKey: SwiftProtobuf.Message, SwiftProtobuf._Message
 
 nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StoredJob"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}org\0\u{1}request\0\u{1}plan\0\u{1}seed\0\u{1}rejections\0\u{3}models_answered\0\u{3}idempotency_key\0\u{3}request_digest\0\u{3}last_event\0\u{3}cell_accepted\0\u{1}attempts\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}filled\0\u{3}judge_score_sum\0\u{3}judge_scored\0\u{3}invariant_check_failures\0\u{3}cell_rejected\0\u{3}format_problems\0\u{3}cross_split_leaks\0\u{3}end_detail\0\u{1}recipes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}org\0\u{1}request\0\u{1}plan\0\u{1}seed\0\u{1}rejections\0\u{3}models_answered\0\u{3}idempotency_key\0\u{3}request_digest\0\u{3}last_event\0\u{3}cell_accepted\0\u{1}attempts\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}filled\0\u{3}judge_score_sum\0\u{3}judge_scored\0\u{3}invariant_check_failures\0\u{3}cell_rejected\0\u{3}format_problems\0\u{3}cross_split_leaks\0\u{3}end_detail\0\u{1}recipes\0\u{1}batches\0")
 
   fileprivate class _StorageClass {
     var _job: PBJob? = nil
@@ -440,6 +489,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
     var _crossSplitLeaks: Int64 = 0
     var _endDetail: PBJobDetail? = nil
     var _recipes: [Data] = []
+    var _batches: [PBStoredBatch] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -474,6 +524,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
       _crossSplitLeaks = source._crossSplitLeaks
       _endDetail = source._endDetail
       _recipes = source._recipes
+      _batches = source._batches
     }
   }
 
@@ -516,6 +567,7 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
         case 22: try { try decoder.decodeSingularInt64Field(value: &_storage._crossSplitLeaks) }()
         case 23: try { try decoder.decodeSingularMessageField(value: &_storage._endDetail) }()
         case 24: try { try decoder.decodeRepeatedBytesField(value: &_storage._recipes) }()
+        case 25: try { try decoder.decodeRepeatedMessageField(value: &_storage._batches) }()
         default: break
         }
       }
@@ -600,6 +652,9 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
       if !_storage._recipes.isEmpty {
         try visitor.visitRepeatedBytesField(value: _storage._recipes, fieldNumber: 24)
       }
+      if !_storage._batches.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._batches, fieldNumber: 25)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -633,10 +688,101 @@ nonisolated extension PBStoredJob: SwiftProtobuf.Message, SwiftProtobuf._Message
         if _storage._crossSplitLeaks != rhs_storage._crossSplitLeaks {return false}
         if _storage._endDetail != rhs_storage._endDetail {return false}
         if _storage._recipes != rhs_storage._recipes {return false}
+        if _storage._batches != rhs_storage._batches {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBStoredBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StoredBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}provider\0\u{3}batch_id\0\u{3}input_file_id\0\u{3}created_at_ms\0\u{1}items\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.provider) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.batchID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.inputFileID) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.provider.isEmpty {
+      try visitor.visitSingularStringField(value: self.provider, fieldNumber: 1)
+    }
+    if !self.batchID.isEmpty {
+      try visitor.visitSingularStringField(value: self.batchID, fieldNumber: 2)
+    }
+    if !self.inputFileID.isEmpty {
+      try visitor.visitSingularStringField(value: self.inputFileID, fieldNumber: 3)
+    }
+    if self.createdAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 4)
+    }
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBStoredBatch, rhs: PBStoredBatch) -> Bool {
+    if lhs.provider != rhs.provider {return false}
+    if lhs.batchID != rhs.batchID {return false}
+    if lhs.inputFileID != rhs.inputFileID {return false}
+    if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.items != rhs.items {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBStoredBatchItem: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StoredBatchItem"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}custom_id\0\u{1}slot\0\u{1}variation\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.customID) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.slot) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.variation) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.customID.isEmpty {
+      try visitor.visitSingularStringField(value: self.customID, fieldNumber: 1)
+    }
+    if self.slot != 0 {
+      try visitor.visitSingularInt64Field(value: self.slot, fieldNumber: 2)
+    }
+    if self.variation != 0 {
+      try visitor.visitSingularInt64Field(value: self.variation, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBStoredBatchItem, rhs: PBStoredBatchItem) -> Bool {
+    if lhs.customID != rhs.customID {return false}
+    if lhs.slot != rhs.slot {return false}
+    if lhs.variation != rhs.variation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -689,7 +835,7 @@ nonisolated extension PBStoredEvent: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension PBStoredUsage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StoredUsage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}records\0\u{3}quota_records\0\u{3}cost_micro_usd\0\u{1}jobs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}records\0\u{3}quota_records\0\u{3}cost_micro_usd\0\u{1}jobs\0\u{3}provider_cost_usd\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -701,6 +847,7 @@ nonisolated extension PBStoredUsage: SwiftProtobuf.Message, SwiftProtobuf._Messa
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.quotaRecords) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.costMicroUsd) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.jobs) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.providerCostUsd) }()
       default: break
       }
     }
@@ -719,6 +866,9 @@ nonisolated extension PBStoredUsage: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if self.jobs != 0 {
       try visitor.visitSingularInt64Field(value: self.jobs, fieldNumber: 4)
     }
+    if self.providerCostUsd.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.providerCostUsd, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -727,6 +877,7 @@ nonisolated extension PBStoredUsage: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if lhs.quotaRecords != rhs.quotaRecords {return false}
     if lhs.costMicroUsd != rhs.costMicroUsd {return false}
     if lhs.jobs != rhs.jobs {return false}
+    if lhs.providerCostUsd != rhs.providerCostUsd {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

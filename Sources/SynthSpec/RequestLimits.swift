@@ -36,6 +36,8 @@ public enum RequestLimits {
     public static let drivePairs = 20
     public static let overrideVocabulary = 50
     public static let idempotencyKeyBytes = 255
+    /// `max_provider_cost_usd` at most (ours).
+    public static let maxProviderCostUSD = 1_000_000.0
     /// A VALIDATION_ERROR lists at most this many field errors, and counts the rest.
     public static let fieldErrors = 100
     /// A field error quotes at most this many characters of the value it refuses.
@@ -96,6 +98,8 @@ public enum RequestLimits {
         r.systemPrompt = text(systemPrompt)
         r.verified = true
         r.license = text(shortText)
+        r.delivery = "online"
+        r.maxProviderCostUsd.value = maxProviderCostUSD
         r.constraints.language = "en"
         r.constraints.tone = text(shortText)
         r.constraints.difficulty = text(shortText)

@@ -16,6 +16,8 @@ extension RequestShape {
             .init("conflict_config", "conflictConfig", .single(.message("synthd.v1.ConflictConfig"))),
             .init("constraints", "constraints", .single(.message("synthd.v1.Constraints"))),
             .init("license", "license", .single(.string)),
+            .init("delivery", "delivery", .single(.string)),
+            .init("max_provider_cost_usd", "maxProviderCostUsd", .single(.double)),
         ],
         "synthd.v1.Models": [
             .init("generator", "generator", .single(.message("synthd.v1.ModelRef"))),

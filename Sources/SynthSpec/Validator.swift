@@ -125,6 +125,15 @@ public struct Validator: Sendable {
         checkModels(r, schema: schema, fail)
         text("system_prompt", r.systemPrompt, max: RequestLimits.systemPrompt, lines: true, fail)
         text("license", r.license, max: RequestLimits.shortText, lines: false, fail)
+        if !r.delivery.isEmpty, !["online", "batch"].contains(r.delivery) {
+            fail("delivery", "must be online or batch", r.delivery)
+        }
+        if r.hasMaxProviderCostUsd {
+            let cap = r.maxProviderCostUsd.value
+            if !(cap > 0) || cap > RequestLimits.maxProviderCostUSD {
+                fail("max_provider_cost_usd", "a number of dollars above 0 and at most \(Int(RequestLimits.maxProviderCostUSD))", "\(cap)")
+            }
+        }
         if r.hasConstraints {
             let c = r.constraints
             if !c.language.isEmpty, !LanguageCodes.iso639_1.contains(c.language) {

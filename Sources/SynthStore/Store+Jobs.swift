@@ -204,8 +204,10 @@ extension Store {
     /// Appends accepted records to a job: each gets the next sequence number and a `record` event,
     /// and the job's counters change through `mutate`, all in one transaction. After a crash
     /// either all of it is there or none of it is. `build(i, seq)` makes the bytes of record i.
+    /// `providerCostUSD`, what the answers behind this commit cost, is added to the org's month
+    /// (the measure of its monthly provider budget) in the same transaction.
     @discardableResult
-    public func appendRecords(jobID: String, count: Int, build: (Int, UInt64) throws -> [UInt8],
+    public func appendRecords(jobID: String, count: Int, providerCostUSD: Double = 0, build: (Int, UInt64) throws -> [UInt8],
                               _ mutate: (inout PBStoredJob, _ firstSeq: UInt64) throws -> Void) throws -> PBStoredJob {
         try write { txn in
             guard var job = try job(id: jobID, txn: txn) else {
@@ -223,6 +225,12 @@ extension Store {
             job.job.lastSeq = first + UInt64(count) - 1
             try mutate(&job, first)
             try txn.put(.jobs, Keys.text(jobID), try job.serializedBytes())
+            if providerCostUSD > 0 {
+                let key = Keys.join(Keys.text(job.org), Keys.text(Clock.month(Clock.nowMillis())))
+                var row = try txn.message(.usage, key, as: PBStoredUsage.self) ?? PBStoredUsage()
+                row.providerCostUsd += providerCostUSD
+                try txn.put(.usage, key, try row.serializedBytes())
+            }
             return job
         }
     }

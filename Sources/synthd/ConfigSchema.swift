@@ -90,6 +90,7 @@ enum ConfigSchema {
         key("unlisted_model_tier", .choice(tierNames), default: "deep", "The tier a request's `models.generator` that no tier routes to is priced at and held to."),
         key("max_running_jobs", .integer(least: 1), default: "16", "Jobs generating at once, all orgs together. More wait (queued, their place in the job's detail); a freed place goes to the org with the fewest running jobs relative to its weight, then to its oldest queued job."),
         key("org_weights", .map(placeholder: "<org>", .number(least: 0.000001)), default: "1 for every org", "Each org's share relative to the others: of every provider's capacity (requests in flight) and of running places. An org not named has weight 1."),
+        key("org_provider_budgets_usd", .map(placeholder: "<org>", .number(least: 0)), default: "none", "What each org's jobs may spend with providers in a calendar month (UTC), in dollars at the providers' `prices_per_million`; `*` for every org not named. A job stops sending when its next request could pass it, and ends with what it has."),
     ]
 
     static let provider: [Key] = [
@@ -105,7 +106,10 @@ enum ConfigSchema {
         key("max_retries", .integer(least: 0), default: "8", "Retries of a request that failed on the way (429, 5xx, a lost connection), with backoff."),
         key("connect_timeout_seconds", .number(least: 0.1), default: "10", "Time to connect."),
         key("request_timeout_seconds", .number(least: 0.1), default: "120", "Time for a whole answer."),
-        key("prices_per_million", .map(placeholder: "<model>", .object(tokenPrice)), default: "{}", "What the provider charges per million tokens, by model: the provider cost in usage and reports."),
+        key("prices_per_million", .map(placeholder: "<model>", .object(tokenPrice)), default: "{}", "What the provider charges per million tokens, by model: the provider cost in usage and reports, and what spend caps and budgets are measured in. A key `*` prices every model not named."),
+        key("batch_price_factor", .number(least: 0), default: "0.5", "Delivery `batch`: the provider's batch price as a share of its standard price (OpenAI's Batch API and Anthropic's Message Batches charge half)."),
+        key("batch_poll_seconds", .number(least: 0.01), default: "30", "Delivery `batch`: how often a pending batch is asked about."),
+        key("batch_max_requests", .integer(least: 1), default: "10000", "Delivery `batch`: the most requests one batch holds (the providers take up to 50,000 and 100,000)."),
         key("sampling", .map(placeholder: "<field>", .number(least: -1e9)), default: "{}", "Sampling fields sent with every request, e.g. `{\"temperature\": 0.9}`."),
         key("string_max_length", .integer(least: 1), "maxLength put on every string of the structured-output schema (for small local models)."),
         key("string_min_length", .integer(least: 0), "minLength put on every string of the structured-output schema."),

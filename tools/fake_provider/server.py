@@ -92,6 +92,8 @@ class State:
     def reset_stats(self) -> None:
         self.requests_total = 0
         self.by_path: dict[str, int] = {}
+        # Calls of the batch APIs, by method and path (ids included).
+        self.batch_calls: dict[str, int] = {}
         self.by_status: dict[str, int] = {}
         self.by_fault: dict[str, int] = {}
         self.planted: dict[str, int] = {}
@@ -146,6 +148,7 @@ class State:
         out = {
             "requests_total": self.requests_total,
             "by_path": dict(self.by_path),
+            "batch_calls": dict(self.batch_calls),
             "by_status": dict(self.by_status),
             "by_fault": dict(self.by_fault),
             "planted": dict(self.planted),
@@ -602,6 +605,8 @@ class Connection(asyncio.Protocol):
         elif url.path == "/config":
             self.send_json(200, self.state.config_snapshot().to_dict())
         elif url.path.startswith("/v1/files/") or url.path.startswith("/v1/batches/") or url.path.startswith("/v1/messages/batches/"):
+            with self.state.lock:
+                _bump(self.state.batch_calls, "GET " + url.path)
             self.batch_get(url.path)
         else:
             self.send_json(404, {"error": {"message": f"Unknown request URL: GET {url.path}",
@@ -618,6 +623,8 @@ class Connection(asyncio.Protocol):
         elif path == "/reset":
             self.post_reset(body)
         elif path in ("/v1/files", "/v1/batches", "/v1/messages/batches") or path.endswith("/cancel"):
+            with self.state.lock:
+                _bump(self.state.batch_calls, "POST " + path)
             self.batch_post(path, body)
         else:
             self.send_json(404, {"error": {"message": f"Unknown request URL: POST {path}",

@@ -706,7 +706,7 @@ void   synthd__v1__drive__free_unpacked
   assert(message->base.descriptor == &synthd__v1__drive__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor synthd__v1__job_request__field_descriptors[11] =
+static const ProtobufCFieldDescriptor synthd__v1__job_request__field_descriptors[13] =
 {
   {
     "schema",
@@ -840,14 +840,40 @@ static const ProtobufCFieldDescriptor synthd__v1__job_request__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "delivery",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__JobRequest, delivery),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_provider_cost_usd",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__JobRequest, max_provider_cost_usd),
+    &google__protobuf__double_value__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__job_request__field_indices_by_name[] = {
   7,   /* field[7] = advanced */
   8,   /* field[8] = conflict_config */
   9,   /* field[9] = constraints */
   2,   /* field[2] = count */
+  11,   /* field[11] = delivery */
   1,   /* field[1] = domain */
   10,   /* field[10] = license */
+  12,   /* field[12] = max_provider_cost_usd */
   3,   /* field[3] = model */
   4,   /* field[4] = models */
   0,   /* field[0] = schema */
@@ -857,7 +883,7 @@ static const unsigned synthd__v1__job_request__field_indices_by_name[] = {
 static const ProtobufCIntRange synthd__v1__job_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor synthd__v1__job_request__descriptor =
 {
@@ -867,7 +893,7 @@ const ProtobufCMessageDescriptor synthd__v1__job_request__descriptor =
   "Synthd__V1__JobRequest",
   "synthd.v1",
   sizeof(Synthd__V1__JobRequest),
-  11,
+  13,
   synthd__v1__job_request__field_descriptors,
   synthd__v1__job_request__field_indices_by_name,
   1,  synthd__v1__job_request__number_ranges,

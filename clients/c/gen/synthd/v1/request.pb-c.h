@@ -63,10 +63,21 @@ struct  Synthd__V1__JobRequest
   Synthd__V1__ConflictConfig *conflict_config;
   Synthd__V1__Constraints *constraints;
   char *license;
+  /*
+   * Our extensions (docs/requests.md, "Cost control").
+   */
+  /*
+   * online (default) | batch: through the provider's batch API, at its batch price
+   */
+  char *delivery;
+  /*
+   * what the job may spend with providers, at most
+   */
+  Google__Protobuf__DoubleValue *max_provider_cost_usd;
 };
 #define SYNTHD__V1__JOB_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__job_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, 0, NULL, NULL, NULL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, 0, NULL, NULL, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL }
 
 
 struct  Synthd__V1__ModelRef

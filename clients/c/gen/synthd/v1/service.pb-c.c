@@ -463,6 +463,51 @@ void   synthd__v1__cost_estimate__free_unpacked
   assert(message->base.descriptor == &synthd__v1__cost_estimate__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   synthd__v1__provider_cost_estimate__init
+                     (Synthd__V1__ProviderCostEstimate         *message)
+{
+  static const Synthd__V1__ProviderCostEstimate init_value = SYNTHD__V1__PROVIDER_COST_ESTIMATE__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__provider_cost_estimate__get_packed_size
+                     (const Synthd__V1__ProviderCostEstimate *message)
+{
+  assert(message->base.descriptor == &synthd__v1__provider_cost_estimate__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__provider_cost_estimate__pack
+                     (const Synthd__V1__ProviderCostEstimate *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__provider_cost_estimate__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__provider_cost_estimate__pack_to_buffer
+                     (const Synthd__V1__ProviderCostEstimate *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__provider_cost_estimate__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__ProviderCostEstimate *
+       synthd__v1__provider_cost_estimate__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__ProviderCostEstimate *)
+     protobuf_c_message_unpack (&synthd__v1__provider_cost_estimate__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__provider_cost_estimate__free_unpacked
+                     (Synthd__V1__ProviderCostEstimate *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__provider_cost_estimate__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   synthd__v1__job_detail__init
                      (Synthd__V1__JobDetail         *message)
 {
@@ -2966,7 +3011,7 @@ const ProtobufCMessageDescriptor synthd__v1__split_count__descriptor =
   (ProtobufCMessageInit) synthd__v1__split_count__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__cost_estimate__field_descriptors[6] =
+static const ProtobufCFieldDescriptor synthd__v1__cost_estimate__field_descriptors[7] =
 {
   {
     "total_usd",
@@ -3040,11 +3085,24 @@ static const ProtobufCFieldDescriptor synthd__v1__cost_estimate__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "provider",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CostEstimate, provider),
+    &synthd__v1__provider_cost_estimate__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__cost_estimate__field_indices_by_name[] = {
   1,   /* field[1] = base_usd */
   3,   /* field[3] = invariants_usd */
   4,   /* field[4] = llm_assessed_usd */
+  6,   /* field[6] = provider */
   5,   /* field[5] = quota_records */
   0,   /* field[0] = total_usd */
   2,   /* field[2] = verified_usd */
@@ -3052,7 +3110,7 @@ static const unsigned synthd__v1__cost_estimate__field_indices_by_name[] = {
 static const ProtobufCIntRange synthd__v1__cost_estimate__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor synthd__v1__cost_estimate__descriptor =
 {
@@ -3062,11 +3120,114 @@ const ProtobufCMessageDescriptor synthd__v1__cost_estimate__descriptor =
   "Synthd__V1__CostEstimate",
   "synthd.v1",
   sizeof(Synthd__V1__CostEstimate),
-  6,
+  7,
   synthd__v1__cost_estimate__field_descriptors,
   synthd__v1__cost_estimate__field_indices_by_name,
   1,  synthd__v1__cost_estimate__number_ranges,
   (ProtobufCMessageInit) synthd__v1__cost_estimate__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__provider_cost_estimate__field_descriptors[6] =
+{
+  {
+    "delivery",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__ProviderCostEstimate, delivery),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "price_factor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__ProviderCostEstimate, price_factor),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "priced",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__ProviderCostEstimate, priced),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "per_request_usd",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__ProviderCostEstimate, per_request_usd),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "all_first_try_usd",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__ProviderCostEstimate, all_first_try_usd),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cap_usd",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__ProviderCostEstimate, cap_usd),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__provider_cost_estimate__field_indices_by_name[] = {
+  4,   /* field[4] = all_first_try_usd */
+  5,   /* field[5] = cap_usd */
+  0,   /* field[0] = delivery */
+  3,   /* field[3] = per_request_usd */
+  1,   /* field[1] = price_factor */
+  2,   /* field[2] = priced */
+};
+static const ProtobufCIntRange synthd__v1__provider_cost_estimate__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor synthd__v1__provider_cost_estimate__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.ProviderCostEstimate",
+  "ProviderCostEstimate",
+  "Synthd__V1__ProviderCostEstimate",
+  "synthd.v1",
+  sizeof(Synthd__V1__ProviderCostEstimate),
+  6,
+  synthd__v1__provider_cost_estimate__field_descriptors,
+  synthd__v1__provider_cost_estimate__field_indices_by_name,
+  1,  synthd__v1__provider_cost_estimate__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__provider_cost_estimate__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor synthd__v1__job_detail__field_descriptors[2] =

@@ -28,6 +28,7 @@ typedef struct Synthd__V1__PlanCell__CoverageEntry Synthd__V1__PlanCell__Coverag
 typedef struct Synthd__V1__TechniqueCount Synthd__V1__TechniqueCount;
 typedef struct Synthd__V1__SplitCount Synthd__V1__SplitCount;
 typedef struct Synthd__V1__CostEstimate Synthd__V1__CostEstimate;
+typedef struct Synthd__V1__ProviderCostEstimate Synthd__V1__ProviderCostEstimate;
 typedef struct Synthd__V1__JobDetail Synthd__V1__JobDetail;
 typedef struct Synthd__V1__Job Synthd__V1__Job;
 typedef struct Synthd__V1__Usage Synthd__V1__Usage;
@@ -254,10 +255,50 @@ struct  Synthd__V1__CostEstimate
    * what a subscription plan is charged, in records
    */
   double quota_records;
+  /*
+   * what the job is likely to spend with its provider (not billed by synthd)
+   */
+  Synthd__V1__ProviderCostEstimate *provider;
 };
 #define SYNTHD__V1__COST_ESTIMATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__cost_estimate__descriptor) \
-    , 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0, NULL }
+
+
+/*
+ * The provider's side of a job's cost: token prices from the server's config.
+ */
+struct  Synthd__V1__ProviderCostEstimate
+{
+  ProtobufCMessage base;
+  /*
+   * online | batch
+   */
+  char *delivery;
+  /*
+   * 1, or the provider's batch price as a share of its standard price
+   */
+  double price_factor;
+  /*
+   * false: the config has no price for the generator's model (costs show as 0)
+   */
+  protobuf_c_boolean priced;
+  /*
+   * one generation request at most: its prompt and max_tokens of answer
+   */
+  double per_request_usd;
+  /*
+   * count requests at that: every answer accepted at its first try
+   */
+  double all_first_try_usd;
+  /*
+   * the job's max_provider_cost_usd; 0: none
+   */
+  double cap_usd;
+};
+#define SYNTHD__V1__PROVIDER_COST_ESTIMATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__provider_cost_estimate__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -1199,6 +1240,25 @@ Synthd__V1__CostEstimate *
 void   synthd__v1__cost_estimate__free_unpacked
                      (Synthd__V1__CostEstimate *message,
                       ProtobufCAllocator *allocator);
+/* Synthd__V1__ProviderCostEstimate methods */
+void   synthd__v1__provider_cost_estimate__init
+                     (Synthd__V1__ProviderCostEstimate         *message);
+size_t synthd__v1__provider_cost_estimate__get_packed_size
+                     (const Synthd__V1__ProviderCostEstimate   *message);
+size_t synthd__v1__provider_cost_estimate__pack
+                     (const Synthd__V1__ProviderCostEstimate   *message,
+                      uint8_t             *out);
+size_t synthd__v1__provider_cost_estimate__pack_to_buffer
+                     (const Synthd__V1__ProviderCostEstimate   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__ProviderCostEstimate *
+       synthd__v1__provider_cost_estimate__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__provider_cost_estimate__free_unpacked
+                     (Synthd__V1__ProviderCostEstimate *message,
+                      ProtobufCAllocator *allocator);
 /* Synthd__V1__JobDetail methods */
 void   synthd__v1__job_detail__init
                      (Synthd__V1__JobDetail         *message);
@@ -2006,6 +2066,9 @@ typedef void (*Synthd__V1__SplitCount_Closure)
 typedef void (*Synthd__V1__CostEstimate_Closure)
                  (const Synthd__V1__CostEstimate *message,
                   void *closure_data);
+typedef void (*Synthd__V1__ProviderCostEstimate_Closure)
+                 (const Synthd__V1__ProviderCostEstimate *message,
+                  void *closure_data);
 typedef void (*Synthd__V1__JobDetail_Closure)
                  (const Synthd__V1__JobDetail *message,
                   void *closure_data);
@@ -2312,6 +2375,7 @@ extern const ProtobufCMessageDescriptor synthd__v1__plan_cell__coverage_entry__d
 extern const ProtobufCMessageDescriptor synthd__v1__technique_count__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__split_count__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__cost_estimate__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__provider_cost_estimate__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__job_detail__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__job__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__usage__descriptor;

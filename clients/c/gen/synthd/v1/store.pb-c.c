@@ -154,6 +154,96 @@ void   synthd__v1__stored_job__free_unpacked
   assert(message->base.descriptor == &synthd__v1__stored_job__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   synthd__v1__stored_batch__init
+                     (Synthd__V1__StoredBatch         *message)
+{
+  static const Synthd__V1__StoredBatch init_value = SYNTHD__V1__STORED_BATCH__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__stored_batch__get_packed_size
+                     (const Synthd__V1__StoredBatch *message)
+{
+  assert(message->base.descriptor == &synthd__v1__stored_batch__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__stored_batch__pack
+                     (const Synthd__V1__StoredBatch *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__stored_batch__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__stored_batch__pack_to_buffer
+                     (const Synthd__V1__StoredBatch *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__stored_batch__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__StoredBatch *
+       synthd__v1__stored_batch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__StoredBatch *)
+     protobuf_c_message_unpack (&synthd__v1__stored_batch__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__stored_batch__free_unpacked
+                     (Synthd__V1__StoredBatch *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__stored_batch__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   synthd__v1__stored_batch_item__init
+                     (Synthd__V1__StoredBatchItem         *message)
+{
+  static const Synthd__V1__StoredBatchItem init_value = SYNTHD__V1__STORED_BATCH_ITEM__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__stored_batch_item__get_packed_size
+                     (const Synthd__V1__StoredBatchItem *message)
+{
+  assert(message->base.descriptor == &synthd__v1__stored_batch_item__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__stored_batch_item__pack
+                     (const Synthd__V1__StoredBatchItem *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__stored_batch_item__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__stored_batch_item__pack_to_buffer
+                     (const Synthd__V1__StoredBatchItem *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__stored_batch_item__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__StoredBatchItem *
+       synthd__v1__stored_batch_item__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__StoredBatchItem *)
+     protobuf_c_message_unpack (&synthd__v1__stored_batch_item__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__stored_batch_item__free_unpacked
+                     (Synthd__V1__StoredBatchItem *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__stored_batch_item__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   synthd__v1__stored_event__init
                      (Synthd__V1__StoredEvent         *message)
 {
@@ -591,7 +681,7 @@ const ProtobufCMessageDescriptor synthd__v1__stored_job__format_problems_entry__
   (ProtobufCMessageInit) synthd__v1__stored_job__format_problems_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[24] =
+static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[25] =
 {
   {
     "job",
@@ -881,9 +971,22 @@ static const ProtobufCFieldDescriptor synthd__v1__stored_job__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "batches",
+    25,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Synthd__V1__StoredJob, n_batches),
+    offsetof(Synthd__V1__StoredJob, batches),
+    &synthd__v1__stored_batch__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__stored_job__field_indices_by_name[] = {
   11,   /* field[11] = attempts */
+  24,   /* field[24] = batches */
   10,   /* field[10] = cell_accepted */
   19,   /* field[19] = cell_rejected */
   12,   /* field[12] = created_at_ms */
@@ -911,7 +1014,7 @@ static const unsigned synthd__v1__stored_job__field_indices_by_name[] = {
 static const ProtobufCIntRange synthd__v1__stored_job__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 24 }
+  { 0, 25 }
 };
 const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor =
 {
@@ -921,11 +1024,165 @@ const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor =
   "Synthd__V1__StoredJob",
   "synthd.v1",
   sizeof(Synthd__V1__StoredJob),
-  24,
+  25,
   synthd__v1__stored_job__field_descriptors,
   synthd__v1__stored_job__field_indices_by_name,
   1,  synthd__v1__stored_job__number_ranges,
   (ProtobufCMessageInit) synthd__v1__stored_job__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__stored_batch__field_descriptors[5] =
+{
+  {
+    "provider",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredBatch, provider),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "batch_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredBatch, batch_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "input_file_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredBatch, input_file_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "created_at_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredBatch, created_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "items",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Synthd__V1__StoredBatch, n_items),
+    offsetof(Synthd__V1__StoredBatch, items),
+    &synthd__v1__stored_batch_item__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__stored_batch__field_indices_by_name[] = {
+  1,   /* field[1] = batch_id */
+  3,   /* field[3] = created_at_ms */
+  2,   /* field[2] = input_file_id */
+  4,   /* field[4] = items */
+  0,   /* field[0] = provider */
+};
+static const ProtobufCIntRange synthd__v1__stored_batch__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor synthd__v1__stored_batch__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.StoredBatch",
+  "StoredBatch",
+  "Synthd__V1__StoredBatch",
+  "synthd.v1",
+  sizeof(Synthd__V1__StoredBatch),
+  5,
+  synthd__v1__stored_batch__field_descriptors,
+  synthd__v1__stored_batch__field_indices_by_name,
+  1,  synthd__v1__stored_batch__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__stored_batch__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__stored_batch_item__field_descriptors[3] =
+{
+  {
+    "custom_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredBatchItem, custom_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "slot",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredBatchItem, slot),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "variation",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredBatchItem, variation),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__stored_batch_item__field_indices_by_name[] = {
+  0,   /* field[0] = custom_id */
+  1,   /* field[1] = slot */
+  2,   /* field[2] = variation */
+};
+static const ProtobufCIntRange synthd__v1__stored_batch_item__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor synthd__v1__stored_batch_item__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.StoredBatchItem",
+  "StoredBatchItem",
+  "Synthd__V1__StoredBatchItem",
+  "synthd.v1",
+  sizeof(Synthd__V1__StoredBatchItem),
+  3,
+  synthd__v1__stored_batch_item__field_descriptors,
+  synthd__v1__stored_batch_item__field_indices_by_name,
+  1,  synthd__v1__stored_batch_item__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__stored_batch_item__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor synthd__v1__stored_event__field_descriptors[4] =
@@ -1005,7 +1262,7 @@ const ProtobufCMessageDescriptor synthd__v1__stored_event__descriptor =
   (ProtobufCMessageInit) synthd__v1__stored_event__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__stored_usage__field_descriptors[4] =
+static const ProtobufCFieldDescriptor synthd__v1__stored_usage__field_descriptors[5] =
 {
   {
     "records",
@@ -1055,17 +1312,30 @@ static const ProtobufCFieldDescriptor synthd__v1__stored_usage__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "provider_cost_usd",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__StoredUsage, provider_cost_usd),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__stored_usage__field_indices_by_name[] = {
   2,   /* field[2] = cost_micro_usd */
   3,   /* field[3] = jobs */
+  4,   /* field[4] = provider_cost_usd */
   1,   /* field[1] = quota_records */
   0,   /* field[0] = records */
 };
 static const ProtobufCIntRange synthd__v1__stored_usage__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor synthd__v1__stored_usage__descriptor =
 {
@@ -1075,7 +1345,7 @@ const ProtobufCMessageDescriptor synthd__v1__stored_usage__descriptor =
   "Synthd__V1__StoredUsage",
   "synthd.v1",
   sizeof(Synthd__V1__StoredUsage),
-  4,
+  5,
   synthd__v1__stored_usage__field_descriptors,
   synthd__v1__stored_usage__field_indices_by_name,
   1,  synthd__v1__stored_usage__number_ranges,

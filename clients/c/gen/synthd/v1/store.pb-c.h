@@ -22,6 +22,8 @@ typedef struct Synthd__V1__StoredKey Synthd__V1__StoredKey;
 typedef struct Synthd__V1__StoredJob Synthd__V1__StoredJob;
 typedef struct Synthd__V1__StoredJob__RejectionsEntry Synthd__V1__StoredJob__RejectionsEntry;
 typedef struct Synthd__V1__StoredJob__FormatProblemsEntry Synthd__V1__StoredJob__FormatProblemsEntry;
+typedef struct Synthd__V1__StoredBatch Synthd__V1__StoredBatch;
+typedef struct Synthd__V1__StoredBatchItem Synthd__V1__StoredBatchItem;
 typedef struct Synthd__V1__StoredEvent Synthd__V1__StoredEvent;
 typedef struct Synthd__V1__StoredUsage Synthd__V1__StoredUsage;
 
@@ -156,10 +158,52 @@ struct  Synthd__V1__StoredJob
    */
   size_t n_recipes;
   ProtobufCBinaryData *recipes;
+  /*
+   * Provider batches sent and not yet settled (delivery "batch"): a restart polls them again
+   * instead of sending their requests twice.
+   */
+  size_t n_batches;
+  Synthd__V1__StoredBatch **batches;
 };
 #define SYNTHD__V1__STORED_JOB__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__stored_job__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, NULL, NULL, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, {0,NULL}, 0, 0,NULL, 0, 0, 0, 0, {0,NULL}, 0, 0, 0, 0,NULL, 0,NULL, 0, NULL, 0,NULL }
+    , NULL, (char *)protobuf_c_empty_string, NULL, NULL, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, {0,NULL}, 0, 0,NULL, 0, 0, 0, 0, {0,NULL}, 0, 0, 0, 0,NULL, 0,NULL, 0, NULL, 0,NULL, 0,NULL }
+
+
+/*
+ * One provider batch of a job's generation requests.
+ */
+struct  Synthd__V1__StoredBatch
+{
+  ProtobufCMessage base;
+  char *provider;
+  char *batch_id;
+  /*
+   * OpenAI: the uploaded JSONL file
+   */
+  char *input_file_id;
+  int64_t created_at_ms;
+  /*
+   * the generation requests in it whose answers are not yet settled
+   */
+  size_t n_items;
+  Synthd__V1__StoredBatchItem **items;
+};
+#define SYNTHD__V1__STORED_BATCH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__stored_batch__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0,NULL }
+
+
+struct  Synthd__V1__StoredBatchItem
+{
+  ProtobufCMessage base;
+  char *custom_id;
+  int64_t slot;
+  int64_t variation;
+};
+#define SYNTHD__V1__STORED_BATCH_ITEM__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__stored_batch_item__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  Synthd__V1__StoredEvent
@@ -197,10 +241,14 @@ struct  Synthd__V1__StoredUsage
    */
   int64_t cost_micro_usd;
   int64_t jobs;
+  /*
+   * what the org's jobs spent with providers this month (the monthly budget's measure)
+   */
+  double provider_cost_usd;
 };
 #define SYNTHD__V1__STORED_USAGE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__stored_usage__descriptor) \
-    , 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0 }
 
 
 /* Synthd__V1__StoredOrg methods */
@@ -266,6 +314,44 @@ Synthd__V1__StoredJob *
 void   synthd__v1__stored_job__free_unpacked
                      (Synthd__V1__StoredJob *message,
                       ProtobufCAllocator *allocator);
+/* Synthd__V1__StoredBatch methods */
+void   synthd__v1__stored_batch__init
+                     (Synthd__V1__StoredBatch         *message);
+size_t synthd__v1__stored_batch__get_packed_size
+                     (const Synthd__V1__StoredBatch   *message);
+size_t synthd__v1__stored_batch__pack
+                     (const Synthd__V1__StoredBatch   *message,
+                      uint8_t             *out);
+size_t synthd__v1__stored_batch__pack_to_buffer
+                     (const Synthd__V1__StoredBatch   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__StoredBatch *
+       synthd__v1__stored_batch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__stored_batch__free_unpacked
+                     (Synthd__V1__StoredBatch *message,
+                      ProtobufCAllocator *allocator);
+/* Synthd__V1__StoredBatchItem methods */
+void   synthd__v1__stored_batch_item__init
+                     (Synthd__V1__StoredBatchItem         *message);
+size_t synthd__v1__stored_batch_item__get_packed_size
+                     (const Synthd__V1__StoredBatchItem   *message);
+size_t synthd__v1__stored_batch_item__pack
+                     (const Synthd__V1__StoredBatchItem   *message,
+                      uint8_t             *out);
+size_t synthd__v1__stored_batch_item__pack_to_buffer
+                     (const Synthd__V1__StoredBatchItem   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__StoredBatchItem *
+       synthd__v1__stored_batch_item__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__stored_batch_item__free_unpacked
+                     (Synthd__V1__StoredBatchItem *message,
+                      ProtobufCAllocator *allocator);
 /* Synthd__V1__StoredEvent methods */
 void   synthd__v1__stored_event__init
                      (Synthd__V1__StoredEvent         *message);
@@ -321,6 +407,12 @@ typedef void (*Synthd__V1__StoredJob__FormatProblemsEntry_Closure)
 typedef void (*Synthd__V1__StoredJob_Closure)
                  (const Synthd__V1__StoredJob *message,
                   void *closure_data);
+typedef void (*Synthd__V1__StoredBatch_Closure)
+                 (const Synthd__V1__StoredBatch *message,
+                  void *closure_data);
+typedef void (*Synthd__V1__StoredBatchItem_Closure)
+                 (const Synthd__V1__StoredBatchItem *message,
+                  void *closure_data);
 typedef void (*Synthd__V1__StoredEvent_Closure)
                  (const Synthd__V1__StoredEvent *message,
                   void *closure_data);
@@ -338,6 +430,8 @@ extern const ProtobufCMessageDescriptor synthd__v1__stored_key__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_job__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_job__rejections_entry__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_job__format_problems_entry__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__stored_batch__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__stored_batch_item__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_event__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__stored_usage__descriptor;
 
