@@ -59,6 +59,8 @@ final class BatchCollector: ChatModel, Sendable {
     var endpoints: [RequestScheduler.EndpointSpec] { client.endpoints }
     var unavailableReason: String? { client.unavailableReason }
     var factor: Double { client.config.batchPriceFactor }
+    /// The most bytes of answers one batch may bring back (under the HTTP engine's 64 MiB read).
+    static let maxAnswerBytes = 48 << 20
 
     /// The answer to `request`, from the next batch.
     func complete(_ request: ChatRequest, for requester: Requester) async throws -> ChatCompletion {
@@ -161,17 +163,22 @@ final class BatchCollector: ChatModel, Sendable {
         guard !taken.isEmpty else { return }
         let most = client.config.batchMaxRequests
         var chunk: [Waiter] = []
-        var bytes = 0
+        var bytes = 0, answerBytes = 0
         for w in taken {
             let size = w.request.system.utf8.count + w.request.user.utf8.count + (w.request.jsonSchema?.utf8.count ?? 0) + 512
-            if !chunk.isEmpty, chunk.count >= most || bytes + size > LLMClient.batchMaxBytes {
+            // The most its answer's line can take in the output file (a token is rarely more than 8
+            // bytes of JSON): the file is read whole, and a read is bounded.
+            let answer = w.request.maxTokens * 8 + 2048
+            if !chunk.isEmpty, chunk.count >= most || bytes + size > LLMClient.batchMaxBytes || answerBytes + answer > Self.maxAnswerBytes {
                 let send = chunk
                 spawn { await self.send(send) }
                 chunk = []
                 bytes = 0
+                answerBytes = 0
             }
             chunk.append(w)
             bytes += size
+            answerBytes += answer
         }
         await send(chunk)
     }
@@ -338,8 +345,15 @@ final class BatchCollector: ChatModel, Sendable {
         for t in tasks { t.cancel() }
         for w in waiters { finish(w, .failure(CancellationError())) }
         engine.setBatchWait(jobID, provider: provider, nil)
-        if cancelAtProvider {
-            for id in pending { await client.cancelBatch(id) }
+        if cancelAtProvider, !pending.isEmpty {
+            // Not in this (perhaps cancelled) task: the provider is asked whatever ended the job.
+            let client = self.client, jobID = self.jobID, logger = engine.logger
+            Task {
+                for id in pending {
+                    await client.cancelBatch(id)
+                    logger.info("provider batch cancelled", metadata: ["job": "\(jobID)", "batch": "\(id)"])
+                }
+            }
         }
     }
 }

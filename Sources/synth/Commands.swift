@@ -73,6 +73,7 @@ struct PlanCommand: AsyncParsableCommand {
             }
             let c = resp.cost
             print("estimated cost: \(Output.money(c.totalUsd)) (base \(Output.money(c.baseUsd)), verified \(Output.money(c.verifiedUsd)), invariants \(Output.money(c.invariantsUsd)), llm_assessed \(Output.money(c.llmAssessedUsd)))")
+            print(Describe.providerEstimate(c.provider))
         }
     }
 }
@@ -117,6 +118,20 @@ struct JobCommand: AsyncParsableCommand {
 }
 
 enum Describe {
+    /// The provider's side of a plan's cost, in one line.
+    static func providerEstimate(_ p: PBProviderCostEstimate) -> String {
+        let price = p.delivery == "batch" ? String(format: "the batch price (%.0f%% of the standard)", p.priceFactor * 100) : "the standard price"
+        var line = "provider cost (\(p.delivery.isEmpty ? "online" : p.delivery)): "
+        if p.priced {
+            line += "up to \(Output.money(p.perRequestUsd)) per generation request at \(price); \(Output.money(p.allFirstTryUsd)) "
+                + "if every answer is taken at its first try (rejected answers, retries and critic calls add to it)"
+        } else {
+            line += "not known (the server's config has no price for this model)"
+        }
+        if p.capUsd > 0 { line += "; capped at \(Output.money(p.capUsd))" }
+        return line
+    }
+
     static func job(_ j: PBJob) {
         var rows: [[String]] = [
             ["job", j.jobID], ["status", j.status], ["schema", j.schema], ["domain", j.domain], ["tier", j.tier.isEmpty ? "-" : j.tier],
@@ -124,6 +139,7 @@ enum Describe {
             ["created", j.createdAt], ["started", j.startedAt.isEmpty ? "-" : j.startedAt], ["finished", j.finishedAt.isEmpty ? "-" : j.finishedAt],
             ["usage", "\(j.usage.requests) requests, \(j.usage.promptTokens) prompt + \(j.usage.completionTokens) completion tokens"],
             ["cost", Output.money(j.costUsd)],
+            ["provider cost", Output.money(j.usage.providerCostUsd)],
         ]
         if !j.grade.isEmpty { rows.append(["grade", j.grade]) }
         if j.hasDetail, j.detail.code != "FAILED" { rows.append(["detail", "\(j.detail.code): \(j.detail.message)"]) }

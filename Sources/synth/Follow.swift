@@ -105,7 +105,8 @@ enum Follow {
                     }
                     req.afterSeq = max(req.afterSeq, b.lastSeq)
                 case .progress(let job):
-                    if job.accepted != last.accepted || job.generated != last.generated || job.status != last.status { progressed() }
+                    if job.accepted != last.accepted || job.generated != last.generated || job.status != last.status
+                        || job.detail.message != last.detail.message { progressed() }
                     try flush()
                     last = job
                     bar.draw(job)
@@ -200,8 +201,15 @@ struct ProgressBar {
         let rate = elapsed > 0 ? Double(j.accepted) / elapsed : 0
         let eta = rate > 0 ? Double(j.count - j.accepted) / rate : 0
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        return String(format: "[%@] %lld/%lld %3d%%  %lld rejected  %.1f rec/s  %@  %@", bar, j.accepted, j.count, Self.percent(j), j.rejected, rate,
-                      j.status == "running" && rate > 0 ? String(format: "ETA %.0fs", eta) : "", j.status)
+        // What the provider was paid so far, then the status, and what the job waits for (its
+        // place in the line, its provider batch, its provider) while it waits.
+        var out = String(format: "[%@] %lld/%lld %3d%%  %lld rejected  %.1f rec/s  %@  provider %@  %@", bar, j.accepted, j.count, Self.percent(j),
+                         j.rejected, rate, j.status == "running" && rate > 0 ? String(format: "ETA %.0fs", eta) : "",
+                         Output.money(j.usage.providerCostUsd), j.status)
+        if ["QUEUED", "WAITING_FOR_BATCH", "WAITING_FOR_PROVIDER", "PAUSED_STORAGE_FULL"].contains(j.detail.code) {
+            out += "  (" + String(j.detail.message.prefix(120)) + ")"
+        }
+        return out
     }
 
     /// When the bar was last drawn: at most ten times a second.

@@ -22,6 +22,8 @@ struct RequestOptions: ParsableArguments {
     @Option(help: "Language code, e.g. en, es.") var language: String?
     @Option(help: "Tone, e.g. formal.") var tone: String?
     @Option(help: "Difficulty, e.g. expert.") var difficulty: String?
+    @Option(help: "online (default) or batch: through the provider's batch API, at its batch price (half), answers within hours.") var delivery: String?
+    @Option(help: "The most the job may spend with its provider, in dollars; it ends with what it has there.") var maxProviderCostUsd: Double?
 
     /// The request to send: a request file goes as its JSON text (`request_json`), so that the
     /// server answers with every problem in it at once, with line and column for JSON syntax;
@@ -51,6 +53,8 @@ struct RequestOptions: ParsableArguments {
         if let language { edits.append((["constraints", "language"], .string(language))) }
         if let tone { edits.append((["constraints", "tone"], .string(tone))) }
         if let difficulty { edits.append((["constraints", "difficulty"], .string(difficulty))) }
+        if let delivery { edits.append((["delivery"], .string(delivery))) }
+        if let maxProviderCostUsd { edits.append((["max_provider_cost_usd"], .number(maxProviderCostUsd))) }
         if edits.isEmpty { return .json(String(decoding: data, as: UTF8.self)) }
         var root: JSONValue
         do {
@@ -102,6 +106,8 @@ struct RequestOptions: ParsableArguments {
         if let systemPrompt { r.systemPrompt = systemPrompt }
         if verified { r.verified = true }
         if let license { r.license = license }
+        if let delivery { r.delivery = delivery }
+        if let maxProviderCostUsd { r.maxProviderCostUsd.value = maxProviderCostUsd }
         for (name, pct) in try categories() {
             var cat = PBCategory()
             cat.percentage = pct

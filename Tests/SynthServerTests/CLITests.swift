@@ -97,6 +97,9 @@ import Testing
         #expect(frames.contains { !$0.contains("100%") && $0.contains("running") }, "\(frames)")
         #expect(frames.last?.contains("100%") == true && frames.last?.contains("succeeded") == true, "\(frames.last ?? "")")
         #expect(draws.last?.contains("succeeded\r\n") == true || draws.last?.contains("succeeded\n") == true, "\(draws.last ?? "")")
+        // The line shows what the provider was paid so far: more than nothing by the end.
+        let paid = frames.last.flatMap { f in f.range(of: "provider $").map { Double(f[$0.upperBound...].prefix { !$0.isWhitespace }) } } ?? nil
+        #expect((paid ?? 0) > 0, "\(frames.last ?? "")")
 
         // Ctrl-C while following: the job goes on, and synth says how to find it.
         let q = Process()

@@ -141,6 +141,25 @@ import Testing
         }
     }
 
+    /// A batch job cancelled while its batch is pending asks the provider to cancel the batch.
+    @Test func cancellingABatchJobCancelsItsBatchAtTheProvider() async throws {
+        try await withHarness(fakeArgs: ["--batch-delay-ms", "30000"], seconds: 90, engine: { Self.priced(&$0) }) { h in
+            let client = try await h.client(try h.org("acme"))
+            let job = try await client.unary(Methods.generate, Self.batchRequest(count: 40)).job
+            try await settle("the batch to be stored", seconds: 60) { try h.store.job(id: job.jobID)?.batches.isEmpty == false }
+            let batch = try #require(try h.store.job(id: job.jobID)?.batches.first).batchID
+            var cancel = PBCancelJobRequest()
+            cancel.jobID = job.jobID
+            let cancelled = try await client.unary(Methods.cancelJob, cancel).job
+            #expect(cancelled.status == "cancelled" && cancelled.accepted == 0)
+            try await settle("the batch to be cancelled at the provider", seconds: 20) {
+                ((try h.fake.stats()["batch_calls"] as? [String: Int])?["POST /v1/batches/\(batch)/cancel"] ?? 0) == 1
+            }
+            #expect(try h.store.job(id: job.jobID)?.batches.isEmpty == true)
+            await client.close()
+        }
+    }
+
     /// A job's max_provider_cost_usd: the engine stops sending before the next request could pass
     /// it, and the job ends with what it has and the reason.
     @Test func aJobStopsAtItsSpendCap() async throws {

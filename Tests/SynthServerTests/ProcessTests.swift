@@ -68,7 +68,8 @@ import SynthStore
         let fake = try await FakeProvider.start(["--latency-ms", String(latencyMs)])
         let config = dir + "/config.json"
         try Data("""
-        {"engine": {"providers": {"openai": {"kind": "openai", "base_url": "http://127.0.0.1:\(fake.port)/v1", "max_in_flight": 64}},
+        {"engine": {"providers": {"openai": {"kind": "openai", "base_url": "http://127.0.0.1:\(fake.port)/v1", "max_in_flight": 64,
+                                        "prices_per_million": {"fake": {"prompt": 1, "completion": 2}}}},
          "tiers": {"fast": {"provider": "openai", "model": "fake"}, "balanced": {"provider": "openai", "model": "fake"},
                    "diverse": {"provider": "openai", "model": "fake"}, "deep": {"provider": "openai", "model": "fake"}},
          "critic": {"provider": "openai", "model": "fake"}, "job_concurrency": \(concurrency)},
