@@ -143,10 +143,6 @@ public final class JobService: Sendable {
             throw RPCError(.failedPrecondition, "delivery batch needs a provider with a batch API, and \(generator.provider) has none; "
                            + "leave delivery out (or online) for it")
         }
-        if effective.hasMaxProviderCostUsd, let client = engine.model(generator.provider) as? LLMClient, client.price(of: generator.model) == nil {
-            throw RPCError(.failedPrecondition, "max_provider_cost_usd needs the price of model \(generator.model): set it in provider "
-                           + "\(generator.provider)'s prices_per_million in the server's config")
-        }
         plan.generator.provider = generator.provider
         plan.generator.model = generator.model
         plan.critic.provider = routes.critic.provider
@@ -217,6 +213,13 @@ public final class JobService: Sendable {
                            errorCode: "STORAGE_FULL")
         }
         let (effective, plan) = try await prepare(req.request, domainConfirmed: req.domainConfirmed, validated: true)
+        // A cap is held in dollars at the model's price: without one it could not be held (Plan
+        // shows this as `cost.provider.priced` false).
+        if effective.hasMaxProviderCostUsd, let client = engine.model(plan.generator.provider) as? LLMClient,
+           client.price(of: plan.generator.model) == nil {
+            throw RPCError(.failedPrecondition, "max_provider_cost_usd needs the price of model \(plan.generator.model): set it in provider "
+                           + "\(plan.generator.provider)'s prices_per_million in the server's config")
+        }
         // Deterministic ordering: the same body must always hash the same, whatever its map order.
         var options = BinaryEncodingOptions()
         options.useDeterministicOrdering = true

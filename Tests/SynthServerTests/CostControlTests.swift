@@ -32,20 +32,20 @@ import Testing
     }
 
     @Test func aThousandRecordJobInBatchModeEndsExactAtTheBatchPrice() async throws {
-        try await withHarness(fakeArgs: ["--batch-delay-ms", "400"], seconds: 240, engine: { Self.priced(&$0) }) { h in
+        try await withHarness(fakeArgs: ["--batch-delay-ms", "1500"], seconds: 240, engine: { Self.priced(&$0) }) { h in
             let client = try await h.client(try h.org("acme"))
             let job = try await client.unary(Methods.generate, Self.batchRequest(count: 1000)).job
-            // While the batch is pending the job says so.
-            let waiting = try await withTimeout(60, "the job to wait for its batch") { () -> PBJob in
-                while true {
-                    var get = PBGetJobRequest()
-                    get.jobID = job.jobID
-                    let j = try await client.unary(Methods.getJob, get).job
-                    if j.detail.code == "WAITING_FOR_BATCH" { return j }
-                    try await Task.sleep(for: .milliseconds(20))
+            // While the batch is pending the job says so (every change of the detail is published).
+            let waiting = try await withTimeout(60, "the job to wait for its batch") { () -> PBJob? in
+                var watch = PBWatchJobRequest()
+                watch.jobID = job.jobID
+                watch.progressOnly = true
+                for try await e in client.stream(Methods.watchJob, watch) {
+                    if case .progress(let j) = e.event, j.detail.code == "WAITING_FOR_BATCH" { return j }
                 }
+                return nil
             }
-            #expect(waiting.detail.message.contains("waiting for provider batch batch_"), "\(waiting.detail.message)")
+            #expect(waiting?.detail.message.contains("waiting for provider batch batch_") == true, "\(String(describing: waiting))")
             // The batch id is stored with the job while it is pending.
             let stored = try #require(try h.store.job(id: job.jobID))
             #expect(!stored.batches.isEmpty && stored.batches[0].batchID.hasPrefix("batch_") && stored.batches[0].items.count == 1000)
