@@ -56,7 +56,7 @@ let package = Package(
         ], resources: [.copy("Prompts")]),
         // The application: every operation for a typed caller, and its policy; no transport.
         .target(name: "SynthCore", dependencies: [
-            "SynthAPI", "SynthSpec", "SynthStore", "SynthEngine", "SynthLLM", "SynthProto", "SynthConcurrency",
+            "SynthAPI", "SynthSpec", "SynthStore", "SynthEngine", "SynthLLM", "SynthProto", "SynthConcurrency", "SynthQuality",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -52,6 +52,7 @@ METHODS = {
     "RevokeApiKey": "synthd.v1.RevokeApiKeyRequest",
     "DeleteJob": "synthd.v1.DeleteJobRequest",
     "GetUsage": "synthd.v1.GetUsageRequest",
+    "CompareJobs": "synthd.v1.CompareJobsRequest",
 }
 
 ENVELOPE = ("call_id", "api_key", "timeout_ms")

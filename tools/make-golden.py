@@ -112,6 +112,7 @@ JOB_REQUEST = {
             },
         ],
         "response_constraints": {"min_tokens": "40", "max_tokens": "400"},
+        "dedup_against": ["job_01JD3Z8K6Q2W4E5R7T9Y1U3I5P", "job_01JD3Z8K6Q2W4E5R7T9Y1U3I5Q"],
     },
     "conflict_config": {
         "drive_pairs": [
@@ -137,6 +138,8 @@ JOB_REQUEST = {
         "max_tokens": "512",
     },
     "license": "CC-BY-4.0",
+    "delivery": "batch",
+    "max_provider_cost_usd": 12.5,
 }
 
 JOB_ID = "job_01JD3Z8K6Q2W4E5R7T9Y1U3I5O"
@@ -174,6 +177,7 @@ REQUESTS = {
     "RevokeApiKey": (service_pb2.RevokeApiKeyRequest, {"key_id": "key_01JD40F2M8N6B4V2C0X8Z6L4K2"}),
     "DeleteJob": (service_pb2.DeleteJobRequest, {"job_id": JOB_ID}),
     "GetUsage": (service_pb2.GetUsageRequest, {}),
+    "CompareJobs": (service_pb2.CompareJobsRequest, {"job_a": JOB_ID, "job_b": "job_01JD3Z8K6Q2W4E5R7T9Y1U3I5P", "limit": 100}),
 }
 
 

@@ -58,11 +58,12 @@ public enum Methods {
     public static let revokeApiKey = Method<PBRevokeApiKeyRequest, PBRevokeApiKeyResponse>("RevokeApiKey", .unary, .admin)
     public static let deleteJob = Method<PBDeleteJobRequest, PBDeleteJobResponse>("DeleteJob", .unary, .write)
     public static let getUsage = Method<PBGetUsageRequest, PBGetUsageResponse>("GetUsage", .unary, .read)
+    public static let compareJobs = Method<PBCompareJobsRequest, PBCompareJobsResponse>("CompareJobs", .unary, .read)
 
     public static let all: [MethodInfo] = [
         generate.info, plan.info, getJob.info, listJobs.info, cancelJob.info, watchJob.info, fetchSplits.info, getQualityReport.info,
         getManifest.info, getPricing.info, health.info, createApiKey.info, listApiKeys.info, revokeApiKey.info, deleteJob.info,
-        getUsage.info,
+        getUsage.info, compareJobs.info,
     ]
 
     private static let byName: [String: MethodInfo] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
@@ -77,7 +78,7 @@ public enum Methods {
         getManifest.info.name: PBGetManifestRequest.self, getPricing.info.name: PBGetPricingRequest.self, health.info.name: PBHealthRequest.self,
         createApiKey.info.name: PBCreateApiKeyRequest.self, listApiKeys.info.name: PBListApiKeysRequest.self,
         revokeApiKey.info.name: PBRevokeApiKeyRequest.self, deleteJob.info.name: PBDeleteJobRequest.self,
-        getUsage.info.name: PBGetUsageRequest.self,
+        getUsage.info.name: PBGetUsageRequest.self, compareJobs.info.name: PBCompareJobsRequest.self,
     ]
 
     /// The method's request type, for code that handles every method alike (the fuzz target).

@@ -190,6 +190,31 @@ public final class JobService: Sendable {
         }
     }
 
+    /// The most records the jobs named in `advanced.dedup_against` may hold together (the check
+    /// holds them all in memory while the job runs).
+    public static let dedupAgainstMaxRecords: Int64 = 200_000
+
+    /// The jobs a request names in `advanced.dedup_against`: each a job of the caller's org that
+    /// has ended, together within `dedupAgainstMaxRecords`.
+    func checkReferences(_ r: PBJobRequest, _ caller: Caller) throws {
+        guard r.hasAdvanced, !r.advanced.dedupAgainst.isEmpty else { return }
+        var total: Int64 = 0
+        for (i, id) in r.advanced.dedupAgainst.enumerated() {
+            guard let other = try store.job(id: id, org: caller.org) else {
+                throw RPCError(.notFound, "advanced.dedup_against[\(i)]: job \(id) not found")
+            }
+            guard JobStatus(rawValue: other.job.status)?.isTerminal == true else {
+                throw RPCError(.failedPrecondition, "advanced.dedup_against[\(i)]: job \(id) is \(other.job.status); name a job once it has "
+                               + "ended, so that the records checked against are all of its records", errorCode: "JOB_NOT_ENDED")
+            }
+            total += other.job.accepted
+        }
+        if total > Self.dedupAgainstMaxRecords {
+            throw RPCError(.failedPrecondition, "advanced.dedup_against: the jobs named hold \(total) records; at most "
+                           + "\(Self.dedupAgainstMaxRecords) together")
+        }
+    }
+
     static func figure(_ v: Double) -> String { v == v.rounded() ? String(Int64(v)) : String(format: "%.1f", v) }
 
     /// The request of a Generate or Plan: `request`, or `request_json` read with every problem of
@@ -213,6 +238,7 @@ public final class JobService: Sendable {
                            errorCode: "STORAGE_FULL")
         }
         let (effective, plan) = try await prepare(req.request, domainConfirmed: req.domainConfirmed, validated: true)
+        try checkReferences(effective, caller)
         // A cap is held in dollars at the model's price: without one it could not be held (Plan
         // shows this as `cost.provider.priced` false).
         if effective.hasMaxProviderCostUsd, let client = engine.model(plan.generator.provider) as? LLMClient,
@@ -266,6 +292,7 @@ public final class JobService: Sendable {
         let parsed = try read(req.request, json: req.requestJson, given: req.hasRequest)
         try validator.validate(parsed)
         let (effective, plan) = try await prepare(parsed.request, domainConfirmed: req.domainConfirmed, validated: true)
+        try checkReferences(effective, caller)
         var out = PBPlanResponse()
         out.plan = plan
         out.cost = engine.pricing.estimate(effective)
@@ -349,6 +376,8 @@ public final class JobService: Sendable {
         out.jobs = billed.jobs
         out.costUsd = Double(billed.costMicroUsd) / 1e6
         out.unfinishedJobs = Int64(unfinished.count)
+        out.providerCostUsd = billed.providerCostUsd
+        out.providerBudgetUsd = engine.config.orgProviderBudgets[caller.org] ?? engine.config.orgProviderBudgets["*"] ?? 0
         switch org.plan {
         case "free":
             let limit = org.monthlyQuota > 0 ? org.monthlyQuota : 100

@@ -179,6 +179,10 @@ final class JobRunner: Sendable {
             let accepted = job.job.accepted
             try await BlockingLane.compute.run { try self.restore(gate, schema: request.schema, accepted: accepted) }
         }
+        if request.hasAdvanced, !request.advanced.dedupAgainst.isEmpty {
+            let others = request.advanced.dedupAgainst, org = job.org
+            try await BlockingLane.compute.run { try self.reference(gate, jobs: others, org: org) }
+        }
         let budget = Int64(Double(plan.count) * engine.config.attemptsPerRecord) + Int64(engine.config.attemptSlack)
         let priorAttempts = job.attempts
         let startVariation = Int(job.job.generated) + Int(job.attempts)
@@ -396,6 +400,25 @@ final class JobRunner: Sendable {
             "job": "\(jobID)", "reason": "\(reason.rawValue)", "detail": "\(problem?.rawValue ?? "-")",
             "finish": "\(completion.finishReason)", "answer": "\(completion.content.prefix(600))",
         ])
+    }
+
+    /// Puts the accepted records of the jobs named in `dedup_against` (of the job's own org) into
+    /// the gate's reference check. A job deleted since Generate is skipped, and logged.
+    func reference(_ gate: QualityGate, jobs: [String], org: String) throws {
+        for id in jobs {
+            guard let other = try store.job(id: id, org: org) else {
+                logger.warning("a job named in dedup_against no longer exists", metadata: ["job": "\(jobID)", "other": "\(id)"])
+                continue
+            }
+            var seq: UInt64 = 0
+            while true {
+                let batch = try store.records(jobID: id, after: seq, limit: 1000)
+                guard let last = batch.last else { break }
+                gate.addReference(batch.compactMap { RecordText.of(other.request.schema, storedJSON: $0.json) })
+                seq = last.seq
+            }
+            logger.info("records of another job are checked against", metadata: ["job": "\(jobID)", "other": "\(id)", "records": "\(other.job.accepted)"])
+        }
     }
 
     /// Puts the accepted records of an earlier run back into the near-duplicate check.

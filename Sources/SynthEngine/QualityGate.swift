@@ -59,6 +59,27 @@ final class QualityGate: Sendable {
     }
 
     private let indexes = Locked(Indexes())
+    /// The accepted records of the jobs named in `advanced.dedup_against`: a new record near one
+    /// of them is turned away as it would be near one of this job's own. Filled before the job's
+    /// first check; never added to.
+    private let reference = Locked<Indexes?>(nil)
+
+    /// Adds the records of a job named in `dedup_against`. Call it on a lane, before any check.
+    func addReference(_ texts: [RecordText]) {
+        reference.withLock { ref in
+            if ref == nil { ref = Indexes() }
+            for text in texts {
+                ref!.records.insert(text.fullText)
+                ref!.prompts.insert(text.promptText)
+            }
+        }
+    }
+
+    /// Whether the text is a near-duplicate of this job's records or of the referenced jobs'.
+    private func duplicate(_ full: String, _ prompt: String) -> Bool {
+        if reference.withLock({ $0?.duplicate(full, prompt) ?? false }) { return true }
+        return indexes.withLock { $0.duplicate(full, prompt) }
+    }
 
     /// The judge's pass mark (the documentation's 6.0).
     static let judgePassMark = 6.0
@@ -104,7 +125,7 @@ final class QualityGate: Sendable {
         // A first near-duplicate look saves the critic's calls on a record that would be turned
         // away anyway; with no critic to ask, the admission below is the one look it needs.
         let asksCritic = needsJudge || !request.advanced.invariants.isEmpty || (preference && critic != nil)
-        if asksCritic, await BlockingLane.compute.run({ self.indexes.withLock { $0.duplicate(full, prompt) } }) {
+        if asksCritic, await BlockingLane.compute.run({ self.duplicate(full, prompt) }) {
             return .reject(.nearDuplicate, nil)
         }
 
@@ -140,7 +161,8 @@ final class QualityGate: Sendable {
             }
         }
         let admitted = await BlockingLane.compute.run {
-            self.indexes.withLock { indexes -> Bool in
+            if self.reference.withLock({ $0?.duplicate(full, prompt) ?? false }) { return false }
+            return self.indexes.withLock { indexes -> Bool in
                 if indexes.duplicate(full, prompt) { return false }
                 indexes.records.insert(full)
                 indexes.prompts.insert(prompt)
@@ -290,7 +312,7 @@ extension RecordText {
     }
 
     /// The same from a stored record's JSON line.
-    static func of(_ schema: String, storedJSON: [UInt8]) -> RecordText? {
+    public static func of(_ schema: String, storedJSON: [UInt8]) -> RecordText? {
         guard let obj = JSONValue.parse(storedJSON) else { return nil }
         let fields = schema == "conflict_v1" ? obj["data"] : obj
         guard case .object(let pairs)? = fields else { return nil }

@@ -39,6 +39,7 @@ struct SynthdGRPCService: RegistrableRPCService {
         unary(&router, Methods.revokeApiKey, PBSynthd.Method.RevokeApiKey.descriptor) { try await core.revokeKey($0, $1) }
         unary(&router, Methods.deleteJob, PBSynthd.Method.DeleteJob.descriptor) { try await core.deleteJob($0, $1) }
         unary(&router, Methods.getUsage, PBSynthd.Method.GetUsage.descriptor) { try core.usage($0, $1) }
+        unary(&router, Methods.compareJobs, PBSynthd.Method.CompareJobs.descriptor) { try await core.compareJobs($0, $1) }
 
         let timing = StreamTiming(keyRecheck: config.keyRecheckInterval, keepalive: config.keepaliveInterval)
         let maxMessage = config.maxFrameSize

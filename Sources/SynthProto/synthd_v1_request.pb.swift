@@ -252,6 +252,9 @@ public nonisolated struct PBAdvanced: Sendable {
   /// Clears the value of `responseConstraints`. Subsequent reads from it will return its default value.
   public mutating func clearResponseConstraints() {self._responseConstraints = nil}
 
+  /// ours: job ids of the same org whose records new ones must not near-duplicate
+  public var dedupAgainst: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -763,7 +766,7 @@ nonisolated extension PBConstraints: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension PBAdvanced: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Advanced"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}categories\0\u{1}coverage\0\u{1}invariants\0\u{3}response_policy\0\u{3}style_rules\0\u{3}hard_negatives\0\u{3}output_split\0\u{3}metadata_fields\0\u{3}response_constraints\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}categories\0\u{1}coverage\0\u{1}invariants\0\u{3}response_policy\0\u{3}style_rules\0\u{3}hard_negatives\0\u{3}output_split\0\u{3}metadata_fields\0\u{3}response_constraints\0\u{3}dedup_against\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -780,6 +783,7 @@ nonisolated extension PBAdvanced: SwiftProtobuf.Message, SwiftProtobuf._MessageI
       case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &self.outputSplit) }()
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.metadataFields) }()
       case 9: try { try decoder.decodeSingularMessageField(value: &self._responseConstraints) }()
+      case 10: try { try decoder.decodeRepeatedStringField(value: &self.dedupAgainst) }()
       default: break
       }
     }
@@ -817,6 +821,9 @@ nonisolated extension PBAdvanced: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     try { if let v = self._responseConstraints {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
     } }()
+    if !self.dedupAgainst.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.dedupAgainst, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -830,6 +837,7 @@ nonisolated extension PBAdvanced: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     if lhs.outputSplit != rhs.outputSplit {return false}
     if lhs.metadataFields != rhs.metadataFields {return false}
     if lhs._responseConstraints != rhs._responseConstraints {return false}
+    if lhs.dedupAgainst != rhs.dedupAgainst {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

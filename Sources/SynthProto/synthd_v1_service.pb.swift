@@ -1337,6 +1337,76 @@ public nonisolated struct PBGetUsageResponse: Sendable {
   /// queued or running: held at their full estimate until billed
   public var unfinishedJobs: Int64 = 0
 
+  /// what the org's jobs spent with providers this month
+  public var providerCostUsd: Double = 0
+
+  /// the org's monthly provider budget (engine.org_provider_budgets_usd); 0: none
+  public var providerBudgetUsd: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Every near-duplicate pair between two jobs of the caller's org, by the rule of the in-job check:
+/// the trigram Jaccard similarity of the whole records' text, or of their prompt sides, above 0.7.
+public nonisolated struct PBCompareJobsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobA: String = String()
+
+  public var jobB: String = String()
+
+  /// pairs listed: 0 means 1,000; at most 10,000 (all are counted)
+  public var limit: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct PBCompareJobsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// by seq_b, then seq_a
+  public var pairs: [PBNearDuplicatePair] = []
+
+  /// pairs in all
+  public var total: Int64 = 0
+
+  public var recordsA: Int64 = 0
+
+  public var recordsB: Int64 = 0
+
+  public var threshold: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct PBNearDuplicatePair: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var seqA: UInt64 = 0
+
+  public var seqB: UInt64 = 0
+
+  /// of the whole records' text
+  public var similarity: Double = 0
+
+  /// of their prompt sides
+  public var promptSimilarity: Double = 0
+
+  /// which is above the threshold: record | prompt | both
+  public var matched: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3763,7 +3833,7 @@ nonisolated extension PBGetUsageRequest: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension PBGetUsageResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetUsageResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}org\0\u{1}plan\0\u{1}month\0\u{1}records\0\u{1}jobs\0\u{3}cost_usd\0\u{1}quota\0\u{3}quota_used\0\u{3}quota_left\0\u{3}balance_usd\0\u{3}balance_left_usd\0\u{3}unfinished_jobs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}org\0\u{1}plan\0\u{1}month\0\u{1}records\0\u{1}jobs\0\u{3}cost_usd\0\u{1}quota\0\u{3}quota_used\0\u{3}quota_left\0\u{3}balance_usd\0\u{3}balance_left_usd\0\u{3}unfinished_jobs\0\u{3}provider_cost_usd\0\u{3}provider_budget_usd\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3783,6 +3853,8 @@ nonisolated extension PBGetUsageResponse: SwiftProtobuf.Message, SwiftProtobuf._
       case 10: try { try decoder.decodeSingularDoubleField(value: &self.balanceUsd) }()
       case 11: try { try decoder.decodeSingularDoubleField(value: &self.balanceLeftUsd) }()
       case 12: try { try decoder.decodeSingularInt64Field(value: &self.unfinishedJobs) }()
+      case 13: try { try decoder.decodeSingularDoubleField(value: &self.providerCostUsd) }()
+      case 14: try { try decoder.decodeSingularDoubleField(value: &self.providerBudgetUsd) }()
       default: break
       }
     }
@@ -3825,6 +3897,12 @@ nonisolated extension PBGetUsageResponse: SwiftProtobuf.Message, SwiftProtobuf._
     if self.unfinishedJobs != 0 {
       try visitor.visitSingularInt64Field(value: self.unfinishedJobs, fieldNumber: 12)
     }
+    if self.providerCostUsd.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.providerCostUsd, fieldNumber: 13)
+    }
+    if self.providerBudgetUsd.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.providerBudgetUsd, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3841,6 +3919,148 @@ nonisolated extension PBGetUsageResponse: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.balanceUsd != rhs.balanceUsd {return false}
     if lhs.balanceLeftUsd != rhs.balanceLeftUsd {return false}
     if lhs.unfinishedJobs != rhs.unfinishedJobs {return false}
+    if lhs.providerCostUsd != rhs.providerCostUsd {return false}
+    if lhs.providerBudgetUsd != rhs.providerBudgetUsd {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBCompareJobsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CompareJobsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_a\0\u{3}job_b\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobA) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.jobB) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobA.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobA, fieldNumber: 1)
+    }
+    if !self.jobB.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobB, fieldNumber: 2)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularInt32Field(value: self.limit, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBCompareJobsRequest, rhs: PBCompareJobsRequest) -> Bool {
+    if lhs.jobA != rhs.jobA {return false}
+    if lhs.jobB != rhs.jobB {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBCompareJobsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CompareJobsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pairs\0\u{1}total\0\u{3}records_a\0\u{3}records_b\0\u{1}threshold\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.pairs) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.total) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.recordsA) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.recordsB) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.threshold) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.pairs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.pairs, fieldNumber: 1)
+    }
+    if self.total != 0 {
+      try visitor.visitSingularInt64Field(value: self.total, fieldNumber: 2)
+    }
+    if self.recordsA != 0 {
+      try visitor.visitSingularInt64Field(value: self.recordsA, fieldNumber: 3)
+    }
+    if self.recordsB != 0 {
+      try visitor.visitSingularInt64Field(value: self.recordsB, fieldNumber: 4)
+    }
+    if self.threshold.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.threshold, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBCompareJobsResponse, rhs: PBCompareJobsResponse) -> Bool {
+    if lhs.pairs != rhs.pairs {return false}
+    if lhs.total != rhs.total {return false}
+    if lhs.recordsA != rhs.recordsA {return false}
+    if lhs.recordsB != rhs.recordsB {return false}
+    if lhs.threshold != rhs.threshold {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension PBNearDuplicatePair: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NearDuplicatePair"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}seq_a\0\u{3}seq_b\0\u{1}similarity\0\u{3}prompt_similarity\0\u{1}matched\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.seqA) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.seqB) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.similarity) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.promptSimilarity) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.matched) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.seqA != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seqA, fieldNumber: 1)
+    }
+    if self.seqB != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seqB, fieldNumber: 2)
+    }
+    if self.similarity.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.similarity, fieldNumber: 3)
+    }
+    if self.promptSimilarity.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.promptSimilarity, fieldNumber: 4)
+    }
+    if !self.matched.isEmpty {
+      try visitor.visitSingularStringField(value: self.matched, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: PBNearDuplicatePair, rhs: PBNearDuplicatePair) -> Bool {
+    if lhs.seqA != rhs.seqA {return false}
+    if lhs.seqB != rhs.seqB {return false}
+    if lhs.similarity != rhs.similarity {return false}
+    if lhs.promptSimilarity != rhs.promptSimilarity {return false}
+    if lhs.matched != rhs.matched {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

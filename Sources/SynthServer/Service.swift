@@ -56,6 +56,7 @@ final class Service: Sendable {
         case Methods.revokeApiKey.info: try await unary(Methods.revokeApiKey, body, ctx) { try await core.revokeKey($0, caller) }
         case Methods.deleteJob.info: try await unary(Methods.deleteJob, body, ctx) { try await core.deleteJob($0, caller) }
         case Methods.getUsage.info: try await unary(Methods.getUsage, body, ctx) { try core.usage($0, caller) }
+        case Methods.compareJobs.info: try await unary(Methods.compareJobs, body, ctx) { try await core.compareJobs($0, caller) }
         default:
             // Every method of the table has a case above; a test calls each one.
             throw RPCError(.unimplemented, "\(method.name) has no handler")

@@ -36,6 +36,9 @@ public enum RequestLimits {
     public static let drivePairs = 20
     public static let overrideVocabulary = 50
     public static let idempotencyKeyBytes = 255
+    /// `advanced.dedup_against`: jobs named at most, and a job id's length at most (ours).
+    public static let dedupAgainst = 10
+    public static let jobIDBytes = 128
     /// `max_provider_cost_usd` at most (ours).
     public static let maxProviderCostUSD = 1_000_000.0
     /// A VALIDATION_ERROR lists at most this many field errors, and counts the rest.
@@ -129,6 +132,7 @@ public enum RequestLimits {
         }
         for i in 0..<policySections { a.responsePolicy[text(name, i)] = text(policyText) }
         a.styleRules = (0..<styleRules).map { _ in text(styleRule) }
+        a.dedupAgainst = (0..<dedupAgainst).map { "job_" + String(repeating: "x", count: jobIDBytes - 7) + String(format: "%03d", $0) }
         a.hardNegatives.enabled = true
         a.hardNegatives.percentage.value = 100
         a.hardNegatives.techniques = (0..<techniques).map { i in

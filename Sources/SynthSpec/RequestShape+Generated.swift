@@ -33,6 +33,7 @@ extension RequestShape {
             .init("output_split", "outputSplit", .map(.double)),
             .init("metadata_fields", "metadataFields", .repeated(.message("synthd.v1.MetadataField"))),
             .init("response_constraints", "responseConstraints", .single(.message("synthd.v1.ResponseConstraints"))),
+            .init("dedup_against", "dedupAgainst", .repeated(.string)),
         ],
         "synthd.v1.ConflictConfig": [
             .init("drive_pairs", "drivePairs", .repeated(.message("synthd.v1.DrivePair"))),

@@ -245,6 +245,17 @@ public struct Validator: Sendable {
     }
 
     func validateAdvanced(_ a: PBAdvanced, count: Int64, _ fail: (String, String, String) -> Void) {
+        if !a.dedupAgainst.isEmpty {
+            let n = self.count("advanced.dedup_against", a.dedupAgainst.count, max: RequestLimits.dedupAgainst, fail)
+            var seen = Set<String>()
+            for (i, id) in a.dedupAgainst.prefix(n).enumerated() {
+                if id.isEmpty || id.utf8.count > RequestLimits.jobIDBytes || !id.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_" || $0 == "-") }) {
+                    fail("advanced.dedup_against[\(i)]", "a job id (letters, digits, _ and -, at most \(RequestLimits.jobIDBytes))", String(id.prefix(64)))
+                } else if !seen.insert(id).inserted {
+                    fail("advanced.dedup_against[\(i)]", "each job at most once", id)
+                }
+            }
+        }
         if !a.categories.isEmpty {
             let n = self.count("advanced.categories", a.categories.count, max: RequestLimits.categories, fail)
             var sum = 0.0

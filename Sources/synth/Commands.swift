@@ -294,6 +294,36 @@ struct ManifestCommand: AsyncParsableCommand {
     }
 }
 
+struct Compare: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List every near-duplicate pair between two jobs (an eval set against its training set, say).",
+        discussion: "The rule of the in-job check: the trigram Jaccard similarity of the whole records, or of their prompt sides, "
+            + "above 0.7, found exactly. A job generated with advanced.dedup_against naming the other has none.")
+    @OptionGroup var common: Common
+    @Argument(help: "The first job.") var jobA: String
+    @Argument(help: "The second job.") var jobB: String
+    @Option(help: "Pairs listed at most (1-10000; all are counted).") var limit: Int32 = 1000
+
+    func run() async throws {
+        var req = PBCompareJobsRequest()
+        req.jobA = jobA
+        req.jobB = jobB
+        req.limit = limit
+        try await common.run { client in
+            let resp = try await client.unary(Methods.compareJobs, req, timeout: common.deadline)
+            if common.json { print(Output.json(resp)); return }
+            print("\(resp.total) near-duplicate pairs between \(jobA) (\(resp.recordsA) records) and \(jobB) (\(resp.recordsB) records), "
+                  + String(format: "similarity above %.2f", resp.threshold))
+            if !resp.pairs.isEmpty {
+                print(Output.table(["seq a", "seq b", "record", "prompt", "matched"], resp.pairs.map {
+                    ["\($0.seqA)", "\($0.seqB)", String(format: "%.3f", $0.similarity), String(format: "%.3f", $0.promptSimilarity), $0.matched]
+                }))
+            }
+            if resp.total > Int64(resp.pairs.count) { print("(\(Int64(resp.pairs.count)) of \(resp.total) listed: --limit for more)") }
+        }
+    }
+}
+
 struct Cancel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Cancel a job; accepted records are kept.")
     @OptionGroup var common: Common

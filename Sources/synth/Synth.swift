@@ -14,7 +14,7 @@ struct Synth: AsyncParsableCommand {
         version: SynthVersion.current,
         subcommands: [Generate.self, PlanCommand.self, Jobs.self, JobCommand.self, Watch.self, Results.self, SplitsCommand.self,
                       Report.self, ManifestCommand.self, Cancel.self, Delete.self, Usage.self, PricingCommand.self, HealthCommand.self,
-                      Keys.self])
+                      Keys.self, Compare.self])
 }
 
 /// Options every command takes.

@@ -423,3 +423,39 @@ struct Corpus {
         }
     }
 }
+
+/// The two-collection join (CompareJobs' and the contamination check's exact answer).
+@Suite struct SimilarityJoinTests {
+    /// All pairs above the threshold between two halves of a planted corpus, whose near-copies
+    /// straddle 0.7 and cross the halves: the join gives exactly brute force's pairs and overlaps.
+    @Test func theJoinOfTwoCollectionsEqualsBruteForce() {
+        let corpus = Corpus(count: 3000, words: 8...40, seed: 7)
+        let sets = corpus.texts.map(Trigrams.set)
+        let left = Array(sets[..<1500]), right = Array(sets[1500...])
+        let t = Threshold.nearDuplicate
+        var expected: [[Int]] = []
+        for (j, y) in right.enumerated() {
+            for (i, x) in left.enumerated() where !x.isEmpty && !y.isEmpty {
+                let o = Trigrams.overlap(x, y)
+                if t.exceeded(overlap: o, x.count, y.count) { expected.append([i, j, o]) }
+            }
+        }
+        let got = SimilarityJoin.pairs(left, right).map { [$0.0, $0.1, $0.2.overlap] }
+        #expect(got == expected)
+        #expect(expected.count > 200, "\(expected.count) pairs across the halves")
+        // Pairs just above and just below the threshold are both there to be told apart.
+        let near = expected.filter { p in
+            let (x, y) = (left[p[0]], right[p[1]])
+            return Double(p[2]) / Double(x.count + y.count - p[2]) < 0.75
+        }
+        #expect(!near.isEmpty)
+        // A set is its own duplicate; an empty one matches nothing; an unseen trigram matches nothing.
+        let join = SimilarityJoin()
+        join.addLeft(left[0])
+        join.addLeft([])
+        join.countRight(left[0])
+        join.build()
+        #expect(join.matches(left[0]).map(\.left) == [0] && join.matches(left[0]).first?.similarity == 1)
+        #expect(join.matches([]).isEmpty && join.matches([1, 2, 3]).isEmpty)
+    }
+}

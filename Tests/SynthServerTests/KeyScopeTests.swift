@@ -24,6 +24,7 @@ import Testing
         case "RevokeApiKey": return PBRevokeApiKeyRequest.with { $0.keyID = "key_none" }
         case "DeleteJob": return PBDeleteJobRequest.with { $0.jobID = job }
         case "GetUsage": return PBGetUsageRequest()
+        case "CompareJobs": return PBCompareJobsRequest.with { $0.jobA = job; $0.jobB = job }
         default: return PBHealthRequest()
         }
     }

@@ -17,7 +17,7 @@ import SynthProto
 
     @Test func theTableIsTheServiceOfTheProto() throws {
         let rpcs = try Self.serviceBlock()
-        #expect(rpcs.count == 16)
+        #expect(rpcs.count == 17)
         #expect(rpcs.map(\.name) == Methods.all.map(\.name))
         for (rpc, info) in zip(rpcs, Methods.all) {
             #expect(info.requestType == "synthd.v1." + rpc.request, "\(info.name)")

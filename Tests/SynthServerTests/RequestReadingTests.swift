@@ -110,6 +110,12 @@ import Testing
             largest.advanced.clearCoverage()
             largest.count = 1000
             largest.clearModels()
+            // The jobs it names to check against must exist (another rule, tested with the
+            // contamination check): its ten longest ids are refused as not found.
+            let (_, missing) = try await Self.plan(client, RequestJSON.render(largest))
+            #expect(missing?.status.code == .notFound && missing?.status.message.contains("advanced.dedup_against[0]") == true,
+                    "\(String(describing: missing))")
+            largest.advanced.dedupAgainst = []
             let (fine, e) = try await Self.plan(client, RequestJSON.render(largest))
             #expect(e == nil && fine != nil, "\(String(describing: e))")
             await client.close()

@@ -231,6 +231,19 @@ public enum PBSynthd: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "CompareJobs" metadata.
+        public enum CompareJobs: Sendable {
+            /// Request type for "CompareJobs".
+            public typealias Input = PBCompareJobsRequest
+            /// Response type for "CompareJobs".
+            public typealias Output = PBCompareJobsResponse
+            /// Descriptor for "CompareJobs".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "synthd.v1.Synthd"),
+                method: "CompareJobs",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "synthd.v1.Synthd" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Generate.descriptor,
@@ -248,7 +261,8 @@ public enum PBSynthd: Sendable {
             ListApiKeys.descriptor,
             RevokeApiKey.descriptor,
             DeleteJob.descriptor,
-            GetUsage.descriptor
+            GetUsage.descriptor,
+            CompareJobs.descriptor
         ]
     }
 }
@@ -503,6 +517,20 @@ extension PBSynthd {
             request: GRPCCore.StreamingServerRequest<PBGetUsageRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<PBGetUsageResponse>
+
+        /// Handle the "CompareJobs" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `PBCompareJobsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `PBCompareJobsResponse` messages.
+        func compareJobs(
+            request: GRPCCore.StreamingServerRequest<PBCompareJobsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<PBCompareJobsResponse>
     }
 
     /// Service protocol for the "synthd.v1.Synthd" service.
@@ -741,6 +769,20 @@ extension PBSynthd {
             request: GRPCCore.ServerRequest<PBGetUsageRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<PBGetUsageResponse>
+
+        /// Handle the "CompareJobs" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `PBCompareJobsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `PBCompareJobsResponse` message.
+        func compareJobs(
+            request: GRPCCore.ServerRequest<PBCompareJobsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<PBCompareJobsResponse>
     }
 
     /// Simple service protocol for the "synthd.v1.Synthd" service.
@@ -979,6 +1021,20 @@ extension PBSynthd {
             request: PBGetUsageRequest,
             context: GRPCCore.ServerContext
         ) async throws -> PBGetUsageResponse
+
+        /// Handle the "CompareJobs" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `PBCompareJobsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `PBCompareJobsResponse` to respond with.
+        func compareJobs(
+            request: PBCompareJobsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> PBCompareJobsResponse
     }
 }
 
@@ -1162,6 +1218,17 @@ extension PBSynthd.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: PBSynthd.Method.CompareJobs.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<PBCompareJobsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<PBCompareJobsResponse>(),
+            handler: { request, context in
+                try await self.compareJobs(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1338,6 +1405,17 @@ extension PBSynthd.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<PBGetUsageResponse> {
         let response = try await self.getUsage(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func compareJobs(
+        request: GRPCCore.StreamingServerRequest<PBCompareJobsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<PBCompareJobsResponse> {
+        let response = try await self.compareJobs(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1557,6 +1635,19 @@ extension PBSynthd.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<PBGetUsageResponse> {
         return GRPCCore.ServerResponse<PBGetUsageResponse>(
             message: try await self.getUsage(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func compareJobs(
+        request: GRPCCore.ServerRequest<PBCompareJobsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<PBCompareJobsResponse> {
+        return GRPCCore.ServerResponse<PBCompareJobsResponse>(
+            message: try await self.compareJobs(
                 request: request.message,
                 context: context
             ),
@@ -1881,6 +1972,25 @@ extension PBSynthd {
             deserializer: some GRPCCore.MessageDeserializer<PBGetUsageResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBGetUsageResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CompareJobs" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `PBCompareJobsRequest` message.
+        ///   - serializer: A serializer for `PBCompareJobsRequest` messages.
+        ///   - deserializer: A deserializer for `PBCompareJobsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func compareJobs<Result>(
+            request: GRPCCore.ClientRequest<PBCompareJobsRequest>,
+            serializer: some GRPCCore.MessageSerializer<PBCompareJobsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<PBCompareJobsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBCompareJobsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2380,6 +2490,36 @@ extension PBSynthd {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "CompareJobs" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `PBCompareJobsRequest` message.
+        ///   - serializer: A serializer for `PBCompareJobsRequest` messages.
+        ///   - deserializer: A deserializer for `PBCompareJobsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func compareJobs<Result>(
+            request: GRPCCore.ClientRequest<PBCompareJobsRequest>,
+            serializer: some GRPCCore.MessageSerializer<PBCompareJobsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<PBCompareJobsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBCompareJobsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: PBSynthd.Method.CompareJobs.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2777,6 +2917,31 @@ extension PBSynthd.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<PBGetUsageRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<PBGetUsageResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CompareJobs" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `PBCompareJobsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func compareJobs<Result>(
+        request: GRPCCore.ClientRequest<PBCompareJobsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBCompareJobsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.compareJobs(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<PBCompareJobsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<PBCompareJobsResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3240,6 +3405,35 @@ extension PBSynthd.ClientProtocol {
             metadata: metadata
         )
         return try await self.getUsage(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CompareJobs" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func compareJobs<Result>(
+        _ message: PBCompareJobsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<PBCompareJobsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<PBCompareJobsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.compareJobs(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -82,6 +82,7 @@ LIST_API_KEYS = _method("ListApiKeys", Scope.ADMIN)
 REVOKE_API_KEY = _method("RevokeApiKey", Scope.ADMIN)
 DELETE_JOB = _method("DeleteJob", Scope.WRITE)
 GET_USAGE = _method("GetUsage", Scope.READ)
+COMPARE_JOBS = _method("CompareJobs", Scope.READ)
 
 # Every method above, in the service's order.
 ALL: Tuple[Method, ...] = tuple(sorted((v for v in dict(globals()).values() if isinstance(v, Method)),

@@ -270,6 +270,18 @@ class Client:
         resp = self._unary(M.GET_USAGE, pb.GetUsageRequest())
         return {f.name: getattr(resp, f.name) for f in resp.DESCRIPTOR.fields}
 
+    def compare(self, job_a: str, job_b: str, *, limit: int = 1000) -> Dict[str, Any]:
+        """Every near-duplicate pair between two jobs of the org, by the in-job rule (trigram Jaccard of
+        the whole records, or of their prompt sides, above 0.7, found exactly): ``total`` pairs in all,
+        ``records_a``, ``records_b``, and ``pairs`` (at most ``limit``, by seq_b then seq_a), each with
+        ``seq_a``, ``seq_b``, ``similarity``, ``prompt_similarity`` and ``matched`` (record, prompt or both)."""
+        resp = self._unary(M.COMPARE_JOBS, pb.CompareJobsRequest(job_a=job_a, job_b=job_b, limit=limit))
+        return {
+            "total": resp.total, "records_a": resp.records_a, "records_b": resp.records_b, "threshold": resp.threshold,
+            "pairs": [{"seq_a": p.seq_a, "seq_b": p.seq_b, "similarity": p.similarity, "prompt_similarity": p.prompt_similarity,
+                       "matched": p.matched} for p in resp.pairs],
+        }
+
     def report(self, job_id: str) -> Dict[str, Any]:
         """The job's quality report, as manifest.json holds it (pass rate, diversity, grade, rejections)."""
         resp = self._unary(M.GET_QUALITY_REPORT, pb.GetQualityReportRequest(job_id=job_id))

@@ -15,7 +15,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import wrappers_pb2 as google_dot_protobuf_dot_wrappers__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17synthd/v1/request.proto\x12\tsynthd.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\xfe\x02\n\nJobRequest\x12\x0e\n\x06schema\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\r\n\x05model\x18\x04 \x01(\t\x12!\n\x06models\x18\x05 \x01(\x0b\x32\x11.synthd.v1.Models\x12\x15\n\rsystem_prompt\x18\x06 \x01(\t\x12\x10\n\x08verified\x18\x07 \x01(\x08\x12%\n\x08\x61\x64vanced\x18\x08 \x01(\x0b\x32\x13.synthd.v1.Advanced\x12\x32\n\x0f\x63onflict_config\x18\t \x01(\x0b\x32\x19.synthd.v1.ConflictConfig\x12+\n\x0b\x63onstraints\x18\n \x01(\x0b\x32\x16.synthd.v1.Constraints\x12\x0f\n\x07license\x18\x0b \x01(\t\x12\x10\n\x08\x64\x65livery\x18\x0c \x01(\t\x12;\n\x15max_provider_cost_usd\x18\r \x01(\x0b\x32\x1c.google.protobuf.DoubleValue\"+\n\x08ModelRef\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"U\n\x06Models\x12&\n\tgenerator\x18\x01 \x01(\x0b\x32\x13.synthd.v1.ModelRef\x12#\n\x06\x63ritic\x18\x02 \x01(\x0b\x32\x13.synthd.v1.ModelRef\"\xa3\x01\n\x0b\x43onstraints\x12\x10\n\x08language\x18\x01 \x01(\t\x12\x0c\n\x04tone\x18\x02 \x01(\t\x12\x12\n\ndifficulty\x18\x03 \x01(\t\x12/\n\nmin_tokens\x18\x04 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\x12/\n\nmax_tokens\x18\x05 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\"\xfd\x04\n\x08\x41\x64vanced\x12\x37\n\ncategories\x18\x01 \x03(\x0b\x32#.synthd.v1.Advanced.CategoriesEntry\x12%\n\x08\x63overage\x18\x02 \x01(\x0b\x32\x13.synthd.v1.Coverage\x12(\n\ninvariants\x18\x03 \x03(\x0b\x32\x14.synthd.v1.Invariant\x12@\n\x0fresponse_policy\x18\x04 \x03(\x0b\x32\'.synthd.v1.Advanced.ResponsePolicyEntry\x12\x13\n\x0bstyle_rules\x18\x05 \x03(\t\x12\x30\n\x0ehard_negatives\x18\x06 \x01(\x0b\x32\x18.synthd.v1.HardNegatives\x12:\n\x0coutput_split\x18\x07 \x03(\x0b\x32$.synthd.v1.Advanced.OutputSplitEntry\x12\x31\n\x0fmetadata_fields\x18\x08 \x03(\x0b\x32\x18.synthd.v1.MetadataField\x12<\n\x14response_constraints\x18\t \x01(\x0b\x32\x1e.synthd.v1.ResponseConstraints\x1a\x46\n\x0f\x43\x61tegoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.synthd.v1.Category:\x02\x38\x01\x1a\x35\n\x13ResponsePolicyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10OutputSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"3\n\x08\x43\x61tegory\x12\x12\n\npercentage\x18\x01 \x01(\x01\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"}\n\x08\x43overage\x12\x30\n\ndimensions\x18\x01 \x03(\x0b\x32\x1c.synthd.v1.CoverageDimension\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x31\n\x0cmin_per_cell\x18\x03 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\"1\n\x11\x43overageDimension\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\".\n\tInvariant\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x13\n\x0b\x65nforcement\x18\x02 \x01(\t\"~\n\rHardNegatives\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x30\n\npercentage\x18\x02 \x01(\x0b\x32\x1c.google.protobuf.DoubleValue\x12*\n\ntechniques\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\"w\n\rMetadataField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12%\n\x05value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"w\n\x13ResponseConstraints\x12/\n\nmin_tokens\x18\x01 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\x12/\n\nmax_tokens\x18\x02 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\"\xf6\x01\n\x0e\x43onflictConfig\x12)\n\x0b\x64rive_pairs\x18\x01 \x03(\x0b\x32\x14.synthd.v1.DrivePair\x12J\n\x11\x61xis_distribution\x18\x02 \x03(\x0b\x32/.synthd.v1.ConflictConfig.AxisDistributionEntry\x12\x17\n\x0fresolution_mode\x18\x03 \x01(\t\x12\x1b\n\x13override_vocabulary\x18\x04 \x03(\t\x1a\x37\n\x15\x41xisDistributionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"k\n\tDrivePair\x12\x11\n\taxis_name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12 \n\x06\x64rives\x18\x03 \x03(\x0b\x32\x10.synthd.v1.Drive\x12\t\n\x01\x61\x18\x04 \x01(\t\x12\t\n\x01\x62\x18\x05 \x01(\t\"*\n\x05\x44rive\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x05\xba\x02\x02PBb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17synthd/v1/request.proto\x12\tsynthd.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\xfe\x02\n\nJobRequest\x12\x0e\n\x06schema\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\r\n\x05model\x18\x04 \x01(\t\x12!\n\x06models\x18\x05 \x01(\x0b\x32\x11.synthd.v1.Models\x12\x15\n\rsystem_prompt\x18\x06 \x01(\t\x12\x10\n\x08verified\x18\x07 \x01(\x08\x12%\n\x08\x61\x64vanced\x18\x08 \x01(\x0b\x32\x13.synthd.v1.Advanced\x12\x32\n\x0f\x63onflict_config\x18\t \x01(\x0b\x32\x19.synthd.v1.ConflictConfig\x12+\n\x0b\x63onstraints\x18\n \x01(\x0b\x32\x16.synthd.v1.Constraints\x12\x0f\n\x07license\x18\x0b \x01(\t\x12\x10\n\x08\x64\x65livery\x18\x0c \x01(\t\x12;\n\x15max_provider_cost_usd\x18\r \x01(\x0b\x32\x1c.google.protobuf.DoubleValue\"+\n\x08ModelRef\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"U\n\x06Models\x12&\n\tgenerator\x18\x01 \x01(\x0b\x32\x13.synthd.v1.ModelRef\x12#\n\x06\x63ritic\x18\x02 \x01(\x0b\x32\x13.synthd.v1.ModelRef\"\xa3\x01\n\x0b\x43onstraints\x12\x10\n\x08language\x18\x01 \x01(\t\x12\x0c\n\x04tone\x18\x02 \x01(\t\x12\x12\n\ndifficulty\x18\x03 \x01(\t\x12/\n\nmin_tokens\x18\x04 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\x12/\n\nmax_tokens\x18\x05 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\"\x94\x05\n\x08\x41\x64vanced\x12\x37\n\ncategories\x18\x01 \x03(\x0b\x32#.synthd.v1.Advanced.CategoriesEntry\x12%\n\x08\x63overage\x18\x02 \x01(\x0b\x32\x13.synthd.v1.Coverage\x12(\n\ninvariants\x18\x03 \x03(\x0b\x32\x14.synthd.v1.Invariant\x12@\n\x0fresponse_policy\x18\x04 \x03(\x0b\x32\'.synthd.v1.Advanced.ResponsePolicyEntry\x12\x13\n\x0bstyle_rules\x18\x05 \x03(\t\x12\x30\n\x0ehard_negatives\x18\x06 \x01(\x0b\x32\x18.synthd.v1.HardNegatives\x12:\n\x0coutput_split\x18\x07 \x03(\x0b\x32$.synthd.v1.Advanced.OutputSplitEntry\x12\x31\n\x0fmetadata_fields\x18\x08 \x03(\x0b\x32\x18.synthd.v1.MetadataField\x12<\n\x14response_constraints\x18\t \x01(\x0b\x32\x1e.synthd.v1.ResponseConstraints\x12\x15\n\rdedup_against\x18\n \x03(\t\x1a\x46\n\x0f\x43\x61tegoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.synthd.v1.Category:\x02\x38\x01\x1a\x35\n\x13ResponsePolicyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10OutputSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"3\n\x08\x43\x61tegory\x12\x12\n\npercentage\x18\x01 \x01(\x01\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"}\n\x08\x43overage\x12\x30\n\ndimensions\x18\x01 \x03(\x0b\x32\x1c.synthd.v1.CoverageDimension\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x31\n\x0cmin_per_cell\x18\x03 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\"1\n\x11\x43overageDimension\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\".\n\tInvariant\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x13\n\x0b\x65nforcement\x18\x02 \x01(\t\"~\n\rHardNegatives\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x30\n\npercentage\x18\x02 \x01(\x0b\x32\x1c.google.protobuf.DoubleValue\x12*\n\ntechniques\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\"w\n\rMetadataField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12%\n\x05value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"w\n\x13ResponseConstraints\x12/\n\nmin_tokens\x18\x01 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\x12/\n\nmax_tokens\x18\x02 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\"\xf6\x01\n\x0e\x43onflictConfig\x12)\n\x0b\x64rive_pairs\x18\x01 \x03(\x0b\x32\x14.synthd.v1.DrivePair\x12J\n\x11\x61xis_distribution\x18\x02 \x03(\x0b\x32/.synthd.v1.ConflictConfig.AxisDistributionEntry\x12\x17\n\x0fresolution_mode\x18\x03 \x01(\t\x12\x1b\n\x13override_vocabulary\x18\x04 \x03(\t\x1a\x37\n\x15\x41xisDistributionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"k\n\tDrivePair\x12\x11\n\taxis_name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12 \n\x06\x64rives\x18\x03 \x03(\x0b\x32\x10.synthd.v1.Drive\x12\t\n\x01\x61\x18\x04 \x01(\t\x12\t\n\x01\x62\x18\x05 \x01(\t\"*\n\x05\x44rive\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x05\xba\x02\x02PBb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'synthd.v1.request_pb2', globals())
@@ -40,33 +40,33 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _CONSTRAINTS._serialized_start=618
   _CONSTRAINTS._serialized_end=781
   _ADVANCED._serialized_start=784
-  _ADVANCED._serialized_end=1421
-  _ADVANCED_CATEGORIESENTRY._serialized_start=1244
-  _ADVANCED_CATEGORIESENTRY._serialized_end=1314
-  _ADVANCED_RESPONSEPOLICYENTRY._serialized_start=1316
-  _ADVANCED_RESPONSEPOLICYENTRY._serialized_end=1369
-  _ADVANCED_OUTPUTSPLITENTRY._serialized_start=1371
-  _ADVANCED_OUTPUTSPLITENTRY._serialized_end=1421
-  _CATEGORY._serialized_start=1423
-  _CATEGORY._serialized_end=1474
-  _COVERAGE._serialized_start=1476
-  _COVERAGE._serialized_end=1601
-  _COVERAGEDIMENSION._serialized_start=1603
-  _COVERAGEDIMENSION._serialized_end=1652
-  _INVARIANT._serialized_start=1654
-  _INVARIANT._serialized_end=1700
-  _HARDNEGATIVES._serialized_start=1702
-  _HARDNEGATIVES._serialized_end=1828
-  _METADATAFIELD._serialized_start=1830
-  _METADATAFIELD._serialized_end=1949
-  _RESPONSECONSTRAINTS._serialized_start=1951
-  _RESPONSECONSTRAINTS._serialized_end=2070
-  _CONFLICTCONFIG._serialized_start=2073
-  _CONFLICTCONFIG._serialized_end=2319
-  _CONFLICTCONFIG_AXISDISTRIBUTIONENTRY._serialized_start=2264
-  _CONFLICTCONFIG_AXISDISTRIBUTIONENTRY._serialized_end=2319
-  _DRIVEPAIR._serialized_start=2321
-  _DRIVEPAIR._serialized_end=2428
-  _DRIVE._serialized_start=2430
-  _DRIVE._serialized_end=2472
+  _ADVANCED._serialized_end=1444
+  _ADVANCED_CATEGORIESENTRY._serialized_start=1267
+  _ADVANCED_CATEGORIESENTRY._serialized_end=1337
+  _ADVANCED_RESPONSEPOLICYENTRY._serialized_start=1339
+  _ADVANCED_RESPONSEPOLICYENTRY._serialized_end=1392
+  _ADVANCED_OUTPUTSPLITENTRY._serialized_start=1394
+  _ADVANCED_OUTPUTSPLITENTRY._serialized_end=1444
+  _CATEGORY._serialized_start=1446
+  _CATEGORY._serialized_end=1497
+  _COVERAGE._serialized_start=1499
+  _COVERAGE._serialized_end=1624
+  _COVERAGEDIMENSION._serialized_start=1626
+  _COVERAGEDIMENSION._serialized_end=1675
+  _INVARIANT._serialized_start=1677
+  _INVARIANT._serialized_end=1723
+  _HARDNEGATIVES._serialized_start=1725
+  _HARDNEGATIVES._serialized_end=1851
+  _METADATAFIELD._serialized_start=1853
+  _METADATAFIELD._serialized_end=1972
+  _RESPONSECONSTRAINTS._serialized_start=1974
+  _RESPONSECONSTRAINTS._serialized_end=2093
+  _CONFLICTCONFIG._serialized_start=2096
+  _CONFLICTCONFIG._serialized_end=2342
+  _CONFLICTCONFIG_AXISDISTRIBUTIONENTRY._serialized_start=2287
+  _CONFLICTCONFIG_AXISDISTRIBUTIONENTRY._serialized_end=2342
+  _DRIVEPAIR._serialized_start=2344
+  _DRIVEPAIR._serialized_end=2451
+  _DRIVE._serialized_start=2453
+  _DRIVE._serialized_end=2495
 # @@protoc_insertion_point(module_scope)

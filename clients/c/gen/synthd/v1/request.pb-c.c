@@ -1245,7 +1245,7 @@ const ProtobufCMessageDescriptor synthd__v1__advanced__output_split_entry__descr
   (ProtobufCMessageInit) synthd__v1__advanced__output_split_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__advanced__field_descriptors[9] =
+static const ProtobufCFieldDescriptor synthd__v1__advanced__field_descriptors[10] =
 {
   {
     "categories",
@@ -1355,10 +1355,23 @@ static const ProtobufCFieldDescriptor synthd__v1__advanced__field_descriptors[9]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "dedup_against",
+    10,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Synthd__V1__Advanced, n_dedup_against),
+    offsetof(Synthd__V1__Advanced, dedup_against),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__advanced__field_indices_by_name[] = {
   0,   /* field[0] = categories */
   1,   /* field[1] = coverage */
+  9,   /* field[9] = dedup_against */
   5,   /* field[5] = hard_negatives */
   2,   /* field[2] = invariants */
   7,   /* field[7] = metadata_fields */
@@ -1370,7 +1383,7 @@ static const unsigned synthd__v1__advanced__field_indices_by_name[] = {
 static const ProtobufCIntRange synthd__v1__advanced__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor synthd__v1__advanced__descriptor =
 {
@@ -1380,7 +1393,7 @@ const ProtobufCMessageDescriptor synthd__v1__advanced__descriptor =
   "Synthd__V1__Advanced",
   "synthd.v1",
   sizeof(Synthd__V1__Advanced),
-  9,
+  10,
   synthd__v1__advanced__field_descriptors,
   synthd__v1__advanced__field_indices_by_name,
   1,  synthd__v1__advanced__number_ranges,

@@ -170,10 +170,15 @@ struct  Synthd__V1__Advanced
   size_t n_metadata_fields;
   Synthd__V1__MetadataField **metadata_fields;
   Synthd__V1__ResponseConstraints *response_constraints;
+  /*
+   * ours: job ids of the same org whose records new ones must not near-duplicate
+   */
+  size_t n_dedup_against;
+  char **dedup_against;
 };
 #define SYNTHD__V1__ADVANCED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__advanced__descriptor) \
-    , 0,NULL, NULL, 0,NULL, 0,NULL, 0,NULL, NULL, 0,NULL, 0,NULL, NULL }
+    , 0,NULL, NULL, 0,NULL, 0,NULL, 0,NULL, NULL, 0,NULL, 0,NULL, NULL, 0,NULL }
 
 
 struct  Synthd__V1__Category

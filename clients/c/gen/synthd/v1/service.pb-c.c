@@ -2332,6 +2332,141 @@ void   synthd__v1__get_usage_response__free_unpacked
   assert(message->base.descriptor == &synthd__v1__get_usage_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   synthd__v1__compare_jobs_request__init
+                     (Synthd__V1__CompareJobsRequest         *message)
+{
+  static const Synthd__V1__CompareJobsRequest init_value = SYNTHD__V1__COMPARE_JOBS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__compare_jobs_request__get_packed_size
+                     (const Synthd__V1__CompareJobsRequest *message)
+{
+  assert(message->base.descriptor == &synthd__v1__compare_jobs_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__compare_jobs_request__pack
+                     (const Synthd__V1__CompareJobsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__compare_jobs_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__compare_jobs_request__pack_to_buffer
+                     (const Synthd__V1__CompareJobsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__compare_jobs_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__CompareJobsRequest *
+       synthd__v1__compare_jobs_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__CompareJobsRequest *)
+     protobuf_c_message_unpack (&synthd__v1__compare_jobs_request__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__compare_jobs_request__free_unpacked
+                     (Synthd__V1__CompareJobsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__compare_jobs_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   synthd__v1__compare_jobs_response__init
+                     (Synthd__V1__CompareJobsResponse         *message)
+{
+  static const Synthd__V1__CompareJobsResponse init_value = SYNTHD__V1__COMPARE_JOBS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__compare_jobs_response__get_packed_size
+                     (const Synthd__V1__CompareJobsResponse *message)
+{
+  assert(message->base.descriptor == &synthd__v1__compare_jobs_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__compare_jobs_response__pack
+                     (const Synthd__V1__CompareJobsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__compare_jobs_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__compare_jobs_response__pack_to_buffer
+                     (const Synthd__V1__CompareJobsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__compare_jobs_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__CompareJobsResponse *
+       synthd__v1__compare_jobs_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__CompareJobsResponse *)
+     protobuf_c_message_unpack (&synthd__v1__compare_jobs_response__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__compare_jobs_response__free_unpacked
+                     (Synthd__V1__CompareJobsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__compare_jobs_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   synthd__v1__near_duplicate_pair__init
+                     (Synthd__V1__NearDuplicatePair         *message)
+{
+  static const Synthd__V1__NearDuplicatePair init_value = SYNTHD__V1__NEAR_DUPLICATE_PAIR__INIT;
+  *message = init_value;
+}
+size_t synthd__v1__near_duplicate_pair__get_packed_size
+                     (const Synthd__V1__NearDuplicatePair *message)
+{
+  assert(message->base.descriptor == &synthd__v1__near_duplicate_pair__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t synthd__v1__near_duplicate_pair__pack
+                     (const Synthd__V1__NearDuplicatePair *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &synthd__v1__near_duplicate_pair__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t synthd__v1__near_duplicate_pair__pack_to_buffer
+                     (const Synthd__V1__NearDuplicatePair *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &synthd__v1__near_duplicate_pair__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Synthd__V1__NearDuplicatePair *
+       synthd__v1__near_duplicate_pair__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Synthd__V1__NearDuplicatePair *)
+     protobuf_c_message_unpack (&synthd__v1__near_duplicate_pair__descriptor,
+                                allocator, len, data);
+}
+void   synthd__v1__near_duplicate_pair__free_unpacked
+                     (Synthd__V1__NearDuplicatePair *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &synthd__v1__near_duplicate_pair__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor synthd__v1__generate_request__field_descriptors[4] =
 {
   {
@@ -6058,7 +6193,7 @@ const ProtobufCMessageDescriptor synthd__v1__get_usage_request__descriptor =
   (ProtobufCMessageInit) synthd__v1__get_usage_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor synthd__v1__get_usage_response__field_descriptors[12] =
+static const ProtobufCFieldDescriptor synthd__v1__get_usage_response__field_descriptors[14] =
 {
   {
     "org",
@@ -6204,6 +6339,30 @@ static const ProtobufCFieldDescriptor synthd__v1__get_usage_response__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "provider_cost_usd",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, provider_cost_usd),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "provider_budget_usd",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__GetUsageResponse, provider_budget_usd),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned synthd__v1__get_usage_response__field_indices_by_name[] = {
   10,   /* field[10] = balance_left_usd */
@@ -6213,6 +6372,8 @@ static const unsigned synthd__v1__get_usage_response__field_indices_by_name[] = 
   2,   /* field[2] = month */
   0,   /* field[0] = org */
   1,   /* field[1] = plan */
+  13,   /* field[13] = provider_budget_usd */
+  12,   /* field[12] = provider_cost_usd */
   6,   /* field[6] = quota */
   8,   /* field[8] = quota_left */
   7,   /* field[7] = quota_used */
@@ -6222,7 +6383,7 @@ static const unsigned synthd__v1__get_usage_response__field_indices_by_name[] = 
 static const ProtobufCIntRange synthd__v1__get_usage_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor synthd__v1__get_usage_response__descriptor =
 {
@@ -6232,11 +6393,255 @@ const ProtobufCMessageDescriptor synthd__v1__get_usage_response__descriptor =
   "Synthd__V1__GetUsageResponse",
   "synthd.v1",
   sizeof(Synthd__V1__GetUsageResponse),
-  12,
+  14,
   synthd__v1__get_usage_response__field_descriptors,
   synthd__v1__get_usage_response__field_indices_by_name,
   1,  synthd__v1__get_usage_response__number_ranges,
   (ProtobufCMessageInit) synthd__v1__get_usage_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__compare_jobs_request__field_descriptors[3] =
+{
+  {
+    "job_a",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CompareJobsRequest, job_a),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "job_b",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CompareJobsRequest, job_b),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CompareJobsRequest, limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__compare_jobs_request__field_indices_by_name[] = {
+  0,   /* field[0] = job_a */
+  1,   /* field[1] = job_b */
+  2,   /* field[2] = limit */
+};
+static const ProtobufCIntRange synthd__v1__compare_jobs_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor synthd__v1__compare_jobs_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.CompareJobsRequest",
+  "CompareJobsRequest",
+  "Synthd__V1__CompareJobsRequest",
+  "synthd.v1",
+  sizeof(Synthd__V1__CompareJobsRequest),
+  3,
+  synthd__v1__compare_jobs_request__field_descriptors,
+  synthd__v1__compare_jobs_request__field_indices_by_name,
+  1,  synthd__v1__compare_jobs_request__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__compare_jobs_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__compare_jobs_response__field_descriptors[5] =
+{
+  {
+    "pairs",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Synthd__V1__CompareJobsResponse, n_pairs),
+    offsetof(Synthd__V1__CompareJobsResponse, pairs),
+    &synthd__v1__near_duplicate_pair__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "total",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CompareJobsResponse, total),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "records_a",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CompareJobsResponse, records_a),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "records_b",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CompareJobsResponse, records_b),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "threshold",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__CompareJobsResponse, threshold),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__compare_jobs_response__field_indices_by_name[] = {
+  0,   /* field[0] = pairs */
+  2,   /* field[2] = records_a */
+  3,   /* field[3] = records_b */
+  4,   /* field[4] = threshold */
+  1,   /* field[1] = total */
+};
+static const ProtobufCIntRange synthd__v1__compare_jobs_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor synthd__v1__compare_jobs_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.CompareJobsResponse",
+  "CompareJobsResponse",
+  "Synthd__V1__CompareJobsResponse",
+  "synthd.v1",
+  sizeof(Synthd__V1__CompareJobsResponse),
+  5,
+  synthd__v1__compare_jobs_response__field_descriptors,
+  synthd__v1__compare_jobs_response__field_indices_by_name,
+  1,  synthd__v1__compare_jobs_response__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__compare_jobs_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor synthd__v1__near_duplicate_pair__field_descriptors[5] =
+{
+  {
+    "seq_a",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__NearDuplicatePair, seq_a),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "seq_b",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__NearDuplicatePair, seq_b),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "similarity",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__NearDuplicatePair, similarity),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "prompt_similarity",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__NearDuplicatePair, prompt_similarity),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "matched",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Synthd__V1__NearDuplicatePair, matched),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned synthd__v1__near_duplicate_pair__field_indices_by_name[] = {
+  4,   /* field[4] = matched */
+  3,   /* field[3] = prompt_similarity */
+  0,   /* field[0] = seq_a */
+  1,   /* field[1] = seq_b */
+  2,   /* field[2] = similarity */
+};
+static const ProtobufCIntRange synthd__v1__near_duplicate_pair__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor synthd__v1__near_duplicate_pair__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "synthd.v1.NearDuplicatePair",
+  "NearDuplicatePair",
+  "Synthd__V1__NearDuplicatePair",
+  "synthd.v1",
+  sizeof(Synthd__V1__NearDuplicatePair),
+  5,
+  synthd__v1__near_duplicate_pair__field_descriptors,
+  synthd__v1__near_duplicate_pair__field_indices_by_name,
+  1,  synthd__v1__near_duplicate_pair__number_ranges,
+  (ProtobufCMessageInit) synthd__v1__near_duplicate_pair__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue synthd__v1__job_state__enum_values_by_number[6] =
@@ -6275,7 +6680,7 @@ const ProtobufCEnumDescriptor synthd__v1__job_state__descriptor =
   synthd__v1__job_state__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor synthd__v1__synthd__method_descriptors[16] =
+static const ProtobufCMethodDescriptor synthd__v1__synthd__method_descriptors[17] =
 {
   { "Generate", &synthd__v1__generate_request__descriptor, &synthd__v1__generate_response__descriptor },
   { "Plan", &synthd__v1__plan_request__descriptor, &synthd__v1__plan_response__descriptor },
@@ -6293,9 +6698,11 @@ static const ProtobufCMethodDescriptor synthd__v1__synthd__method_descriptors[16
   { "RevokeApiKey", &synthd__v1__revoke_api_key_request__descriptor, &synthd__v1__revoke_api_key_response__descriptor },
   { "DeleteJob", &synthd__v1__delete_job_request__descriptor, &synthd__v1__delete_job_response__descriptor },
   { "GetUsage", &synthd__v1__get_usage_request__descriptor, &synthd__v1__get_usage_response__descriptor },
+  { "CompareJobs", &synthd__v1__compare_jobs_request__descriptor, &synthd__v1__compare_jobs_response__descriptor },
 };
 const unsigned synthd__v1__synthd__method_indices_by_name[] = {
   4,        /* CancelJob */
+  16,        /* CompareJobs */
   11,        /* CreateApiKey */
   14,        /* DeleteJob */
   6,        /* FetchSplits */
@@ -6319,7 +6726,7 @@ const ProtobufCServiceDescriptor synthd__v1__synthd__descriptor =
   "Synthd",
   "Synthd__V1__Synthd",
   "synthd.v1",
-  16,
+  17,
   synthd__v1__synthd__method_descriptors,
   synthd__v1__synthd__method_indices_by_name
 };
@@ -6450,6 +6857,14 @@ void synthd__v1__synthd__get_usage(ProtobufCService *service,
 {
   assert(service->descriptor == &synthd__v1__synthd__descriptor);
   service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void synthd__v1__synthd__compare_jobs(ProtobufCService *service,
+                                      const Synthd__V1__CompareJobsRequest *input,
+                                      Synthd__V1__CompareJobsResponse_Closure closure,
+                                      void *closure_data)
+{
+  assert(service->descriptor == &synthd__v1__synthd__descriptor);
+  service->invoke(service, 16, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void synthd__v1__synthd__init (Synthd__V1__Synthd_Service *service,
                                Synthd__V1__Synthd_ServiceDestroy destroy)

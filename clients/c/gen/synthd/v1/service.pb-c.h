@@ -73,6 +73,9 @@ typedef struct Synthd__V1__RevokeApiKeyRequest Synthd__V1__RevokeApiKeyRequest;
 typedef struct Synthd__V1__RevokeApiKeyResponse Synthd__V1__RevokeApiKeyResponse;
 typedef struct Synthd__V1__GetUsageRequest Synthd__V1__GetUsageRequest;
 typedef struct Synthd__V1__GetUsageResponse Synthd__V1__GetUsageResponse;
+typedef struct Synthd__V1__CompareJobsRequest Synthd__V1__CompareJobsRequest;
+typedef struct Synthd__V1__CompareJobsResponse Synthd__V1__CompareJobsResponse;
+typedef struct Synthd__V1__NearDuplicatePair Synthd__V1__NearDuplicatePair;
 
 
 /* --- enums --- */
@@ -1041,10 +1044,81 @@ struct  Synthd__V1__GetUsageResponse
    * queued or running: held at their full estimate until billed
    */
   int64_t unfinished_jobs;
+  /*
+   * what the org's jobs spent with providers this month
+   */
+  double provider_cost_usd;
+  /*
+   * the org's monthly provider budget (engine.org_provider_budgets_usd); 0: none
+   */
+  double provider_budget_usd;
 };
 #define SYNTHD__V1__GET_USAGE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__get_usage_response__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * Every near-duplicate pair between two jobs of the caller's org, by the rule of the in-job check:
+ * the trigram Jaccard similarity of the whole records' text, or of their prompt sides, above 0.7.
+ */
+struct  Synthd__V1__CompareJobsRequest
+{
+  ProtobufCMessage base;
+  char *job_a;
+  char *job_b;
+  /*
+   * pairs listed: 0 means 1,000; at most 10,000 (all are counted)
+   */
+  int32_t limit;
+};
+#define SYNTHD__V1__COMPARE_JOBS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__compare_jobs_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Synthd__V1__CompareJobsResponse
+{
+  ProtobufCMessage base;
+  /*
+   * by seq_b, then seq_a
+   */
+  size_t n_pairs;
+  Synthd__V1__NearDuplicatePair **pairs;
+  /*
+   * pairs in all
+   */
+  int64_t total;
+  int64_t records_a;
+  int64_t records_b;
+  double threshold;
+};
+#define SYNTHD__V1__COMPARE_JOBS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__compare_jobs_response__descriptor) \
+    , 0,NULL, 0, 0, 0, 0 }
+
+
+struct  Synthd__V1__NearDuplicatePair
+{
+  ProtobufCMessage base;
+  uint64_t seq_a;
+  uint64_t seq_b;
+  /*
+   * of the whole records' text
+   */
+  double similarity;
+  /*
+   * of their prompt sides
+   */
+  double prompt_similarity;
+  /*
+   * which is above the threshold: record | prompt | both
+   */
+  char *matched;
+};
+#define SYNTHD__V1__NEAR_DUPLICATE_PAIR__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&synthd__v1__near_duplicate_pair__descriptor) \
+    , 0, 0, 0, 0, (char *)protobuf_c_empty_string }
 
 
 /* Synthd__V1__GenerateRequest methods */
@@ -2031,6 +2105,63 @@ Synthd__V1__GetUsageResponse *
 void   synthd__v1__get_usage_response__free_unpacked
                      (Synthd__V1__GetUsageResponse *message,
                       ProtobufCAllocator *allocator);
+/* Synthd__V1__CompareJobsRequest methods */
+void   synthd__v1__compare_jobs_request__init
+                     (Synthd__V1__CompareJobsRequest         *message);
+size_t synthd__v1__compare_jobs_request__get_packed_size
+                     (const Synthd__V1__CompareJobsRequest   *message);
+size_t synthd__v1__compare_jobs_request__pack
+                     (const Synthd__V1__CompareJobsRequest   *message,
+                      uint8_t             *out);
+size_t synthd__v1__compare_jobs_request__pack_to_buffer
+                     (const Synthd__V1__CompareJobsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__CompareJobsRequest *
+       synthd__v1__compare_jobs_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__compare_jobs_request__free_unpacked
+                     (Synthd__V1__CompareJobsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Synthd__V1__CompareJobsResponse methods */
+void   synthd__v1__compare_jobs_response__init
+                     (Synthd__V1__CompareJobsResponse         *message);
+size_t synthd__v1__compare_jobs_response__get_packed_size
+                     (const Synthd__V1__CompareJobsResponse   *message);
+size_t synthd__v1__compare_jobs_response__pack
+                     (const Synthd__V1__CompareJobsResponse   *message,
+                      uint8_t             *out);
+size_t synthd__v1__compare_jobs_response__pack_to_buffer
+                     (const Synthd__V1__CompareJobsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__CompareJobsResponse *
+       synthd__v1__compare_jobs_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__compare_jobs_response__free_unpacked
+                     (Synthd__V1__CompareJobsResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Synthd__V1__NearDuplicatePair methods */
+void   synthd__v1__near_duplicate_pair__init
+                     (Synthd__V1__NearDuplicatePair         *message);
+size_t synthd__v1__near_duplicate_pair__get_packed_size
+                     (const Synthd__V1__NearDuplicatePair   *message);
+size_t synthd__v1__near_duplicate_pair__pack
+                     (const Synthd__V1__NearDuplicatePair   *message,
+                      uint8_t             *out);
+size_t synthd__v1__near_duplicate_pair__pack_to_buffer
+                     (const Synthd__V1__NearDuplicatePair   *message,
+                      ProtobufCBuffer     *buffer);
+Synthd__V1__NearDuplicatePair *
+       synthd__v1__near_duplicate_pair__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   synthd__v1__near_duplicate_pair__free_unpacked
+                     (Synthd__V1__NearDuplicatePair *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Synthd__V1__GenerateRequest_Closure)
@@ -2201,6 +2332,15 @@ typedef void (*Synthd__V1__GetUsageRequest_Closure)
 typedef void (*Synthd__V1__GetUsageResponse_Closure)
                  (const Synthd__V1__GetUsageResponse *message,
                   void *closure_data);
+typedef void (*Synthd__V1__CompareJobsRequest_Closure)
+                 (const Synthd__V1__CompareJobsRequest *message,
+                  void *closure_data);
+typedef void (*Synthd__V1__CompareJobsResponse_Closure)
+                 (const Synthd__V1__CompareJobsResponse *message,
+                  void *closure_data);
+typedef void (*Synthd__V1__NearDuplicatePair_Closure)
+                 (const Synthd__V1__NearDuplicatePair *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -2272,6 +2412,10 @@ struct Synthd__V1__Synthd_Service
                     const Synthd__V1__GetUsageRequest *input,
                     Synthd__V1__GetUsageResponse_Closure closure,
                     void *closure_data);
+  void (*compare_jobs)(Synthd__V1__Synthd_Service *service,
+                       const Synthd__V1__CompareJobsRequest *input,
+                       Synthd__V1__CompareJobsResponse_Closure closure,
+                       void *closure_data);
 };
 typedef void (*Synthd__V1__Synthd_ServiceDestroy)(Synthd__V1__Synthd_Service *);
 void synthd__v1__synthd__init (Synthd__V1__Synthd_Service *service,
@@ -2295,7 +2439,8 @@ void synthd__v1__synthd__init (Synthd__V1__Synthd_Service *service,
       function_prefix__ ## list_api_keys,\
       function_prefix__ ## revoke_api_key,\
       function_prefix__ ## delete_job,\
-      function_prefix__ ## get_usage  }
+      function_prefix__ ## get_usage,\
+      function_prefix__ ## compare_jobs  }
 void synthd__v1__synthd__generate(ProtobufCService *service,
                                   const Synthd__V1__GenerateRequest *input,
                                   Synthd__V1__GenerateResponse_Closure closure,
@@ -2360,6 +2505,10 @@ void synthd__v1__synthd__get_usage(ProtobufCService *service,
                                    const Synthd__V1__GetUsageRequest *input,
                                    Synthd__V1__GetUsageResponse_Closure closure,
                                    void *closure_data);
+void synthd__v1__synthd__compare_jobs(ProtobufCService *service,
+                                      const Synthd__V1__CompareJobsRequest *input,
+                                      Synthd__V1__CompareJobsResponse_Closure closure,
+                                      void *closure_data);
 
 /* --- descriptors --- */
 
@@ -2420,6 +2569,9 @@ extern const ProtobufCMessageDescriptor synthd__v1__revoke_api_key_request__desc
 extern const ProtobufCMessageDescriptor synthd__v1__revoke_api_key_response__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__get_usage_request__descriptor;
 extern const ProtobufCMessageDescriptor synthd__v1__get_usage_response__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__compare_jobs_request__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__compare_jobs_response__descriptor;
+extern const ProtobufCMessageDescriptor synthd__v1__near_duplicate_pair__descriptor;
 extern const ProtobufCServiceDescriptor synthd__v1__synthd__descriptor;
 
 PROTOBUF_C__END_DECLS
