@@ -529,7 +529,7 @@ def test_frames_equal_the_golden_frames():
     r = run(VALGRIND + [OFFLINE, "golden", ROOT / "proto/testdata"], timeout=300)
     out = r.stdout.decode()
     assert r.returncode == 0, out + r.stderr.decode()
-    assert out.count("ok ") == 16, out
+    assert out.count("ok ") == 17, out
 
 
 def pb_modules(tmp):
