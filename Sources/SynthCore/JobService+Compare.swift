@@ -6,9 +6,9 @@ import SynthQuality
 import SynthStore
 
 extension JobService {
-    /// The most trigrams the smaller job of a comparison may hold (each is 4 bytes in the join's
-    /// index): about 25,000 records of a kilobyte.
-    public static let compareMaxTrigrams = 25_000_000
+    /// The most characters of text the smaller job of a comparison may hold (the index keeps about
+    /// 5 bytes per trigram, a trigram per character): about 25,000 records of a kilobyte.
+    public static let compareMaxCharacters = 25_000_000
     public static let compareDefaultLimit = 1_000
     public static let compareMaxLimit = 10_000
 
@@ -40,30 +40,30 @@ extension JobService {
     }
 
     static func compare(_ a: PBStoredJob, _ b: PBStoredJob, limit: Int, store: Store) throws -> PBCompareJobsResponse {
-        // The smaller job is held in the join's index; the larger is read from the store, twice.
+        // The smaller job is held in an index; each record of the larger is checked against all of
+        // it (the in-job check's exact join, asked for every match instead of the first).
         let aIsLeft = a.job.accepted <= b.job.accepted
         let (small, large) = aIsLeft ? (a, b) : (b, a)
-        var found: [Pair: (full: Double, prompt: Double)] = [:]
-        for side in [Side.full, .prompt] {
-            let join = SimilarityJoin()
-            var seqs: [UInt64] = []
-            try visitTexts(small, store: store) { seq, text in
-                let set = Trigrams.set(side.text(text))
-                join.addLeft(set)
-                seqs.append(seq)
-                if join.heldTrigrams > compareMaxTrigrams {
-                    throw RPCError(.resourceExhausted, "job \(small.job.jobID) is too large to compare at once: the smaller job of a "
-                                   + "comparison may hold \(compareMaxTrigrams / 1_000_000) million trigrams (about 25,000 records of 1 KB)")
-                }
+        let full = NearDuplicateIndex.workingAlone(), prompt = NearDuplicateIndex.workingAlone()
+        var seqs: [UInt64] = []
+        var held = 0
+        try visitTexts(small, store: store) { seq, text in
+            held += text.fullText.utf8.count
+            if held > compareMaxCharacters {
+                throw RPCError(.resourceExhausted, "job \(small.job.jobID) is too large to compare at once: the smaller job of a "
+                               + "comparison may hold \(compareMaxCharacters / 1_000_000) million characters of text (about 25,000 records of 1 KB)")
             }
-            try visitTexts(large, store: store) { _, text in join.countRight(Trigrams.set(side.text(text))) }
-            join.build()
-            try visitTexts(large, store: store) { seq, text in
-                for m in join.matches(Trigrams.set(side.text(text))) {
-                    let pair = aIsLeft ? Pair(a: seqs[m.left], b: seq) : Pair(a: seq, b: seqs[m.left])
-                    var both = found[pair] ?? (0, 0)
-                    if side == .full { both.full = m.similarity } else { both.prompt = m.similarity }
-                    found[pair] = both
+            full.insert(text.fullText)
+            prompt.insert(text.promptText)
+            seqs.append(seq)
+        }
+        var found: [Pair: Matched] = [:]
+        try visitTexts(large, store: store) { seq, text in
+            try Task.checkCancellation()
+            for (side, index, t) in [(Matched.record, full, text.fullText), (.prompt, prompt, text.promptText)] {
+                for i in index.duplicates(of: t) {
+                    let pair = aIsLeft ? Pair(a: seqs[i], b: seq) : Pair(a: seq, b: seqs[i])
+                    found[pair] = found[pair].map { $0 == side ? side : .both } ?? side
                 }
             }
         }
@@ -72,35 +72,32 @@ extension JobService {
         out.recordsB = b.job.accepted
         out.threshold = Threshold.nearDuplicate.value
         out.total = Int64(found.count)
-        // Similarities of the side that did not match are worked out for the pairs listed only.
+        // The similarities of the pairs listed, worked out from their texts.
         let listed = found.sorted { ($0.key.b, $0.key.a) < ($1.key.b, $1.key.a) }.prefix(limit)
-        var texts: [UInt64: RecordText] = [:], textsB: [UInt64: RecordText] = [:]
+        var textsA: [UInt64: RecordText] = [:], textsB: [UInt64: RecordText] = [:]
         let wantA = Set(listed.map(\.key.a)), wantB = Set(listed.map(\.key.b))
-        try visitTexts(a, store: store) { seq, t in if wantA.contains(seq) { texts[seq] = t } }
+        try visitTexts(a, store: store) { seq, t in if wantA.contains(seq) { textsA[seq] = t } }
         try visitTexts(b, store: store) { seq, t in if wantB.contains(seq) { textsB[seq] = t } }
-        for (pair, sims) in listed {
+        for (pair, matched) in listed {
             var p = PBNearDuplicatePair()
             p.seqA = pair.a
             p.seqB = pair.b
-            p.similarity = sims.full
-            p.promptSimilarity = sims.prompt
-            if let x = texts[pair.a], let y = textsB[pair.b] {
-                if sims.full == 0 { p.similarity = Trigrams.jaccard(Trigrams.set(x.fullText), Trigrams.set(y.fullText)) }
-                if sims.prompt == 0 { p.promptSimilarity = Trigrams.jaccard(Trigrams.set(x.promptText), Trigrams.set(y.promptText)) }
+            if let x = textsA[pair.a], let y = textsB[pair.b] {
+                p.similarity = Trigrams.jaccard(Trigrams.set(x.fullText), Trigrams.set(y.fullText))
+                p.promptSimilarity = Trigrams.jaccard(Trigrams.set(x.promptText), Trigrams.set(y.promptText))
             }
-            p.matched = sims.full > 0 && sims.prompt > 0 ? "both" : sims.full > 0 ? "record" : "prompt"
+            p.matched = matched.rawValue
             out.pairs.append(p)
         }
         return out
     }
 
+    enum Matched: String {
+        case record, prompt, both
+    }
+
     struct Pair: Hashable {
         var a: UInt64
         var b: UInt64
-    }
-
-    enum Side {
-        case full, prompt
-        func text(_ t: RecordText) -> String { self == .full ? t.fullText : t.promptText }
     }
 }

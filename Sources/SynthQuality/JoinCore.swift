@@ -99,6 +99,11 @@ final class JoinCore: @unchecked Sendable {
     /// Checks published (caller only).
     var checks: Int { seq - firstCheck }
 
+    /// Every near-duplicate of a check is wanted, not only the first (`collected`): one thread
+    /// only, the caller's.
+    var collectAll = false
+    var collected: [Int] = []
+
     init(threshold: Threshold, leastRun: Int = JoinCore.leastRun, firstCheck: Int = 0) {
         self.threshold = threshold
         self.leastRun = max(1, leastRun)
@@ -278,6 +283,7 @@ final class JoinCore: @unchecked Sendable {
             took = true
             let r = scan(start..<end, stamp, &scratch)
             if let position = r.found { foundAt(position) }
+            if collectAll { collected += r.all }
             comparisons.wrappingAdd(r.comparisons, ordering: .relaxed)
             scanned.wrappingAdd(r.scanned, ordering: .relaxed)
             done.wrappingAdd(end - start, ordering: .releasing)
@@ -296,6 +302,8 @@ final class JoinCore: @unchecked Sendable {
     struct ScanResult {
         /// The near-duplicate found: its position in the scan order << 32 | its accepted set.
         var found: Int?
+        /// With `collectAll`: every near-duplicate found.
+        var all: [Int] = []
         var comparisons = 0
         var scanned = 0
     }
@@ -352,8 +360,12 @@ final class JoinCore: @unchecked Sendable {
                                     result.comparisons += 1
                                     let j = Int(sets[e])
                                     if verify(probe, j, threshold.minOverlap(n, m)) {
-                                        result.found = t << 32 | j
-                                        return
+                                        if collectAll {
+                                            result.all.append(j)
+                                        } else {
+                                            result.found = t << 32 | j
+                                            return
+                                        }
                                     }
                                 }
                                 entry = e + 1

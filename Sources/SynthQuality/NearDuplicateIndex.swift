@@ -118,6 +118,26 @@ public final class NearDuplicateIndex {
         return check()
     }
 
+    /// An index that works on the caller's thread only, as `duplicates(of:)` needs.
+    public static func workingAlone(threshold: Threshold = .nearDuplicate) -> NearDuplicateIndex {
+        NearDuplicateIndex(threshold: threshold, helperFrom: .max)
+    }
+
+    /// Every accepted text that `text` is a near-duplicate of (their positions among accepted
+    /// texts, ascending). Does not add `text`. For an index with no helper thread (`helperFrom:
+    /// .max`): the scan does not stop at the first.
+    public func duplicates(of text: String) -> [Int] {
+        precondition(helperFrom == .max && helper == nil, "duplicates(of:) needs an index that works alone")
+        core.load(text)
+        core.finishAdd()
+        guard core.publish() != nil else { return [] }
+        core.collectAll = true
+        core.collected.removeAll(keepingCapacity: true)
+        defer { core.collectAll = false }
+        _ = core.run(&scratch)
+        return core.collected.sorted()
+    }
+
     /// Checks `text` and adds it when it is not a near-duplicate. True when it was added.
     @discardableResult
     public func admit(_ text: String) -> Bool {

@@ -26,7 +26,34 @@ if texts.last == "" { texts.removeLast() }
 var duplicates: [Int] = []
 let clock = ContinuousClock()
 let took: Duration
-if args.count >= 5, args[3] == "--brute", let n = Int(args[4]) {
+if args.count >= 4, args[3] == "--compare" {
+    // Two collections (the first half and the second half of the texts): every pair above the
+    // threshold, by the sketch index's all-matches scan (CompareJobs' join) and by brute force on
+    // the first 2,000 of each half.
+    let half = texts.count / 2
+    let left = Array(texts[..<half]), right = Array(texts[half...])
+    var start = clock.now
+    let index = NearDuplicateIndex.workingAlone()
+    for t in left { index.insert(t) }
+    var pairsA = 0
+    for t in right { pairsA += index.duplicates(of: t).count }
+    let sketchTook = clock.now - start
+    let sample = 2_000
+    let small = NearDuplicateIndex.workingAlone()
+    for t in left.prefix(sample) { small.insert(t) }
+    let l = left.prefix(sample).map(Trigrams.set)
+    var same = true
+    for t in right.prefix(sample) {
+        let y = Trigrams.set(t)
+        let brute = l.indices.filter { i in
+            !l[i].isEmpty && !y.isEmpty && Threshold.nearDuplicate.lengthsCompatible(l[i].count, y.count)
+                && Threshold.nearDuplicate.exceeded(overlap: Trigrams.overlap(l[i], y), l[i].count, y.count)
+        }
+        if small.duplicates(of: t) != brute { same = false }
+    }
+    print("every pair between \(left.count) and \(right.count) texts: \(pairsA) pairs in \(sketchTook); identical to brute force on \(sample) x \(sample): \(same)")
+    exit(0)
+} else if args.count >= 5, args[3] == "--brute", let n = Int(args[4]) {
     let sample = Array(texts.prefix(n))
     let start = clock.now
     let decisions = BruteForceNearDuplicates.decisions(sample)

@@ -424,38 +424,33 @@ struct Corpus {
     }
 }
 
-/// The two-collection join (CompareJobs' and the contamination check's exact answer).
-@Suite struct SimilarityJoinTests {
-    /// All pairs above the threshold between two halves of a planted corpus, whose near-copies
-    /// straddle 0.7 and cross the halves: the join gives exactly brute force's pairs and overlaps.
-    @Test func theJoinOfTwoCollectionsEqualsBruteForce() {
+/// Every match of a text, not only the first (CompareJobs' join).
+@Suite struct AllMatchesTests {
+    /// An index of one half of a planted corpus, asked for every match of each text of the other
+    /// half: exactly brute force's pairs, the near-copies straddling 0.7 among them.
+    @Test func everyMatchEqualsBruteForce() {
         let corpus = Corpus(count: 3000, words: 8...40, seed: 7)
-        let sets = corpus.texts.map(Trigrams.set)
-        let left = Array(sets[..<1500]), right = Array(sets[1500...])
+        let left = Array(corpus.texts[..<1500]), right = Array(corpus.texts[1500...])
+        let l = left.map(Trigrams.set)
         let t = Threshold.nearDuplicate
-        var expected: [[Int]] = []
-        for (j, y) in right.enumerated() {
-            for (i, x) in left.enumerated() where !x.isEmpty && !y.isEmpty {
-                let o = Trigrams.overlap(x, y)
-                if t.exceeded(overlap: o, x.count, y.count) { expected.append([i, j, o]) }
+        let index = NearDuplicateIndex.workingAlone()
+        for text in left { index.insert(text) }
+        var pairs = 0, nearThreshold = 0
+        for text in right {
+            let y = Trigrams.set(text)
+            let expected = l.indices.filter { i in
+                !l[i].isEmpty && !y.isEmpty && t.exceeded(overlap: Trigrams.overlap(l[i], y), l[i].count, y.count)
             }
+            #expect(index.duplicates(of: text) == expected)
+            pairs += expected.count
+            nearThreshold += expected.filter { Trigrams.jaccard(l[$0], y) < 0.75 }.count
         }
-        let got = SimilarityJoin.pairs(left, right).map { [$0.0, $0.1, $0.2.overlap] }
-        #expect(got == expected)
-        #expect(expected.count > 200, "\(expected.count) pairs across the halves")
-        // Pairs just above and just below the threshold are both there to be told apart.
-        let near = expected.filter { p in
-            let (x, y) = (left[p[0]], right[p[1]])
-            return Double(p[2]) / Double(x.count + y.count - p[2]) < 0.75
+        #expect(pairs > 200 && nearThreshold > 0, "\(pairs) pairs, \(nearThreshold) just above 0.7")
+        // Checking adds nothing; the first match is the one `duplicate(of:)` names.
+        #expect(index.count == 1500)
+        for text in right.prefix(200) {
+            let all = index.duplicates(of: text)
+            #expect(all.isEmpty == (index.duplicate(of: text) == nil))
         }
-        #expect(!near.isEmpty)
-        // A set is its own duplicate; an empty one matches nothing; an unseen trigram matches nothing.
-        let join = SimilarityJoin()
-        join.addLeft(left[0])
-        join.addLeft([])
-        join.countRight(left[0])
-        join.build()
-        #expect(join.matches(left[0]).map(\.left) == [0] && join.matches(left[0]).first?.similarity == 1)
-        #expect(join.matches([]).isEmpty && join.matches([1, 2, 3]).isEmpty)
     }
 }
