@@ -1,4 +1,5 @@
 import Foundation
+import SynthMetrics
 import SynthSpec
 
 /// A provider batch as the provider reports it.
@@ -171,6 +172,9 @@ extension LLMClient {
                 var completion = try Self.parse(response, request: stand, config: config)
                 completion.costUSD *= factor
                 completion.batchItem = (status.id, customID)
+                SynthMetrics.providerUsage(provider: config.name, model: SynthMetrics.modelLabel(completion.model),
+                                           promptTokens: completion.promptTokens, completionTokens: completion.completionTokens,
+                                           dollars: completion.costUSD)
                 out[customID] = .success(completion)
             } catch let e as ProviderError {
                 out[customID] = .failure(e)

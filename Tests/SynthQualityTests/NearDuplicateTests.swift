@@ -1,4 +1,5 @@
 import CSketch
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -428,9 +429,20 @@ struct Corpus {
 @Suite struct AllMatchesTests {
     /// An index of one half of a planted corpus, asked for every match of each text of the other
     /// half: exactly brute force's pairs, the near-copies straddling 0.7 among them.
-    @Test func everyMatchEqualsBruteForce() {
-        let corpus = Corpus(count: 3000, words: 8...40, seed: 7)
-        let left = Array(corpus.texts[..<1500]), right = Array(corpus.texts[1500...])
+    @Test func everyMatchEqualsBruteForce() async {
+        // On a thread of its own: brute force takes seconds in a debug build, and on the
+        // cooperative pool it would stall the in-process servers of the tests running beside it.
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread {
+                Self.everyMatch()
+                done.resume()
+            }.start()
+        }
+    }
+
+    static func everyMatch() {
+        let corpus = Corpus(count: 2400, words: 8...40, seed: 7)
+        let left = Array(corpus.texts[..<1200]), right = Array(corpus.texts[1200...])
         let l = left.map(Trigrams.set)
         let t = Threshold.nearDuplicate
         let index = NearDuplicateIndex.workingAlone()
@@ -446,8 +458,8 @@ struct Corpus {
             nearThreshold += expected.filter { Trigrams.jaccard(l[$0], y) < 0.75 }.count
         }
         #expect(pairs > 200 && nearThreshold > 0, "\(pairs) pairs, \(nearThreshold) just above 0.7")
-        // Checking adds nothing; the first match is the one `duplicate(of:)` names.
-        #expect(index.count == 1500)
+        // Checking adds nothing; there is a first match exactly when there are any.
+        #expect(index.count == 1200)
         for text in right.prefix(200) {
             let all = index.duplicates(of: text)
             #expect(all.isEmpty == (index.duplicate(of: text) == nil))
