@@ -190,12 +190,10 @@ public final class JobService: Sendable {
         }
     }
 
-    /// The most records the jobs named in `advanced.dedup_against` may hold together (the check
-    /// holds them all in memory while the job runs).
-    public static let dedupAgainstMaxRecords: Int64 = 200_000
-
     /// The jobs a request names in `advanced.dedup_against`: each a job of the caller's org that
-    /// has ended, together within `dedupAgainstMaxRecords`.
+    /// has ended, together holding at most `engine.max_count` records: the check holds them all in
+    /// memory while the job runs (about 5 bytes per character of text, twice: whole records and
+    /// prompts), so they cost it no more than its own records can.
     func checkReferences(_ r: PBJobRequest, _ caller: Caller) throws {
         guard r.hasAdvanced, !r.advanced.dedupAgainst.isEmpty else { return }
         var total: Int64 = 0
@@ -209,9 +207,9 @@ public final class JobService: Sendable {
             }
             total += other.job.accepted
         }
-        if total > Self.dedupAgainstMaxRecords {
+        if total > Int64(engine.config.maxCount) {
             throw RPCError(.failedPrecondition, "advanced.dedup_against: the jobs named hold \(total) records; at most "
-                           + "\(Self.dedupAgainstMaxRecords) together")
+                           + "\(engine.config.maxCount) together (the server's engine.max_count)")
         }
     }
 
